@@ -1,0 +1,28 @@
+//! Barrier checkpoints and exactly-once recovery for the Sabot stream processor.
+//!
+//! **Status:** this crate is reserved in the workspace; its contents arrive with issue 6
+//! (`BarrierAligner`, `CheckpointCoordinator`, checkpoint storage with fsynced files and
+//! atomically published manifests, recovery). The barrier itself,
+//! [`sabot_core::CheckpointBarrier`], already flows in [`sabot_core::Message`].
+//!
+//! ```
+//! let _ = sabot_checkpoint::CheckpointError::Unsupported { what: "checkpoints" };
+//! ```
+
+/// Result alias for `sabot-checkpoint`.
+pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+/// Errors raised by `sabot-checkpoint`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The operation is not available in this version.
+    #[error("{what} are not supported by this version of sabot-checkpoint")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// An error from `sabot-core`.
+    #[error(transparent)]
+    Core(#[from] sabot_core::CoreError),
+}

@@ -1,0 +1,36 @@
+//! What flows between operators.
+
+use arrow::record_batch::RecordBatch;
+
+use crate::{CheckpointBarrier, Timestamp};
+
+/// Everything that travels on a stream. Batches, never single rows, cross a queue.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Message {
+    /// A batch of records.
+    Data(RecordBatch),
+    /// No record with an event time at or before this instant will follow.
+    Watermark(Timestamp),
+    /// A checkpoint barrier: everything before it belongs to the checkpoint.
+    Barrier(CheckpointBarrier),
+    /// The sender has nothing to say for now; it must not hold back watermarks.
+    Idle,
+    /// The sender will send nothing more.
+    EndOfStream,
+}
+
+impl Message {
+    /// The number of records this message carries (0 for control messages).
+    pub fn num_rows(&self) -> usize {
+        match self {
+            Message::Data(b) => b.num_rows(),
+            _ => 0,
+        }
+    }
+
+    /// Whether this is a control message (anything but data).
+    pub fn is_control(&self) -> bool {
+        !matches!(self, Message::Data(_))
+    }
+}

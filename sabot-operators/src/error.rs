@@ -1,0 +1,62 @@
+use sabot_core::CoreError;
+use sabot_core::arrow::datatypes::SchemaRef;
+use sabot_core::arrow::error::ArrowError;
+
+/// Result alias for `sabot-operators`.
+pub type Result<T, E = OperatorError> = std::result::Result<T, E>;
+
+/// A user function's own error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors raised by operators, sources and sinks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorError {
+    /// A core error: a missing column, an unsupported key type, a bad setting.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+
+    /// An Arrow kernel failed.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] ArrowError),
+
+    /// An operator produced batches of a schema other than the one it declared.
+    #[error("operator `{operator}` produced schema {actual:?}, but declared {expected:?}")]
+    SchemaMismatch {
+        /// The operator.
+        operator: String,
+        /// The declared schema.
+        expected: SchemaRef,
+        /// The schema of the batch it produced.
+        actual: SchemaRef,
+    },
+
+    /// The job graph is not valid for this operator.
+    #[error("operator `{operator}`: {reason}")]
+    InvalidPlan {
+        /// The operator.
+        operator: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A user function (map, filter, source, sink) failed.
+    #[error("user function in `{operator}` failed: {source}")]
+    User {
+        /// The operator that called it.
+        operator: String,
+        /// The user's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl OperatorError {
+    /// Wraps a user function's error, naming the operator.
+    pub fn user(operator: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        OperatorError::User {
+            operator: operator.into(),
+            source: source.into(),
+        }
+    }
+}

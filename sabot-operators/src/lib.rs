@@ -1,0 +1,56 @@
+//! Operators on Arrow batches for the Sabot stream processor.
+//!
+//! The contracts:
+//! - [`Operator`] / [`OperatorFactory`]: one instance per subtask, called with one batch
+//!   or watermark at a time, emitting into an [`Output`]. Factories validate their
+//!   settings against the input schema when a job is built.
+//! - [`Source`] / [`SourceFactory`] and [`Sink`] / [`SinkFactory`].
+//!
+//! The operators:
+//! - stateless: [`MapFactory`], [`FilterFactory`] (an Arrow boolean predicate),
+//!   [`ProjectFactory`], and [`WatermarkFactory`] (bounded out-of-orderness watermarks);
+//! - [`TumblingWindowFactory`]: keyed tumbling event-time windows with vectorized
+//!   count/sum/min/max ([`Aggregate`]);
+//! - built-in [`VecSource`] and [`CollectSink`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use sabot_core::metrics::Metrics;
+//! use sabot_core::{Message, Timestamp};
+//! use sabot_core::test_util::int64_batch;
+//! use sabot_operators::{Aggregate, OperatorFactory, Output, TaskContext, TumblingWindowFactory};
+//!
+//! let batch = int64_batch(&[("k", vec![1, 2, 1]), ("v", vec![10, 20, 30]), ("ts", vec![0, 5, 9])]);
+//! let window = TumblingWindowFactory::new(
+//!     vec!["k".into()], Some("ts".into()), Duration::from_millis(10),
+//!     vec![Aggregate::sum("v").alias("total")],
+//! );
+//! let ctx = TaskContext::new(0, 1, 128, Metrics::new());
+//! let mut op = window.create(&batch.schema(), &ctx).unwrap();
+//! let mut out = Output::new();
+//! op.on_batch(batch, &mut out).unwrap();
+//! op.on_watermark(Timestamp::from_millis(9), &mut out).unwrap(); // fires [0, 10)
+//! let Some(Message::Data(result)) = out.drain().next() else { panic!() };
+//! assert_eq!(result.num_rows(), 2); // k=1: 40, k=2: 20
+//! ```
+
+mod builtin;
+mod error;
+mod stateless;
+mod time_column;
+mod traits;
+mod window;
+
+pub use builtin::{CollectSink, Collected, VecSource};
+pub use error::{BoxError, OperatorError, Result};
+pub use stateless::{
+    FilterFactory, MapFactory, MapFn, PredicateFn, ProjectFactory, WatermarkFactory,
+};
+pub use traits::{
+    Operator, OperatorFactory, Output, Sink, SinkFactory, Source, SourceFactory, SourcePoll,
+    TaskContext,
+};
+pub use window::{
+    AggKind, Aggregate, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
+};

@@ -1,0 +1,166 @@
+//! The operator, source and sink contracts.
+
+use std::fmt::Debug;
+
+use sabot_core::metrics::Metrics;
+use sabot_core::{Message, RecordBatch, SchemaRef, Timestamp};
+
+use crate::Result;
+
+/// Where a subtask runs: its index, the parallelism of its operator, and the job's metrics.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TaskContext {
+    /// This subtask's index, `0..parallelism`.
+    pub subtask: usize,
+    /// How many subtasks the operator has.
+    pub parallelism: usize,
+    /// The number of key groups.
+    pub max_parallelism: usize,
+    /// The job's counters.
+    pub metrics: Metrics,
+}
+
+impl TaskContext {
+    /// A context for subtask `subtask` of `parallelism`.
+    pub fn new(
+        subtask: usize,
+        parallelism: usize,
+        max_parallelism: usize,
+        metrics: Metrics,
+    ) -> Self {
+        TaskContext {
+            subtask,
+            parallelism,
+            max_parallelism,
+            metrics,
+        }
+    }
+}
+
+/// What an operator emits while handling one input message.
+#[derive(Debug, Default)]
+pub struct Output {
+    messages: Vec<Message>,
+}
+
+impl Output {
+    /// An empty output buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Emits a batch; empty batches are dropped.
+    pub fn batch(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.messages.push(Message::Data(batch));
+        }
+    }
+
+    /// Emits a watermark.
+    pub fn watermark(&mut self, wm: Timestamp) {
+        self.messages.push(Message::Watermark(wm));
+    }
+
+    /// Emits any message.
+    pub fn message(&mut self, msg: Message) {
+        self.messages.push(msg);
+    }
+
+    /// Takes everything emitted so far, leaving the buffer empty.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
+        self.messages.drain(..)
+    }
+
+    /// Whether nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// A running operator instance: one per subtask.
+///
+/// The runtime calls it with one message at a time; everything it emits goes into `out`.
+pub trait Operator: Send {
+    /// Handles a batch of records.
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()>;
+
+    /// Handles a watermark: fire what it completes, then pass it on (the default).
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
+        out.watermark(wm);
+        Ok(())
+    }
+
+    /// The input ended: emit what is left.
+    fn on_end(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Describes an operator in a job graph and creates its instances.
+pub trait OperatorFactory: Send + Sync + Debug {
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+
+    /// The schema of the output for input schema `input`, validating the operator's
+    /// settings against it (missing columns, wrong types) when the job is built.
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef>;
+
+    /// Creates the instance for one subtask.
+    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>>;
+
+}
+
+/// What a source has to say when asked for more.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SourcePoll {
+    /// A batch of records.
+    Batch(RecordBatch),
+    /// Nothing now; ask again later. The source must not hold back watermarks meanwhile.
+    Idle,
+    /// Nothing more, ever.
+    End,
+}
+
+/// A running source instance: one per source subtask.
+pub trait Source: Send {
+    /// The next batch, an idle marker, or the end.
+    fn poll_next(&mut self) -> Result<SourcePoll>;
+}
+
+/// Describes a source and creates its per-subtask instances.
+pub trait SourceFactory: Send + Sync + Debug {
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+    /// The schema of every batch the source emits.
+    fn schema(&self) -> SchemaRef;
+    /// Creates the instance for one subtask; it reads its share of the input.
+    fn create(&self, ctx: &TaskContext) -> Result<Box<dyn Source>>;
+}
+
+/// A running sink instance: one per sink subtask.
+pub trait Sink: Send {
+    /// Writes a batch.
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    /// Observes a watermark (default: ignore).
+    fn on_watermark(&mut self, _wm: Timestamp) -> Result<()> {
+        Ok(())
+    }
+    /// The input ended; flush.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Describes a sink and creates its per-subtask instances.
+pub trait SinkFactory: Send + Sync + Debug {
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+    /// Checks that the sink accepts `input` (default: anything).
+    fn check_schema(&self, _input: &SchemaRef) -> Result<()> {
+        Ok(())
+    }
+    /// Creates the instance for one subtask.
+    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Sink>>;
+}

@@ -1,0 +1,358 @@
+//! Aggregate functions and their vectorized accumulators.
+
+use std::sync::Arc;
+
+use sabot_core::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray,
+};
+use sabot_core::arrow::buffer::NullBuffer;
+use sabot_core::arrow::compute::cast;
+use sabot_core::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type, Schema,
+};
+use sabot_core::{CoreError, column_index};
+
+use crate::Result;
+
+/// Which aggregate function.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AggKind {
+    /// Number of rows (or of non-null values of a column).
+    Count,
+    /// Sum of the non-null values (integers wrap around on overflow, as in Flink).
+    Sum,
+    /// Smallest non-null value.
+    Min,
+    /// Largest non-null value.
+    Max,
+}
+
+/// One aggregate in a window: a function, its input column and its output name.
+///
+/// ```
+/// use sabot_operators::Aggregate;
+/// let total = Aggregate::sum("amount").alias("total");
+/// assert_eq!(total.output_name(), "total");
+/// assert_eq!(Aggregate::count().output_name(), "count");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aggregate {
+    kind: AggKind,
+    column: Option<String>,
+    alias: Option<String>,
+}
+
+impl Aggregate {
+    /// `count(*)`: rows per group.
+    pub fn count() -> Self {
+        Aggregate {
+            kind: AggKind::Count,
+            column: None,
+            alias: None,
+        }
+    }
+
+    /// Non-null values of `column` per group.
+    pub fn count_of(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Count, column)
+    }
+
+    /// Sum of `column`.
+    pub fn sum(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Sum, column)
+    }
+
+    /// Minimum of `column`.
+    pub fn min(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Min, column)
+    }
+
+    /// Maximum of `column`.
+    pub fn max(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Max, column)
+    }
+
+    fn of(kind: AggKind, column: impl Into<String>) -> Self {
+        Aggregate {
+            kind,
+            column: Some(column.into()),
+            alias: None,
+        }
+    }
+
+    /// Names the output column.
+    pub fn alias(mut self, name: impl Into<String>) -> Self {
+        self.alias = Some(name.into());
+        self
+    }
+
+    /// The output column's name: the alias, else `<fn>_<column>`, else `count`.
+    pub fn output_name(&self) -> String {
+        if let Some(a) = &self.alias {
+            return a.clone();
+        }
+        let f = match self.kind {
+            AggKind::Count => "count",
+            AggKind::Sum => "sum",
+            AggKind::Min => "min",
+            AggKind::Max => "max",
+        };
+        match &self.column {
+            Some(c) => format!("{f}_{c}"),
+            None => f.to_owned(),
+        }
+    }
+
+    /// Resolves the input column against `schema`.
+    pub(crate) fn bind(&self, schema: &Schema) -> Result<BoundAggregate> {
+        let input = match &self.column {
+            None => None,
+            Some(c) => Some(column_index(schema, c)?),
+        };
+        let numeric = match input {
+            None => Numeric::I64,
+            Some(i) => {
+                let f = schema.field(i);
+                match (self.kind, f.data_type()) {
+                    (AggKind::Count, _) => Numeric::I64,
+                    (_, t) if t.is_integer() => Numeric::I64,
+                    (_, t) if t.is_floating() => Numeric::F64,
+                    (_, t) => {
+                        return Err(CoreError::InvalidColumnType {
+                            column: f.name().clone(),
+                            expected: "an integer or floating-point column".into(),
+                            actual: t.clone(),
+                        }
+                        .into());
+                    }
+                }
+            }
+        };
+        let data_type = match numeric {
+            Numeric::I64 => DataType::Int64,
+            Numeric::F64 => DataType::Float64,
+        };
+        let nullable = self.kind != AggKind::Count;
+        Ok(BoundAggregate {
+            kind: self.kind,
+            input,
+            numeric,
+            field: Field::new(self.output_name(), data_type, nullable),
+        })
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Numeric {
+    I64,
+    F64,
+}
+
+/// An aggregate resolved against an input schema.
+#[derive(Clone, Debug)]
+pub(crate) struct BoundAggregate {
+    pub(crate) kind: AggKind,
+    pub(crate) input: Option<usize>,
+    pub(crate) numeric: Numeric,
+    pub(crate) field: Field,
+}
+
+impl BoundAggregate {
+    /// The input column of `batch_columns`, cast to the accumulator's type once per batch.
+    pub(crate) fn values(&self, columns: &[ArrayRef]) -> Result<Option<ArrayRef>> {
+        let Some(i) = self.input else {
+            return Ok(None);
+        };
+        let col = &columns[i];
+        if self.kind == AggKind::Count {
+            return Ok(Some(col.clone()));
+        }
+        let target = match self.numeric {
+            Numeric::I64 => DataType::Int64,
+            Numeric::F64 => DataType::Float64,
+        };
+        if col.data_type() == &target {
+            Ok(Some(col.clone()))
+        } else {
+            Ok(Some(cast(col, &target)?))
+        }
+    }
+
+    pub(crate) fn new_accumulator(&self) -> Accumulator {
+        match (self.kind, self.numeric) {
+            (AggKind::Count, _) => Accumulator::Count(Vec::new()),
+            (kind, Numeric::I64) => Accumulator::I64(NumAcc::new(kind)),
+            (kind, Numeric::F64) => Accumulator::F64(NumAcc::new(kind)),
+        }
+    }
+}
+
+/// Per-group accumulator slots for one aggregate, stored column-wise.
+pub(crate) enum Accumulator {
+    Count(Vec<i64>),
+    I64(NumAcc<Int64Type>),
+    F64(NumAcc<Float64Type>),
+}
+
+pub(crate) struct NumAcc<T: ArrowPrimitiveType> {
+    kind: AggKind,
+    values: Vec<T::Native>,
+    seen: Vec<bool>,
+}
+
+impl<T: ArrowPrimitiveType> NumAcc<T> {
+    fn new(kind: AggKind) -> Self {
+        NumAcc {
+            kind,
+            values: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+}
+
+trait Combine: Copy {
+    fn sum(self, other: Self) -> Self;
+    fn min(self, other: Self) -> Self;
+    fn max(self, other: Self) -> Self;
+}
+
+impl Combine for i64 {
+    #[inline]
+    fn sum(self, o: Self) -> Self {
+        self.wrapping_add(o)
+    }
+    #[inline]
+    fn min(self, o: Self) -> Self {
+        Ord::min(self, o)
+    }
+    #[inline]
+    fn max(self, o: Self) -> Self {
+        Ord::max(self, o)
+    }
+}
+
+impl Combine for f64 {
+    #[inline]
+    fn sum(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline]
+    fn min(self, o: Self) -> Self {
+        f64::min(self, o)
+    }
+    #[inline]
+    fn max(self, o: Self) -> Self {
+        f64::max(self, o)
+    }
+}
+
+/// Which input rows feed which groups: all rows in order, or a subset.
+#[derive(Copy, Clone)]
+pub(crate) enum RowSel<'a> {
+    All,
+    Some(&'a [u32]),
+}
+
+impl Accumulator {
+    /// Grows the slots to `groups`.
+    pub(crate) fn resize(&mut self, groups: usize) {
+        match self {
+            Accumulator::Count(v) => v.resize(groups, 0),
+            Accumulator::I64(a) => {
+                a.values.resize(groups, 0);
+                a.seen.resize(groups, false);
+            }
+            Accumulator::F64(a) => {
+                a.values.resize(groups, 0.0);
+                a.seen.resize(groups, false);
+            }
+        }
+    }
+
+    /// Adds the selected rows of `values` to their groups (`groups[i]` is the group of the
+    /// i-th selected row).
+    pub(crate) fn update(&mut self, values: Option<&ArrayRef>, rows: RowSel<'_>, groups: &[u32]) {
+        match self {
+            Accumulator::Count(counts) => match values.and_then(|v| v.logical_nulls()) {
+                None => {
+                    for &g in groups {
+                        counts[g as usize] += 1;
+                    }
+                }
+                Some(nulls) => for_each(rows, groups, |row, g| {
+                    counts[g] += i64::from(nulls.is_valid(row));
+                }),
+            },
+            Accumulator::I64(acc) => {
+                if let Some(v) = values {
+                    update_num(acc, v.as_primitive::<Int64Type>(), rows, groups);
+                }
+            }
+            Accumulator::F64(acc) => {
+                if let Some(v) = values {
+                    update_num(acc, v.as_primitive::<Float64Type>(), rows, groups);
+                }
+            }
+        }
+    }
+
+    /// The final values, one per group.
+    pub(crate) fn finish(&self) -> ArrayRef {
+        match self {
+            Accumulator::Count(v) => Arc::new(Int64Array::from(v.clone())),
+            Accumulator::I64(a) => Arc::new(Int64Array::new(
+                a.values.clone().into(),
+                Some(NullBuffer::from(a.seen.clone())),
+            )),
+            Accumulator::F64(a) => Arc::new(Float64Array::new(
+                a.values.clone().into(),
+                Some(NullBuffer::from(a.seen.clone())),
+            )),
+        }
+    }
+}
+
+#[inline]
+fn for_each(rows: RowSel<'_>, groups: &[u32], mut f: impl FnMut(usize, usize)) {
+    match rows {
+        RowSel::All => {
+            for (row, &g) in groups.iter().enumerate() {
+                f(row, g as usize);
+            }
+        }
+        RowSel::Some(rows) => {
+            for (&row, &g) in rows.iter().zip(groups) {
+                f(row as usize, g as usize);
+            }
+        }
+    }
+}
+
+fn update_num<T>(acc: &mut NumAcc<T>, input: &PrimitiveArray<T>, rows: RowSel<'_>, groups: &[u32])
+where
+    T: ArrowPrimitiveType,
+    T::Native: Combine,
+{
+    let data = input.values();
+    let (values, seen) = (&mut acc.values, &mut acc.seen);
+    let nulls = input.nulls().cloned();
+    // Monomorphic loops per aggregate kind, so the combine call inlines.
+    macro_rules! run {
+        ($f:expr) => {
+            for_each(rows, groups, |row, g| {
+                if nulls.as_ref().is_none_or(|n| n.is_valid(row)) {
+                    let x = data[row];
+                    values[g] = if seen[g] { $f(values[g], x) } else { x };
+                    seen[g] = true;
+                }
+            })
+        };
+    }
+    match acc.kind {
+        AggKind::Sum => run!(Combine::sum),
+        AggKind::Min => run!(Combine::min),
+        AggKind::Max => run!(Combine::max),
+        AggKind::Count => {}
+    }
+}

@@ -1,0 +1,8 @@
+//! Event-time windows.
+
+mod aggregate;
+mod groups;
+mod tumbling;
+
+pub use aggregate::{AggKind, Aggregate};
+pub use tumbling::{LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START};

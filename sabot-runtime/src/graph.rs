@@ -1,0 +1,149 @@
+//! The logical job graph: sources, operators, exchanges and sinks.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sabot_core::key::DEFAULT_MAX_PARALLELISM;
+use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory};
+
+/// A node of a [`JobGraph`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) usize);
+
+/// How an exchange distributes batches over the downstream subtasks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Partitioning {
+    /// By the key group of these key columns (`key_by`).
+    Hash(Vec<String>),
+    /// Whole batches, to each downstream subtask in turn (`rebalance`).
+    RoundRobin,
+}
+
+#[derive(Clone)]
+pub(crate) enum NodeKind {
+    Source(Arc<dyn SourceFactory>),
+    Operator(Arc<dyn OperatorFactory>),
+    Exchange(Partitioning),
+    Sink(Arc<dyn SinkFactory>),
+}
+
+impl NodeKind {
+    pub(crate) fn name(&self) -> String {
+        match self {
+            NodeKind::Source(f) => f.name(),
+            NodeKind::Operator(f) => f.name(),
+            NodeKind::Exchange(Partitioning::Hash(k)) => format!("key_by({})", k.join(", ")),
+            NodeKind::Exchange(Partitioning::RoundRobin) => "rebalance".into(),
+            NodeKind::Sink(f) => f.name(),
+        }
+    }
+}
+
+impl fmt::Debug for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub(crate) kind: NodeKind,
+    pub(crate) input: Option<NodeId>,
+}
+
+/// Settings of a job.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct JobConfig {
+    /// A name for logs.
+    pub name: String,
+    /// Subtasks per operator (each its own thread).
+    pub parallelism: usize,
+    /// The number of key groups (fixed for the life of the job's state).
+    pub max_parallelism: usize,
+    /// Batches each exchange queue holds before the producer blocks.
+    pub queue_capacity: usize,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            name: "sabot-job".into(),
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            queue_capacity: 8,
+        }
+    }
+}
+
+/// A job as a graph of nodes, each with at most one input. A node may feed several
+/// downstream nodes (the stream is split: every batch goes to each of them).
+///
+/// Operators between two exchanges run chained in one task: no queue between them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sabot_core::test_util::{keyed_batches, keyed_schema};
+/// use sabot_operators::{CollectSink, VecSource};
+/// use sabot_runtime::{JobConfig, JobGraph, Partitioning};
+///
+/// let mut g = JobGraph::new(JobConfig::default());
+/// let src = g.add_source(Arc::new(VecSource::new(keyed_schema(), keyed_batches(1, 10, 5, 3, 1, 1))));
+/// let ex = g.add_exchange(src, Partitioning::Hash(vec!["key".into()]));
+/// let (sink, out) = CollectSink::new();
+/// g.add_sink(ex, Arc::new(sink));
+/// g.build().unwrap().run().unwrap();
+/// assert_eq!(out.num_rows(), 10);
+/// ```
+#[derive(Clone, Debug)]
+pub struct JobGraph {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) config: JobConfig,
+}
+
+impl JobGraph {
+    /// An empty graph.
+    pub fn new(config: JobConfig) -> Self {
+        JobGraph {
+            nodes: Vec::new(),
+            config,
+        }
+    }
+
+    /// The job's settings.
+    pub fn config(&self) -> &JobConfig {
+        &self.config
+    }
+
+    /// Changes the job's settings.
+    pub fn config_mut(&mut self) -> &mut JobConfig {
+        &mut self.config
+    }
+
+    fn add(&mut self, kind: NodeKind, input: Option<NodeId>) -> NodeId {
+        self.nodes.push(Node { kind, input });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    /// Adds a source.
+    pub fn add_source(&mut self, factory: Arc<dyn SourceFactory>) -> NodeId {
+        self.add(NodeKind::Source(factory), None)
+    }
+
+    /// Adds an operator reading from `input`.
+    pub fn add_operator(&mut self, input: NodeId, factory: Arc<dyn OperatorFactory>) -> NodeId {
+        self.add(NodeKind::Operator(factory), Some(input))
+    }
+
+    /// Adds an exchange reading from `input`: its output is redistributed over the
+    /// downstream subtasks.
+    pub fn add_exchange(&mut self, input: NodeId, partitioning: Partitioning) -> NodeId {
+        self.add(NodeKind::Exchange(partitioning), Some(input))
+    }
+
+    /// Adds a sink reading from `input`.
+    pub fn add_sink(&mut self, input: NodeId, factory: Arc<dyn SinkFactory>) -> NodeId {
+        self.add(NodeKind::Sink(factory), Some(input))
+    }
+}

@@ -1,0 +1,369 @@
+//! Building a job graph into runnable subtasks, and running them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sabot_core::key::check_parallelism;
+use sabot_core::metrics::Metrics;
+use sabot_core::{CoreError, SchemaRef};
+use sabot_operators::{Output, TaskContext};
+use sabot_shuffle::queue::{self, Receiver, Sender};
+use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
+
+use crate::graph::{JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
+use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner};
+use crate::{Result, RuntimeError};
+
+/// Counter: records emitted by all sources.
+pub const SOURCE_RECORDS: &str = "source.records";
+/// Counter: records received by all sinks.
+pub const SINK_RECORDS: &str = "sink.records";
+
+/// A validated job, ready to run: every schema is known and every operator accepted its
+/// settings.
+#[derive(Debug)]
+pub struct Job {
+    graph: JobGraph,
+    /// Output schema of every node.
+    schemas: Vec<SchemaRef>,
+    children: Vec<Vec<NodeId>>,
+}
+
+impl JobGraph {
+    /// Validates the graph and every operator's settings against the schemas flowing
+    /// into it. Every configuration mistake (a missing column, a key of an unsupported
+    /// type, a parallelism of 0, a job without sink) is reported here, before anything
+    /// runs.
+    pub fn build(self) -> Result<Job> {
+        let c = &self.config;
+        check_parallelism(c.parallelism, c.max_parallelism)?;
+        if c.queue_capacity == 0 {
+            return Err(CoreError::InvalidConfig {
+                name: "queue_capacity".into(),
+                reason: "must be at least 1".into(),
+            }
+            .into());
+        }
+        let mut schemas: Vec<SchemaRef> = Vec::with_capacity(self.nodes.len());
+        let mut children = vec![Vec::new(); self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            let name = node.kind.name();
+            let input = match node.input {
+                Some(NodeId(i)) if i < id => {
+                    children[i].push(NodeId(id));
+                    Some(schemas[i].clone())
+                }
+                Some(NodeId(i)) => {
+                    return Err(RuntimeError::InvalidGraph {
+                        reason: format!("node `{name}` reads from unknown node {i}"),
+                    });
+                }
+                None => None,
+            };
+            let schema = match (&node.kind, input) {
+                (NodeKind::Source(f), None) => f.schema(),
+                (NodeKind::Operator(f), Some(input)) => {
+                    f.output_schema(&input).map_err(|e| e.into_node(&name))?
+                }
+                (NodeKind::Exchange(p), Some(input)) => {
+                    if let Partitioning::Hash(keys) = p {
+                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        HashPartitioner::new(&input, &keys, c.max_parallelism, c.parallelism)
+                            .map_err(|e| RuntimeError::from(e).in_node(&name))?;
+                    }
+                    input
+                }
+                (NodeKind::Sink(f), Some(input)) => {
+                    f.check_schema(&input).map_err(|e| e.into_node(&name))?;
+                    input
+                }
+                _ => {
+                    return Err(RuntimeError::InvalidGraph {
+                        reason: format!("node `{name}` has the wrong number of inputs"),
+                    });
+                }
+            };
+            schemas.push(schema);
+        }
+        if !self
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Sink(_)))
+        {
+            return Err(RuntimeError::InvalidGraph {
+                reason: "the job has no sink: nothing would be written".into(),
+            });
+        }
+        Ok(Job {
+            graph: self,
+            schemas,
+            children,
+        })
+    }
+}
+
+trait IntoNodeError {
+    fn into_node(self, name: &str) -> RuntimeError;
+}
+
+impl IntoNodeError for sabot_operators::OperatorError {
+    fn into_node(self, name: &str) -> RuntimeError {
+        RuntimeError::from(self).in_node(name)
+    }
+}
+
+/// What a finished job reports.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct JobResult {
+    /// Wall-clock time from start to the last subtask's end.
+    pub elapsed: Duration,
+    /// Every counter of the job, by name.
+    pub metrics: BTreeMap<String, u64>,
+}
+
+impl JobResult {
+    /// A counter's final value (0 if never created).
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// A running job.
+#[derive(Debug)]
+pub struct JobHandle {
+    name: String,
+    started: Instant,
+    metrics: Metrics,
+    threads: Vec<(String, JoinHandle<Result<()>>)>,
+}
+
+impl JobHandle {
+    /// The job's live counters (for progress display).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether every subtask has ended.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|(_, t)| t.is_finished())
+    }
+
+    /// Waits for every subtask. If any failed, returns the error that caused the job to
+    /// stop (not the follow-up errors of the subtasks it took down with it).
+    pub fn join(self) -> Result<JobResult> {
+        let mut errors = Vec::new();
+        for (task, t) in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(RuntimeError::Subtask {
+                    task,
+                    source: Box::new(e),
+                }),
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    errors.push(RuntimeError::Panicked { task, message });
+                }
+            }
+        }
+        let elapsed = self.started.elapsed();
+        if let Some(i) = errors.iter().position(|e| !e.is_secondary()) {
+            let e = errors.swap_remove(i);
+            tracing::error!(job = %self.name, error = %e, "job failed");
+            return Err(e);
+        }
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        tracing::info!(job = %self.name, ?elapsed, "job finished");
+        Ok(JobResult {
+            elapsed,
+            metrics: self.metrics.snapshot(),
+        })
+    }
+}
+
+/// Per-subtask wiring handed to its thread.
+struct SubtaskPlan {
+    name: String,
+    ctx: TaskContext,
+    input: SubtaskInput,
+    chain: Vec<ChainNode>,
+}
+
+enum SubtaskInput {
+    Source(Arc<dyn sabot_operators::SourceFactory>),
+    Exchange(Receiver<Envelope>),
+}
+
+impl Job {
+    /// The job's settings.
+    pub fn config(&self) -> &JobConfig {
+        &self.graph.config
+    }
+
+    /// The output schema of a node.
+    pub fn schema(&self, node: NodeId) -> Option<&SchemaRef> {
+        self.schemas.get(node.0)
+    }
+
+    /// Runs the job to completion on this machine.
+    pub fn run(self) -> Result<JobResult> {
+        self.start()?.join()
+    }
+
+    /// Starts every subtask on its own thread and returns at once.
+    pub fn start(self) -> Result<JobHandle> {
+        let metrics = Metrics::new();
+        let c = self.graph.config.clone();
+        let p = c.parallelism;
+        // One queue per (exchange, downstream subtask), shared by all upstream subtasks.
+        let mut senders: BTreeMap<usize, Vec<Sender<Envelope>>> = BTreeMap::new();
+        let mut receivers: BTreeMap<usize, Vec<Receiver<Envelope>>> = BTreeMap::new();
+        for (id, node) in self.graph.nodes.iter().enumerate() {
+            if matches!(node.kind, NodeKind::Exchange(_)) {
+                let (tx, rx): (Vec<_>, Vec<_>) =
+                    (0..p).map(|_| queue::bounded(c.queue_capacity * p)).unzip();
+                senders.insert(id, tx);
+                receivers.insert(id, rx);
+            }
+        }
+
+        // Plan every subtask first, so that a creation error starts no thread.
+        let mut plans = Vec::new();
+        for (id, node) in self.graph.nodes.iter().enumerate() {
+            let head_rx = receivers.get_mut(&id);
+            let source = match &node.kind {
+                NodeKind::Source(f) => Some(f.clone()),
+                NodeKind::Exchange(_) => None,
+                _ => continue,
+            };
+            let mut head_rx = head_rx.map(std::mem::take).map(Vec::into_iter);
+            for s in 0..p {
+                let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone());
+                let chain = self
+                    .build_chain(NodeId(id), &ctx, &senders)
+                    .map_err(|e| e.in_node(node.kind.name()))?;
+                let input = match (&source, head_rx.as_mut().and_then(Iterator::next)) {
+                    (Some(f), _) => SubtaskInput::Source(f.clone()),
+                    (None, Some(rx)) => SubtaskInput::Exchange(rx),
+                    (None, None) => unreachable!("an exchange has one queue per subtask"),
+                };
+                plans.push(SubtaskPlan {
+                    name: format!("{}[{}/{}]", self.task_name(NodeId(id)), s, p),
+                    ctx,
+                    input,
+                    chain,
+                });
+            }
+        }
+        // Only the subtasks hold senders now: a queue closes when its producers end.
+        drop(senders);
+
+        tracing::info!(job = %c.name, parallelism = p, subtasks = plans.len(), "job starting");
+        let started = Instant::now();
+        let source_records = metrics.counter(SOURCE_RECORDS);
+        let mut threads = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let SubtaskPlan {
+                name,
+                ctx,
+                input,
+                mut chain,
+            } = plan;
+            let records = source_records.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sabot-{name}"))
+                .spawn(move || {
+                    tracing::debug!(task = %std::thread::current().name().unwrap_or(""), "subtask started");
+                    match input {
+                        SubtaskInput::Source(f) => task::run_source(&f, &ctx, &mut chain, &records),
+                        SubtaskInput::Exchange(rx) => task::run_exchange_input(rx, p, &mut chain),
+                    }
+                })
+                .map_err(|source| RuntimeError::Spawn {
+                    task: name.clone(),
+                    source,
+                })?;
+            threads.push((name, thread));
+        }
+        Ok(JobHandle {
+            name: c.name,
+            started,
+            metrics,
+            threads,
+        })
+    }
+
+    /// A readable name for the task headed by `head`: the head and its chained operators.
+    fn task_name(&self, head: NodeId) -> String {
+        let mut names = vec![self.graph.nodes[head.0].kind.name()];
+        let mut cur = head;
+        while let [only] = self.children[cur.0].as_slice() {
+            let kind = &self.graph.nodes[only.0].kind;
+            if !matches!(kind, NodeKind::Operator(_)) {
+                break;
+            }
+            names.push(kind.name());
+            cur = *only;
+        }
+        names.join(" -> ")
+    }
+
+    /// The chain below `node`, up to the next exchanges and sinks.
+    fn build_chain(
+        &self,
+        node: NodeId,
+        ctx: &TaskContext,
+        senders: &BTreeMap<usize, Vec<Sender<Envelope>>>,
+    ) -> Result<Vec<ChainNode>> {
+        let c = &self.graph.config;
+        let input = &self.schemas[node.0];
+        self.children[node.0]
+            .iter()
+            .map(|&child| {
+                let kind = &self.graph.nodes[child.0].kind;
+                Ok(match kind {
+                    NodeKind::Operator(f) => ChainNode::Operator {
+                        op: f.create(input, ctx).map_err(|e| e.into_node(&kind.name()))?,
+                        out: Output::new(),
+                        children: self.build_chain(child, ctx, senders)?,
+                    },
+                    NodeKind::Sink(f) => ChainNode::Sink {
+                        sink: f.create(input, ctx).map_err(|e| e.into_node(&kind.name()))?,
+                        records: ctx.metrics.counter(SINK_RECORDS),
+                    },
+                    NodeKind::Exchange(p) => ChainNode::Exchange(ExchangeWriter {
+                        me: ctx.subtask,
+                        partitioner: match p {
+                            Partitioning::Hash(keys) => {
+                                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                                Partitioner::Hash(Box::new(HashPartitioner::new(
+                                    input,
+                                    &keys,
+                                    c.max_parallelism,
+                                    c.parallelism,
+                                )?))
+                            }
+                            Partitioning::RoundRobin => Partitioner::RoundRobin(
+                                RoundRobinPartitioner::new(c.parallelism, ctx.subtask),
+                            ),
+                        },
+                        targets: senders[&child.0].clone(),
+                    }),
+                    NodeKind::Source(_) => {
+                        return Err(RuntimeError::InvalidGraph {
+                            reason: "a source cannot have an input".into(),
+                        });
+                    }
+                })
+            })
+            .collect()
+    }
+}
