@@ -1,1 +1,68 @@
-//! placeholder
+//! Sabot: a stream processor with Flink's guarantees on Arrow columnar batches.
+//!
+//! This facade re-exports the component crates and adds the user-facing APIs:
+//! [`StreamEnv`] and [`Stream`] (jobs as chains of calls, as Flink's DataStream), and the
+//! [`demo`] job behind `sabot demo`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sabot::{Aggregate, StreamEnv, TumblingWindow};
+//! use sabot::core::test_util::{keyed_batches, keyed_schema};
+//! use sabot::operators::VecSource;
+//!
+//! let env = StreamEnv::new();
+//! env.set_parallelism(2);
+//! let totals = env
+//!     .source(VecSource::new(keyed_schema(), keyed_batches(7, 10_000, 1_000, 100, 1, 50)))
+//!     .with_watermarks("ts", Duration::from_millis(50))
+//!     .key_by(&["key"])
+//!     .window(TumblingWindow::of(Duration::from_secs(1)))
+//!     .aggregate([Aggregate::sum("value").alias("total")])
+//!     .collect();
+//! let result = env.execute().unwrap();
+//! assert_eq!(result.metric(sabot::runtime::SOURCE_RECORDS), 10_000);
+//! assert!(totals.num_rows() > 0);
+//! ```
+//!
+//! # Crate topology
+//!
+//! | module | crate | layer | what |
+//! |---|---|---|---|
+//! | [`core`] | `sabot-core` | L0 | messages, timestamps, key groups, errors, Arrow |
+//! | [`time`] | `sabot-time` | L1 | watermark generation and tracking |
+//! | [`state`] | `sabot-state` | L1 | state backends (issue 4) |
+//! | [`checkpoint`] | `sabot-checkpoint` | L1 | barrier checkpoints (issue 6) |
+//! | [`shuffle`] | `sabot-shuffle` | L1 | queues and partitioners |
+//! | [`operators`] | `sabot-operators` | L2 | operator contracts, maps, filters, windows |
+//! | [`runtime`] | `sabot-runtime` | L3 | job graphs, chained tasks, threads |
+//! | [`kafka`] | `sabot-kafka` | L3 | Kafka sources and sinks (issue 9) |
+//!
+//! A crate depends only on crates below it.
+
+#[doc(inline)]
+pub use sabot_checkpoint as checkpoint;
+#[doc(inline)]
+pub use sabot_core as core;
+#[doc(inline)]
+pub use sabot_kafka as kafka;
+#[doc(inline)]
+pub use sabot_operators as operators;
+#[doc(inline)]
+pub use sabot_runtime as runtime;
+#[doc(inline)]
+pub use sabot_shuffle as shuffle;
+#[doc(inline)]
+pub use sabot_state as state;
+#[doc(inline)]
+pub use sabot_time as time;
+
+pub mod demo;
+mod stream;
+
+pub use sabot_core::arrow;
+pub use sabot_operators::Aggregate;
+pub use sabot_runtime::{JobConfig, JobResult, RuntimeError as Error};
+pub use stream::{KeyedStream, Stream, StreamEnv, TumblingWindow, WindowedStream};
+
+/// Result alias of the facade.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,308 @@
+//! The `Stream` API: jobs written as chains of calls, in the style of Flink's DataStream.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sabot_core::arrow::array::BooleanArray;
+use sabot_core::{RecordBatch, SchemaRef};
+use sabot_operators::{
+    Aggregate, BoxError, CollectSink, Collected, FilterFactory, MapFactory, OperatorFactory,
+    ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory, WatermarkFactory,
+};
+use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
+
+use crate::Result;
+
+/// Where a job is assembled: sources come from here, and `execute` runs the job.
+///
+/// ```
+/// use std::time::Duration;
+/// use sabot::{Aggregate, StreamEnv, TumblingWindow};
+/// use sabot::core::test_util::{keyed_batches, keyed_schema};
+/// use sabot::operators::VecSource;
+///
+/// let env = StreamEnv::new();
+/// env.set_parallelism(2);
+/// let counts = env
+///     .source(VecSource::new(keyed_schema(), keyed_batches(1, 1_000, 100, 10, 1, 0)))
+///     .with_watermarks("ts", Duration::ZERO)
+///     .key_by(&["key"])
+///     .window(TumblingWindow::of(Duration::from_millis(100)))
+///     .aggregate([Aggregate::count(), Aggregate::sum("value").alias("total")])
+///     .collect();
+/// env.execute().unwrap();
+/// assert_eq!(counts.num_rows(), 10 * 10); // 10 keys x 10 windows
+/// ```
+#[derive(Clone)]
+pub struct StreamEnv {
+    graph: Rc<RefCell<JobGraph>>,
+}
+
+impl Default for StreamEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for StreamEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamEnv")
+            .field("config", self.graph.borrow().config())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamEnv {
+    /// An environment with default settings (parallelism 1).
+    pub fn new() -> Self {
+        Self::with_config(JobConfig::default())
+    }
+
+    /// An environment with the given settings.
+    pub fn with_config(config: JobConfig) -> Self {
+        StreamEnv {
+            graph: Rc::new(RefCell::new(JobGraph::new(config))),
+        }
+    }
+
+    /// Subtasks per operator (validated when the job is built: 0 is an error).
+    pub fn set_parallelism(&self, parallelism: usize) -> &Self {
+        self.graph.borrow_mut().config_mut().parallelism = parallelism;
+        self
+    }
+
+    /// The number of key groups (default 128).
+    pub fn set_max_parallelism(&self, max_parallelism: usize) -> &Self {
+        self.graph.borrow_mut().config_mut().max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Batches each exchange queue holds per upstream subtask before producers block.
+    pub fn set_queue_capacity(&self, batches: usize) -> &Self {
+        self.graph.borrow_mut().config_mut().queue_capacity = batches;
+        self
+    }
+
+    /// The job's name, for logs.
+    pub fn set_name(&self, name: impl Into<String>) -> &Self {
+        self.graph.borrow_mut().config_mut().name = name.into();
+        self
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> JobConfig {
+        self.graph.borrow().config().clone()
+    }
+
+    /// A stream read from `source`.
+    pub fn source(&self, source: impl SourceFactory + 'static) -> Stream {
+        let node = self.graph.borrow_mut().add_source(Arc::new(source));
+        Stream {
+            graph: self.graph.clone(),
+            node,
+            time_column: None,
+        }
+    }
+
+    /// Validates the job built so far (every error in the job's definition shows here).
+    pub fn build(&self) -> Result<Job> {
+        Ok(self.graph.borrow().clone().build()?)
+    }
+
+    /// Builds and runs the job to completion.
+    pub fn execute(&self) -> Result<JobResult> {
+        Ok(self.build()?.run()?)
+    }
+}
+
+/// A stream of record batches, all of one schema.
+#[derive(Clone)]
+pub struct Stream {
+    graph: Rc<RefCell<JobGraph>>,
+    node: NodeId,
+    time_column: Option<String>,
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("node", &self.node)
+            .field("time_column", &self.time_column)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    fn then(&self, factory: impl OperatorFactory + 'static, time_column: Option<String>) -> Stream {
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_operator(self.node, Arc::new(factory));
+        Stream {
+            graph: self.graph.clone(),
+            node,
+            time_column,
+        }
+    }
+
+    /// The event-time column, once [`Stream::with_watermarks`] named one.
+    pub fn time_column(&self) -> Option<&str> {
+        self.time_column.as_deref()
+    }
+
+    /// Applies `f` to every batch; the output keeps the input's schema.
+    pub fn map(
+        self,
+        f: impl Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync + 'static,
+    ) -> Stream {
+        let t = self.time_column.clone();
+        self.then(MapFactory::new("map", f), t)
+    }
+
+    /// Applies `f` to every batch; the output has schema `schema` (checked per batch).
+    pub fn map_to(
+        self,
+        schema: SchemaRef,
+        f: impl Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync + 'static,
+    ) -> Stream {
+        let t = self
+            .time_column
+            .clone()
+            .filter(|c| schema.index_of(c).is_ok());
+        self.then(MapFactory::with_schema("map", schema, f), t)
+    }
+
+    /// Keeps the rows for which `predicate` (computed on the whole batch, typically with
+    /// Arrow's comparison kernels) is `true`.
+    pub fn filter(
+        self,
+        predicate: impl Fn(&RecordBatch) -> Result<BooleanArray, BoxError> + Send + Sync + 'static,
+    ) -> Stream {
+        let t = self.time_column.clone();
+        self.then(FilterFactory::new("filter", predicate), t)
+    }
+
+    /// Keeps the named columns, in this order.
+    pub fn select(self, columns: &[&str]) -> Stream {
+        let t = self
+            .time_column
+            .clone()
+            .filter(|c| columns.contains(&c.as_str()));
+        self.then(ProjectFactory::new(columns.iter().copied()), t)
+    }
+
+    /// Declares `time_column` (Int64 ms or Timestamp(ms)) as event time, with watermarks
+    /// trailing the largest time seen per source subtask by `max_out_of_orderness`.
+    pub fn with_watermarks(self, time_column: &str, max_out_of_orderness: Duration) -> Stream {
+        self.then(
+            WatermarkFactory::bounded_out_of_orderness(time_column, max_out_of_orderness),
+            Some(time_column.to_owned()),
+        )
+    }
+
+    /// Adds a custom operator. Event time stays the same column: an operator that drops it
+    /// must be followed by [`Stream::with_watermarks`] before windows.
+    pub fn process(self, factory: impl OperatorFactory + 'static) -> Stream {
+        let t = self.time_column.clone();
+        self.then(factory, t)
+    }
+
+    /// Redistributes batches round robin over the downstream subtasks.
+    pub fn rebalance(self) -> Stream {
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_exchange(self.node, Partitioning::RoundRobin);
+        Stream { node, ..self }
+    }
+
+    /// Partitions the stream by key: all rows of a key go to the same subtask.
+    pub fn key_by(self, keys: &[&str]) -> KeyedStream {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_exchange(self.node, Partitioning::Hash(keys.clone()));
+        KeyedStream {
+            stream: Stream { node, ..self },
+            keys,
+        }
+    }
+
+    /// Writes the stream to `sink`.
+    pub fn sink(self, sink: impl SinkFactory + 'static) {
+        self.graph.borrow_mut().add_sink(self.node, Arc::new(sink));
+    }
+
+    /// Collects the stream in memory; read it after the job ran.
+    pub fn collect(self) -> Collected {
+        let (sink, collected) = CollectSink::new();
+        self.sink(sink);
+        collected
+    }
+}
+
+/// A stream partitioned by key, from [`Stream::key_by`].
+#[derive(Clone, Debug)]
+pub struct KeyedStream {
+    stream: Stream,
+    keys: Vec<String>,
+}
+
+impl KeyedStream {
+    /// The key columns.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Groups the stream into event-time windows per key.
+    pub fn window(self, window: TumblingWindow) -> WindowedStream {
+        WindowedStream {
+            keyed: self,
+            window,
+        }
+    }
+
+    /// Adds a custom keyed operator: each subtask sees every row of the keys it owns.
+    pub fn process(self, factory: impl OperatorFactory + 'static) -> Stream {
+        self.stream.process(factory)
+    }
+}
+
+/// Tumbling (fixed, non-overlapping) event-time windows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TumblingWindow {
+    size: Duration,
+}
+
+impl TumblingWindow {
+    /// Windows of `size`, aligned to the epoch.
+    pub fn of(size: Duration) -> Self {
+        TumblingWindow { size }
+    }
+}
+
+/// A keyed stream grouped into windows, from [`KeyedStream::window`].
+#[derive(Clone, Debug)]
+pub struct WindowedStream {
+    keyed: KeyedStream,
+    window: TumblingWindow,
+}
+
+impl WindowedStream {
+    /// One row per key and window when the window closes: the key columns,
+    /// `window_start`, `window_end` and one column per aggregate.
+    pub fn aggregate(self, aggregates: impl IntoIterator<Item = Aggregate>) -> Stream {
+        let KeyedStream { stream, keys } = self.keyed;
+        let factory = TumblingWindowFactory::new(
+            keys,
+            stream.time_column.clone(),
+            self.window.size,
+            aggregates.into_iter().collect(),
+        );
+        stream.then(factory, None)
+    }
+}
