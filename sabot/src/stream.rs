@@ -266,6 +266,21 @@ impl KeyedStream {
         }
     }
 
+    /// The partitioned stream, to continue with unkeyed operations.
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+
+    /// Writes the partitioned stream to `sink`.
+    pub fn sink(self, sink: impl SinkFactory + 'static) {
+        self.stream.sink(sink);
+    }
+
+    /// Collects the partitioned stream in memory.
+    pub fn collect(self) -> Collected {
+        self.stream.collect()
+    }
+
     /// Adds a custom keyed operator: each subtask sees every row of the keys it owns.
     pub fn process(self, factory: impl OperatorFactory + 'static) -> Stream {
         self.stream.process(factory)

@@ -1,0 +1,163 @@
+//! The tumbling window operator against a naive row-at-a-time model, over random rows,
+//! random batch boundaries and random out-of-orderness (so some rows are late).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use sabot_core::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use sabot_core::metrics::Metrics;
+use sabot_core::{Message, RecordBatch, Timestamp};
+use sabot_operators::{
+    Aggregate, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
+    TumblingWindowFactory,
+};
+use sabot_time::BoundedOutOfOrderness;
+
+#[derive(Clone, Debug)]
+struct Row {
+    key: String,
+    shard: i64,
+    value: Option<i64>,
+    price: f64,
+    ts: i64,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        "[ab]{0,2}",
+        0i64..3,
+        proptest::option::weighted(0.9, -1000i64..1000),
+        -100.0f64..100.0,
+        -500i64..3000,
+    )
+        .prop_map(|(key, shard, value, price, ts)| Row { key, shard, value, price, ts })
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("shard", DataType::Int64, false),
+        Field::new("value", DataType::Int64, true),
+        Field::new("price", DataType::Float64, false),
+        Field::new("ts", DataType::Int64, false),
+    ]))
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.key.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.shard))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.value))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.price))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.ts))),
+    ];
+    RecordBatch::try_new(schema(), cols).unwrap()
+}
+
+/// (key, shard, window_start) -> (count, count(value), sum(value), min(value), max(price) as bits)
+type Result = BTreeMap<(String, i64, i64), (i64, i64, Option<i64>, Option<i64>, u64)>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn window_matches_row_at_a_time_model(
+        rows in proptest::collection::vec(row(), 0..300),
+        cuts in proptest::collection::vec(1usize..40, 1..20),
+        bound_ms in 0u64..400,
+        size_ms in 1i64..700,
+    ) {
+        let factory = TumblingWindowFactory::new(
+            vec!["key".into(), "shard".into()],
+            Some("ts".into()),
+            Duration::from_millis(size_ms as u64),
+            vec![
+                Aggregate::count(),
+                Aggregate::count_of("value"),
+                Aggregate::sum("value"),
+                Aggregate::min("value"),
+                Aggregate::max("price"),
+            ],
+        );
+        let metrics = Metrics::new();
+        let mut op = factory
+            .create(&schema(), &TaskContext::new(0, 1, 128, metrics.clone()))
+            .unwrap();
+        let mut out = Output::new();
+        let mut emitted = Vec::new();
+
+        // Model: watermark after each batch; a row is late when its window's last
+        // millisecond is at or behind the watermark when it arrives.
+        let mut wm_gen = BoundedOutOfOrderness::new(Duration::from_millis(bound_ms));
+        let mut wm = i64::MIN;
+        let mut expected = Result::new();
+        let mut late = 0u64;
+        let mut start = 0;
+        let mut cut = cuts.iter().cycle();
+        while start < rows.len() {
+            let end = (start + cut.next().unwrap()).min(rows.len());
+            let chunk = &rows[start..end];
+            for r in chunk {
+                let ws = r.ts.div_euclid(size_ms) * size_ms;
+                if ws + size_ms - 1 <= wm {
+                    late += 1;
+                    continue;
+                }
+                let e = expected.entry((r.key.clone(), r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits()));
+                e.0 += 1;
+                if let Some(v) = r.value {
+                    e.1 += 1;
+                    e.2 = Some(e.2.unwrap_or(0) + v);
+                    e.3 = Some(e.3.map_or(v, |m: i64| m.min(v)));
+                }
+                e.4 = f64::from_bits(e.4).max(r.price).to_bits();
+            }
+            op.on_batch(batch(chunk), &mut out).unwrap();
+            prop_assert!(out.is_empty(), "a batch alone never fires a window");
+            let max_ts = chunk.iter().map(|r| r.ts).max().unwrap();
+            if let Some(w) = wm_gen.observe(max_ts) {
+                wm = w.millis();
+                op.on_watermark(w, &mut out).unwrap();
+            }
+            emitted.extend(out.drain().map(|m| (wm, m)));
+            start = end;
+        }
+        op.on_end(&mut out).unwrap();
+        emitted.extend(out.drain().map(|m| (i64::MAX, m)));
+
+        let mut actual = Result::new();
+        for (input_wm, m) in emitted {
+            match m {
+                Message::Watermark(w) => prop_assert_eq!(w, Timestamp::from_millis(input_wm)),
+                Message::Data(b) => {
+                    let key = b.column(0).as_string::<i32>();
+                    let shard = b.column(1).as_primitive::<Int64Type>();
+                    let ws = b.column(2).as_primitive::<Int64Type>();
+                    let we = b.column(3).as_primitive::<Int64Type>();
+                    let count = b.column(4).as_primitive::<Int64Type>();
+                    let count_v = b.column(5).as_primitive::<Int64Type>();
+                    let sum = b.column(6).as_primitive::<Int64Type>();
+                    let min = b.column(7).as_primitive::<Int64Type>();
+                    let max = b.column(8).as_primitive::<Float64Type>();
+                    for i in 0..b.num_rows() {
+                        prop_assert_eq!(we.value(i) - ws.value(i), size_ms);
+                        // Fired only once the watermark reached the window's last millisecond.
+                        prop_assert!(input_wm >= we.value(i) - 1, "window fired early");
+                        let opt = |a: &Int64Array| (!a.is_null(i)).then(|| a.value(i));
+                        let prev = actual.insert(
+                            (key.value(i).to_owned(), shard.value(i), ws.value(i)),
+                            (count.value(i), count_v.value(i), opt(sum), opt(min), max.value(i).to_bits()),
+                        );
+                        prop_assert!(prev.is_none(), "window emitted twice");
+                    }
+                }
+                _ => {}
+            }
+        }
+        prop_assert_eq!(actual, expected);
+        prop_assert_eq!(metrics.value(LATE_RECORDS_DROPPED), late);
+    }
+}
