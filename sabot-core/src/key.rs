@@ -227,7 +227,9 @@ fn combine_column(col: &dyn Array, hashes: &mut [u64]) -> Result<()> {
     use DataType::*;
     macro_rules! signed {
         ($t:ty) => {
-            combine_values(col.as_primitive::<$t>(), hashes, |x| fmix64(x as i64 as u64))
+            combine_values(col.as_primitive::<$t>(), hashes, |x| {
+                fmix64(x as i64 as u64)
+            })
         };
     }
     macro_rules! unsigned {
@@ -344,7 +346,7 @@ mod tests {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![0, 1, -1, 42]));
         let strs: ArrayRef = Arc::new(StringArray::from(vec!["", "a", "sabot", "key"]));
         assert_eq!(
-            hashes(&[ints.clone()]),
+            hashes(std::slice::from_ref(&ints)),
             [
                 0x90d7_d863_de08_750c,
                 0xd482_5574_238a_49e8,

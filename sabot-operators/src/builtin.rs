@@ -4,9 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use sabot_core::{RecordBatch, SchemaRef};
 
-use crate::{
-    Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext,
-};
+use crate::{Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext};
 
 /// A source over batches held in memory: batch `i` is read by subtask `i % parallelism`,
 /// so each subtask is one partition of the input, in order.

@@ -1,10 +1,10 @@
 //! Reading event time from a column.
 
+use sabot_core::CoreError;
 use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use sabot_core::arrow::datatypes::{
     DataType, Field, Int64Type, TimeUnit, TimestampMillisecondType,
 };
-use sabot_core::CoreError;
 
 use crate::Result;
 

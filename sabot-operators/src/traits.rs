@@ -108,7 +108,6 @@ pub trait OperatorFactory: Send + Sync + Debug {
 
     /// Creates the instance for one subtask.
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>>;
-
 }
 
 /// What a source has to say when asked for more.

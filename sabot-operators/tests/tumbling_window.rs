@@ -11,8 +11,7 @@ use sabot_core::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
 use sabot_operators::{
-    Aggregate, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
-    TumblingWindowFactory,
+    Aggregate, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext, TumblingWindowFactory,
 };
 use sabot_time::BoundedOutOfOrderness;
 
@@ -33,7 +32,13 @@ fn row() -> impl Strategy<Value = Row> {
         -100.0f64..100.0,
         -500i64..3000,
     )
-        .prop_map(|(key, shard, value, price, ts)| Row { key, shard, value, price, ts })
+        .prop_map(|(key, shard, value, price, ts)| Row {
+            key,
+            shard,
+            value,
+            price,
+            ts,
+        })
 }
 
 fn schema() -> Arc<Schema> {
@@ -48,7 +53,9 @@ fn schema() -> Arc<Schema> {
 
 fn batch(rows: &[Row]) -> RecordBatch {
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.key.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.key.as_str()),
+        )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.shard))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.value))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.price))),

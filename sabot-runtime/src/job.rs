@@ -331,12 +331,16 @@ impl Job {
                 let kind = &self.graph.nodes[child.0].kind;
                 Ok(match kind {
                     NodeKind::Operator(f) => ChainNode::Operator {
-                        op: f.create(input, ctx).map_err(|e| e.into_node(&kind.name()))?,
+                        op: f
+                            .create(input, ctx)
+                            .map_err(|e| e.into_node(&kind.name()))?,
                         out: Output::new(),
                         children: self.build_chain(child, ctx, senders)?,
                     },
                     NodeKind::Sink(f) => ChainNode::Sink {
-                        sink: f.create(input, ctx).map_err(|e| e.into_node(&kind.name()))?,
+                        sink: f
+                            .create(input, ctx)
+                            .map_err(|e| e.into_node(&kind.name()))?,
                         records: ctx.metrics.counter(SINK_RECORDS),
                     },
                     NodeKind::Exchange(p) => ChainNode::Exchange(ExchangeWriter {

@@ -49,10 +49,16 @@ fn user_error_stops_the_job_and_is_reported() {
     let err = run_with_timeout(job(map)).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("record 20 is malformed"), "{msg}");
-    assert!(msg.contains("fragile"), "the error names the operator: {msg}");
+    assert!(
+        msg.contains("fragile"),
+        "the error names the operator: {msg}"
+    );
     match err {
         RuntimeError::Subtask { source, .. } => {
-            assert!(matches!(*source, RuntimeError::Operator(OperatorError::User { .. })))
+            assert!(matches!(
+                *source,
+                RuntimeError::Operator(OperatorError::User { .. })
+            ))
         }
         other => panic!("expected the user's error, got {other:?}"),
     }

@@ -170,7 +170,11 @@ mod tests {
         t.on_watermark(0, ts(100)).unwrap();
         assert_eq!(t.on_idle(1).unwrap(), Some(ts(100)));
         assert_eq!(t.on_data(1).unwrap(), None);
-        assert_eq!(t.on_watermark(0, ts(200)).unwrap(), None, "input 1 holds it back again");
+        assert_eq!(
+            t.on_watermark(0, ts(200)).unwrap(),
+            None,
+            "input 1 holds it back again"
+        );
         assert_eq!(t.on_watermark(1, ts(150)).unwrap(), Some(ts(150)));
     }
 
@@ -179,7 +183,10 @@ mod tests {
         let mut t = WatermarkTracker::new(1);
         assert!(matches!(
             t.on_watermark(3, ts(1)),
-            Err(TimeError::UnknownInput { input: 3, inputs: 1 })
+            Err(TimeError::UnknownInput {
+                input: 3,
+                inputs: 1
+            })
         ));
         t.on_end_of_stream(0).unwrap();
         assert!(t.on_watermark(0, ts(1)).is_err());

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::compute::concat_batches;
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
@@ -14,7 +15,6 @@ use sabot::demo::{
 };
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::SOURCE_RECORDS;
-use sabot::StreamEnv;
 use tracing_subscriber::EnvFilter;
 
 /// Sabot: stream processing with Flink's guarantees on Arrow columnar batches.
@@ -107,10 +107,16 @@ fn main() {
 
 fn demo(args: DemoArgs) -> Result<()> {
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
-        anyhow::bail!("--threshold must be a non-negative number of dollars, got {}", args.threshold);
+        anyhow::bail!(
+            "--threshold must be a non-negative number of dollars, got {}",
+            args.threshold
+        );
     }
     if !(args.spike_factor.is_finite() && args.spike_factor > 0.0) {
-        anyhow::bail!("--spike-factor must be a positive number, got {}", args.spike_factor);
+        anyhow::bail!(
+            "--spike-factor must be a positive number, got {}",
+            args.spike_factor
+        );
     }
     let parallelism = args
         .parallelism
@@ -165,7 +171,10 @@ fn demo(args: DemoArgs) -> Result<()> {
     let spike_alerts = outputs.spike_alerts.batches();
     let rate = events as f64 / elapsed.as_secs_f64().max(1e-9);
 
-    println!("Processed {events} transactions in {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "Processed {events} transactions in {:.2} s",
+        elapsed.as_secs_f64()
+    );
     println!(
         "Throughput: {:.0} events/s ({:.0} events/s per core, {parallelism} subtasks per operator)",
         rate,
@@ -214,11 +223,25 @@ fn print_window_alerts(batches: &[RecordBatch], show: usize) -> Result<()> {
             .as_primitive::<Int64Type>()
             .clone())
     };
-    let (account, start, total, txns) = (col("account")?, col("window_start")?, col("total")?, col("txns")?);
+    let (account, start, total, txns) = (
+        col("account")?,
+        col("window_start")?,
+        col("total")?,
+        col("txns")?,
+    );
     let mut order: Vec<usize> = (0..all.num_rows()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(total.value(i)), account.value(i), start.value(i)));
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(total.value(i)),
+            account.value(i),
+            start.value(i),
+        )
+    });
     println!("\nTop window alerts:");
-    println!("  {:>10}  {:>15}  {:>12}  {:>5}", "account", "window start", "total", "txns");
+    println!(
+        "  {:>10}  {:>15}  {:>12}  {:>5}",
+        "account", "window start", "total", "txns"
+    );
     for &i in order.iter().take(show) {
         println!(
             "  {:>10}  {:>15}  {:>12}  {:>5}",
@@ -253,7 +276,10 @@ fn print_spike_alerts(batches: &[RecordBatch], show: usize) -> Result<()> {
     let mut order: Vec<usize> = (0..all.num_rows()).collect();
     order.sort_by_key(|&i| (ts.value(i), txn.value(i)));
     println!("\nFirst spike alerts:");
-    println!("  {:>10}  {:>10}  {:>12}  {:>12}  {:>15}", "txn", "account", "amount", "average", "ts");
+    println!(
+        "  {:>10}  {:>10}  {:>12}  {:>12}  {:>15}",
+        "txn", "account", "amount", "average", "ts"
+    );
     for &i in order.iter().take(show.min(average.len())) {
         println!(
             "  {:>10}  {:>10}  {:>12}  {:>12}  {:>15}",

@@ -109,12 +109,12 @@ impl StreamEnv {
 
     /// Validates the job built so far (every error in the job's definition shows here).
     pub fn build(&self) -> Result<Job> {
-        Ok(self.graph.borrow().clone().build()?)
+        self.graph.borrow().clone().build()
     }
 
     /// Builds and runs the job to completion.
     pub fn execute(&self) -> Result<JobResult> {
-        Ok(self.build()?.run()?)
+        self.build()?.run()
     }
 }
 

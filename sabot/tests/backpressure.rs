@@ -8,9 +8,7 @@ use std::time::Duration;
 use sabot::StreamEnv;
 use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::core::{RecordBatch, SchemaRef};
-use sabot::operators::{
-    Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext,
-};
+use sabot::operators::{Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext};
 
 /// Counts live heap bytes, to measure what the job holds.
 struct CountingAlloc;
@@ -123,7 +121,8 @@ fn slow_sink_bounds_rows_in_flight_and_memory() {
     let capacity = 2;
     let flight = Arc::new(InFlight::default());
     let env = StreamEnv::new();
-    env.set_parallelism(parallelism).set_queue_capacity(capacity);
+    env.set_parallelism(parallelism)
+        .set_queue_capacity(capacity);
     env.source(CountingSource(flight.clone()))
         .map(Ok)
         .key_by(&["key"])
@@ -136,7 +135,11 @@ fn slow_sink_bounds_rows_in_flight_and_memory() {
     let peak_growth = PEAK.load(Ordering::SeqCst).saturating_sub(baseline);
 
     let total = (parallelism * BATCHES_PER_SUBTASK * ROWS_PER_BATCH) as i64;
-    assert_eq!(flight.now.load(Ordering::SeqCst), 0, "every row reached the sink");
+    assert_eq!(
+        flight.now.load(Ordering::SeqCst),
+        0,
+        "every row reached the sink"
+    );
     // Queues hold at most `capacity * parallelism` parts per downstream subtask; add one
     // batch in the hands of every source and sink thread.
     let queued_parts = (capacity * parallelism * parallelism) as i64;

@@ -11,7 +11,10 @@ use sabot::operators::VecSource;
 use sabot::{Aggregate, Error, Stream, StreamEnv, TumblingWindow};
 
 fn keyed_source(env: &StreamEnv) -> Stream {
-    env.source(VecSource::new(keyed_schema(), keyed_batches(1, 100, 10, 5, 1, 1)))
+    env.source(VecSource::new(
+        keyed_schema(),
+        keyed_batches(1, 100, 10, 5, 1, 1),
+    ))
 }
 
 fn build_error(env: &StreamEnv) -> String {
@@ -30,7 +33,10 @@ fn window_over_missing_column_is_a_build_error() {
         .collect();
     let msg = build_error(&env);
     assert!(msg.contains("`amount` not found"), "{msg}");
-    assert!(msg.contains("tumbling_window"), "the error names the operator: {msg}");
+    assert!(
+        msg.contains("tumbling_window"),
+        "the error names the operator: {msg}"
+    );
 }
 
 #[test]
@@ -103,7 +109,10 @@ fn duplicate_output_column_is_a_build_error() {
         .with_watermarks("ts", Duration::ZERO)
         .key_by(&["key"])
         .window(TumblingWindow::of(Duration::from_secs(1)))
-        .aggregate([Aggregate::sum("value"), Aggregate::max("value").alias("sum_value")])
+        .aggregate([
+            Aggregate::sum("value"),
+            Aggregate::max("value").alias("sum_value"),
+        ])
         .collect();
     let msg = build_error(&env);
     assert!(msg.contains("appears twice"), "{msg}");

@@ -27,25 +27,52 @@ fn help_lists_commands_and_options() {
     let o = sabot(&["demo", "--help"]);
     assert!(o.status.success());
     let t = text(&o);
-    for opt in ["--events", "--parallelism", "--seed", "--threshold", "--no-progress"] {
+    for opt in [
+        "--events",
+        "--parallelism",
+        "--seed",
+        "--threshold",
+        "--no-progress",
+    ] {
         assert!(t.contains(opt), "demo --help lacks {opt}: {t}");
     }
 }
 
 #[test]
 fn demo_prints_throughput_and_alerts() {
-    let o = sabot(&["demo", "--events", "50000", "--parallelism", "2", "--accounts", "500"]);
+    let o = sabot(&[
+        "demo",
+        "--events",
+        "50000",
+        "--parallelism",
+        "2",
+        "--accounts",
+        "500",
+    ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("Processed 50000 transactions"), "{t}");
     assert!(t.contains("events/s"), "{t}");
-    assert!(t.contains("Window alerts") && t.contains("Spike alerts"), "{t}");
+    assert!(
+        t.contains("Window alerts") && t.contains("Spike alerts"),
+        "{t}"
+    );
 }
 
 #[test]
 fn demo_is_deterministic_for_a_seed_at_any_parallelism() {
     let alerts = |p: &str| {
-        let o = sabot(&["demo", "--events", "30000", "--accounts", "300", "--parallelism", p, "--seed", "9"]);
+        let o = sabot(&[
+            "demo",
+            "--events",
+            "30000",
+            "--accounts",
+            "300",
+            "--parallelism",
+            p,
+            "--seed",
+            "9",
+        ]);
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -63,7 +90,10 @@ fn bad_arguments_are_clear_errors_not_panics() {
         (&["demo", "--events", "many"][..], "invalid value 'many'"),
         (&["demo", "--accounts", "0"][..], "--accounts"),
         (&["demo", "--threshold=-5"][..], "--threshold"),
-        (&["demo", "--parallelism", "100000"][..], "invalid parallelism"),
+        (
+            &["demo", "--parallelism", "100000"][..],
+            "invalid parallelism",
+        ),
         (&["launch"][..], "unrecognized subcommand"),
     ] {
         let o = sabot(args);

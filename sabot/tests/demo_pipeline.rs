@@ -13,6 +13,8 @@ use sabot::runtime::{SINK_RECORDS, SOURCE_RECORDS};
 
 /// (account, window_start) -> (total, txns, max_amount)
 type Windows = BTreeMap<(i64, i64), (i64, i64, i64)>;
+/// (txn_id, account, amount, average in 1/1000 cent), sorted.
+type Spikes = Vec<(i64, i64, i64, i64)>;
 
 struct Txn {
     id: i64,
@@ -24,7 +26,12 @@ struct Txn {
 fn transactions(g: &TransactionGenerator) -> Vec<Txn> {
     let mut out = Vec::new();
     for b in g.all_batches() {
-        let c = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().clone();
+        let c = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
         let (id, acc, amt, ts) = (c("txn_id"), c("account"), c("amount"), c("ts"));
         for i in 0..b.num_rows() {
             out.push(Txn {
@@ -51,7 +58,7 @@ fn naive_windows(txns: &[Txn], size_ms: i64) -> Windows {
 }
 
 /// (txn_id, account, amount, average rounded to 1/1000 cent)
-fn naive_spikes(txns: &[Txn], factor: f64, min_history: u64) -> Vec<(i64, i64, i64, i64)> {
+fn naive_spikes(txns: &[Txn], factor: f64, min_history: u64) -> Spikes {
     let mut sorted: Vec<&Txn> = txns.iter().filter(|t| t.amount > 0).collect();
     sorted.sort_by_key(|t| (t.ts, t.id));
     let mut history: HashMap<i64, (u64, i128)> = HashMap::new();
@@ -74,7 +81,12 @@ fn naive_spikes(txns: &[Txn], factor: f64, min_history: u64) -> Vec<(i64, i64, i
 fn windows_of(batches: &[RecordBatch]) -> Windows {
     let mut w = Windows::new();
     for b in batches {
-        let c = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().clone();
+        let c = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
         let (acc, start, end, total, txns, max) = (
             c("account"),
             c("window_start"),
@@ -89,20 +101,37 @@ fn windows_of(batches: &[RecordBatch]) -> Windows {
                 (acc.value(i), start.value(i)),
                 (total.value(i), txns.value(i), max.value(i)),
             );
-            assert!(prev.is_none(), "window emitted twice: {:?}", (acc.value(i), start.value(i)));
+            assert!(
+                prev.is_none(),
+                "window emitted twice: {:?}",
+                (acc.value(i), start.value(i))
+            );
         }
     }
     w
 }
 
-fn spikes_of(batches: &[RecordBatch]) -> Vec<(i64, i64, i64, i64)> {
+fn spikes_of(batches: &[RecordBatch]) -> Spikes {
     let mut out = Vec::new();
     for b in batches {
-        let c = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().clone();
+        let c = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
         let (id, acc, amt) = (c("txn_id"), c("account"), c("amount"));
-        let avg = b.column_by_name("average").unwrap().as_primitive::<Float64Type>();
+        let avg = b
+            .column_by_name("average")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
-            out.push((id.value(i), acc.value(i), amt.value(i), (avg.value(i) * 1000.0).round() as i64));
+            out.push((
+                id.value(i),
+                acc.value(i),
+                amt.value(i),
+                (avg.value(i) * 1000.0).round() as i64,
+            ));
         }
     }
     out.sort();
@@ -121,7 +150,7 @@ fn generator() -> TransactionGenerator {
     TransactionGenerator::new(c).unwrap()
 }
 
-fn run_at(parallelism: usize, rules: &FraudRules) -> (Windows, Windows, Vec<(i64, i64, i64, i64)>) {
+fn run_at(parallelism: usize, rules: &FraudRules) -> (Windows, Windows, Spikes) {
     let env = StreamEnv::new();
     env.set_parallelism(parallelism).set_queue_capacity(2);
     let out = fraud_job(&env, generator(), rules).unwrap();
@@ -149,13 +178,25 @@ fn demo_job_matches_naive_recomputation_at_parallelism_1_and_4() {
         .map(|(k, v)| (*k, *v))
         .collect();
     let expected_spikes = naive_spikes(&txns, rules.spike_factor, rules.min_history);
-    assert!(!expected_alerts.is_empty() && !expected_spikes.is_empty(), "the input must trigger both rules");
+    assert!(
+        !expected_alerts.is_empty() && !expected_spikes.is_empty(),
+        "the input must trigger both rules"
+    );
 
     for p in [1, 4] {
         let (all, alerts, spikes) = run_at(p, &rules);
         assert_eq!(all.len(), expected.len(), "window count at parallelism {p}");
-        assert!(all == expected, "window results differ from the naive computation at parallelism {p}");
-        assert!(alerts == expected_alerts, "window alerts differ at parallelism {p}");
-        assert!(spikes == expected_spikes, "spike alerts differ at parallelism {p}");
+        assert!(
+            all == expected,
+            "window results differ from the naive computation at parallelism {p}"
+        );
+        assert!(
+            alerts == expected_alerts,
+            "window alerts differ at parallelism {p}"
+        );
+        assert!(
+            spikes == expected_spikes,
+            "spike alerts differ at parallelism {p}"
+        );
     }
 }

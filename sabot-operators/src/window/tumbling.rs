@@ -216,7 +216,11 @@ impl Operator for TumblingWindowOp {
             return Err(CoreError::InvalidColumnType {
                 column: batch.schema().field(self.bound.time_idx).name().clone(),
                 expected: "non-null event times".into(),
-                actual: batch.schema().field(self.bound.time_idx).data_type().clone(),
+                actual: batch
+                    .schema()
+                    .field(self.bound.time_idx)
+                    .data_type()
+                    .clone(),
             }
             .into());
         }

@@ -131,7 +131,7 @@ impl TransactionGenerator {
             let mut r = SplitMix64::new(c.seed, e);
             let account = 1 + r.below(c.accounts);
             // Every account has its own usual spend: 5 to 200 dollars.
-            let mut profile = SplitMix64::new(c.seed ^ 0xACC0_0A7, account);
+            let mut profile = SplitMix64::new(c.seed ^ 0x0ACC_00A7, account);
             let usual = 500 + profile.below(19_500) as i64;
             let home = profile.below(COUNTRIES.len() as u64) as usize;
             let u = r.next_f64();
@@ -223,16 +223,20 @@ mod tests {
     fn same_seed_same_transactions() {
         let g = TransactionGenerator::new(GeneratorConfig::default()).unwrap();
         assert_eq!(g.batch(100, 200), g.batch(100, 200));
-        let mut other = GeneratorConfig::default();
-        other.seed = 7;
+        let other = GeneratorConfig {
+            seed: 7,
+            ..GeneratorConfig::default()
+        };
         let h = TransactionGenerator::new(other).unwrap();
         assert_ne!(g.batch(100, 200), h.batch(100, 200));
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let mut c = GeneratorConfig::default();
-        c.rate = 0;
+        let c = GeneratorConfig {
+            rate: 0,
+            ..GeneratorConfig::default()
+        };
         let err = TransactionGenerator::new(c).unwrap_err().to_string();
         assert!(err.contains("rate"), "{err}");
     }

@@ -77,7 +77,10 @@ pub fn fraud_job(
         // Chained stateless operators: drop malformed amounts, keep what the rules read.
         .filter(|b| {
             let amount = b.column_by_name("amount").ok_or("no amount column")?;
-            Ok(gt(amount.as_primitive::<Int64Type>(), &Int64Array::new_scalar(0))?)
+            Ok(gt(
+                amount.as_primitive::<Int64Type>(),
+                &Int64Array::new_scalar(0),
+            )?)
         })
         .select(&["txn_id", "account", "merchant", "amount", "ts"])
         .key_by(&["account"]);
@@ -90,9 +93,7 @@ pub fn fraud_job(
             Aggregate::count().alias("txns"),
             Aggregate::max("amount").alias("max_amount"),
         ]);
-    let all_windows = rules
-        .collect_all_windows
-        .then(|| windows.clone().collect());
+    let all_windows = rules.collect_all_windows.then(|| windows.clone().collect());
     let threshold = rules.threshold_cents;
     let window_alerts = windows
         .filter(move |b| {

@@ -64,7 +64,10 @@ impl SpikeDetector {
 
 impl OperatorFactory for SpikeDetector {
     fn name(&self) -> String {
-        format!("spike_detector(x{}, after {})", self.factor, self.min_history)
+        format!(
+            "spike_detector(x{}, after {})",
+            self.factor, self.min_history
+        )
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
@@ -200,7 +203,8 @@ impl Operator for SpikeOp {
             batch
         };
         if batch.num_rows() > 0 {
-            let lo = min(batch.column(self.ts_col()).as_primitive::<Int64Type>()).unwrap_or(i64::MAX);
+            let lo =
+                min(batch.column(self.ts_col()).as_primitive::<Int64Type>()).unwrap_or(i64::MAX);
             self.pending.push((batch, lo));
         }
         Ok(())
