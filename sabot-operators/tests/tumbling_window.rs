@@ -76,9 +76,16 @@ proptest! {
         cuts in proptest::collection::vec(1usize..40, 1..20),
         bound_ms in 0u64..400,
         size_ms in 1i64..700,
+        int_key_only in any::<bool>(),
     ) {
+        // A single Int64 key takes the integer fast path; two keys take the row format.
+        let keys: Vec<String> = if int_key_only {
+            vec!["shard".into()]
+        } else {
+            vec!["key".into(), "shard".into()]
+        };
         let factory = TumblingWindowFactory::new(
-            vec!["key".into(), "shard".into()],
+            keys,
             Some("ts".into()),
             Duration::from_millis(size_ms as u64),
             vec![
@@ -113,7 +120,8 @@ proptest! {
                     late += 1;
                     continue;
                 }
-                let e = expected.entry((r.key.clone(), r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits()));
+                let k = if int_key_only { String::new() } else { r.key.clone() };
+                let e = expected.entry((k, r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits()));
                 e.0 += 1;
                 if let Some(v) = r.value {
                     e.1 += 1;
@@ -140,22 +148,23 @@ proptest! {
             match m {
                 Message::Watermark(w) => prop_assert_eq!(w, Timestamp::from_millis(input_wm)),
                 Message::Data(b) => {
-                    let key = b.column(0).as_string::<i32>();
-                    let shard = b.column(1).as_primitive::<Int64Type>();
-                    let ws = b.column(2).as_primitive::<Int64Type>();
-                    let we = b.column(3).as_primitive::<Int64Type>();
-                    let count = b.column(4).as_primitive::<Int64Type>();
-                    let count_v = b.column(5).as_primitive::<Int64Type>();
-                    let sum = b.column(6).as_primitive::<Int64Type>();
-                    let min = b.column(7).as_primitive::<Int64Type>();
-                    let max = b.column(8).as_primitive::<Float64Type>();
+                    let o = usize::from(!int_key_only);
+                    let key = |i: usize| if int_key_only { String::new() } else { b.column(0).as_string::<i32>().value(i).to_owned() };
+                    let shard = b.column(o).as_primitive::<Int64Type>();
+                    let ws = b.column(o + 1).as_primitive::<Int64Type>();
+                    let we = b.column(o + 2).as_primitive::<Int64Type>();
+                    let count = b.column(o + 3).as_primitive::<Int64Type>();
+                    let count_v = b.column(o + 4).as_primitive::<Int64Type>();
+                    let sum = b.column(o + 5).as_primitive::<Int64Type>();
+                    let min = b.column(o + 6).as_primitive::<Int64Type>();
+                    let max = b.column(o + 7).as_primitive::<Float64Type>();
                     for i in 0..b.num_rows() {
                         prop_assert_eq!(we.value(i) - ws.value(i), size_ms);
                         // Fired only once the watermark reached the window's last millisecond.
                         prop_assert!(input_wm >= we.value(i) - 1, "window fired early");
                         let opt = |a: &Int64Array| (!a.is_null(i)).then(|| a.value(i));
                         let prev = actual.insert(
-                            (key.value(i).to_owned(), shard.value(i), ws.value(i)),
+                            (key(i), shard.value(i), ws.value(i)),
                             (count.value(i), count_v.value(i), opt(sum), opt(min), max.value(i).to_bits()),
                         );
                         prop_assert!(prev.is_none(), "window emitted twice");

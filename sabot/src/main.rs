@@ -143,6 +143,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         args.events, args.accounts, parallelism, args.seed
     );
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let handle = job.start()?;
     let progress = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(args.events);
@@ -166,6 +167,9 @@ fn demo(args: DemoArgs) -> Result<()> {
     }
     let result = handle.join().context("the demo job failed")?;
     let elapsed = started.elapsed();
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let events = result.metric(SOURCE_RECORDS);
     let window_alerts = outputs.window_alerts.batches();
     let spike_alerts = outputs.spike_alerts.batches();
@@ -175,11 +179,15 @@ fn demo(args: DemoArgs) -> Result<()> {
         "Processed {events} transactions in {:.2} s",
         elapsed.as_secs_f64()
     );
-    println!(
-        "Throughput: {:.0} events/s ({:.0} events/s per core, {parallelism} subtasks per operator)",
-        rate,
-        rate / parallelism as f64
-    );
+    match cpu {
+        Some(cpu) if !cpu.is_zero() => println!(
+            "Throughput: {:.0} events/s; {:.0} events per CPU-second ({:.2} s of CPU, parallelism {parallelism})",
+            rate,
+            events as f64 / cpu.as_secs_f64(),
+            cpu.as_secs_f64()
+        ),
+        _ => println!("Throughput: {rate:.0} events/s (parallelism {parallelism})"),
+    }
     println!(
         "Window alerts (over ${:.2} in {} s): {}",
         args.threshold,
@@ -200,6 +208,29 @@ fn demo(args: DemoArgs) -> Result<()> {
         print_spike_alerts(&spike_alerts, args.show)?;
     }
     Ok(())
+}
+
+/// CPU time (user + system) this process used so far.
+#[cfg(unix)]
+fn cpu_time() -> Option<Duration> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points
+    // to enough initialized (zeroed) memory for one; we read it only on success.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn cpu_time() -> Option<Duration> {
+    None
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {

@@ -1,23 +1,42 @@
-//! A hash table from composite keys (in Arrow's row format) to dense group indices.
+//! A hash table from composite keys to dense group indices.
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
+use sabot_core::arrow::array::{ArrayRef, Int64Array};
+use sabot_core::arrow::error::ArrowError;
 use sabot_core::arrow::row::{Row, RowConverter, Rows};
 
+/// Where a [`GroupTable`] keeps its keys: a single `Int64` key column is stored as plain
+/// integers (compared as integers); anything else in Arrow's row format.
+enum KeyStore {
+    Int64(Vec<i64>),
+    Rows(Rows),
+}
+
 /// Maps keys to group indices `0..len()`, in first-seen order. Keys are stored once, in
-/// one contiguous row buffer, so a group costs no allocation of its own.
+/// one contiguous buffer, so a group costs no allocation of its own.
 pub(crate) struct GroupTable {
     table: HashTable<u32>,
     hashes: Vec<u64>,
-    keys: Rows,
+    keys: KeyStore,
 }
 
 impl GroupTable {
-    pub(crate) fn new(converter: &RowConverter) -> Self {
+    /// A table for a single `Int64` key column.
+    pub(crate) fn for_int64() -> Self {
         GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
-            keys: converter.empty_rows(0, 0),
+            keys: KeyStore::Int64(Vec::new()),
+        }
+    }
+
+    /// A table for keys in the row format of `converter`.
+    pub(crate) fn for_rows(converter: &RowConverter) -> Self {
+        GroupTable {
+            table: HashTable::new(),
+            hashes: Vec::new(),
+            keys: KeyStore::Rows(converter.empty_rows(0, 0)),
         }
     }
 
@@ -25,33 +44,70 @@ impl GroupTable {
         self.hashes.len()
     }
 
-    /// The group of `key` (hashed as `hash`), created if new.
+    /// The group of the integer `key` (hashed as `hash`), created if new.
+    ///
+    /// # Panics
+    /// If the table was made for row keys (a bug in the window operator).
     #[inline]
-    pub(crate) fn find_or_insert(&mut self, hash: u64, key: Row<'_>) -> u32 {
+    pub(crate) fn find_or_insert_i64(&mut self, hash: u64, key: i64) -> u32 {
         let GroupTable {
             table,
             hashes,
             keys,
         } = self;
-        let entry = table.entry(
-            hash,
-            |&g| hashes[g as usize] == hash && keys.row(g as usize) == key,
-            |&g| hashes[g as usize],
-        );
-        match entry {
+        let KeyStore::Int64(ints) = keys else {
+            panic!("integer key used on a table of row keys");
+        };
+        match table.entry(hash, |&g| ints[g as usize] == key, |&g| hashes[g as usize]) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(v) => {
                 let g = hashes.len() as u32;
                 hashes.push(hash);
-                keys.push(key);
+                ints.push(key);
                 v.insert(g);
                 g
             }
         }
     }
 
-    /// Every key, in group order.
-    pub(crate) fn keys(&self) -> &Rows {
-        &self.keys
+    /// The group of the row `key` (hashed as `hash`), created if new.
+    ///
+    /// # Panics
+    /// If the table was made for integer keys (a bug in the window operator).
+    #[inline]
+    pub(crate) fn find_or_insert_row(&mut self, hash: u64, key: Row<'_>) -> u32 {
+        let GroupTable {
+            table,
+            hashes,
+            keys,
+        } = self;
+        let KeyStore::Rows(rows) = keys else {
+            panic!("row key used on a table of integer keys");
+        };
+        match table.entry(
+            hash,
+            |&g| hashes[g as usize] == hash && rows.row(g as usize) == key,
+            |&g| hashes[g as usize],
+        ) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(v) => {
+                let g = hashes.len() as u32;
+                hashes.push(hash);
+                rows.push(key);
+                v.insert(g);
+                g
+            }
+        }
+    }
+
+    /// Every key as Arrow columns, in group order.
+    pub(crate) fn key_columns(
+        &self,
+        converter: &RowConverter,
+    ) -> Result<Vec<ArrayRef>, ArrowError> {
+        match &self.keys {
+            KeyStore::Int64(ints) => Ok(vec![std::sync::Arc::new(Int64Array::from(ints.clone()))]),
+            KeyStore::Rows(rows) => converter.convert_rows(rows.iter()),
+        }
     }
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{ArrayRef, Int64Array};
-use sabot_core::arrow::datatypes::{DataType, Field, Schema};
-use sabot_core::arrow::row::{RowConverter, SortField};
+use sabot_core::arrow::array::{ArrayRef, AsArray, Int64Array};
+use sabot_core::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use sabot_core::arrow::row::{RowConverter, Rows, SortField};
 use sabot_core::key::{check_key_field, hash_columns};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
@@ -141,8 +141,11 @@ impl OperatorFactory for TumblingWindowFactory {
             .iter()
             .map(|&i| SortField::new(input.field(i).data_type().clone()))
             .collect();
+        let int64_key =
+            b.key_idx.len() == 1 && input.field(b.key_idx[0]).data_type() == &DataType::Int64;
         Ok(Box::new(TumblingWindowOp {
             converter: RowConverter::new(sort_fields)?,
+            int64_key,
             bound: b,
             windows: BTreeMap::new(),
             watermark: Timestamp::MIN,
@@ -153,6 +156,12 @@ impl OperatorFactory for TumblingWindowFactory {
     }
 }
 
+/// The key columns of one batch, in the form the group tables take.
+enum Keys {
+    Int64(Int64Array),
+    Rows(Rows),
+}
+
 struct WindowState {
     groups: GroupTable,
     accs: Vec<Accumulator>,
@@ -161,6 +170,8 @@ struct WindowState {
 struct TumblingWindowOp {
     bound: Bound,
     converter: RowConverter,
+    /// One `Int64` key column: groups keyed by the integer, no row conversion.
+    int64_key: bool,
     /// Open windows by start.
     windows: BTreeMap<i64, WindowState>,
     watermark: Timestamp,
@@ -195,7 +206,7 @@ impl TumblingWindowOp {
 
     fn emit(&self, start: i64, w: &WindowState) -> Result<RecordBatch> {
         let n = w.groups.len();
-        let mut cols: Vec<ArrayRef> = self.converter.convert_rows(w.groups.keys().iter())?;
+        let mut cols: Vec<ArrayRef> = w.groups.key_columns(&self.converter)?;
         cols.push(Arc::new(Int64Array::from_value(start, n)));
         cols.push(Arc::new(Int64Array::from_value(
             start.saturating_add(self.bound.size_ms),
@@ -231,7 +242,11 @@ impl Operator for TumblingWindowOp {
             .map(|&i| batch.column(i).clone())
             .collect();
         hash_columns(&key_cols, &mut self.hashes)?;
-        let rows = self.converter.convert_columns(&key_cols)?;
+        let keys = if self.int64_key {
+            Keys::Int64(key_cols[0].as_primitive::<Int64Type>().clone())
+        } else {
+            Keys::Rows(self.converter.convert_columns(&key_cols)?)
+        };
         let values = self
             .bound
             .aggs
@@ -270,23 +285,26 @@ impl Operator for TumblingWindowOp {
             let converter = &self.converter;
             let aggs = &self.bound.aggs;
             let w = self.windows.entry(start).or_insert_with(|| WindowState {
-                groups: GroupTable::new(converter),
+                groups: match keys {
+                    Keys::Int64(_) => GroupTable::for_int64(),
+                    Keys::Rows(_) => GroupTable::for_rows(converter),
+                },
                 accs: aggs.iter().map(BoundAggregate::new_accumulator).collect(),
             });
             self.groups.clear();
+            let hashes = &self.hashes;
+            let groups = &mut self.groups;
+            let mut group_of = |r: usize| match &keys {
+                Keys::Int64(k) => w.groups.find_or_insert_i64(hashes[r], k.value(r)),
+                Keys::Rows(k) => w.groups.find_or_insert_row(hashes[r], k.row(r)),
+            };
             let sel = match &sel {
                 None => {
-                    for (row, &h) in self.hashes.iter().enumerate() {
-                        self.groups.push(w.groups.find_or_insert(h, rows.row(row)));
-                    }
+                    groups.extend((0..hashes.len()).map(&mut group_of));
                     RowSel::All
                 }
                 Some(sel) => {
-                    for &row in sel {
-                        let r = row as usize;
-                        self.groups
-                            .push(w.groups.find_or_insert(self.hashes[r], rows.row(r)));
-                    }
+                    groups.extend(sel.iter().map(|&r| group_of(r as usize)));
                     RowSel::Some(sel)
                 }
             };

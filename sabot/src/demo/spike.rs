@@ -1,13 +1,11 @@
 //! A keyed operator that flags transactions far above their account's running average.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use sabot_core::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array};
-use sabot_core::arrow::compute::kernels::cmp::{gt, lt_eq};
-use sabot_core::arrow::compute::{
-    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, min, take_record_batch,
-};
+use hashbrown::HashMap;
+use sabot_core::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, UInt32Array};
+use sabot_core::arrow::compute::kernels::cmp::gt;
+use sabot_core::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use sabot_core::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index};
@@ -102,10 +100,10 @@ struct SpikeOp {
     schema: SchemaRef,
     factor: f64,
     min_history: u64,
-    /// Per account: (transactions seen, sum of their amounts).
-    history: HashMap<i64, (u64, i128)>,
-    /// Rows not yet behind the watermark, with each batch's smallest event time.
-    pending: Vec<(RecordBatch, i64)>,
+    /// Per account: (transactions seen, sum of their amounts in cents, saturating).
+    history: HashMap<i64, (u64, i64)>,
+    /// Rows not yet behind the watermark, in batches each sorted by (ts, txn_id).
+    pending: Vec<RecordBatch>,
     watermark: Timestamp,
     late: Counter,
 }
@@ -115,39 +113,49 @@ impl SpikeOp {
         self.cols[4]
     }
 
-    /// Scores every pending row with event time `<= wm`, in (ts, txn_id) order.
+    /// `batch` sorted by (ts, txn_id): both Int64, so a direct sort of row indices by a
+    /// pair of integers (no per-comparison dynamic dispatch), then one `take`.
+    fn sorted(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let ts = batch
+            .column(self.ts_col())
+            .as_primitive::<Int64Type>()
+            .values();
+        let id = batch
+            .column(self.cols[0])
+            .as_primitive::<Int64Type>()
+            .values();
+        if ts
+            .windows(2)
+            .zip(id.windows(2))
+            .all(|(t, i)| (t[0], i[0]) <= (t[1], i[1]))
+        {
+            return Ok(batch.clone());
+        }
+        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        order.sort_unstable_by_key(|&r| (ts[r as usize], id[r as usize]));
+        Ok(take_record_batch(batch, &UInt32Array::from(order))?)
+    }
+
+    /// Scores every pending row with event time `<= wm`, in (ts, txn_id) order. Pending
+    /// batches are each sorted, so the ready rows of each are a prefix: a zero-copy slice.
     fn score_until(&mut self, wm: i64, out: &mut Output) -> Result<()> {
         let ts = self.ts_col();
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            self.pending.drain(..).partition(|(_, lo)| *lo <= wm);
-        self.pending = waiting;
-        if ready.is_empty() {
-            return Ok(());
+        let mut ready = Vec::new();
+        for batch in std::mem::take(&mut self.pending) {
+            let times = batch.column(ts).as_primitive::<Int64Type>().values();
+            let cut = times.partition_point(|&t| t <= wm);
+            if cut > 0 {
+                ready.push(batch.slice(0, cut));
+            }
+            if cut < batch.num_rows() {
+                self.pending.push(batch.slice(cut, batch.num_rows() - cut));
+            }
         }
-        let schema = ready[0].0.schema();
-        let all = concat_batches(&schema, ready.iter().map(|(b, _)| b))?;
-        let times = all.column(ts).as_primitive::<Int64Type>();
-        let wm_scalar = Int64Array::new_scalar(wm);
-        let now = filter_record_batch(&all, &lt_eq(times, &wm_scalar)?)?;
-        let later = filter_record_batch(&all, &gt(times, &wm_scalar)?)?;
-        if later.num_rows() > 0 {
-            let lo = min(later.column(ts).as_primitive::<Int64Type>()).unwrap_or(i64::MAX);
-            self.pending.push((later, lo));
-        }
-        let order = lexsort_to_indices(
-            &[
-                SortColumn {
-                    values: now.column(ts).clone(),
-                    options: None,
-                },
-                SortColumn {
-                    values: now.column(self.cols[0]).clone(),
-                    options: None,
-                },
-            ],
-            None,
-        )?;
-        let now = take_record_batch(&now, &order)?;
+        let now = match ready.len() {
+            0 => return Ok(()),
+            1 => ready.swap_remove(0),
+            _ => self.sorted(&concat_batches(&ready[0].schema(), &ready)?)?,
+        };
         self.score(&now, out)
     }
 
@@ -167,7 +175,7 @@ impl SpikeOp {
                 }
             }
             *n += 1;
-            *sum += i128::from(a);
+            *sum = sum.saturating_add(a);
         }
         if hits.is_empty() {
             return Ok(());
@@ -194,8 +202,7 @@ impl Operator for SpikeOp {
     fn on_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         let times = batch.column(self.ts_col()).as_primitive::<Int64Type>();
         let wm = self.watermark.millis();
-        let late = lt_eq(times, &Int64Array::new_scalar(wm))?;
-        let late_count = late.true_count();
+        let late_count = times.values().iter().filter(|&&t| t <= wm).count();
         let batch = if late_count > 0 {
             self.late.add(late_count as u64);
             filter_record_batch(&batch, &gt(times, &Int64Array::new_scalar(wm))?)?
@@ -203,9 +210,8 @@ impl Operator for SpikeOp {
             batch
         };
         if batch.num_rows() > 0 {
-            let lo =
-                min(batch.column(self.ts_col()).as_primitive::<Int64Type>()).unwrap_or(i64::MAX);
-            self.pending.push((batch, lo));
+            let sorted = self.sorted(&batch)?;
+            self.pending.push(sorted);
         }
         Ok(())
     }
