@@ -115,6 +115,9 @@ impl TransactionGenerator {
     }
 
     /// Transactions `start..end` as one batch.
+    ///
+    /// # Panics
+    /// Never for valid settings: the columns are built to match the schema.
     pub fn batch(&self, start: u64, end: u64) -> RecordBatch {
         let c = &self.config;
         let n = (end.saturating_sub(start)) as usize;
