@@ -1,6 +1,6 @@
 //! Key-group hashing of Arrow key columns against a plain per-row loop with std's hasher.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -19,56 +19,40 @@ fn bench(c: &mut Criterion) {
     let str_col: ArrayRef = Arc::new(StringArray::from_iter_values(strs.iter()));
     let std_hasher = RandomState::new();
 
-    let mut g = c.benchmark_group("key_groups_int64");
-    g.throughput(Throughput::Elements(ROWS as u64));
-    g.bench_function("sabot_vectorized", |b| {
-        let (mut h, mut kg) = (Vec::new(), Vec::new());
-        b.iter(|| {
-            key_groups(
-                black_box(std::slice::from_ref(&int_col)),
-                DEFAULT_MAX_PARALLELISM,
-                &mut h,
-                &mut kg,
-            )
-            .expect("int64 keys hash");
-            black_box(&kg);
-        })
-    });
-    g.bench_function("baseline_std_hasher_loop", |b| {
-        let mut kg = Vec::with_capacity(ROWS);
-        b.iter(|| {
-            kg.clear();
-            kg.extend(
-                black_box(&ints)
-                    .iter()
-                    .map(|k| (std_hasher.hash_one(k) % DEFAULT_MAX_PARALLELISM as u64) as u16),
-            );
-            black_box(&kg);
-        })
-    });
-    g.finish();
+    group(c, "key_groups_int64", &int_col, &ints, &std_hasher);
+    group(c, "key_groups_utf8", &str_col, &strs, &std_hasher);
+}
 
-    let mut g = c.benchmark_group("key_groups_utf8");
-    g.throughput(Throughput::Elements(ROWS as u64));
+/// Sabot's vectorized key groups of `col` vs a per-row std-hasher loop over `values`
+/// (the same keys).
+fn group<T: Hash>(
+    c: &mut Criterion,
+    name: &str,
+    col: &ArrayRef,
+    values: &[T],
+    std_hasher: &RandomState,
+) {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(values.len() as u64));
     g.bench_function("sabot_vectorized", |b| {
         let (mut h, mut kg) = (Vec::new(), Vec::new());
         b.iter(|| {
             key_groups(
-                black_box(std::slice::from_ref(&str_col)),
+                black_box(std::slice::from_ref(col)),
                 DEFAULT_MAX_PARALLELISM,
                 &mut h,
                 &mut kg,
             )
-            .expect("utf8 keys hash");
+            .expect("supported key type");
             black_box(&kg);
         })
     });
     g.bench_function("baseline_std_hasher_loop", |b| {
-        let mut kg = Vec::with_capacity(ROWS);
+        let mut kg = Vec::with_capacity(values.len());
         b.iter(|| {
             kg.clear();
             kg.extend(
-                black_box(&strs)
+                black_box(values)
                     .iter()
                     .map(|k| (std_hasher.hash_one(k) % DEFAULT_MAX_PARALLELISM as u64) as u16),
             );

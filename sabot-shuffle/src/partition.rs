@@ -58,21 +58,6 @@ impl HashPartitioner {
         })
     }
 
-    /// The target subtask of every row of `batch`, written into `out`.
-    pub fn targets_of(&mut self, batch: &RecordBatch, out: &mut Vec<usize>) -> Result<()> {
-        let cols: Vec<ArrayRef> = self
-            .key_indices
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        hash_columns(&cols, &mut self.hashes)?;
-        out.clear();
-        out.extend(self.hashes.iter().map(|&h| {
-            KeyGroup::of_hash(h, self.max_parallelism).subtask(self.max_parallelism, self.targets)
-        }));
-        Ok(())
-    }
-
     /// Splits `batch` into `(target, rows for that target)` pairs, targets in increasing
     /// order, skipping targets that get no row. Row order within a target is kept.
     pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
