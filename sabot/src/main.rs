@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::compute::concat_batches;
@@ -149,9 +149,12 @@ fn demo(args: DemoArgs) -> Result<()> {
         let bar = ProgressBar::new(args.events);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} txns ({per_sec}, eta {eta})",
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} txns ({rate}, eta {eta})",
             )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2} M/s", s.per_sec() / 1e6);
+            }),
         );
         bar
     });
@@ -271,7 +274,7 @@ fn print_window_alerts(batches: &[RecordBatch], show: usize) -> Result<()> {
     println!("\nTop window alerts:");
     println!(
         "  {:>10}  {:>15}  {:>12}  {:>5}",
-        "account", "window start", "total", "txns"
+        "account", "start (ms)", "total", "txns"
     );
     for &i in order.iter().take(show) {
         println!(
@@ -309,7 +312,7 @@ fn print_spike_alerts(batches: &[RecordBatch], show: usize) -> Result<()> {
     println!("\nFirst spike alerts:");
     println!(
         "  {:>10}  {:>10}  {:>12}  {:>12}  {:>15}",
-        "txn", "account", "amount", "average", "ts"
+        "txn", "account", "amount", "average", "ts (ms)"
     );
     for &i in order.iter().take(show.min(average.len())) {
         println!(
