@@ -173,6 +173,20 @@ pub fn check_key_field(field: &Field) -> Result<()> {
     }
 }
 
+/// The key hash of one non-null signed integer key: what [`hash_columns`] gives for a
+/// single integer column holding `x`.
+#[inline]
+pub fn hash_i64(x: i64) -> u64 {
+    fmix64(SEED ^ fmix64(x as u64))
+}
+
+/// The key hash of one non-null byte-string key: what [`hash_columns`] gives for a single
+/// `Utf8` or `Binary` column holding `bytes`.
+#[inline]
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    fmix64(SEED ^ xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
 /// Hashes the rows of `columns` (all of one length) as one composite key per row, writing
 /// one hash per row into `out` (cleared first). See the module docs for the exact hash.
 pub fn hash_columns(columns: &[ArrayRef], out: &mut Vec<u64>) -> Result<()> {
@@ -359,6 +373,17 @@ mod tests {
             .map(|&h| KeyGroup::of_hash(h, 128).0)
             .collect();
         assert_eq!(kg, [106, 43, 102, 60]);
+    }
+
+    #[test]
+    fn single_value_hashes_match_column_hashes() {
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![-7, 0, 99]));
+        let strs: ArrayRef = Arc::new(StringArray::from(vec!["", "x", "sabot"]));
+        assert_eq!(hashes(&[ints]), [hash_i64(-7), hash_i64(0), hash_i64(99)]);
+        assert_eq!(
+            hashes(&[strs]),
+            [hash_bytes(b""), hash_bytes(b"x"), hash_bytes(b"sabot")]
+        );
     }
 
     #[test]

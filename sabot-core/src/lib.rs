@@ -46,6 +46,18 @@ pub use key::{KeyGroup, KeyGroupRange};
 pub use message::Message;
 pub use time::{Timestamp, duration_millis};
 
+/// What to do with a record that cannot be processed (a null event time, a malformed
+/// message): stop the job with an error that says where, or count it and go on.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BadRecordPolicy {
+    /// Stop the job with an error naming the record's position.
+    #[default]
+    Fail,
+    /// Drop the record and count it in a metric.
+    Drop,
+}
+
 /// Looks up a column by name, with an error that lists the columns that do exist.
 pub fn column_index(schema: &Schema, name: &str) -> Result<usize> {
     schema

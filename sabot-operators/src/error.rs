@@ -40,6 +40,19 @@ pub enum OperatorError {
         reason: String,
     },
 
+    /// A record could not be processed and the job's policy is to fail.
+    #[error("bad record at {position}: {reason}")]
+    BadRecord {
+        /// What is wrong with it.
+        reason: String,
+        /// Where it is (row, batch, subtask; topic, partition and offset for Kafka).
+        position: String,
+    },
+
+    /// Tracking event time failed.
+    #[error(transparent)]
+    Time(#[from] sabot_time::TimeError),
+
     /// A user function (map, filter, source, sink) failed.
     #[error("user function in `{operator}` failed: {source}")]
     User {

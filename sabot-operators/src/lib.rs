@@ -8,9 +8,11 @@
 //!
 //! The operators:
 //! - stateless: [`MapFactory`], [`FilterFactory`] (an Arrow boolean predicate),
-//!   [`ProjectFactory`], and [`WatermarkFactory`] (bounded out-of-orderness watermarks);
+//!   [`ProjectFactory`], and [`WatermarkFactory`] (per-partition watermark generation
+//!   with idleness and a bad-record policy for null event times);
 //! - [`TumblingWindowFactory`]: keyed tumbling event-time windows with vectorized
-//!   count/sum/min/max ([`Aggregate`]);
+//!   count/sum/min/max ([`Aggregate`]), fired by timers, with allowed lateness and a
+//!   [`LATE_DATA`] side output;
 //! - built-in [`VecSource`] and [`CollectSink`].
 //!
 //! ```
@@ -45,12 +47,14 @@ mod window;
 pub use builtin::{CollectSink, Collected, VecSource};
 pub use error::{BoxError, OperatorError, Result};
 pub use stateless::{
-    FilterFactory, MapFactory, MapFn, PredicateFn, ProjectFactory, WatermarkFactory,
+    FilterFactory, MapFactory, MapFn, NULL_EVENT_TIME_DROPPED, PredicateFn, ProjectFactory,
+    WatermarkFactory,
 };
 pub use traits::{
     Operator, OperatorFactory, Output, Sink, SinkFactory, Source, SourceFactory, SourcePoll,
     TaskContext,
 };
 pub use window::{
-    AggKind, Aggregate, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
+    AggKind, Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory,
+    WINDOW_END, WINDOW_START,
 };

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::arrow::array::{Array, BooleanArray};
-use sabot_core::arrow::compute::{filter_record_batch, max};
-use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index};
-use sabot_time::BoundedOutOfOrderness;
+use sabot_core::arrow::compute::{filter_record_batch, is_not_null};
+use sabot_core::metrics::Counter;
+use sabot_core::{BadRecordPolicy, Message, RecordBatch, SchemaRef, Timestamp, column_index};
+use sabot_time::{WatermarkGenerator, WatermarkStrategy, WatermarkTracker};
 
 use crate::time_column::{check_time_field, event_times};
 use crate::{BoxError, Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
@@ -231,27 +232,67 @@ impl Operator for ProjectOp {
     }
 }
 
-/// Assigns event time from a column and emits bounded-out-of-orderness watermarks after
-/// every batch (per source subtask, i.e. per partition).
+/// Counter of records dropped because their event time was null (policy `Drop`).
+pub const NULL_EVENT_TIME_DROPPED: &str = "watermarks.null_event_time_dropped";
+
+/// Assigns event time from a column and generates the watermarks of each source partition
+/// (one per source subtask), chained right after the source.
+///
+/// Watermarks follow a [`WatermarkStrategy`], emitted after every batch or at most every
+/// `emit_every`. With an idle timeout, a partition that produced no data for that long is
+/// declared idle (an idle marker goes downstream, so it stops holding back the
+/// watermark) until it produces data again. Null event times follow the job's
+/// [`BadRecordPolicy`]: fail naming the row, or drop and count
+/// ([`NULL_EVENT_TIME_DROPPED`]).
 #[derive(Clone, Debug)]
 pub struct WatermarkFactory {
     time_column: String,
-    bound: Duration,
+    strategy: WatermarkStrategy,
+    emit_every: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 impl WatermarkFactory {
-    /// Watermarks trailing the largest value of `time_column` by `bound`.
-    pub fn bounded_out_of_orderness(time_column: impl Into<String>, bound: Duration) -> Self {
+    /// Event time from `time_column`, watermarks by `strategy`, after every batch, no
+    /// idle timeout.
+    pub fn new(time_column: impl Into<String>, strategy: WatermarkStrategy) -> Self {
         WatermarkFactory {
             time_column: time_column.into(),
-            bound,
+            strategy,
+            emit_every: None,
+            idle_timeout: None,
         }
+    }
+
+    /// Watermarks trailing the largest value of `time_column` by `bound`.
+    pub fn bounded_out_of_orderness(time_column: impl Into<String>, bound: Duration) -> Self {
+        Self::new(
+            time_column,
+            WatermarkStrategy::bounded_out_of_orderness(bound),
+        )
+    }
+
+    /// Emits watermarks at most every `interval` of processing time.
+    pub fn emit_every(mut self, interval: Duration) -> Self {
+        self.emit_every = Some(interval);
+        self
+    }
+
+    /// Declares a partition idle after `timeout` without data.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The event-time column.
+    pub fn time_column(&self) -> &str {
+        &self.time_column
     }
 }
 
 impl OperatorFactory for WatermarkFactory {
     fn name(&self) -> String {
-        format!("watermarks({}, {:?})", self.time_column, self.bound)
+        format!("watermarks({}, {:?})", self.time_column, self.strategy)
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
@@ -260,35 +301,101 @@ impl OperatorFactory for WatermarkFactory {
         Ok(input.clone())
     }
 
-    fn create(&self, input: &SchemaRef, _ctx: &TaskContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         self.output_schema(input)?;
+        let mut partition = WatermarkTracker::new(1);
+        if let Some(t) = self.idle_timeout {
+            partition = partition.with_idle_timeout(t);
+        }
+        partition.start(ctx.clock.now_ms());
         Ok(Box::new(WatermarkOp {
             column: column_index(input, &self.time_column)?,
-            generator: BoundedOutOfOrderness::new(self.bound),
+            column_name: self.time_column.clone(),
+            generator: WatermarkGenerator::new(self.strategy.clone(), self.emit_every),
+            partition,
+            idle_announced: false,
+            ctx: ctx.clone(),
+            dropped: ctx.metrics.counter(NULL_EVENT_TIME_DROPPED),
+            batches: 0,
         }))
     }
 }
 
 struct WatermarkOp {
     column: usize,
-    generator: BoundedOutOfOrderness,
+    column_name: String,
+    generator: WatermarkGenerator,
+    /// The partition's activity and watermark (one input: this subtask's partition).
+    partition: WatermarkTracker,
+    idle_announced: bool,
+    ctx: TaskContext,
+    dropped: Counter,
+    batches: u64,
+}
+
+impl WatermarkOp {
+    fn emit(&mut self, wm: Option<Timestamp>, now: i64, out: &mut Output) -> Result<()> {
+        if let Some(wm) = wm
+            && let Some(w) = self.partition.on_watermark(0, wm, now)?
+        {
+            out.watermark(w);
+        }
+        Ok(())
+    }
 }
 
 impl Operator for WatermarkOp {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        let times = event_times(batch.column(self.column))?;
-        let wm = max(&times).and_then(|m| self.generator.observe(m));
-        out.batch(batch);
-        if let Some(wm) = wm {
-            out.watermark(wm);
+        self.batches += 1;
+        let now = self.ctx.clock.now_ms();
+        let mut times = event_times(batch.column(self.column))?;
+        let mut batch = batch;
+        if times.null_count() > 0 {
+            match self.ctx.bad_records {
+                BadRecordPolicy::Drop => {
+                    let valid = is_not_null(&times)?;
+                    self.dropped.add(times.null_count() as u64);
+                    batch = filter_record_batch(&batch, &valid)?;
+                    times = event_times(batch.column(self.column))?;
+                }
+                _ => {
+                    let row = (0..times.len()).find(|&i| times.is_null(i)).unwrap_or(0);
+                    return Err(OperatorError::BadRecord {
+                        reason: format!("null event time in column `{}`", self.column_name),
+                        position: format!(
+                            "row {row} of batch {} of source subtask {}",
+                            self.batches - 1,
+                            self.ctx.subtask
+                        ),
+                    });
+                }
+            }
         }
-        Ok(())
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.partition.on_data(0, now)?;
+        self.idle_announced = false;
+        let wm = self.generator.on_batch(&batch, times.values(), now);
+        out.batch(batch);
+        self.emit(wm, now, out)
     }
 
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
         // Only end of input (MAX) passes from upstream: this operator owns event time here.
         if wm == Timestamp::MAX {
             out.watermark(wm);
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        let wm = self.generator.on_tick(now_ms);
+        self.emit(wm, now_ms, out)?;
+        self.partition.on_tick(now_ms);
+        if self.partition.is_idle() && !self.idle_announced {
+            self.idle_announced = true;
+            out.message(Message::Idle);
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Reading event time from a column.
 
 use sabot_core::CoreError;
-use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use sabot_core::arrow::array::{ArrayRef, AsArray, Int64Array};
 use sabot_core::arrow::datatypes::{
     DataType, Field, Int64Type, TimeUnit, TimestampMillisecondType,
 };
@@ -35,9 +35,4 @@ pub(crate) fn event_times(col: &ArrayRef) -> Result<Int64Array> {
         }
         .into()),
     }
-}
-
-/// Whether any event time is null.
-pub(crate) fn has_nulls(times: &Int64Array) -> bool {
-    times.null_count() > 0
 }

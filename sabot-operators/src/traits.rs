@@ -1,9 +1,11 @@
 //! The operator, source and sink contracts.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use sabot_core::metrics::Metrics;
-use sabot_core::{Message, RecordBatch, SchemaRef, Timestamp};
+use sabot_core::{BadRecordPolicy, Message, RecordBatch, SchemaRef, Timestamp};
+use sabot_time::{Clock, SystemClock};
 
 use crate::Result;
 
@@ -19,6 +21,10 @@ pub struct TaskContext {
     pub max_parallelism: usize,
     /// The job's counters.
     pub metrics: Metrics,
+    /// Processing time.
+    pub clock: Arc<dyn Clock>,
+    /// What to do with records that cannot be processed.
+    pub bad_records: BadRecordPolicy,
 }
 
 impl TaskContext {
@@ -34,14 +40,30 @@ impl TaskContext {
             parallelism,
             max_parallelism,
             metrics,
+            clock: Arc::new(SystemClock),
+            bad_records: BadRecordPolicy::Fail,
         }
+    }
+
+    /// This context with processing time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// This context with bad-record policy `policy`.
+    pub fn with_bad_records(mut self, policy: BadRecordPolicy) -> Self {
+        self.bad_records = policy;
+        self
     }
 }
 
-/// What an operator emits while handling one input message.
+/// What an operator emits while handling one input message: messages on its main
+/// output, and batches on named side outputs (such as late data).
 #[derive(Debug, Default)]
 pub struct Output {
     messages: Vec<Message>,
+    side: Vec<(&'static str, RecordBatch)>,
 }
 
 impl Output {
@@ -67,14 +89,27 @@ impl Output {
         self.messages.push(msg);
     }
 
-    /// Takes everything emitted so far, leaving the buffer empty.
+    /// Emits a batch on the side output `tag` (declared by the operator's factory in
+    /// [`OperatorFactory::side_outputs`]); empty batches are dropped.
+    pub fn side(&mut self, tag: &'static str, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.side.push((tag, batch));
+        }
+    }
+
+    /// Takes everything emitted on the main output so far.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)
     }
 
-    /// Whether nothing was emitted.
+    /// Takes everything emitted on side outputs so far.
+    pub fn drain_side(&mut self) -> std::vec::Drain<'_, (&'static str, RecordBatch)> {
+        self.side.drain(..)
+    }
+
+    /// Whether nothing was emitted on any output.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.messages.is_empty() && self.side.is_empty()
     }
 }
 
@@ -95,6 +130,12 @@ pub trait Operator: Send {
     fn on_end(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
     }
+
+    /// Processing time moved to `now_ms` (called periodically, also while no data flows):
+    /// processing-time work such as idleness detection or timers.
+    fn on_tick(&mut self, _now_ms: i64, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Describes an operator in a job graph and creates its instances.
@@ -108,6 +149,11 @@ pub trait OperatorFactory: Send + Sync + Debug {
 
     /// Creates the instance for one subtask.
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>>;
+
+    /// The side outputs the operator may emit on, with their schemas (default: none).
+    fn side_outputs(&self, _input: &SchemaRef) -> Result<Vec<(&'static str, SchemaRef)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a source has to say when asked for more.

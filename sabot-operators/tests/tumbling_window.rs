@@ -11,9 +11,10 @@ use sabot_core::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
 use sabot_operators::{
-    Aggregate, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext, TumblingWindowFactory,
+    Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
+    TumblingWindowFactory,
 };
-use sabot_time::BoundedOutOfOrderness;
+use sabot_time::{WatermarkGenerator, WatermarkStrategy};
 
 #[derive(Clone, Debug)]
 struct Row {
@@ -77,6 +78,7 @@ proptest! {
         bound_ms in 0u64..400,
         size_ms in 1i64..700,
         int_key_only in any::<bool>(),
+        lateness_ms in prop_oneof![Just(0i64), 0i64..400],
     ) {
         // A single Int64 key takes the integer fast path; two keys take the row format.
         let keys: Vec<String> = if int_key_only {
@@ -95,7 +97,8 @@ proptest! {
                 Aggregate::min("value"),
                 Aggregate::max("price"),
             ],
-        );
+        )
+        .with_allowed_lateness(Duration::from_millis(lateness_ms as u64));
         let metrics = Metrics::new();
         let mut op = factory
             .create(&schema(), &TaskContext::new(0, 1, 128, metrics.clone()))
@@ -105,10 +108,16 @@ proptest! {
 
         // Model: watermark after each batch; a row is late when its window's last
         // millisecond is at or behind the watermark when it arrives.
-        let mut wm_gen = BoundedOutOfOrderness::new(Duration::from_millis(bound_ms));
+        let mut wm_gen = WatermarkGenerator::new(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(bound_ms)),
+            None,
+        );
         let mut wm = i64::MIN;
         let mut expected = Result::new();
         let mut late = 0u64;
+        let mut too_late = 0u64;
+        let mut expected_side: Vec<(String, i64, i64)> = Vec::new();
+        let mut side: Vec<(String, i64, i64)> = Vec::new();
         let mut start = 0;
         let mut cut = cuts.iter().cycle();
         while start < rows.len() {
@@ -118,6 +127,10 @@ proptest! {
                 let ws = r.ts.div_euclid(size_ms) * size_ms;
                 if ws + size_ms - 1 <= wm {
                     late += 1;
+                }
+                if ws + size_ms - 1 + lateness_ms <= wm {
+                    too_late += 1;
+                    expected_side.push((r.key.clone(), r.shard, r.ts));
                     continue;
                 }
                 let k = if int_key_only { String::new() } else { r.key.clone() };
@@ -130,10 +143,21 @@ proptest! {
                 }
                 e.4 = f64::from_bits(e.4).max(r.price).to_bits();
             }
-            op.on_batch(batch(chunk), &mut out).unwrap();
-            prop_assert!(out.is_empty(), "a batch alone never fires a window");
-            let max_ts = chunk.iter().map(|r| r.ts).max().unwrap();
-            if let Some(w) = wm_gen.observe(max_ts) {
+            let b = batch(chunk);
+            op.on_batch(b.clone(), &mut out).unwrap();
+            // A batch emits only late updates of windows that were already due.
+            emitted.extend(out.drain().map(|m| (wm, m)));
+            for (tag, late_rows) in out.drain_side() {
+                prop_assert_eq!(tag, LATE_DATA);
+                let k = late_rows.column(0).as_string::<i32>();
+                let sh = late_rows.column(1).as_primitive::<Int64Type>();
+                let t = late_rows.column(4).as_primitive::<Int64Type>();
+                for i in 0..late_rows.num_rows() {
+                    side.push((k.value(i).to_owned(), sh.value(i), t.value(i)));
+                }
+            }
+            let times: Vec<i64> = chunk.iter().map(|r| r.ts).collect();
+            if let Some(w) = wm_gen.on_batch(&b, &times, 0) {
                 wm = w.millis();
                 op.on_watermark(w, &mut out).unwrap();
             }
@@ -163,17 +187,24 @@ proptest! {
                         // Fired only once the watermark reached the window's last millisecond.
                         prop_assert!(input_wm >= we.value(i) - 1, "window fired early");
                         let opt = |a: &Int64Array| (!a.is_null(i)).then(|| a.value(i));
+                        // A later row for the same key and window is an update.
                         let prev = actual.insert(
                             (key(i), shard.value(i), ws.value(i)),
                             (count.value(i), count_v.value(i), opt(sum), opt(min), max.value(i).to_bits()),
                         );
-                        prop_assert!(prev.is_none(), "window emitted twice");
+                        if lateness_ms == 0 {
+                            prop_assert!(prev.is_none(), "window emitted twice without lateness");
+                        }
                     }
                 }
                 _ => {}
             }
         }
         prop_assert_eq!(actual, expected);
-        prop_assert_eq!(metrics.value(LATE_RECORDS_DROPPED), late);
+        prop_assert_eq!(metrics.value(LATE_RECORDS), late);
+        prop_assert_eq!(metrics.value(LATE_RECORDS_DROPPED), too_late);
+        side.sort();
+        expected_side.sort();
+        prop_assert_eq!(side, expected_side, "too-late rows go to the side output, unchanged");
     }
 }

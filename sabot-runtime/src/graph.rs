@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sabot_core::BadRecordPolicy;
 use sabot_core::key::DEFAULT_MAX_PARALLELISM;
 use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory};
+use sabot_time::{Clock, SystemClock};
 
 /// A node of a [`JobGraph`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,6 +28,8 @@ pub(crate) enum NodeKind {
     Source(Arc<dyn SourceFactory>),
     Operator(Arc<dyn OperatorFactory>),
     Exchange(Partitioning),
+    /// The side output `tag` of the operator it reads from.
+    SideOutput(String),
     Sink(Arc<dyn SinkFactory>),
 }
 
@@ -35,6 +40,7 @@ impl NodeKind {
             NodeKind::Operator(f) => f.name(),
             NodeKind::Exchange(Partitioning::Hash(k)) => format!("key_by({})", k.join(", ")),
             NodeKind::Exchange(Partitioning::RoundRobin) => "rebalance".into(),
+            NodeKind::SideOutput(tag) => format!("side_output({tag})"),
             NodeKind::Sink(f) => f.name(),
         }
     }
@@ -56,6 +62,14 @@ pub(crate) struct Node {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct JobConfig {
+    /// Processing time for every operator (a test can drive it with a
+    /// [`ManualClock`](sabot_time::ManualClock)).
+    pub clock: Arc<dyn Clock>,
+    /// What sources and operators do with records they cannot process.
+    pub bad_records: BadRecordPolicy,
+    /// How often operators get [`on_tick`](sabot_operators::Operator::on_tick), also while
+    /// no data flows.
+    pub tick_interval: Duration,
     /// A name for logs.
     pub name: String,
     /// Subtasks per operator (each its own thread).
@@ -69,6 +83,9 @@ pub struct JobConfig {
 impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
+            clock: Arc::new(SystemClock),
+            bad_records: BadRecordPolicy::Fail,
+            tick_interval: Duration::from_millis(10),
             name: "sabot-job".into(),
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
@@ -140,6 +157,11 @@ impl JobGraph {
     /// downstream subtasks.
     pub fn add_exchange(&mut self, input: NodeId, partitioning: Partitioning) -> NodeId {
         self.add(NodeKind::Exchange(partitioning), Some(input))
+    }
+
+    /// Adds the side output `tag` of operator `input` (for example its late data).
+    pub fn add_side_output(&mut self, input: NodeId, tag: impl Into<String>) -> NodeId {
+        self.add(NodeKind::SideOutput(tag.into()), Some(input))
     }
 
     /// Adds a sink reading from `input`.

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
-use sabot_core::{CoreError, SchemaRef};
+use sabot_core::{CoreError, SchemaRef, Timestamp};
 use sabot_operators::{Output, TaskContext};
 use sabot_shuffle::queue::{self, Receiver, Sender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
+use sabot_time::SharedWatermark;
 
 use crate::graph::{JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
-use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner};
+use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Ticker};
 use crate::{Result, RuntimeError};
 
 /// Counter: records emitted by all sources.
@@ -74,6 +75,34 @@ impl JobGraph {
                             .map_err(|e| RuntimeError::from(e).in_node(&name))?;
                     }
                     input
+                }
+                (NodeKind::SideOutput(tag), Some(_)) => {
+                    let parent = node.input.map(|NodeId(i)| i).unwrap_or(0);
+                    let NodeKind::Operator(f) = &self.nodes[parent].kind else {
+                        return Err(RuntimeError::InvalidGraph {
+                            reason: format!("`{name}` must read from an operator"),
+                        });
+                    };
+                    let parent_input = self.nodes[parent]
+                        .input
+                        .map(|NodeId(i)| schemas[i].clone())
+                        .ok_or_else(|| RuntimeError::InvalidGraph {
+                            reason: format!("operator `{}` has no input", f.name()),
+                        })?;
+                    let declared = f
+                        .side_outputs(&parent_input)
+                        .map_err(|e| e.into_node(&name))?;
+                    match declared.into_iter().find(|(t, _)| t == tag) {
+                        Some((_, schema)) => schema,
+                        None => {
+                            return Err(RuntimeError::InvalidGraph {
+                                reason: format!(
+                                    "operator `{}` has no side output `{tag}`",
+                                    f.name()
+                                ),
+                            });
+                        }
+                    }
                 }
                 (NodeKind::Sink(f), Some(input)) => {
                     f.check_schema(&input).map_err(|e| e.into_node(&name))?;
@@ -137,6 +166,7 @@ pub struct JobHandle {
     name: String,
     started: Instant,
     metrics: Metrics,
+    watermarks: Vec<SharedWatermark>,
     threads: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
@@ -144,6 +174,16 @@ impl JobHandle {
     /// The job's live counters (for progress display).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The job's event-time progress: the smallest watermark reached by the subtasks
+    /// behind an exchange ([`Timestamp::MIN`] before any, or without exchanges).
+    pub fn watermark(&self) -> Timestamp {
+        self.watermarks
+            .iter()
+            .map(SharedWatermark::get)
+            .min()
+            .unwrap_or(Timestamp::MIN)
     }
 
     /// Whether every subtask has ended.
@@ -246,7 +286,9 @@ impl Job {
             };
             let mut head_rx = head_rx.map(std::mem::take).map(Vec::into_iter);
             for s in 0..p {
-                let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone());
+                let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone())
+                    .with_clock(c.clock.clone())
+                    .with_bad_records(c.bad_records);
                 let chain = self
                     .build_chain(NodeId(id), &ctx, &senders)
                     .map_err(|e| e.in_node(node.kind.name()))?;
@@ -270,6 +312,7 @@ impl Job {
         let started = Instant::now();
         let source_records = metrics.counter(SOURCE_RECORDS);
         let mut threads = Vec::with_capacity(plans.len());
+        let mut watermarks = Vec::new();
         for plan in plans {
             let SubtaskPlan {
                 name,
@@ -278,13 +321,23 @@ impl Job {
                 mut chain,
             } = plan;
             let records = source_records.clone();
+            let published = SharedWatermark::new();
+            if matches!(input, SubtaskInput::Exchange(_)) {
+                watermarks.push(published.clone());
+            }
+            let tick_interval = c.tick_interval;
             let thread = std::thread::Builder::new()
                 .name(format!("sabot-{name}"))
                 .spawn(move || {
                     tracing::debug!(task = %std::thread::current().name().unwrap_or(""), "subtask started");
+                    let mut ticker = Ticker::new(&ctx, tick_interval);
                     match input {
-                        SubtaskInput::Source(f) => task::run_source(&f, &ctx, &mut chain, &records),
-                        SubtaskInput::Exchange(rx) => task::run_exchange_input(rx, p, &mut chain),
+                        SubtaskInput::Source(f) => {
+                            task::run_source(&f, &ctx, &mut chain, &records, &mut ticker)
+                        }
+                        SubtaskInput::Exchange(rx) => {
+                            task::run_exchange_input(rx, p, &mut chain, &mut ticker, &published)
+                        }
                     }
                 })
                 .map_err(|source| RuntimeError::Spawn {
@@ -297,6 +350,7 @@ impl Job {
             name: c.name,
             started,
             metrics,
+            watermarks,
             threads,
         })
     }
@@ -327,16 +381,27 @@ impl Job {
         let input = &self.schemas[node.0];
         self.children[node.0]
             .iter()
-            .map(|&child| {
+            .map(|&child| -> Result<Option<ChainNode>> {
                 let kind = &self.graph.nodes[child.0].kind;
-                Ok(match kind {
-                    NodeKind::Operator(f) => ChainNode::Operator {
-                        op: f
-                            .create(input, ctx)
-                            .map_err(|e| e.into_node(&kind.name()))?,
-                        out: Output::new(),
-                        children: self.build_chain(child, ctx, senders)?,
-                    },
+                Ok(Some(match kind {
+                    NodeKind::Operator(f) => {
+                        let mut sides = Vec::new();
+                        for &side in &self.children[child.0] {
+                            if let NodeKind::SideOutput(tag) = &self.graph.nodes[side.0].kind {
+                                sides.push((tag.clone(), self.build_chain(side, ctx, senders)?));
+                            }
+                        }
+                        ChainNode::Operator {
+                            op: f
+                                .create(input, ctx)
+                                .map_err(|e| e.into_node(&kind.name()))?,
+                            out: Output::new(),
+                            children: self.build_chain(child, ctx, senders)?,
+                            sides,
+                        }
+                    }
+                    // Built with the operator it belongs to.
+                    NodeKind::SideOutput(_) => return Ok(None),
                     NodeKind::Sink(f) => ChainNode::Sink {
                         sink: f
                             .create(input, ctx)
@@ -366,8 +431,9 @@ impl Job {
                             reason: "a source cannot have an input".into(),
                         });
                     }
-                })
+                }))
             })
+            .filter_map(Result::transpose)
             .collect()
     }
 }

@@ -1,14 +1,14 @@
 //! One subtask: its input loop and its chain of operators.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sabot_core::metrics::Counter;
 use sabot_core::{Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
 use sabot_shuffle::queue::{Receiver, Sender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
-use sabot_time::WatermarkTracker;
+use sabot_time::{SharedWatermark, WatermarkTracker};
 
 use crate::{Result, RuntimeError};
 
@@ -24,6 +24,9 @@ pub(crate) enum ChainNode {
         op: Box<dyn Operator>,
         out: Output,
         children: Vec<ChainNode>,
+        /// Side outputs by tag: they get the operator's side batches and its control
+        /// messages (watermarks, idleness, end of stream).
+        sides: Vec<(String, Vec<ChainNode>)>,
     },
     Sink {
         sink: Box<dyn Sink>,
@@ -35,7 +38,12 @@ pub(crate) enum ChainNode {
 impl ChainNode {
     pub(crate) fn push(&mut self, msg: Message) -> Result<()> {
         match self {
-            ChainNode::Operator { op, out, children } => {
+            ChainNode::Operator {
+                op,
+                out,
+                children,
+                sides,
+            } => {
                 let end = matches!(msg, Message::EndOfStream);
                 match msg {
                     Message::Data(b) => op.on_batch(b, out)?,
@@ -43,11 +51,12 @@ impl ChainNode {
                     Message::EndOfStream => op.on_end(out)?,
                     other => out.message(other),
                 }
-                for m in out.drain() {
-                    push_all(children, m)?;
-                }
+                route(out, children, sides)?;
                 if end {
                     push_all(children, Message::EndOfStream)?;
+                    for (_, side) in sides.iter_mut() {
+                        push_all(side, Message::EndOfStream)?;
+                    }
                 }
                 Ok(())
             }
@@ -66,6 +75,52 @@ impl ChainNode {
             ChainNode::Exchange(w) => w.push(msg),
         }
     }
+
+    /// Processing time moved to `now`: every operator in the chain gets a tick.
+    pub(crate) fn tick(&mut self, now: i64) -> Result<()> {
+        if let ChainNode::Operator {
+            op,
+            out,
+            children,
+            sides,
+        } = self
+        {
+            op.on_tick(now, out)?;
+            route(out, children, sides)?;
+            for c in children.iter_mut() {
+                c.tick(now)?;
+            }
+            for (_, side) in sides.iter_mut() {
+                for c in side.iter_mut() {
+                    c.tick(now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends what an operator emitted: main messages to its children, side batches to the
+/// side output of their tag, control messages to the side outputs as well.
+fn route(
+    out: &mut Output,
+    children: &mut [ChainNode],
+    sides: &mut [(String, Vec<ChainNode>)],
+) -> Result<()> {
+    for m in out.drain() {
+        if m.is_control() {
+            for (_, side) in sides.iter_mut() {
+                push_all(side, m.clone())?;
+            }
+        }
+        push_all(children, m)?;
+    }
+    for (tag, batch) in out.drain_side() {
+        for (_, side) in sides.iter_mut().filter(|(t, _)| t == tag) {
+            push_all(side, Message::Data(batch.clone()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Pushes `msg` into every node of `nodes` (cloning batches is cheap: columns are shared).
@@ -77,6 +132,10 @@ pub(crate) fn push_all(nodes: &mut [ChainNode], msg: Message) -> Result<()> {
         n.push(msg.clone())?;
     }
     Ok(())
+}
+
+fn tick_all(nodes: &mut [ChainNode], now: i64) -> Result<()> {
+    nodes.iter_mut().try_for_each(|n| n.tick(now))
 }
 
 pub(crate) enum Partitioner {
@@ -122,29 +181,52 @@ impl ExchangeWriter {
     }
 }
 
+/// Calls ticks at most every `interval` of real time, passing the job clock's time.
+pub(crate) struct Ticker {
+    ctx: TaskContext,
+    interval: Duration,
+    last: Instant,
+}
+
+impl Ticker {
+    pub(crate) fn new(ctx: &TaskContext, interval: Duration) -> Self {
+        Ticker {
+            ctx: ctx.clone(),
+            interval,
+            last: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.ctx.clock.now_ms()
+    }
+
+    /// Ticks the chain if the interval passed.
+    fn maybe_tick(&mut self, chain: &mut [ChainNode]) -> Result<()> {
+        if self.last.elapsed() >= self.interval {
+            self.last = Instant::now();
+            tick_all(chain, self.now())?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs a source subtask: polls the source and pushes what it says through the chain.
 pub(crate) fn run_source(
     factory: &Arc<dyn SourceFactory>,
     ctx: &TaskContext,
     chain: &mut [ChainNode],
     records: &Counter,
+    ticker: &mut Ticker,
 ) -> Result<()> {
     let mut source = factory.create(ctx)?;
-    let mut idle = false;
     loop {
         match source.poll_next()? {
             SourcePoll::Batch(b) => {
-                idle = false;
                 records.add(b.num_rows() as u64);
                 push_all(chain, Message::Data(b))?;
             }
-            SourcePoll::Idle => {
-                if !idle {
-                    push_all(chain, Message::Idle)?;
-                    idle = true;
-                }
-                std::thread::sleep(IDLE_BACKOFF);
-            }
+            SourcePoll::Idle => std::thread::sleep(IDLE_BACKOFF),
             SourcePoll::End => break,
             _ => {
                 return Err(RuntimeError::InvalidGraph {
@@ -152,6 +234,7 @@ pub(crate) fn run_source(
                 });
             }
         }
+        ticker.maybe_tick(chain)?;
     }
     push_all(chain, Message::Watermark(Timestamp::MAX))?;
     push_all(chain, Message::EndOfStream)
@@ -163,39 +246,49 @@ pub(crate) fn run_exchange_input(
     input: Receiver<Envelope>,
     upstreams: usize,
     chain: &mut [ChainNode],
+    ticker: &mut Ticker,
+    published: &SharedWatermark,
 ) -> Result<()> {
     let mut tracker = WatermarkTracker::new(upstreams);
+    tracker.start(ticker.now());
     let mut idle = false;
     loop {
-        let Some((from, msg)) = input.pop() else {
-            return Err(RuntimeError::UpstreamLost);
+        let msg = match input.pop_timeout(ticker.interval) {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => return Err(RuntimeError::UpstreamLost),
+            Err(()) => None,
         };
-        let advanced = match msg {
-            Message::Data(b) => {
-                let wm = tracker.on_data(from)?;
-                push_all(chain, Message::Data(b))?;
-                wm
+        if let Some((from, msg)) = msg {
+            let now = ticker.now();
+            let advanced = match msg {
+                Message::Data(b) => {
+                    let wm = tracker.on_data(from, now)?;
+                    push_all(chain, Message::Data(b))?;
+                    wm
+                }
+                Message::Watermark(wm) => tracker.on_watermark(from, wm, now)?,
+                Message::Idle => tracker.on_idle(from)?,
+                Message::EndOfStream => tracker.on_end_of_stream(from)?,
+                other => {
+                    // Barriers pass through until checkpointing aligns them (issue 6).
+                    push_all(chain, other)?;
+                    None
+                }
+            };
+            if let Some(wm) = advanced {
+                published.publish(wm);
+                push_all(chain, Message::Watermark(wm))?;
             }
-            Message::Watermark(wm) => tracker.on_watermark(from, wm)?,
-            Message::Idle => tracker.on_idle(from)?,
-            Message::EndOfStream => tracker.on_end_of_stream(from)?,
-            other => {
-                // Barriers pass through until checkpointing aligns them (issue 6).
-                push_all(chain, other)?;
-                None
+            if tracker.all_ended() {
+                return push_all(chain, Message::EndOfStream);
             }
-        };
-        if let Some(wm) = advanced {
-            push_all(chain, Message::Watermark(wm))?;
+            // Tell downstream when every input went quiet, so it does not wait for us.
+            let now_idle = tracker.is_idle();
+            if now_idle && !idle {
+                push_all(chain, Message::Idle)?;
+            }
+            idle = now_idle;
         }
-        if tracker.all_ended() {
-            return push_all(chain, Message::EndOfStream);
-        }
-        // Tell downstream when every input went quiet, so it does not wait for us.
-        let now_idle = tracker.is_idle();
-        if now_idle && !idle {
-            push_all(chain, Message::Idle)?;
-        }
-        idle = now_idle;
+        ticker.maybe_tick(chain)?;
     }
 }

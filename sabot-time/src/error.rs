@@ -21,4 +21,20 @@ pub enum TimeError {
         /// What it sent.
         what: &'static str,
     },
+    /// A timer snapshot could not be decoded.
+    #[error("corrupt timer snapshot: {reason}")]
+    Corrupt {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A timer snapshot was taken with another number of key groups.
+    #[error(
+        "timer snapshot has max parallelism {snapshot}, this job {expected}: key groups cannot be mapped"
+    )]
+    MaxParallelismMismatch {
+        /// Key groups in the snapshot.
+        snapshot: usize,
+        /// Key groups of the restoring job.
+        expected: usize,
+    },
 }

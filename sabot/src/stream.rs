@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::arrow::array::BooleanArray;
-use sabot_core::{RecordBatch, SchemaRef};
+use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
-    Aggregate, BoxError, CollectSink, Collected, FilterFactory, MapFactory, OperatorFactory,
-    ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory, WatermarkFactory,
+    Aggregate, BoxError, CollectSink, Collected, FilterFactory, LATE_DATA, MapFactory,
+    OperatorFactory, ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory,
+    WatermarkFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
+use sabot_time::Clock;
 
 use crate::Result;
 
@@ -83,6 +85,19 @@ impl StreamEnv {
     /// Batches each exchange queue holds per upstream subtask before producers block.
     pub fn set_queue_capacity(&self, batches: usize) -> &Self {
         self.graph.borrow_mut().config_mut().queue_capacity = batches;
+        self
+    }
+
+    /// What sources and operators do with records they cannot process (default: fail).
+    pub fn set_bad_record_policy(&self, policy: BadRecordPolicy) -> &Self {
+        self.graph.borrow_mut().config_mut().bad_records = policy;
+        self
+    }
+
+    /// Processing time for the job (default: the system clock; tests can pass a
+    /// [`ManualClock`](crate::time::ManualClock)).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) -> &Self {
+        self.graph.borrow_mut().config_mut().clock = clock;
         self
     }
 
@@ -197,10 +212,50 @@ impl Stream {
     /// Declares `time_column` (Int64 ms or Timestamp(ms)) as event time, with watermarks
     /// trailing the largest time seen per source subtask by `max_out_of_orderness`.
     pub fn with_watermarks(self, time_column: &str, max_out_of_orderness: Duration) -> Stream {
-        self.then(
-            WatermarkFactory::bounded_out_of_orderness(time_column, max_out_of_orderness),
-            Some(time_column.to_owned()),
-        )
+        self.with_event_time(WatermarkFactory::bounded_out_of_orderness(
+            time_column,
+            max_out_of_orderness,
+        ))
+    }
+
+    /// Declares event time with full control over watermark generation: strategy
+    /// (bounded out-of-orderness, monotonic, punctuated), emit interval and idle timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sabot::operators::{VecSource, WatermarkFactory};
+    /// use sabot::time::WatermarkStrategy;
+    /// use sabot::core::test_util::{keyed_batches, keyed_schema};
+    ///
+    /// let env = sabot::StreamEnv::new();
+    /// let events = env
+    ///     .source(VecSource::new(keyed_schema(), keyed_batches(1, 10, 10, 2, 1, 0)))
+    ///     .with_event_time(
+    ///         WatermarkFactory::new("ts", WatermarkStrategy::Monotonic)
+    ///             .emit_every(Duration::from_millis(200))
+    ///             .idle_timeout(Duration::from_secs(10)),
+    ///     );
+    /// assert_eq!(events.time_column(), Some("ts"));
+    /// ```
+    pub fn with_event_time(self, watermarks: WatermarkFactory) -> Stream {
+        let column = watermarks.time_column().to_owned();
+        self.then(watermarks, Some(column))
+    }
+
+    /// The side output `tag` of the operator that produced this stream (for example
+    /// [`LATE_DATA`] of a window). Unknown tags are an error when the job is built.
+    pub fn side_output(&self, tag: &str) -> Stream {
+        let node = self.graph.borrow_mut().add_side_output(self.node, tag);
+        Stream {
+            graph: self.graph.clone(),
+            node,
+            time_column: None,
+        }
+    }
+
+    /// The records a window dropped as too late (beyond its allowed lateness), unchanged.
+    pub fn late_data(&self) -> Stream {
+        self.side_output(LATE_DATA)
     }
 
     /// Adds a custom operator. Event time stays the same column: an operator that drops it
@@ -263,6 +318,7 @@ impl KeyedStream {
         WindowedStream {
             keyed: self,
             window,
+            allowed_lateness: Duration::ZERO,
         }
     }
 
@@ -305,9 +361,18 @@ impl TumblingWindow {
 pub struct WindowedStream {
     keyed: KeyedStream,
     window: TumblingWindow,
+    allowed_lateness: Duration,
 }
 
 impl WindowedStream {
+    /// Keeps windows open for `lateness` after they fire: late records update them and
+    /// the updated rows are emitted again. Later records go to
+    /// [`Stream::late_data`].
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = lateness;
+        self
+    }
+
     /// One row per key and window when the window closes: the key columns,
     /// `window_start`, `window_end` and one column per aggregate.
     pub fn aggregate(self, aggregates: impl IntoIterator<Item = Aggregate>) -> Stream {
@@ -317,7 +382,8 @@ impl WindowedStream {
             stream.time_column.clone(),
             self.window.size,
             aggregates.into_iter().collect(),
-        );
+        )
+        .with_allowed_lateness(self.allowed_lateness);
         stream.then(factory, None)
     }
 }

@@ -297,17 +297,23 @@ impl Accumulator {
         }
     }
 
-    /// The final values, one per group.
-    pub(crate) fn finish(&self) -> ArrayRef {
+    /// The final values of `groups` (every group, in order, if `None`).
+    pub(crate) fn finish(&self, groups: Option<&[u32]>) -> ArrayRef {
+        fn pick<T: Copy>(v: &[T], groups: Option<&[u32]>) -> Vec<T> {
+            match groups {
+                None => v.to_vec(),
+                Some(g) => g.iter().map(|&g| v[g as usize]).collect(),
+            }
+        }
         match self {
-            Accumulator::Count(v) => Arc::new(Int64Array::from(v.clone())),
+            Accumulator::Count(v) => Arc::new(Int64Array::from(pick(v, groups))),
             Accumulator::I64(a) => Arc::new(Int64Array::new(
-                a.values.clone().into(),
-                Some(NullBuffer::from(a.seen.clone())),
+                pick(&a.values, groups).into(),
+                Some(NullBuffer::from(pick(&a.seen, groups))),
             )),
             Accumulator::F64(a) => Arc::new(Float64Array::new(
-                a.values.clone().into(),
-                Some(NullBuffer::from(a.seen.clone())),
+                pick(&a.values, groups).into(),
+                Some(NullBuffer::from(pick(&a.seen, groups))),
             )),
         }
     }

@@ -1,5 +1,7 @@
 //! A hash table from composite keys to dense group indices.
 
+use std::sync::Arc;
+
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use sabot_core::arrow::array::{ArrayRef, Int64Array};
@@ -100,14 +102,21 @@ impl GroupTable {
         }
     }
 
-    /// Every key as Arrow columns, in group order.
+    /// The keys of `groups` (every group, in order, if `None`) as Arrow columns.
     pub(crate) fn key_columns(
         &self,
         converter: &RowConverter,
+        groups: Option<&[u32]>,
     ) -> Result<Vec<ArrayRef>, ArrowError> {
-        match &self.keys {
-            KeyStore::Int64(ints) => Ok(vec![std::sync::Arc::new(Int64Array::from(ints.clone()))]),
-            KeyStore::Rows(rows) => converter.convert_rows(rows.iter()),
+        match (&self.keys, groups) {
+            (KeyStore::Int64(ints), None) => Ok(vec![Arc::new(Int64Array::from(ints.clone()))]),
+            (KeyStore::Int64(ints), Some(g)) => Ok(vec![Arc::new(Int64Array::from_iter_values(
+                g.iter().map(|&g| ints[g as usize]),
+            ))]),
+            (KeyStore::Rows(rows), None) => converter.convert_rows(rows.iter()),
+            (KeyStore::Rows(rows), Some(g)) => {
+                converter.convert_rows(g.iter().map(|&g| rows.row(g as usize)))
+            }
         }
     }
 }

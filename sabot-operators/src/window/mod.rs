@@ -5,4 +5,6 @@ mod groups;
 mod tumbling;
 
 pub use aggregate::{AggKind, Aggregate};
-pub use tumbling::{LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START};
+pub use tumbling::{
+    LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
+};

@@ -1,0 +1,145 @@
+//! The compact byte encoding of timer keys and namespaces in snapshots.
+
+use sabot_core::KeyGroup;
+use sabot_core::key::{hash_bytes, hash_i64};
+
+use crate::{Result, TimeError};
+
+/// A value that can be written into a timer snapshot and read back.
+///
+/// Integers are little-endian and fixed-width; byte strings and strings are a `u32`
+/// little-endian length then the bytes; tuples are their fields in order.
+pub trait TimerCodec: Sized {
+    /// Appends the encoding of `self` to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads one value from the front of `input`, advancing it.
+    fn decode(input: &mut &[u8]) -> Result<Self>;
+}
+
+/// A timer key: it belongs to a key group, so timers can move with their keys on rescale.
+pub trait TimerKey: TimerCodec + Clone + Eq + std::hash::Hash + Ord {
+    /// The key group of this key when there are `max_parallelism` key groups.
+    fn key_group(&self, max_parallelism: usize) -> KeyGroup;
+}
+
+/// Takes `n` bytes from the front of `input`.
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8]> {
+    if input.len() < n {
+        return Err(TimeError::Corrupt {
+            reason: format!("truncated {what}: need {n} bytes, {} left", input.len()),
+        });
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+macro_rules! int_codec {
+    ($($t:ty),*) => {$(
+        impl TimerCodec for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self> {
+                let b = take(input, std::mem::size_of::<$t>(), stringify!($t))?;
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(b);
+                Ok(<$t>::from_le_bytes(a))
+            }
+        }
+    )*};
+}
+int_codec!(u8, u16, u32, u64, i32, i64);
+
+impl TimerCodec for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        match u8::decode(input)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(TimeError::Corrupt {
+                reason: format!("invalid bool byte {b}"),
+            }),
+        }
+    }
+}
+
+impl TimerCodec for () {
+    fn encode(&self, _out: &mut Vec<u8>) {}
+    fn decode(_input: &mut &[u8]) -> Result<Self> {
+        Ok(())
+    }
+}
+
+impl TimerCodec for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u32).encode(out);
+        out.extend_from_slice(self);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        let n = u32::decode(input)? as usize;
+        Ok(take(input, n, "byte string")?.to_vec())
+    }
+}
+
+impl TimerCodec for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u32).encode(out);
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        let bytes = Vec::<u8>::decode(input)?;
+        String::from_utf8(bytes).map_err(|e| TimeError::Corrupt {
+            reason: format!("string is not UTF-8: {e}"),
+        })
+    }
+}
+
+impl TimerCodec for KeyGroup {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        Ok(KeyGroup(u16::decode(input)?))
+    }
+}
+
+impl<A: TimerCodec, B: TimerCodec> TimerCodec for (A, B) {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+        self.1.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        Ok((A::decode(input)?, B::decode(input)?))
+    }
+}
+
+/// A key group as its own timer key: for operators that keep one timer per key group.
+impl TimerKey for KeyGroup {
+    fn key_group(&self, _max_parallelism: usize) -> KeyGroup {
+        *self
+    }
+}
+
+/// An integer key, grouped as `sabot_core::key` groups an integer key column.
+impl TimerKey for i64 {
+    fn key_group(&self, max_parallelism: usize) -> KeyGroup {
+        KeyGroup::of_hash(hash_i64(*self), max_parallelism)
+    }
+}
+
+/// A key in bytes, grouped as `sabot_core::key` groups a binary key column.
+impl TimerKey for Vec<u8> {
+    fn key_group(&self, max_parallelism: usize) -> KeyGroup {
+        KeyGroup::of_hash(hash_bytes(self), max_parallelism)
+    }
+}
+
+/// A string key, grouped as `sabot_core::key` groups a `Utf8` key column.
+impl TimerKey for String {
+    fn key_group(&self, max_parallelism: usize) -> KeyGroup {
+        KeyGroup::of_hash(hash_bytes(self.as_bytes()), max_parallelism)
+    }
+}
