@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hash;
 
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 use sabot_core::{KeyGroupRange, Timestamp};
 
 use crate::codec::{TimerCodec, TimerKey, take};
@@ -30,61 +30,144 @@ pub struct Timer<K, N> {
     pub namespace: N,
 }
 
-/// One clock's timers: a min-heap for order plus a set for de-duplication and deletion.
-/// Deleting removes from the set only; stale heap entries are skipped when they surface.
+/// One clock's timers, bucketed by timestamp: timers of one window end share a bucket, so
+/// registering is two hash lookups, and firing drains a bucket at a time, sorted by
+/// (key, namespace) for a deterministic order. A min-heap orders the buckets' timestamps
+/// (an entry whose bucket was emptied by deletes is skipped when it surfaces).
 #[derive(Clone, Debug)]
 struct TimerQueue<K: Ord + Hash, N: Ord + Hash> {
-    heap: BinaryHeap<Reverse<(Timestamp, K, N)>>,
-    live: HashSet<(Timestamp, K, N)>,
+    buckets: HashMap<Timestamp, HashSet<(K, N)>>,
+    order: BinaryHeap<Reverse<Timestamp>>,
+    /// The bucket being fired: its timestamp and its remaining timers, sorted descending
+    /// (the next to fire is last).
+    firing: Option<(Timestamp, Vec<(K, N)>)>,
+    len: usize,
 }
 
 impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
     fn new() -> Self {
         TimerQueue {
-            heap: BinaryHeap::new(),
-            live: HashSet::new(),
+            buckets: HashMap::new(),
+            order: BinaryHeap::new(),
+            firing: None,
+            len: 0,
         }
     }
 
-    fn register(&mut self, t: (Timestamp, K, N)) -> bool {
-        if self.live.contains(&t) {
+    fn bucket(&mut self, at: Timestamp) -> &mut HashSet<(K, N)> {
+        let order = &mut self.order;
+        self.buckets.entry(at).or_insert_with(|| {
+            order.push(Reverse(at));
+            HashSet::new()
+        })
+    }
+
+    fn register(&mut self, (at, key, ns): (Timestamp, K, N)) -> bool {
+        let key_ns = (key, ns);
+        if let Some((ts, v)) = &mut self.firing
+            && *ts == at
+        {
+            // Registered while its bucket fires: join it in order.
+            return match v.binary_search_by(|x| key_ns.cmp(x)) {
+                Ok(_) => false,
+                Err(pos) => {
+                    v.insert(pos, key_ns);
+                    self.len += 1;
+                    true
+                }
+            };
+        }
+        let added = self.bucket(at).insert(key_ns);
+        self.len += usize::from(added);
+        added
+    }
+
+    fn delete(&mut self, (at, key, ns): &(Timestamp, K, N)) -> bool {
+        let key_ns = (key.clone(), ns.clone());
+        if let Some((ts, v)) = &mut self.firing
+            && ts == at
+        {
+            return match v.binary_search_by(|x| key_ns.cmp(x)) {
+                Ok(i) => {
+                    v.remove(i);
+                    self.len -= 1;
+                    true
+                }
+                Err(_) => false,
+            };
+        }
+        let Some(bucket) = self.buckets.get_mut(at) else {
             return false;
+        };
+        let removed = bucket.remove(&key_ns);
+        if bucket.is_empty() {
+            self.buckets.remove(at);
         }
-        self.live.insert(t.clone());
-        self.heap.push(Reverse(t));
-        true
-    }
-
-    fn delete(&mut self, t: &(Timestamp, K, N)) -> bool {
-        let removed = self.live.remove(t);
-        // Keep stale heap entries bounded: rebuild when most of the heap is dead.
-        if self.heap.len() > 2 * self.live.len() + 64 {
-            self.heap = self.live.iter().cloned().map(Reverse).collect();
-        }
+        self.len -= usize::from(removed);
         removed
     }
 
-    /// The earliest live timer due at `upto`, removed.
-    fn pop_due(&mut self, upto: Timestamp) -> Option<Timer<K, N>> {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.0 > upto {
-                return None;
+    /// The earliest timestamp with a pending bucket, dropping stale heap entries.
+    fn first_bucket(&mut self) -> Option<Timestamp> {
+        while let Some(&Reverse(at)) = self.order.peek() {
+            if self.buckets.contains_key(&at) {
+                return Some(at);
             }
-            let Reverse(t) = self.heap.pop()?;
-            if self.live.remove(&t) {
-                let (timestamp, key, namespace) = t;
-                return Some(Timer {
-                    timestamp,
-                    key,
-                    namespace,
-                });
-            }
+            self.order.pop();
         }
         None
     }
 
+    /// The earliest timer due at `upto`, removed.
+    fn pop_due(&mut self, upto: Timestamp) -> Option<Timer<K, N>> {
+        loop {
+            if let Some(at) = self.firing.as_ref().map(|(at, _)| *at) {
+                // A timer registered while firing, earlier than this bucket, goes first.
+                if self.first_bucket().is_some_and(|t| t < at) {
+                    if let Some((at, rest)) = self.firing.take() {
+                        self.bucket(at).extend(rest);
+                    }
+                    continue;
+                }
+                if let Some((_, v)) = &mut self.firing
+                    && let Some((key, namespace)) = v.pop()
+                {
+                    self.len -= 1;
+                    return Some(Timer {
+                        timestamp: at,
+                        key,
+                        namespace,
+                    });
+                }
+                self.firing = None;
+                continue;
+            }
+            let at = self.first_bucket()?;
+            if at > upto {
+                return None;
+            }
+            self.order.pop();
+            let bucket = self.buckets.remove(&at)?;
+            let mut v: Vec<(K, N)> = bucket.into_iter().collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            self.firing = Some((at, v));
+        }
+    }
+
     fn len(&self) -> usize {
-        self.live.len()
+        self.len
+    }
+
+    /// Every pending timer, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = (Timestamp, &K, &N)> {
+        let firing = self
+            .firing
+            .iter()
+            .flat_map(|(at, v)| v.iter().map(move |(k, n)| (*at, k, n)));
+        self.buckets
+            .iter()
+            .flat_map(|(at, set)| set.iter().map(move |(k, n)| (*at, k, n)))
+            .chain(firing)
     }
 }
 
@@ -204,14 +287,14 @@ impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
     /// [`TimerCodec`] encoding. Timers are written in (domain, timestamp, key, namespace)
     /// order, so a snapshot of the same timers is always the same bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        type Entry<'a, K, N> = (u8, &'a (Timestamp, K, N));
+        type Entry<'a, K, N> = (u8, Timestamp, &'a K, &'a N);
         let mut groups: BTreeMap<u16, Vec<Entry<'_, K, N>>> = BTreeMap::new();
         for (domain, q) in [(0u8, &self.event), (1u8, &self.processing)] {
-            for t in &q.live {
+            for (at, key, ns) in q.iter() {
                 groups
-                    .entry(t.1.key_group(self.max_parallelism).0)
+                    .entry(key.key_group(self.max_parallelism).0)
                     .or_default()
-                    .push((domain, t));
+                    .push((domain, at, key, ns));
             }
         }
         let mut out = Vec::new();
@@ -223,7 +306,7 @@ impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
         for (kg, mut timers) in groups {
             timers.sort_unstable();
             records.clear();
-            for (domain, (ts, key, ns)) in timers {
+            for (domain, ts, key, ns) in timers {
                 records.push(domain);
                 ts.millis().encode(&mut records);
                 key.encode(&mut records);

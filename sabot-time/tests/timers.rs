@@ -193,6 +193,68 @@ proptest! {
     }
 }
 
+/// What handling a fired event-time timer does: derived from the timer, so model and
+/// service react alike. Registers a follow-up for some keys, deletes one for others.
+fn reaction(ts: i64, key: i64, ns: i64) -> Option<(bool, i64, i64, i64)> {
+    match (ts + key + ns) % 4 {
+        0 => Some((true, (key + 1) % 6, ns, ts + (key % 3) - 1)),
+        1 => Some((false, (key + 2) % 6, ns, ts + 5)),
+        _ => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn timers_registered_while_firing_match_the_model(
+        regs in proptest::collection::vec((0i64..6, 0i64..3, 0i64..100), 0..120),
+        steps in proptest::collection::vec(0i64..40, 1..8),
+    ) {
+        let mut s: TimerService<i64, i64> = TimerService::new(MAX_P);
+        let mut model: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
+        for &(k, n, t) in &regs {
+            s.register_event_time_timer(k, n, Timestamp::from_millis(t));
+            model.insert((t, k, n));
+        }
+        let mut clock = 0;
+        for step in steps {
+            clock += step;
+            s.advance_watermark(Timestamp::from_millis(clock));
+            let mut fired = Vec::new();
+            while let Some(t) = s.next_event_timer() {
+                let (ts, k, n) = (t.timestamp.millis(), t.key, t.namespace);
+                fired.push((ts, k, n));
+                if let Some((register, k2, n2, t2)) = reaction(ts, k, n) {
+                    if register {
+                        s.register_event_time_timer(k2, n2, Timestamp::from_millis(t2));
+                    } else {
+                        s.delete_event_time_timer(k2, n2, Timestamp::from_millis(t2));
+                    }
+                }
+            }
+            let mut expected = Vec::new();
+            while let Some(&first) = model.first() {
+                if first.0 > clock {
+                    break;
+                }
+                model.pop_first();
+                expected.push(first);
+                let (ts, k, n) = first;
+                if let Some((register, k2, n2, t2)) = reaction(ts, k, n) {
+                    if register {
+                        model.insert((t2, k2, n2));
+                    } else {
+                        model.remove(&(t2, k2, n2));
+                    }
+                }
+            }
+            prop_assert_eq!(fired, expected);
+            prop_assert_eq!(s.len(TimeDomain::EventTime), model.len());
+        }
+    }
+}
+
 #[test]
 fn timers_registered_while_firing_fire_in_the_same_round_when_due() {
     let mut s: TimerService<i64, ()> = TimerService::new(MAX_P);
