@@ -11,7 +11,7 @@ use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::compute::concat_batches;
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
 use sabot::demo::{
-    FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
+    BASE_TIME_MS, FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
 };
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::SOURCE_RECORDS;
@@ -149,7 +149,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         let bar = ProgressBar::new(args.events);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} txns ({rate}, eta {eta})",
+                "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} txns ({rate}, eta {eta}) {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -162,6 +162,16 @@ fn demo(args: DemoArgs) -> Result<()> {
     while !handle.is_finished() {
         if let Some(bar) = &progress {
             bar.set_position(counter.get());
+            let wm = handle.watermark().millis();
+            if wm > BASE_TIME_MS && wm < i64::MAX {
+                let secs = (wm - BASE_TIME_MS) / 1000;
+                bar.set_message(format!(
+                    "event time {:02}:{:02}:{:02}",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60
+                ));
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -135,3 +135,18 @@ fn sum_over_text_column_is_a_build_error() {
     let msg = build_error(&env);
     assert!(msg.contains("`name`") && msg.contains("Utf8"), "{msg}");
 }
+
+#[test]
+fn text_event_time_column_is_a_build_error() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("when", DataType::Utf8, false),
+    ]));
+    let env = StreamEnv::new();
+    env.source(VecSource::new(schema, vec![]))
+        .with_watermarks("when", Duration::ZERO)
+        .collect();
+    let msg = build_error(&env);
+    assert!(msg.contains("`when`") && msg.contains("Utf8"), "{msg}");
+    assert!(msg.contains("event time"), "{msg}");
+}
