@@ -1,29 +1,33 @@
 //! State backends and keyed state for the Sabot stream processor.
 //!
-//! **Status:** this crate is reserved in the workspace; its contents arrive with issue 4
-//! (a byte-level `StateBackend` trait with memory and RocksDB implementations, and typed
-//! keyed state: `ValueState`, `ListState`, `MapState`, `ReducingState`,
-//! `AggregatingState`). Until then, the window operator in `sabot-operators` keeps its
-//! accumulators in operator-local hash tables.
+//! - [`StateBackend`]: byte-level get / put / delete / merge / scans addressed by
+//!   (state, key group, key, namespace), with snapshots of key-group ranges to a folder
+//!   and restore from one or several snapshots (rescaling).
+//! - [`MemoryBackend`]: hash maps per key group, copy-on-write snapshots.
+//!
+//! Snapshot files have a documented format with checksums (see the `snapshot` module
+//! docs); a damaged, truncated or foreign file is an error naming the path, never empty
+//! state.
 //!
 //! ```
-//! let _ = sabot_state::StateError::Unsupported { what: "snapshots" };
+//! use sabot_core::{KeyGroup, KeyGroupRange};
+//! use sabot_state::{MemoryBackend, StateBackend};
+//!
+//! let all = KeyGroupRange::for_subtask(128, 1, 0);
+//! let mut b = MemoryBackend::new(128, all);
+//! let s = b.register("seen", "bytes").unwrap();
+//! b.merge(s, KeyGroup(1), b"k", b"", b"ab").unwrap();
+//! b.merge(s, KeyGroup(1), b"k", b"", b"c").unwrap();
+//! let mut out = Vec::new();
+//! b.get(s, KeyGroup(1), b"k", b"", &mut out).unwrap();
+//! assert_eq!(out, b"abc");
 //! ```
 
-/// Result alias for `sabot-state`.
-pub type Result<T, E = StateError> = std::result::Result<T, E>;
+mod backend;
+mod error;
+mod memory;
+pub mod snapshot;
 
-/// Errors raised by `sabot-state`.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StateError {
-    /// The operation is not available in this version.
-    #[error("{what} are not supported by this version of sabot-state")]
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-    },
-    /// An error from `sabot-core`.
-    #[error(transparent)]
-    Core(#[from] sabot_core::CoreError),
-}
+pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId};
+pub use error::{Result, StateError};
+pub use memory::{MemoryBackend, MemorySnapshot};

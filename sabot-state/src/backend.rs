@@ -1,0 +1,123 @@
+//! The byte-level state backend contract.
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+use sabot_core::{KeyGroup, KeyGroupRange};
+
+use crate::Result;
+
+/// A registered state (a table in the memory backend, a column family in RocksDB).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StateId(pub(crate) u32);
+
+/// What a snapshot wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotInfo {
+    /// The files written (already fsynced and in place).
+    pub files: Vec<PathBuf>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Entries written.
+    pub entries: u64,
+}
+
+/// Visits one entry of a scan: `(namespace, value)`; return `false` to stop.
+pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
+
+/// Visits one entry of a key-group scan: `(key, namespace, value)`; return `false` to stop.
+pub type GroupScanFn<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> bool + 'a;
+
+/// Byte-level keyed state, addressed by (state, key group, key, namespace).
+///
+/// Values are opaque bytes; [`merge`](Self::merge) appends an operand to the stored value
+/// (what list state needs, and what RocksDB's merge operator does without a read).
+/// Snapshots cover a range of key groups and land in a folder; a backend restores from
+/// one or several snapshots, keeping only its own key groups, so key groups can move
+/// between subtasks on rescale.
+pub trait StateBackend: Send + Debug {
+    /// The key groups this backend holds.
+    fn key_groups(&self) -> KeyGroupRange;
+
+    /// Registers state `name` whose values have layout `fingerprint` (or finds it again).
+    /// A state restored from a snapshot with another fingerprint is an error.
+    fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId>;
+
+    /// Reads a value into `out` (cleared first); returns whether it exists.
+    fn get(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool>;
+
+    /// Writes a value.
+    fn put(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        value: &[u8],
+    ) -> Result<()>;
+
+    /// Deletes a value; returns whether it existed.
+    fn delete(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<bool>;
+
+    /// Appends `operand` to the value (an absent value counts as empty).
+    fn merge(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        operand: &[u8],
+    ) -> Result<()>;
+
+    /// Visits the entries of `key` whose namespace starts with `prefix`, in namespace
+    /// byte order.
+    fn scan(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        prefix: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()>;
+
+    /// Visits every entry of a key group, in (key, namespace) byte order.
+    fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()>;
+
+    /// Writes the key groups of `range` to a snapshot in folder `dir` (created if
+    /// missing): every file fsynced and published by an atomic rename.
+    fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo>;
+
+    /// Loads the key groups of this backend's range from the snapshots in `dirs`
+    /// (several, after a rescale), replacing what it held for them.
+    fn restore(&mut self, dirs: &[PathBuf]) -> Result<()>;
+}
+
+/// The composite key of an entry: key length (u32 LE), key, namespace. Prefixing the
+/// length keeps `(key, namespace)` pairs unambiguous and groups a key's namespaces.
+pub(crate) fn composite(buf: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(namespace);
+}
+
+/// Splits a composite key into (key, namespace).
+pub(crate) fn split_composite(c: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(c.get(..4)?.try_into().ok()?) as usize;
+    let rest = &c[4..];
+    (rest.len() >= len).then(|| rest.split_at(len))
+}

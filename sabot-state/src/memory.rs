@@ -1,0 +1,384 @@
+//! The in-memory state backend: hash maps per key group, copy-on-write snapshots.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use sabot_core::{KeyGroup, KeyGroupRange};
+
+use crate::backend::{
+    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, composite, split_composite,
+};
+use crate::snapshot::{self, TableMeta};
+use crate::{Result, StateError};
+
+/// One key group of one state: composite key -> value.
+type Group = HashMap<Box<[u8]>, Vec<u8>>;
+
+#[derive(Debug, Clone)]
+struct Table {
+    meta: TableMeta,
+    /// Indexed by key group minus the range start. `Arc` for copy-on-write snapshots: a
+    /// snapshot shares the groups; the first write after it copies only that group.
+    groups: Vec<Arc<Group>>,
+}
+
+/// State in hash maps (hashbrown), one per (state, key group).
+///
+/// Snapshots are copy-on-write at key-group granularity: [`begin_snapshot`] only clones
+/// pointers, processing continues at once, and the snapshot can be written on another
+/// thread ([`MemorySnapshot::write`]); the first write to a key group after that copies
+/// that group alone.
+///
+/// [`begin_snapshot`]: MemoryBackend::begin_snapshot
+///
+/// ```
+/// use sabot_core::{KeyGroup, KeyGroupRange};
+/// use sabot_state::{MemoryBackend, StateBackend};
+///
+/// let mut b = MemoryBackend::new(128, KeyGroupRange::for_subtask(128, 1, 0));
+/// let counts = b.register("counts", "u64").unwrap();
+/// b.put(counts, KeyGroup(5), b"alice", b"", &7u64.to_le_bytes()).unwrap();
+/// let mut out = Vec::new();
+/// assert!(b.get(counts, KeyGroup(5), b"alice", b"", &mut out).unwrap());
+/// assert_eq!(out, 7u64.to_le_bytes());
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    max_parallelism: usize,
+    range: KeyGroupRange,
+    tables: Vec<Table>,
+    scratch: Vec<u8>,
+}
+
+impl MemoryBackend {
+    /// An empty backend for key groups `range` out of `max_parallelism`.
+    pub fn new(max_parallelism: usize, range: KeyGroupRange) -> Self {
+        MemoryBackend {
+            max_parallelism,
+            range,
+            tables: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn slot(&self, kg: KeyGroup) -> Result<usize> {
+        if self.range.contains(kg) {
+            Ok(usize::from(kg.0 - self.range.start))
+        } else {
+            Err(StateError::KeyGroupOutOfRange {
+                key_group: kg.0,
+                start: self.range.start,
+                end: self.range.end,
+            })
+        }
+    }
+
+    fn table(&self, state: StateId) -> Result<&Table> {
+        self.tables
+            .get(state.0 as usize)
+            .ok_or(StateError::UnknownState(state.0))
+    }
+
+    fn group(&self, state: StateId, kg: KeyGroup) -> Result<&Group> {
+        let slot = self.slot(kg)?;
+        Ok(&self.table(state)?.groups[slot])
+    }
+
+    fn group_mut(&mut self, state: StateId, kg: KeyGroup) -> Result<&mut Group> {
+        let slot = self.slot(kg)?;
+        let t = self
+            .tables
+            .get_mut(state.0 as usize)
+            .ok_or(StateError::UnknownState(state.0))?;
+        Ok(Arc::make_mut(&mut t.groups[slot]))
+    }
+
+    fn new_table(&self, meta: TableMeta) -> Table {
+        Table {
+            meta,
+            groups: (0..self.range.len())
+                .map(|_| Arc::new(Group::new()))
+                .collect(),
+        }
+    }
+
+    /// Starts a snapshot of the key groups of `range` (within this backend's): shares the
+    /// current groups, copying nothing now.
+    pub fn begin_snapshot(&self, range: KeyGroupRange) -> MemorySnapshot {
+        let tables = self.tables.iter().map(|t| t.meta.clone()).collect();
+        let mut groups = Vec::new();
+        for (ti, t) in self.tables.iter().enumerate() {
+            for kg in range.start.max(self.range.start)..range.end.min(self.range.end) {
+                let g = &t.groups[usize::from(kg - self.range.start)];
+                if !g.is_empty() {
+                    groups.push((kg, ti as u32, g.clone()));
+                }
+            }
+        }
+        MemorySnapshot {
+            max_parallelism: self.max_parallelism,
+            tables,
+            groups,
+        }
+    }
+
+    /// The number of entries over every state and key group.
+    pub fn len(&self) -> usize {
+        self.tables
+            .iter()
+            .flat_map(|t| t.groups.iter())
+            .map(|g| g.len())
+            .sum()
+    }
+
+    /// Whether no state holds an entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A snapshot in progress: it shares the backend's key groups as they were when it began.
+/// `Send`, so it can be written on another thread while processing goes on.
+#[derive(Debug)]
+pub struct MemorySnapshot {
+    max_parallelism: usize,
+    tables: Vec<TableMeta>,
+    groups: Vec<(u16, u32, Arc<Group>)>,
+}
+
+impl MemorySnapshot {
+    /// Writes the snapshot into folder `dir` (fsynced, atomically renamed).
+    pub fn write(&self, dir: &Path) -> Result<SnapshotInfo> {
+        let groups = self.groups.iter().map(|(kg, t, g)| {
+            let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
+                g.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect();
+            entries.sort_unstable();
+            (*kg, *t, entries)
+        });
+        let (file, bytes, entries) =
+            snapshot::write(dir, self.max_parallelism, &self.tables, groups)?;
+        Ok(SnapshotInfo {
+            files: vec![file],
+            bytes,
+            entries,
+        })
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId> {
+        if let Some(i) = self.tables.iter().position(|t| t.meta.name == name) {
+            let t = &self.tables[i];
+            if t.meta.fingerprint != fingerprint {
+                return Err(StateError::SerializerMismatch {
+                    state: name.to_owned(),
+                    written: t.meta.fingerprint.clone(),
+                    registered: fingerprint.to_owned(),
+                });
+            }
+            return Ok(StateId(i as u32));
+        }
+        let t = self.new_table(TableMeta {
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        });
+        self.tables.push(t);
+        Ok(StateId(self.tables.len() as u32 - 1))
+    }
+
+    #[inline]
+    fn get(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        out.clear();
+        let group = self.group(state, kg)?;
+        // Composite keys are built in a stack buffer when small, to avoid allocation.
+        let mut stack = [0u8; 64];
+        let n = 4 + key.len() + namespace.len();
+        let found = if n <= stack.len() {
+            stack[..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
+            stack[4..4 + key.len()].copy_from_slice(key);
+            stack[4 + key.len()..n].copy_from_slice(namespace);
+            group.get(&stack[..n])
+        } else {
+            let mut buf = Vec::with_capacity(n);
+            composite(&mut buf, key, namespace);
+            group.get(buf.as_slice())
+        };
+        match found {
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    #[inline]
+    fn put(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        composite(&mut scratch, key, namespace);
+        let group = self.group_mut(state, kg)?;
+        match group.get_mut(scratch.as_slice()) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                group.insert(scratch.as_slice().into(), value.to_vec());
+            }
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn delete(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<bool> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        composite(&mut scratch, key, namespace);
+        // Only copy a shared group if there is something to delete.
+        let exists = self.group(state, kg)?.contains_key(scratch.as_slice());
+        let removed = exists
+            && self
+                .group_mut(state, kg)?
+                .remove(scratch.as_slice())
+                .is_some();
+        self.scratch = scratch;
+        Ok(removed)
+    }
+
+    fn merge(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        operand: &[u8],
+    ) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        composite(&mut scratch, key, namespace);
+        let group = self.group_mut(state, kg)?;
+        match group.get_mut(scratch.as_slice()) {
+            Some(v) => v.extend_from_slice(operand),
+            None => {
+                group.insert(scratch.as_slice().into(), operand.to_vec());
+            }
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        prefix: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()> {
+        let mut p = Vec::new();
+        composite(&mut p, key, prefix);
+        let group = self.group(state, kg)?;
+        let mut hits: Vec<(&[u8], &[u8])> = group
+            .iter()
+            .filter(|(k, _)| k.starts_with(&p))
+            .map(|(k, v)| (&k[4 + key.len()..], v.as_slice()))
+            .collect();
+        hits.sort_unstable();
+        for (ns, v) in hits {
+            if !f(ns, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()> {
+        let group = self.group(state, kg)?;
+        let mut all: Vec<(&[u8], &[u8])> =
+            group.iter().map(|(k, v)| (&k[..], v.as_slice())).collect();
+        all.sort_unstable();
+        for (c, v) in all {
+            if let Some((k, ns)) = split_composite(c)
+                && !f(k, ns, v)
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo> {
+        self.begin_snapshot(range).write(dir)
+    }
+
+    fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        if dirs.is_empty() {
+            return Err(StateError::NothingToRestore);
+        }
+        // Decode and check everything first: a failed restore changes nothing.
+        let mut decoded = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let d = snapshot::read(dir)?;
+            if d.max_parallelism != self.max_parallelism {
+                return Err(StateError::MaxParallelismMismatch {
+                    path: dir.join(snapshot::SNAPSHOT_FILE),
+                    snapshot: d.max_parallelism,
+                    expected: self.max_parallelism,
+                });
+            }
+            for t in &d.tables {
+                if let Some(mine) = self.tables.iter().find(|m| m.meta.name == t.name)
+                    && mine.meta.fingerprint != t.fingerprint
+                {
+                    return Err(StateError::SerializerMismatch {
+                        state: t.name.clone(),
+                        written: t.fingerprint.clone(),
+                        registered: mine.meta.fingerprint.clone(),
+                    });
+                }
+            }
+            decoded.push(d);
+        }
+        for d in decoded {
+            let ids = d
+                .tables
+                .iter()
+                .map(|t| self.register(&t.name, &t.fingerprint))
+                .collect::<Result<Vec<_>>>()?;
+            for g in d.groups {
+                let kg = KeyGroup(g.key_group);
+                if !self.range.contains(kg) {
+                    continue;
+                }
+                let group = self.group_mut(ids[g.table as usize], kg)?;
+                for (k, v) in g.entries {
+                    group.insert(k.into_boxed_slice(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! The snapshot file: format, durable writing, and checked reading.
+//!
+//! One file, `state.sbst`, per snapshot folder. All integers little-endian:
+//!
+//! ```text
+//! "SBST"  version:u8=1  max_parallelism:u32
+//! tables:u32  { name_len:u32 name fingerprint_len:u32 fingerprint }*
+//! groups:u32  { key_group:u16 table:u32 entries:u32 payload_len:u64 crc32(payload):u32
+//!               payload = { composite_len:u32 composite value_len:u32 value }* }*
+//! "SBSE"  crc32(every byte before this trailer):u32
+//! ```
+//!
+//! `composite` is (key length u32, key, namespace). Entries are in composite byte order.
+//! The file is written as `state.sbst.tmp`, fsynced, renamed into place, and the folder
+//! fsynced: a folder either has a complete file or none.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{Result, StateError};
+
+/// The snapshot file's name inside its folder.
+pub const SNAPSHOT_FILE: &str = "state.sbst";
+const MAGIC: &[u8; 4] = b"SBST";
+const TRAILER: &[u8; 4] = b"SBSE";
+const VERSION: u8 = 1;
+
+/// A state table's identity in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+}
+
+/// One key group of one table: its entries in composite order.
+pub(crate) struct GroupData {
+    pub(crate) key_group: u16,
+    pub(crate) table: u32,
+    pub(crate) entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Encodes and durably writes a snapshot into `dir`; returns (file, bytes, entries).
+pub(crate) fn write(
+    dir: &Path,
+    max_parallelism: usize,
+    tables: &[TableMeta],
+    groups: impl Iterator<Item = (u16, u32, Vec<(Vec<u8>, Vec<u8>)>)>,
+) -> Result<(PathBuf, u64, u64)> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(max_parallelism as u32).to_le_bytes());
+    out.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+    for t in tables {
+        put_bytes(&mut out, t.name.as_bytes());
+        put_bytes(&mut out, t.fingerprint.as_bytes());
+    }
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let (mut groups_written, mut entries_written) = (0u32, 0u64);
+    let mut payload = Vec::new();
+    for (kg, table, entries) in groups {
+        if entries.is_empty() {
+            continue;
+        }
+        payload.clear();
+        for (k, v) in &entries {
+            put_bytes(&mut payload, k);
+            put_bytes(&mut payload, v);
+        }
+        out.extend_from_slice(&kg.to_le_bytes());
+        out.extend_from_slice(&table.to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        groups_written += 1;
+        entries_written += entries.len() as u64;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&groups_written.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(TRAILER);
+    out.extend_from_slice(&crc.to_le_bytes());
+
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(SNAPSHOT_FILE);
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&out).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok((path, out.len() as u64, entries_written))
+}
+
+/// A decoded snapshot file.
+pub(crate) struct Decoded {
+    pub(crate) max_parallelism: usize,
+    pub(crate) tables: Vec<TableMeta>,
+    pub(crate) groups: Vec<GroupData>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn corrupt(&self, reason: impl Into<String>) -> StateError {
+        StateError::Corrupt {
+            path: self.path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(self.corrupt(format!(
+                "truncated {what}: need {n} bytes, {} left",
+                self.buf.len()
+            )));
+        }
+        let (h, t) = self.buf.split_at(n);
+        self.buf = t;
+        Ok(h)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8]> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String> {
+        let b = self.bytes(what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.corrupt(format!("{what} is not UTF-8")))
+    }
+}
+
+/// Reads and checks the snapshot in folder `dir`.
+pub(crate) fn read(dir: &Path) -> Result<Decoded> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let data = fs::read(&path).map_err(io(&path))?;
+    decode(&data, &path)
+}
+
+/// Decodes snapshot bytes (`path` only names them in errors).
+pub(crate) fn decode(data: &[u8], path: &Path) -> Result<Decoded> {
+    let mut r = Reader { buf: data, path };
+    if data.len() < 8 + MAGIC.len() + 5 {
+        return Err(r.corrupt(format!("only {} bytes: not a state snapshot", data.len())));
+    }
+    let (body, trailer) = data.split_at(data.len() - 8);
+    if &trailer[..4] != TRAILER {
+        return Err(r.corrupt("missing trailer: the file is truncated"));
+    }
+    let crc = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    if crc32fast::hash(body) != crc {
+        return Err(r.corrupt("checksum mismatch: the file is damaged"));
+    }
+    r.buf = body;
+    if r.take(4, "magic")? != MAGIC {
+        return Err(r.corrupt("bad magic: not a state snapshot"));
+    }
+    let version = r.take(1, "version")?[0];
+    if version != VERSION {
+        return Err(r.corrupt(format!("unsupported snapshot version {version}")));
+    }
+    let max_parallelism = r.u32("max parallelism")? as usize;
+    let n_tables = r.u32("table count")?;
+    let mut tables = Vec::new();
+    for _ in 0..n_tables {
+        tables.push(TableMeta {
+            name: r.string("table name")?,
+            fingerprint: r.string("table fingerprint")?,
+        });
+    }
+    let n_groups = r.u32("group count")?;
+    let mut groups = Vec::new();
+    for _ in 0..n_groups {
+        let kg = u16::from_le_bytes(r.take(2, "key group")?.try_into().unwrap_or([0, 0]));
+        let table = r.u32("table index")?;
+        let entries = r.u32("entry count")?;
+        let len_bytes = r.take(8, "payload length")?;
+        let len = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0; 8]));
+        let crc = r.u32("payload checksum")?;
+        let payload = r.take(usize::try_from(len).unwrap_or(usize::MAX), "payload")?;
+        if crc32fast::hash(payload) != crc {
+            return Err(r.corrupt(format!("key group {kg}: payload checksum mismatch")));
+        }
+        if table as usize >= tables.len() || usize::from(kg) >= max_parallelism {
+            return Err(r.corrupt(format!("key group {kg} of table {table} out of range")));
+        }
+        let mut p = Reader { buf: payload, path };
+        let mut list = Vec::with_capacity((entries as usize).min(payload.len() / 8 + 1));
+        for _ in 0..entries {
+            let k = p.bytes("entry key")?.to_vec();
+            let v = p.bytes("entry value")?.to_vec();
+            list.push((k, v));
+        }
+        if !p.buf.is_empty() {
+            return Err(r.corrupt(format!("key group {kg}: bytes after the last entry")));
+        }
+        groups.push(GroupData {
+            key_group: kg,
+            table,
+            entries: list,
+        });
+    }
+    if !r.buf.is_empty() {
+        return Err(r.corrupt("bytes after the last key group"));
+    }
+    Ok(Decoded {
+        max_parallelism,
+        tables,
+        groups,
+    })
+}

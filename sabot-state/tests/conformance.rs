@@ -1,0 +1,385 @@
+//! One suite for every `StateBackend`: each test runs against each backend.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use sabot_core::{KeyGroup, KeyGroupRange};
+use sabot_state::{MemoryBackend, StateBackend, StateError};
+
+const MAX_P: usize = 128;
+
+fn all() -> KeyGroupRange {
+    KeyGroupRange::for_subtask(MAX_P, 1, 0)
+}
+
+fn get<B: StateBackend>(
+    b: &B,
+    s: sabot_state::StateId,
+    kg: u16,
+    k: &[u8],
+    ns: &[u8],
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    b.get(s, KeyGroup(kg), k, ns, &mut out)
+        .unwrap()
+        .then_some(out)
+}
+
+/// Where snapshots go: tmpfs when there is one (fsync is cheap there).
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().unwrap()
+}
+
+macro_rules! conformance_inner {
+    ($module:ident, $make:expr, $make_p:expr) => {
+        mod $module {
+            use super::*;
+
+            fn backend(range: KeyGroupRange) -> impl StateBackend {
+                ($make)(range)
+            }
+
+            #[test]
+            fn put_get_delete_merge() {
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                assert_eq!(get(&b, s, 3, b"k", b""), None);
+                b.put(s, KeyGroup(3), b"k", b"", b"one").unwrap();
+                b.put(s, KeyGroup(3), b"k", b"ns", b"two").unwrap();
+                assert_eq!(get(&b, s, 3, b"k", b"").as_deref(), Some(&b"one"[..]));
+                assert_eq!(get(&b, s, 3, b"k", b"ns").as_deref(), Some(&b"two"[..]));
+                assert_eq!(get(&b, s, 4, b"k", b""), None, "key groups are separate");
+                b.put(s, KeyGroup(3), b"k", b"", b"uno").unwrap();
+                assert_eq!(get(&b, s, 3, b"k", b"").as_deref(), Some(&b"uno"[..]));
+                assert!(b.delete(s, KeyGroup(3), b"k", b"").unwrap());
+                assert!(!b.delete(s, KeyGroup(3), b"k", b"").unwrap());
+                assert_eq!(get(&b, s, 3, b"k", b""), None);
+                b.merge(s, KeyGroup(3), b"list", b"", b"a").unwrap();
+                b.merge(s, KeyGroup(3), b"list", b"", b"bc").unwrap();
+                assert_eq!(get(&b, s, 3, b"list", b"").as_deref(), Some(&b"abc"[..]));
+                // (key, namespace) pairs do not run into each other.
+                b.put(s, KeyGroup(3), b"ab", b"c", b"1").unwrap();
+                b.put(s, KeyGroup(3), b"a", b"bc", b"2").unwrap();
+                assert_eq!(get(&b, s, 3, b"ab", b"c").as_deref(), Some(&b"1"[..]));
+                assert_eq!(get(&b, s, 3, b"a", b"bc").as_deref(), Some(&b"2"[..]));
+            }
+
+            #[test]
+            fn states_are_separate_and_registration_is_idempotent() {
+                let mut b = backend(all());
+                let a = b.register("a", "v1").unwrap();
+                let c = b.register("c", "v1").unwrap();
+                assert_ne!(a, c);
+                assert_eq!(b.register("a", "v1").unwrap(), a);
+                b.put(a, KeyGroup(0), b"k", b"", b"x").unwrap();
+                assert_eq!(get(&b, c, 0, b"k", b""), None);
+                assert!(matches!(
+                    b.register("a", "v2"),
+                    Err(StateError::SerializerMismatch { .. })
+                ));
+            }
+
+            #[test]
+            fn key_group_outside_the_range_is_an_error() {
+                let mut b = backend(KeyGroupRange::for_subtask(MAX_P, 2, 0));
+                let s = b.register("s", "v1").unwrap();
+                let err = b.put(s, KeyGroup(100), b"k", b"", b"v").unwrap_err();
+                assert!(matches!(err, StateError::KeyGroupOutOfRange { key_group: 100, .. }), "{err}");
+            }
+
+            #[test]
+            fn scans_visit_in_byte_order_and_stop_when_asked() {
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                for ns in [&b"b2"[..], b"a1", b"b1", b"c"] {
+                    b.put(s, KeyGroup(7), b"k", ns, ns).unwrap();
+                }
+                b.put(s, KeyGroup(7), b"other", b"b0", b"x").unwrap();
+                let mut seen = Vec::new();
+                b.scan(s, KeyGroup(7), b"k", b"b", &mut |ns, v| {
+                    assert_eq!(ns, v);
+                    seen.push(ns.to_vec());
+                    true
+                })
+                .unwrap();
+                assert_eq!(seen, [b"b1".to_vec(), b"b2".to_vec()]);
+                let mut first = Vec::new();
+                b.scan(s, KeyGroup(7), b"k", b"", &mut |ns, _| {
+                    first.push(ns.to_vec());
+                    false
+                })
+                .unwrap();
+                assert_eq!(first, [b"a1".to_vec()]);
+                let mut group = Vec::new();
+                b.scan_key_group(s, KeyGroup(7), &mut |k, ns, _| {
+                    group.push((k.to_vec(), ns.to_vec()));
+                    true
+                })
+                .unwrap();
+                assert_eq!(group.len(), 5);
+                assert!(group.windows(2).all(|w| w[0] <= w[1]));
+            }
+
+            #[test]
+            fn snapshot_and_restore_round_trip() {
+                let dir = scratch_dir();
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                let t = b.register("t", "v9").unwrap();
+                for i in 0..500u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    b.put(s, KeyGroup(kg), &i.to_le_bytes(), b"n", &(i * 2).to_le_bytes()).unwrap();
+                    b.merge(t, KeyGroup(kg), &i.to_le_bytes(), b"", b"xy").unwrap();
+                }
+                let info = b.snapshot(dir.path(), all()).unwrap();
+                assert_eq!(info.entries, 1000);
+                assert!(info.bytes > 0 && info.files.iter().all(|f| f.exists()));
+                let mut r = backend(all());
+                r.restore(&[dir.path().to_owned()]).unwrap();
+                let s2 = r.register("s", "v1").unwrap();
+                let t2 = r.register("t", "v9").unwrap();
+                for i in 0..500u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    assert_eq!(get(&r, s2, kg, &i.to_le_bytes(), b"n"), Some((i * 2).to_le_bytes().to_vec()));
+                    assert_eq!(get(&r, t2, kg, &i.to_le_bytes(), b"").as_deref(), Some(&b"xy"[..]));
+                }
+            }
+
+            #[test]
+            fn ten_key_groups_restore_split_two_by_five() {
+                let max_p = 10;
+                let dir = scratch_dir();
+                let whole = KeyGroupRange::for_subtask(max_p, 1, 0);
+                let mut b = ($make_p)(max_p, whole);
+                let s = b.register("s", "v1").unwrap();
+                for kg in 0..10u16 {
+                    for k in 0..20u8 {
+                        b.put(s, KeyGroup(kg), &[k], b"", &[kg as u8, k]).unwrap();
+                    }
+                }
+                b.snapshot(dir.path(), whole).unwrap();
+                for sub in 0..2 {
+                    let range = KeyGroupRange::for_subtask(max_p, 2, sub);
+                    assert_eq!(range.len(), 5);
+                    let mut r = ($make_p)(max_p, range);
+                    r.restore(&[dir.path().to_owned()]).unwrap();
+                    let s = r.register("s", "v1").unwrap();
+                    for kg in range.start..range.end {
+                        for k in 0..20u8 {
+                            assert_eq!(get(&r, s, kg, &[k], b""), Some(vec![kg as u8, k]));
+                        }
+                    }
+                    // Only its own key groups.
+                    let other = if sub == 0 { 7 } else { 2 };
+                    assert!(r.get(s, KeyGroup(other), &[0], b"", &mut Vec::new()).is_err());
+                }
+                // And back: two snapshots of 5 restore into one backend of 10.
+                let halves: Vec<PathBuf> = (0..2)
+                    .map(|sub| {
+                        let range = KeyGroupRange::for_subtask(max_p, 2, sub);
+                        let mut r = ($make_p)(max_p, range);
+                        r.restore(&[dir.path().to_owned()]).unwrap();
+                        let d = dir.path().join(format!("half-{sub}"));
+                        r.snapshot(&d, range).unwrap();
+                        d
+                    })
+                    .collect();
+                let mut merged = ($make_p)(max_p, whole);
+                merged.restore(&halves).unwrap();
+                let s = merged.register("s", "v1").unwrap();
+                for kg in 0..10u16 {
+                    assert_eq!(get(&merged, s, kg, &[19], b""), Some(vec![kg as u8, 19]));
+                }
+            }
+
+            #[test]
+            fn restore_with_a_changed_serializer_is_a_clear_error() {
+                let dir = scratch_dir();
+                let mut b = backend(all());
+                let s = b.register("counts", "u64/postcard/1").unwrap();
+                b.put(s, KeyGroup(1), b"k", b"", b"v").unwrap();
+                b.snapshot(dir.path(), all()).unwrap();
+                let mut r = backend(all());
+                r.register("counts", "String/postcard/1").unwrap();
+                let err = r.restore(&[dir.path().to_owned()]).unwrap_err();
+                let msg = err.to_string();
+                assert!(msg.contains("counts") && msg.contains("u64/postcard/1") && msg.contains("String/postcard/1"), "{msg}");
+                // Registering with the wrong layout after a restore fails the same way.
+                let mut r = backend(all());
+                r.restore(&[dir.path().to_owned()]).unwrap();
+                assert!(matches!(r.register("counts", "i32"), Err(StateError::SerializerMismatch { .. })));
+            }
+
+            #[test]
+            fn damaged_or_missing_snapshots_are_errors_naming_the_path() {
+                let dir = scratch_dir();
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                for i in 0..50u8 {
+                    b.put(s, KeyGroup(u16::from(i)), &[i], b"", &[i; 10]).unwrap();
+                }
+                let info = b.snapshot(dir.path(), all()).unwrap();
+                let file = info.files[0].clone();
+                let good = std::fs::read(&file).unwrap();
+                let restore = |bytes: &[u8]| {
+                    std::fs::write(&file, bytes).unwrap();
+                    backend(all()).restore(&[dir.path().to_owned()])
+                };
+                for cut in [0, 3, good.len() / 2, good.len() - 1] {
+                    let err = restore(&good[..cut]).unwrap_err();
+                    assert!(matches!(err, StateError::Corrupt { .. }), "cut {cut}: {err}");
+                    assert!(err.to_string().contains(&file.display().to_string()));
+                }
+                for i in [0, 10, good.len() / 2, good.len() - 2] {
+                    let mut bad = good.clone();
+                    bad[i] ^= 0x40;
+                    assert!(restore(&bad).is_err(), "flipped byte {i} went unnoticed");
+                }
+                let missing = dir.path().join("nope");
+                let err = backend(all()).restore(std::slice::from_ref(&missing)).unwrap_err();
+                assert!(matches!(err, StateError::Io { .. }) && err.to_string().contains("nope"), "{err}");
+                assert!(matches!(backend(all()).restore(&[]), Err(StateError::NothingToRestore)));
+            }
+
+            #[derive(Clone, Debug)]
+            enum Op {
+                Put(u8, u8, u8, u8),
+                Get(u8, u8, u8),
+                Delete(u8, u8, u8),
+                Merge(u8, u8, u8, u8),
+                Scan(u8, u8),
+                Snapshot,
+                Restore,
+                Crash,
+            }
+
+            fn op() -> impl Strategy<Value = Op> {
+                prop_oneof![
+                    6 => (0u8..4, 0u8..6, 0u8..3, any::<u8>()).prop_map(|(g, k, n, v)| Op::Put(g, k, n, v)),
+                    4 => (0u8..4, 0u8..6, 0u8..3).prop_map(|(g, k, n)| Op::Get(g, k, n)),
+                    2 => (0u8..4, 0u8..6, 0u8..3).prop_map(|(g, k, n)| Op::Delete(g, k, n)),
+                    3 => (0u8..4, 0u8..6, 0u8..3, any::<u8>()).prop_map(|(g, k, n, v)| Op::Merge(g, k, n, v)),
+                    2 => (0u8..4, 0u8..6).prop_map(|(g, k)| Op::Scan(g, k)),
+                    1 => Just(Op::Snapshot),
+                    1 => Just(Op::Restore),
+                    1 => Just(Op::Crash),
+                ]
+            }
+
+            type Model = std::collections::BTreeMap<(u8, u8, u8), Vec<u8>>;
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(
+                    std::env::var("SABOT_STATE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+                ))]
+
+                /// Random operations against a `BTreeMap`; "crash" drops the backend and
+                /// restores the last snapshot, as recovery does.
+                #[test]
+                fn backend_matches_btreemap_model(ops in proptest::collection::vec(op(), 1..40)) {
+                    let dir = scratch_dir();
+                    let mut b = backend(all());
+                    let mut s = b.register("s", "v1").unwrap();
+                    let mut model = Model::new();
+                    let mut snapshot: Option<Model> = None;
+                    let mut out = Vec::new();
+                    for op in ops {
+                        match op {
+                            Op::Put(g, k, n, v) => {
+                                b.put(s, KeyGroup(g.into()), &[k], &[n], &[v]).unwrap();
+                                model.insert((g, k, n), vec![v]);
+                            }
+                            Op::Get(g, k, n) => {
+                                let found = b.get(s, KeyGroup(g.into()), &[k], &[n], &mut out).unwrap();
+                                prop_assert_eq!(found.then(|| out.clone()), model.get(&(g, k, n)).cloned());
+                            }
+                            Op::Delete(g, k, n) => {
+                                let existed = b.delete(s, KeyGroup(g.into()), &[k], &[n]).unwrap();
+                                prop_assert_eq!(existed, model.remove(&(g, k, n)).is_some());
+                            }
+                            Op::Merge(g, k, n, v) => {
+                                b.merge(s, KeyGroup(g.into()), &[k], &[n], &[v]).unwrap();
+                                model.entry((g, k, n)).or_default().push(v);
+                            }
+                            Op::Scan(g, k) => {
+                                let mut seen = Vec::new();
+                                b.scan(s, KeyGroup(g.into()), &[k], &[], &mut |ns, v| {
+                                    seen.push((ns[0], v.to_vec()));
+                                    true
+                                }).unwrap();
+                                let expected: Vec<(u8, Vec<u8>)> = model
+                                    .range((g, k, 0)..=(g, k, u8::MAX))
+                                    .map(|((_, _, n), v)| (*n, v.clone()))
+                                    .collect();
+                                prop_assert_eq!(seen, expected);
+                            }
+                            Op::Snapshot => {
+                                b.snapshot(dir.path(), all()).unwrap();
+                                snapshot = Some(model.clone());
+                            }
+                            Op::Restore | Op::Crash => {
+                                let Some(snap) = &snapshot else { continue };
+                                if matches!(op, Op::Crash) {
+                                    drop(b);
+                                    b = backend(all());
+                                } else {
+                                    // Restore over live state replaces its key groups.
+                                    b = backend(all());
+                                }
+                                b.restore(&[dir.path().to_owned()]).unwrap();
+                                s = b.register("s", "v1").unwrap();
+                                model = snap.clone();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+fn memory(range: KeyGroupRange) -> MemoryBackend {
+    MemoryBackend::new(MAX_P, range)
+}
+
+fn memory_p(max_p: usize, range: KeyGroupRange) -> MemoryBackend {
+    MemoryBackend::new(max_p, range)
+}
+
+macro_rules! conformance_with {
+    ($module:ident, $make:expr, $make_p:expr) => {
+        conformance_inner!($module, $make, $make_p);
+    };
+}
+
+conformance_with!(memory_backend, memory, memory_p);
+
+#[test]
+fn memory_snapshot_is_copy_on_write() {
+    let dir = scratch_dir();
+    let mut b = memory(all());
+    let s = b.register("s", "v1").unwrap();
+    b.put(s, KeyGroup(1), b"k", b"", b"before").unwrap();
+    let snap = b.begin_snapshot(all());
+    // Processing goes on while the snapshot is written (on another thread here).
+    b.put(s, KeyGroup(1), b"k", b"", b"after").unwrap();
+    b.put(s, KeyGroup(2), b"new", b"", b"x").unwrap();
+    std::thread::spawn(move || snap.write(dir.path()).map(|_| dir))
+        .join()
+        .unwrap()
+        .map(|dir| {
+            let mut r = memory(all());
+            r.restore(&[dir.path().to_owned()]).unwrap();
+            let s = r.register("s", "v1").unwrap();
+            assert_eq!(get(&r, s, 1, b"k", b"").as_deref(), Some(&b"before"[..]));
+            assert_eq!(get(&r, s, 2, b"new", b""), None);
+        })
+        .unwrap();
+    assert_eq!(get(&b, s, 1, b"k", b"").as_deref(), Some(&b"after"[..]));
+}
