@@ -4,6 +4,9 @@
 //!   (state, key group, key, namespace), with snapshots of key-group ranges to a folder
 //!   and restore from one or several snapshots (rescaling).
 //! - [`MemoryBackend`]: hash maps per key group, copy-on-write snapshots.
+//! - [`KeyedState`]: typed [`ValueState`], [`ListState`], [`MapState`], [`ReducingState`]
+//!   and [`AggregatingState`] over any backend, postcard-encoded, with optional [`Ttl`] in
+//!   event or processing time.
 //!
 //! Snapshot files have a documented format with checksums (see the `snapshot` module
 //! docs); a damaged, truncated or foreign file is an error naming the path, never empty
@@ -25,9 +28,14 @@
 
 mod backend;
 mod error;
+mod keyed;
 mod memory;
 pub mod snapshot;
 
 pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId};
 pub use error::{Result, StateError};
+pub use keyed::{
+    AggregateFunction, AggregatingState, KeyedState, ListState, MapState, ReducingState,
+    StateDescriptor, Ttl, TtlDomain, ValueState,
+};
 pub use memory::{MemoryBackend, MemorySnapshot};

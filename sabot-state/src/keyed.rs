@@ -1,0 +1,670 @@
+//! Typed keyed state over any backend: value, list, map, reducing and aggregating state,
+//! with optional TTL in event or processing time.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sabot_core::key::hash_i64;
+use sabot_core::{KeyGroup, duration_millis};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Result, SnapshotInfo, StateBackend, StateError, StateId};
+
+/// Which clock a TTL follows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TtlDomain {
+    /// Entries expire as the watermark passes (`KeyedState::set_event_time`).
+    EventTime,
+    /// Entries expire as processing time passes (`KeyedState::set_processing_time`).
+    ProcessingTime,
+}
+
+/// Time to live of a state's entries, counted from their last write.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ttl {
+    /// How long an entry lives after its last write, in ms.
+    pub ttl_ms: i64,
+    /// Against which clock.
+    pub domain: TtlDomain,
+}
+
+impl Ttl {
+    /// Entries expire `ttl` of event time after their last write.
+    pub fn event_time(ttl: Duration) -> Self {
+        Ttl {
+            ttl_ms: duration_millis(ttl),
+            domain: TtlDomain::EventTime,
+        }
+    }
+
+    /// Entries expire `ttl` of processing time after their last write.
+    pub fn processing_time(ttl: Duration) -> Self {
+        Ttl {
+            ttl_ms: duration_millis(ttl),
+            domain: TtlDomain::ProcessingTime,
+        }
+    }
+}
+
+/// A state's name and options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDescriptor {
+    name: String,
+    ttl: Option<Ttl>,
+}
+
+impl StateDescriptor {
+    /// A state called `name`, without TTL.
+    pub fn new(name: impl Into<String>) -> Self {
+        StateDescriptor {
+            name: name.into(),
+            ttl: None,
+        }
+    }
+
+    /// Entries expire as `ttl` says: invisible once expired, removed by
+    /// [`KeyedState::cleanup_expired`] and before every snapshot.
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// The value layout recorded in snapshots: restoring with another one is an error.
+fn fingerprint<T>(kind: &str, ttl: Option<Ttl>) -> String {
+    format!(
+        "{kind}<{}>/postcard-1{}",
+        std::any::type_name::<T>(),
+        if ttl.is_some() { "/ttl" } else { "" }
+    )
+}
+
+#[derive(Clone, Debug)]
+struct Registered {
+    id: StateId,
+    name: String,
+    ttl: Option<Ttl>,
+    /// How entries are laid out, for cleanup.
+    layout: Layout,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One value per (key, namespace): `[expiry]` + payload.
+    Single,
+    /// A list: elements `[len u32] [expiry] payload`, appended by merge.
+    List,
+    /// A map: one entry per (key, namespace ++ map key): `[expiry]` + payload.
+    Map,
+}
+
+/// Keyed state over a [`StateBackend`]: set the current key (and namespace), then read
+/// and write through typed state handles.
+///
+/// Values are encoded with `postcard` (a compact, documented serde format: varints,
+/// length-prefixed strings); with a TTL, each value (each list element) is prefixed with
+/// its expiry time as an 8-byte little-endian integer.
+///
+/// ```
+/// use sabot_core::KeyGroupRange;
+/// use sabot_state::{KeyedState, MemoryBackend, StateDescriptor};
+///
+/// let backend = MemoryBackend::new(128, KeyGroupRange::for_subtask(128, 1, 0));
+/// let mut st = KeyedState::new(backend, 128);
+/// let total = st.value_state::<u64>(StateDescriptor::new("total")).unwrap();
+/// st.set_current_key_i64(42);
+/// let t = total.get(&mut st).unwrap().unwrap_or(0);
+/// total.update(&mut st, &(t + 5)).unwrap();
+/// assert_eq!(total.get(&mut st).unwrap(), Some(5));
+/// ```
+#[derive(Debug)]
+pub struct KeyedState<B: StateBackend> {
+    backend: B,
+    max_parallelism: usize,
+    kg: KeyGroup,
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    event_time: i64,
+    processing_time: i64,
+    states: Vec<Registered>,
+    buf: Vec<u8>,
+    enc: Vec<u8>,
+    scratch_ns: Vec<u8>,
+}
+
+impl<B: StateBackend> KeyedState<B> {
+    /// Typed state over `backend`, whose keys spread over `max_parallelism` key groups.
+    pub fn new(backend: B, max_parallelism: usize) -> Self {
+        KeyedState {
+            backend,
+            max_parallelism,
+            kg: KeyGroup(0),
+            key: Vec::new(),
+            namespace: Vec::new(),
+            event_time: i64::MIN,
+            processing_time: i64::MIN,
+            states: Vec::new(),
+            buf: Vec::new(),
+            enc: Vec::new(),
+            scratch_ns: Vec::new(),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Sets the current key: its key group and its bytes.
+    pub fn set_current_key(&mut self, kg: KeyGroup, key: &[u8]) {
+        self.kg = kg;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+    }
+
+    /// Sets the current key to an integer key, in the key group an `Int64` key column
+    /// with this value has (see `sabot_core::key`).
+    #[inline]
+    pub fn set_current_key_i64(&mut self, key: i64) {
+        self.kg = KeyGroup::of_hash(hash_i64(key), self.max_parallelism);
+        self.key.clear();
+        self.key.extend_from_slice(&key.to_le_bytes());
+    }
+
+    /// Sets the current namespace (a window, say); empty by default.
+    pub fn set_namespace(&mut self, namespace: &[u8]) {
+        self.namespace.clear();
+        self.namespace.extend_from_slice(namespace);
+    }
+
+    /// The current event time (the watermark), for event-time TTL.
+    pub fn set_event_time(&mut self, ms: i64) {
+        self.event_time = self.event_time.max(ms);
+    }
+
+    /// The current processing time, for processing-time TTL.
+    pub fn set_processing_time(&mut self, ms: i64) {
+        self.processing_time = self.processing_time.max(ms);
+    }
+
+    fn now(&self, domain: TtlDomain) -> i64 {
+        match domain {
+            TtlDomain::EventTime => self.event_time,
+            TtlDomain::ProcessingTime => self.processing_time,
+        }
+    }
+
+    fn register<T>(
+        &mut self,
+        kind: &str,
+        desc: StateDescriptor,
+        layout: Layout,
+    ) -> Result<Registered> {
+        let id = self
+            .backend
+            .register(&desc.name, &fingerprint::<T>(kind, desc.ttl))?;
+        let r = Registered {
+            id,
+            name: desc.name,
+            ttl: desc.ttl,
+            layout,
+        };
+        self.states.retain(|s| s.id != id);
+        self.states.push(r.clone());
+        Ok(r)
+    }
+
+    /// A single value per key and namespace.
+    pub fn value_state<T: Serialize + DeserializeOwned>(
+        &mut self,
+        desc: StateDescriptor,
+    ) -> Result<ValueState<T>> {
+        Ok(ValueState {
+            reg: self.register::<T>("value", desc, Layout::Single)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// A list per key and namespace; `add` appends without reading.
+    pub fn list_state<T: Serialize + DeserializeOwned>(
+        &mut self,
+        desc: StateDescriptor,
+    ) -> Result<ListState<T>> {
+        Ok(ListState {
+            reg: self.register::<T>("list", desc, Layout::List)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// A map per key and namespace.
+    pub fn map_state<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &mut self,
+        desc: StateDescriptor,
+    ) -> Result<MapState<K, V>> {
+        Ok(MapState {
+            reg: self.register::<(K, V)>("map", desc, Layout::Map)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// A value folded with `reduce` on every `add`.
+    pub fn reducing_state<T: Serialize + DeserializeOwned>(
+        &mut self,
+        desc: StateDescriptor,
+        reduce: impl Fn(T, T) -> T + Send + Sync + 'static,
+    ) -> Result<ReducingState<T>> {
+        Ok(ReducingState {
+            reg: self.register::<T>("reducing", desc, Layout::Single)?,
+            reduce: Arc::new(reduce),
+        })
+    }
+
+    /// An accumulator updated by `agg` on every `add`, read through `agg`'s result.
+    pub fn aggregating_state<A: AggregateFunction>(
+        &mut self,
+        desc: StateDescriptor,
+        agg: A,
+    ) -> Result<AggregatingState<A>> {
+        Ok(AggregatingState {
+            reg: self.register::<A::Acc>("aggregating", desc, Layout::Single)?,
+            agg,
+        })
+    }
+
+    // --- byte-level helpers with TTL ---
+
+    fn encode<T: Serialize>(&mut self, reg: &Registered, v: &T) -> Result<()> {
+        self.enc.clear();
+        if let Some(ttl) = reg.ttl {
+            let expiry = self.now(ttl.domain).saturating_add(ttl.ttl_ms);
+            self.enc.extend_from_slice(&expiry.to_le_bytes());
+        }
+        let enc = std::mem::take(&mut self.enc);
+        let enc = postcard::to_extend(v, enc).map_err(|source| StateError::Codec {
+            state: reg.name.clone(),
+            source,
+        })?;
+        self.enc = enc;
+        Ok(())
+    }
+
+    /// Strips and checks the expiry: `None` if expired.
+    fn live<'a>(&self, reg: &Registered, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        match reg.ttl {
+            None => Some(bytes),
+            Some(ttl) => {
+                let expiry = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+                (expiry > self.now(ttl.domain)).then(|| &bytes[8..])
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(reg: &Registered, bytes: &[u8]) -> Result<T> {
+        postcard::from_bytes(bytes).map_err(|source| StateError::Codec {
+            state: reg.name.clone(),
+            source,
+        })
+    }
+
+    fn get_single<T: DeserializeOwned>(&mut self, reg: &Registered) -> Result<Option<T>> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let found = self
+            .backend
+            .get(reg.id, self.kg, &self.key, &self.namespace, &mut buf)?;
+        let out = if found {
+            match self.live(reg, &buf) {
+                Some(payload) => Some(Self::decode(reg, payload)?),
+                None => {
+                    // Expired: invisible, and gone now.
+                    self.backend
+                        .delete(reg.id, self.kg, &self.key, &self.namespace)?;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.buf = buf;
+        Ok(out)
+    }
+
+    fn put_single<T: Serialize>(&mut self, reg: &Registered, v: &T) -> Result<()> {
+        self.encode(reg, v)?;
+        self.backend
+            .put(reg.id, self.kg, &self.key, &self.namespace, &self.enc)
+    }
+
+    fn clear_single(&mut self, reg: &Registered) -> Result<()> {
+        self.backend
+            .delete(reg.id, self.kg, &self.key, &self.namespace)?;
+        Ok(())
+    }
+
+    /// Removes every expired entry of every state with a TTL, in every key group of the
+    /// backend; returns how many entries (or list elements) were removed. Runs before
+    /// every [`snapshot`](Self::snapshot); call it periodically for background cleanup.
+    pub fn cleanup_expired(&mut self) -> Result<u64> {
+        let mut removed = 0;
+        let range = self.backend.key_groups();
+        for reg in self.states.clone() {
+            let Some(ttl) = reg.ttl else { continue };
+            let now = self.now(ttl.domain);
+            for kg in range.start..range.end {
+                let kg = KeyGroup(kg);
+                let mut deletes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                let mut rewrites: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+                self.backend.scan_key_group(reg.id, kg, &mut |k, ns, v| {
+                    match reg.layout {
+                        Layout::Single | Layout::Map => {
+                            let expired = v
+                                .get(..8)
+                                .and_then(|b| b.try_into().ok())
+                                .is_none_or(|b| i64::from_le_bytes(b) <= now);
+                            if expired {
+                                deletes.push((k.to_vec(), ns.to_vec()));
+                            }
+                        }
+                        Layout::List => {
+                            let (kept, dropped) = filter_list(v, now);
+                            if dropped > 0 {
+                                removed += dropped;
+                                rewrites.push((k.to_vec(), ns.to_vec(), kept));
+                            }
+                        }
+                    }
+                    true
+                })?;
+                for (k, ns) in deletes {
+                    removed += u64::from(self.backend.delete(reg.id, kg, &k, &ns)?);
+                }
+                for (k, ns, kept) in rewrites {
+                    if kept.is_empty() {
+                        self.backend.delete(reg.id, kg, &k, &ns)?;
+                    } else {
+                        self.backend.put(reg.id, kg, &k, &ns, &kept)?;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes expired entries, then snapshots every key group of the backend into `dir`.
+    pub fn snapshot(&mut self, dir: &Path) -> Result<SnapshotInfo> {
+        self.cleanup_expired()?;
+        let range = self.backend.key_groups();
+        self.backend.snapshot(dir, range)
+    }
+
+    /// Restores the backend's key groups from `dirs`.
+    pub fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        self.backend.restore(dirs)
+    }
+}
+
+/// Splits a TTL list value into its live elements; returns (kept bytes, dropped count).
+fn filter_list(v: &[u8], now: i64) -> (Vec<u8>, u64) {
+    let mut kept = Vec::with_capacity(v.len());
+    let mut dropped = 0;
+    let mut rest = v;
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(elem) = rest.get(4..4 + len) else {
+            break;
+        };
+        let live = elem
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .is_some_and(|b| i64::from_le_bytes(b) > now);
+        if live {
+            kept.extend_from_slice(&rest[..4 + len]);
+        } else {
+            dropped += 1;
+        }
+        rest = &rest[4 + len..];
+    }
+    (kept, dropped)
+}
+
+/// A single value per key and namespace.
+#[derive(Debug)]
+pub struct ValueState<T> {
+    reg: Registered,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> ValueState<T> {
+    /// The current key's value.
+    pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Option<T>> {
+        st.get_single(&self.reg)
+    }
+
+    /// Sets the current key's value.
+    pub fn update<B: StateBackend>(&self, st: &mut KeyedState<B>, value: &T) -> Result<()> {
+        st.put_single(&self.reg, value)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<()> {
+        st.clear_single(&self.reg)
+    }
+}
+
+/// A list per key and namespace.
+#[derive(Debug)]
+pub struct ListState<T> {
+    reg: Registered,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> ListState<T> {
+    /// Appends `value` (a merge: no read of the existing list).
+    pub fn add<B: StateBackend>(&self, st: &mut KeyedState<B>, value: &T) -> Result<()> {
+        st.encode(&self.reg, value)?;
+        let mut elem = Vec::with_capacity(4 + st.enc.len());
+        elem.extend_from_slice(&(st.enc.len() as u32).to_le_bytes());
+        elem.extend_from_slice(&st.enc);
+        st.backend
+            .merge(self.reg.id, st.kg, &st.key, &st.namespace, &elem)
+    }
+
+    /// The current key's live elements, in insertion order.
+    pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Vec<T>> {
+        let mut buf = std::mem::take(&mut st.buf);
+        let found = st
+            .backend
+            .get(self.reg.id, st.kg, &st.key, &st.namespace, &mut buf)?;
+        let mut out = Vec::new();
+        if found {
+            let mut rest = &buf[..];
+            while !rest.is_empty() {
+                let corrupt = || StateError::Codec {
+                    state: self.reg.name.clone(),
+                    source: postcard::Error::DeserializeUnexpectedEnd,
+                };
+                let len = u32::from_le_bytes(
+                    rest.get(..4)
+                        .ok_or_else(corrupt)?
+                        .try_into()
+                        .map_err(|_| corrupt())?,
+                ) as usize;
+                let elem = rest.get(4..4 + len).ok_or_else(corrupt)?;
+                if let Some(payload) = st.live(&self.reg, elem) {
+                    out.push(KeyedState::<B>::decode(&self.reg, payload)?);
+                }
+                rest = &rest[4 + len..];
+            }
+        }
+        st.buf = buf;
+        Ok(out)
+    }
+
+    /// Replaces the current key's list.
+    pub fn update<B: StateBackend>(&self, st: &mut KeyedState<B>, values: &[T]) -> Result<()> {
+        self.clear(st)?;
+        values.iter().try_for_each(|v| self.add(st, v))
+    }
+
+    /// Removes the current key's list.
+    pub fn clear<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<()> {
+        st.clear_single(&self.reg)
+    }
+}
+
+/// A map per key and namespace, one backend entry per map entry.
+#[derive(Debug)]
+pub struct MapState<K, V> {
+    reg: Registered,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<K, V> {
+    fn entry_ns<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<Vec<u8>> {
+        let mut ns = std::mem::take(&mut st.scratch_ns);
+        ns.clear();
+        ns.extend_from_slice(&(st.namespace.len() as u32).to_le_bytes());
+        ns.extend_from_slice(&st.namespace);
+        postcard::to_extend(k, ns).map_err(|source| StateError::Codec {
+            state: self.reg.name.clone(),
+            source,
+        })
+    }
+
+    /// The value under map key `k`.
+    pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<Option<V>> {
+        let ns = self.entry_ns(st, k)?;
+        let mut buf = std::mem::take(&mut st.buf);
+        let found = st.backend.get(self.reg.id, st.kg, &st.key, &ns, &mut buf)?;
+        let out = match found.then(|| st.live(&self.reg, &buf)).flatten() {
+            Some(payload) => Some(KeyedState::<B>::decode(&self.reg, payload)?),
+            None => None,
+        };
+        st.buf = buf;
+        st.scratch_ns = ns;
+        Ok(out)
+    }
+
+    /// Sets map key `k` to `v`.
+    pub fn put<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K, v: &V) -> Result<()> {
+        let ns = self.entry_ns(st, k)?;
+        st.encode(&self.reg, v)?;
+        let r = st.backend.put(self.reg.id, st.kg, &st.key, &ns, &st.enc);
+        st.scratch_ns = ns;
+        r
+    }
+
+    /// Removes map key `k`; returns whether it was there.
+    pub fn remove<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<bool> {
+        let ns = self.entry_ns(st, k)?;
+        let r = st.backend.delete(self.reg.id, st.kg, &st.key, &ns);
+        st.scratch_ns = ns;
+        r
+    }
+
+    /// Every live entry, in the byte order of the encoded map keys.
+    pub fn entries<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Vec<(K, V)>> {
+        let mut prefix = Vec::new();
+        prefix.extend_from_slice(&(st.namespace.len() as u32).to_le_bytes());
+        prefix.extend_from_slice(&st.namespace);
+        let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        st.backend
+            .scan(self.reg.id, st.kg, &st.key, &prefix, &mut |ns, v| {
+                raw.push((ns[prefix.len()..].to_vec(), v.to_vec()));
+                true
+            })?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (k, v) in raw {
+            if let Some(payload) = st.live(&self.reg, &v) {
+                out.push((
+                    KeyedState::<B>::decode(&self.reg, &k)?,
+                    KeyedState::<B>::decode(&self.reg, payload)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A value folded with a reduce function on every `add`.
+pub struct ReducingState<T> {
+    reg: Registered,
+    reduce: Arc<dyn Fn(T, T) -> T + Send + Sync>,
+}
+
+impl<T> std::fmt::Debug for ReducingState<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReducingState")
+            .field("state", &self.reg.name)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ReducingState<T> {
+    /// Folds `value` into the current key's value.
+    pub fn add<B: StateBackend>(&self, st: &mut KeyedState<B>, value: T) -> Result<()> {
+        let next = match st.get_single::<T>(&self.reg)? {
+            Some(cur) => (self.reduce)(cur, value),
+            None => value,
+        };
+        st.put_single(&self.reg, &next)
+    }
+
+    /// The current key's value.
+    pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Option<T>> {
+        st.get_single(&self.reg)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<()> {
+        st.clear_single(&self.reg)
+    }
+}
+
+/// An aggregation over the values added to an [`AggregatingState`].
+pub trait AggregateFunction: Send + Sync {
+    /// What is added.
+    type In;
+    /// The accumulator, as stored.
+    type Acc: Serialize + DeserializeOwned;
+    /// What is read.
+    type Out;
+    /// A fresh accumulator.
+    fn create(&self) -> Self::Acc;
+    /// Adds one value.
+    fn add(&self, acc: Self::Acc, value: Self::In) -> Self::Acc;
+    /// The result of an accumulator.
+    fn result(&self, acc: &Self::Acc) -> Self::Out;
+}
+
+/// An accumulator per key and namespace, updated by an [`AggregateFunction`].
+#[derive(Debug)]
+pub struct AggregatingState<A> {
+    reg: Registered,
+    agg: A,
+}
+
+impl<A: AggregateFunction> AggregatingState<A> {
+    /// Adds `value` to the current key's accumulator.
+    pub fn add<B: StateBackend>(&self, st: &mut KeyedState<B>, value: A::In) -> Result<()> {
+        let acc = st
+            .get_single::<A::Acc>(&self.reg)?
+            .unwrap_or_else(|| self.agg.create());
+        st.put_single(&self.reg, &self.agg.add(acc, value))
+    }
+
+    /// The current key's result, if anything was added.
+    pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Option<A::Out>> {
+        Ok(st
+            .get_single::<A::Acc>(&self.reg)?
+            .map(|acc| self.agg.result(&acc)))
+    }
+
+    /// Removes the current key's accumulator.
+    pub fn clear<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<()> {
+        st.clear_single(&self.reg)
+    }
+}
