@@ -19,8 +19,9 @@ pub struct SnapshotInfo {
     pub files: Vec<PathBuf>,
     /// Bytes written.
     pub bytes: u64,
-    /// Entries written.
-    pub entries: u64,
+    /// Entries written, when the backend counts them (a RocksDB checkpoint links files
+    /// without reading them).
+    pub entries: Option<u64>,
 }
 
 /// Visits one entry of a scan: `(namespace, value)`; return `false` to stop.

@@ -438,6 +438,11 @@ pub struct ValueState<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> ValueState<T> {
+    /// The backend state this value state lives in.
+    pub fn id(&self) -> StateId {
+        self.reg.id
+    }
+
     /// The current key's value.
     pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Option<T>> {
         st.get_single(&self.reg)

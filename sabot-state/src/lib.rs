@@ -30,6 +30,8 @@ mod backend;
 mod error;
 mod keyed;
 mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 pub mod snapshot;
 
 pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId};
@@ -39,3 +41,7 @@ pub use keyed::{
     StateDescriptor, Ttl, TtlDomain, ValueState,
 };
 pub use memory::{MemoryBackend, MemorySnapshot};
+#[cfg(feature = "rocksdb")]
+pub use rocks::{
+    Compression, ROCKSDB_CHECKPOINT_DIR, ROCKSDB_META_FILE, RocksDbBackend, RocksDbConfig,
+};

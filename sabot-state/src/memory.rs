@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 use sabot_core::{KeyGroup, KeyGroupRange};
+use smallvec::SmallVec;
 
 use crate::backend::{
     GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, composite, split_composite,
@@ -12,8 +13,13 @@ use crate::backend::{
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
 
+/// Small keys and values live inside the hash table's buckets (no pointer to chase, no
+/// allocation); larger ones spill to the heap.
+type Key = SmallVec<[u8; 24]>;
+type Value = SmallVec<[u8; 16]>;
+
 /// One key group of one state: composite key -> value.
-type Group = HashMap<Box<[u8]>, Vec<u8>>;
+type Group = HashMap<Key, Value>;
 
 #[derive(Debug, Clone)]
 struct Table {
@@ -152,7 +158,7 @@ impl MemorySnapshot {
     pub fn write(&self, dir: &Path) -> Result<SnapshotInfo> {
         let groups = self.groups.iter().map(|(kg, t, g)| {
             let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
-                g.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect();
+                g.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
             entries.sort_unstable();
             (*kg, *t, entries)
         });
@@ -161,7 +167,7 @@ impl MemorySnapshot {
         Ok(SnapshotInfo {
             files: vec![file],
             bytes,
-            entries,
+            entries: Some(entries),
         })
     }
 }
@@ -242,7 +248,7 @@ impl StateBackend for MemoryBackend {
                 v.extend_from_slice(value);
             }
             None => {
-                group.insert(scratch.as_slice().into(), value.to_vec());
+                group.insert(Key::from_slice(&scratch), Value::from_slice(value));
             }
         }
         self.scratch = scratch;
@@ -283,7 +289,7 @@ impl StateBackend for MemoryBackend {
         match group.get_mut(scratch.as_slice()) {
             Some(v) => v.extend_from_slice(operand),
             None => {
-                group.insert(scratch.as_slice().into(), operand.to_vec());
+                group.insert(Key::from_slice(&scratch), Value::from_slice(operand));
             }
         }
         self.scratch = scratch;
@@ -375,7 +381,7 @@ impl StateBackend for MemoryBackend {
                 }
                 let group = self.group_mut(ids[g.table as usize], kg)?;
                 for (k, v) in g.entries {
-                    group.insert(k.into_boxed_slice(), v);
+                    group.insert(Key::from_vec(k), Value::from_vec(v));
                 }
             }
         }

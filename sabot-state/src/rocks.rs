@@ -1,0 +1,464 @@
+//! The RocksDB state backend: one column family per state, key groups as contiguous key
+//! ranges, RocksDB checkpoints (hard-linked SST files) as snapshots.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, MergeOperands,
+    Options, ReadOptions, WriteOptions,
+};
+use sabot_core::{KeyGroup, KeyGroupRange};
+
+use crate::backend::{
+    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, composite, split_composite,
+};
+use crate::snapshot::{self, TableMeta};
+use crate::{Result, StateError};
+
+/// The folder of a snapshot that holds the RocksDB checkpoint.
+pub const ROCKSDB_CHECKPOINT_DIR: &str = "rocksdb";
+/// The file of a RocksDB snapshot that names its states (the snapshot format with no
+/// key-group sections).
+pub const ROCKSDB_META_FILE: &str = "rocksdb-meta";
+
+/// Compression of SST files.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// None: fastest, largest.
+    None,
+    /// LZ4: fast, the default.
+    Lz4,
+    /// Zstandard: smaller, slower.
+    Zstd,
+}
+
+/// Settings of the [`RocksDbBackend`], sized for streaming state: large memtables (few
+/// small flushes), a shared block cache, LZ4 on SST files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RocksDbConfig {
+    /// Memtable size per column family, bytes.
+    pub write_buffer_size: usize,
+    /// Block cache shared by every column family, bytes.
+    pub block_cache_size: usize,
+    /// SST compression.
+    pub compression: Compression,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+    /// Whether writes go to RocksDB's write-ahead log. Off by default: durability comes
+    /// from Sabot's checkpoints, and recovery restores the last one.
+    pub use_wal: bool,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
+        RocksDbConfig {
+            write_buffer_size: 64 << 20,
+            block_cache_size: 256 << 20,
+            compression: Compression::Lz4,
+            background_jobs: 2,
+            use_wal: false,
+        }
+    }
+}
+
+/// List state appends: the merge result is the existing value followed by the operands.
+fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
+    for op in operands {
+        out.extend_from_slice(op);
+    }
+    Some(out)
+}
+
+/// State in RocksDB: a column family per state; entry keys are the key group (u16
+/// big-endian, so a key group is one contiguous range) then the composite key.
+#[derive(Debug)]
+pub struct RocksDbBackend {
+    db: DB,
+    path: PathBuf,
+    config: RocksDbConfig,
+    cf_options: Options,
+    max_parallelism: usize,
+    range: KeyGroupRange,
+    tables: Vec<TableMeta>,
+    write: WriteOptions,
+    scratch: Vec<u8>,
+}
+
+fn cf_name(i: usize) -> String {
+    format!("state-{i}")
+}
+
+fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
+    move |e| StateError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.into_string()),
+    }
+}
+
+impl RocksDbBackend {
+    /// Opens a fresh database in folder `path` (emptied first: state comes from restores,
+    /// never from a previous run's leftovers).
+    pub fn open(
+        path: &Path,
+        config: RocksDbConfig,
+        max_parallelism: usize,
+        range: KeyGroupRange,
+    ) -> Result<Self> {
+        if path.exists() {
+            fs::remove_dir_all(path).map_err(|source| StateError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(config.background_jobs.max(1));
+        let cf_options = Self::cf_options(&config);
+        let db = DB::open_cf_descriptors(&db_opts, path, Vec::<ColumnFamilyDescriptor>::new())
+            .map_err(db_err(path))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(!config.use_wal);
+        Ok(RocksDbBackend {
+            db,
+            path: path.to_owned(),
+            config,
+            cf_options,
+            max_parallelism,
+            range,
+            tables: Vec::new(),
+            write,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn cf_options(config: &RocksDbConfig) -> Options {
+        let mut o = Options::default();
+        o.set_write_buffer_size(config.write_buffer_size);
+        o.set_compression_type(match config.compression {
+            Compression::None => DBCompressionType::None,
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Zstd => DBCompressionType::Zstd,
+        });
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(config.block_cache_size));
+        table.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&table);
+        o.set_merge_operator_associative("sabot-concat", concat_merge);
+        o
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &RocksDbConfig {
+        &self.config
+    }
+
+    fn check(&self, state: StateId, kg: KeyGroup) -> Result<()> {
+        if state.0 as usize >= self.tables.len() {
+            return Err(StateError::UnknownState(state.0));
+        }
+        if !self.range.contains(kg) {
+            return Err(StateError::KeyGroupOutOfRange {
+                key_group: kg.0,
+                start: self.range.start,
+                end: self.range.end,
+            });
+        }
+        Ok(())
+    }
+
+    fn entry_key(buf: &mut Vec<u8>, kg: KeyGroup, key: &[u8], ns: &[u8]) {
+        composite(buf, key, ns);
+        buf.splice(0..0, kg.0.to_be_bytes());
+    }
+
+    fn cf(&self, state: StateId) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(&cf_name(state.0 as usize))
+            .ok_or(StateError::UnknownState(state.0))
+    }
+
+    /// Visits entries whose key starts with `prefix`, in key order.
+    fn scan_raw(
+        &self,
+        state: StateId,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let cf = self.cf(state)?;
+        let mut it = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) || !f(k, v) {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(db_err(&self.path))
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId> {
+        if let Some(i) = self.tables.iter().position(|t| t.name == name) {
+            if self.tables[i].fingerprint != fingerprint {
+                return Err(StateError::SerializerMismatch {
+                    state: name.to_owned(),
+                    written: self.tables[i].fingerprint.clone(),
+                    registered: fingerprint.to_owned(),
+                });
+            }
+            return Ok(StateId(i as u32));
+        }
+        let i = self.tables.len();
+        self.db
+            .create_cf(cf_name(i), &self.cf_options)
+            .map_err(db_err(&self.path))?;
+        self.tables.push(TableMeta {
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        });
+        Ok(StateId(i as u32))
+    }
+
+    fn get(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.check(state, kg)?;
+        out.clear();
+        let mut k = Vec::with_capacity(6 + key.len() + namespace.len());
+        Self::entry_key(&mut k, kg, key, namespace);
+        match self
+            .db
+            .get_pinned_cf(self.cf(state)?, &k)
+            .map_err(db_err(&self.path))?
+        {
+            Some(v) => {
+                out.extend_from_slice(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn put(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.check(state, kg)?;
+        let mut k = std::mem::take(&mut self.scratch);
+        Self::entry_key(&mut k, kg, key, namespace);
+        let r = self
+            .db
+            .put_cf_opt(self.cf(state)?, &k, value, &self.write)
+            .map_err(db_err(&self.path));
+        self.scratch = k;
+        r
+    }
+
+    fn delete(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<bool> {
+        self.check(state, kg)?;
+        let mut k = std::mem::take(&mut self.scratch);
+        Self::entry_key(&mut k, kg, key, namespace);
+        let cf = self.cf(state)?;
+        let existed = self
+            .db
+            .get_pinned_cf(cf, &k)
+            .map_err(db_err(&self.path))?
+            .is_some();
+        if existed {
+            self.db
+                .delete_cf_opt(cf, &k, &self.write)
+                .map_err(db_err(&self.path))?;
+        }
+        self.scratch = k;
+        Ok(existed)
+    }
+
+    fn merge(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        operand: &[u8],
+    ) -> Result<()> {
+        self.check(state, kg)?;
+        let mut k = std::mem::take(&mut self.scratch);
+        Self::entry_key(&mut k, kg, key, namespace);
+        let r = self
+            .db
+            .merge_cf_opt(self.cf(state)?, &k, operand, &self.write)
+            .map_err(db_err(&self.path));
+        self.scratch = k;
+        r
+    }
+
+    fn scan(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        prefix: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()> {
+        self.check(state, kg)?;
+        let mut p = Vec::new();
+        Self::entry_key(&mut p, kg, key, prefix);
+        let skip = 2 + 4 + key.len();
+        self.scan_raw(state, &p, &mut |k, v| f(&k[skip..], v))
+    }
+
+    fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()> {
+        self.check(state, kg)?;
+        self.scan_raw(
+            state,
+            &kg.0.to_be_bytes(),
+            &mut |k, v| match split_composite(&k[2..]) {
+                Some((key, ns)) => f(key, ns, v),
+                None => true,
+            },
+        )
+    }
+
+    fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo> {
+        fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let target = dir.join(ROCKSDB_CHECKPOINT_DIR);
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(|source| StateError::Io {
+                path: target.clone(),
+                source,
+            })?;
+        }
+        // Without a WAL, unflushed memtables would be missing from the checkpoint.
+        for i in 0..self.tables.len() {
+            let cf = self.cf(StateId(i as u32))?;
+            self.db.flush_cf(cf).map_err(db_err(&self.path))?;
+        }
+        Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(&target))
+            .map_err(db_err(&target))?;
+        // The state layout, written last: a snapshot folder without it is not a snapshot.
+        let meta_dir = dir.join(ROCKSDB_META_FILE);
+        let (meta, meta_bytes, _) = snapshot::write(
+            &meta_dir,
+            self.max_parallelism,
+            &self.tables,
+            std::iter::empty(),
+        )?;
+        let mut files = vec![meta];
+        let mut bytes = meta_bytes;
+        for e in fs::read_dir(&target).map_err(|source| StateError::Io {
+            path: target.clone(),
+            source,
+        })? {
+            let e = e.map_err(|source| StateError::Io {
+                path: target.clone(),
+                source,
+            })?;
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            files.push(e.path());
+        }
+        let _ = range; // the checkpoint holds every key group; restore filters by range
+        Ok(SnapshotInfo {
+            files,
+            bytes,
+            entries: None,
+        })
+    }
+
+    fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        if dirs.is_empty() {
+            return Err(StateError::NothingToRestore);
+        }
+        let mut sources = Vec::new();
+        for dir in dirs {
+            let meta = snapshot::read(&dir.join(ROCKSDB_META_FILE))?;
+            if meta.max_parallelism != self.max_parallelism {
+                return Err(StateError::MaxParallelismMismatch {
+                    path: dir.to_owned(),
+                    snapshot: meta.max_parallelism,
+                    expected: self.max_parallelism,
+                });
+            }
+            for t in &meta.tables {
+                if let Some(mine) = self.tables.iter().find(|m| m.name == t.name)
+                    && mine.fingerprint != t.fingerprint
+                {
+                    return Err(StateError::SerializerMismatch {
+                        state: t.name.clone(),
+                        written: t.fingerprint.clone(),
+                        registered: mine.fingerprint.clone(),
+                    });
+                }
+            }
+            let checkpoint = dir.join(ROCKSDB_CHECKPOINT_DIR);
+            let names: Vec<String> = (0..meta.tables.len()).map(cf_name).collect();
+            let db = DB::open_cf_for_read_only(&Options::default(), &checkpoint, &names, false)
+                .map_err(db_err(&checkpoint))?;
+            sources.push((meta.tables, db, checkpoint));
+        }
+        // Copy this backend's key groups out of every snapshot (a rescale reads several).
+        for (tables, db, checkpoint) in sources {
+            for (i, t) in tables.iter().enumerate() {
+                let id = self.register(&t.name, &t.fingerprint)?;
+                let src = db
+                    .cf_handle(&cf_name(i))
+                    .ok_or_else(|| StateError::Corrupt {
+                        path: checkpoint.clone(),
+                        reason: format!("column family for state `{}` is missing", t.name),
+                    })?;
+                let dst = self.cf(id)?;
+                let mut batch = rocksdb::WriteBatch::default();
+                let mut it = db.raw_iterator_cf(src);
+                it.seek(self.range.start.to_be_bytes());
+                while it.valid() {
+                    let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                        break;
+                    };
+                    let kg = u16::from_be_bytes([k[0], *k.get(1).unwrap_or(&0)]);
+                    if kg >= self.range.end {
+                        break;
+                    }
+                    batch.put_cf(dst, k, v);
+                    it.next();
+                }
+                it.status().map_err(db_err(&checkpoint))?;
+                self.db
+                    .write_opt(batch, &self.write)
+                    .map_err(db_err(&self.path))?;
+            }
+        }
+        Ok(())
+    }
+}
