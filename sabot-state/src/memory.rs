@@ -178,15 +178,9 @@ impl StateBackend for MemoryBackend {
     }
 
     fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId> {
-        if let Some(i) = self.tables.iter().position(|t| t.meta.name == name) {
-            let t = &self.tables[i];
-            if t.meta.fingerprint != fingerprint {
-                return Err(StateError::SerializerMismatch {
-                    state: name.to_owned(),
-                    written: t.meta.fingerprint.clone(),
-                    registered: fingerprint.to_owned(),
-                });
-            }
+        if let Some(i) =
+            snapshot::find_table(self.tables.iter().map(|t| &t.meta), name, fingerprint)?
+        {
             return Ok(StateId(i as u32));
         }
         let t = self.new_table(TableMeta {
@@ -355,17 +349,7 @@ impl StateBackend for MemoryBackend {
                     expected: self.max_parallelism,
                 });
             }
-            for t in &d.tables {
-                if let Some(mine) = self.tables.iter().find(|m| m.meta.name == t.name)
-                    && mine.meta.fingerprint != t.fingerprint
-                {
-                    return Err(StateError::SerializerMismatch {
-                        state: t.name.clone(),
-                        written: t.fingerprint.clone(),
-                        registered: mine.meta.fingerprint.clone(),
-                    });
-                }
-            }
+            snapshot::check_layouts(self.tables.iter().map(|t| &t.meta), &d.tables)?;
             decoded.push(d);
         }
         for d in decoded {

@@ -212,14 +212,7 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId> {
-        if let Some(i) = self.tables.iter().position(|t| t.name == name) {
-            if self.tables[i].fingerprint != fingerprint {
-                return Err(StateError::SerializerMismatch {
-                    state: name.to_owned(),
-                    written: self.tables[i].fingerprint.clone(),
-                    registered: fingerprint.to_owned(),
-                });
-            }
+        if let Some(i) = snapshot::find_table(self.tables.iter(), name, fingerprint)? {
             return Ok(StateId(i as u32));
         }
         let i = self.tables.len();
@@ -411,17 +404,7 @@ impl StateBackend for RocksDbBackend {
                     expected: self.max_parallelism,
                 });
             }
-            for t in &meta.tables {
-                if let Some(mine) = self.tables.iter().find(|m| m.name == t.name)
-                    && mine.fingerprint != t.fingerprint
-                {
-                    return Err(StateError::SerializerMismatch {
-                        state: t.name.clone(),
-                        written: t.fingerprint.clone(),
-                        registered: mine.fingerprint.clone(),
-                    });
-                }
-            }
+            snapshot::check_layouts(self.tables.iter(), &meta.tables)?;
             let checkpoint = dir.join(ROCKSDB_CHECKPOINT_DIR);
             let names: Vec<String> = (0..meta.tables.len()).map(cf_name).collect();
             let db = DB::open_cf_for_read_only(&Options::default(), &checkpoint, &names, false)

@@ -33,6 +33,47 @@ pub(crate) struct TableMeta {
     pub(crate) fingerprint: String,
 }
 
+/// The index of table `name` in `tables`, if registered; a different value layout is an
+/// error. `tables` hold what was registered or restored first.
+pub(crate) fn find_table<'a>(
+    tables: impl Iterator<Item = &'a TableMeta>,
+    name: &str,
+    fingerprint: &str,
+) -> Result<Option<usize>> {
+    for (i, t) in tables.enumerate() {
+        if t.name == name {
+            if t.fingerprint != fingerprint {
+                return Err(StateError::SerializerMismatch {
+                    state: name.to_owned(),
+                    written: t.fingerprint.clone(),
+                    registered: fingerprint.to_owned(),
+                });
+            }
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks that no state in a snapshot has another layout than the one registered here.
+pub(crate) fn check_layouts<'a>(
+    mine: impl Iterator<Item = &'a TableMeta> + Clone,
+    snapshot: &[TableMeta],
+) -> Result<()> {
+    for t in snapshot {
+        if let Some(m) = mine.clone().find(|m| m.name == t.name)
+            && m.fingerprint != t.fingerprint
+        {
+            return Err(StateError::SerializerMismatch {
+                state: t.name.clone(),
+                written: t.fingerprint.clone(),
+                registered: m.fingerprint.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One key group of one table: its entries in composite order.
 pub(crate) struct GroupData {
     pub(crate) key_group: u16,
