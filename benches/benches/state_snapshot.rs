@@ -27,7 +27,8 @@ fn bench(c: &mut Criterion) {
     let entries = state_bytes() / 112;
     for i in 0..entries as u64 {
         let key = i.to_le_bytes();
-        b.put(s, KeyGroup((i % 128) as u16), &key, b"", &value).expect("put");
+        b.put(s, KeyGroup((i % 128) as u16), &key, b"", &value)
+            .expect("put");
     }
     let dir = std::env::temp_dir().join("sabot-bench-snapshot");
     let info = b.snapshot(&dir, all).expect("snapshot");

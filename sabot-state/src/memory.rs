@@ -156,14 +156,18 @@ pub struct MemorySnapshot {
 impl MemorySnapshot {
     /// Writes the snapshot into folder `dir` (fsynced, atomically renamed).
     pub fn write(&self, dir: &Path) -> Result<SnapshotInfo> {
-        let groups = self.groups.iter().map(|(kg, t, g)| {
-            let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
-                g.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-            entries.sort_unstable();
-            (*kg, *t, entries)
-        });
+        let groups: Vec<snapshot::GroupRef<'_>> = self
+            .groups
+            .iter()
+            .map(|(kg, t, g)| {
+                let mut entries: Vec<(&[u8], &[u8])> =
+                    g.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+                entries.sort_unstable();
+                (*kg, *t, entries)
+            })
+            .collect();
         let (file, bytes, entries) =
-            snapshot::write(dir, self.max_parallelism, &self.tables, groups)?;
+            snapshot::write(dir, self.max_parallelism, &self.tables, &groups)?;
         Ok(SnapshotInfo {
             files: vec![file],
             bytes,

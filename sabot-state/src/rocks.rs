@@ -363,12 +363,8 @@ impl StateBackend for RocksDbBackend {
             .map_err(db_err(&target))?;
         // The state layout, written last: a snapshot folder without it is not a snapshot.
         let meta_dir = dir.join(ROCKSDB_META_FILE);
-        let (meta, meta_bytes, _) = snapshot::write(
-            &meta_dir,
-            self.max_parallelism,
-            &self.tables,
-            std::iter::empty(),
-        )?;
+        let (meta, meta_bytes, _) =
+            snapshot::write(&meta_dir, self.max_parallelism, &self.tables, &[])?;
         let mut files = vec![meta];
         let mut bytes = meta_bytes;
         for e in fs::read_dir(&target).map_err(|source| StateError::Io {

@@ -93,62 +93,87 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Encodes and durably writes a snapshot into `dir`; returns (file, bytes, entries).
+/// Writes bytes to the file while hashing them for the trailer's checksum.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(b);
+        self.written += b.len() as u64;
+        self.inner.write_all(b)
+    }
+}
+
+/// One key group of one table, borrowed: (key group, table index, entries in order).
+pub(crate) type GroupRef<'a> = (u16, u32, Vec<(&'a [u8], &'a [u8])>);
+
+/// Encodes and durably writes a snapshot into `dir`, streaming (no copy of the whole
+/// state is built in memory); returns (file, bytes, entries).
 pub(crate) fn write(
     dir: &Path,
     max_parallelism: usize,
     tables: &[TableMeta],
-    groups: impl Iterator<Item = (u16, u32, Vec<(Vec<u8>, Vec<u8>)>)>,
+    groups: &[GroupRef<'_>],
 ) -> Result<(PathBuf, u64, u64)> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&(max_parallelism as u32).to_le_bytes());
-    out.extend_from_slice(&(tables.len() as u32).to_le_bytes());
-    for t in tables {
-        put_bytes(&mut out, t.name.as_bytes());
-        put_bytes(&mut out, t.fingerprint.as_bytes());
-    }
-    let count_at = out.len();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let (mut groups_written, mut entries_written) = (0u32, 0u64);
-    let mut payload = Vec::new();
-    for (kg, table, entries) in groups {
-        if entries.is_empty() {
-            continue;
-        }
-        payload.clear();
-        for (k, v) in &entries {
-            put_bytes(&mut payload, k);
-            put_bytes(&mut payload, v);
-        }
-        out.extend_from_slice(&kg.to_le_bytes());
-        out.extend_from_slice(&table.to_le_bytes());
-        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        groups_written += 1;
-        entries_written += entries.len() as u64;
-    }
-    out[count_at..count_at + 4].copy_from_slice(&groups_written.to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(TRAILER);
-    out.extend_from_slice(&crc.to_le_bytes());
-
     fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&out).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let mut w = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hasher: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    let mut entries_written = 0u64;
+    let mut write_all = |w: &mut HashingWriter<std::io::BufWriter<File>>| -> std::io::Result<()> {
+        let mut head = Vec::new();
+        head.extend_from_slice(MAGIC);
+        head.push(VERSION);
+        head.extend_from_slice(&(max_parallelism as u32).to_le_bytes());
+        head.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+        for t in tables {
+            put_bytes(&mut head, t.name.as_bytes());
+            put_bytes(&mut head, t.fingerprint.as_bytes());
+        }
+        let non_empty = groups.iter().filter(|g| !g.2.is_empty()).count();
+        head.extend_from_slice(&(non_empty as u32).to_le_bytes());
+        w.put(&head)?;
+        let mut payload = Vec::new();
+        for (kg, table, entries) in groups.iter().filter(|g| !g.2.is_empty()) {
+            payload.clear();
+            for (k, v) in entries {
+                put_bytes(&mut payload, k);
+                put_bytes(&mut payload, v);
+            }
+            let mut gh = [0u8; 22];
+            gh[..2].copy_from_slice(&kg.to_le_bytes());
+            gh[2..6].copy_from_slice(&table.to_le_bytes());
+            gh[6..10].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+            gh[10..18].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+            gh[18..22].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            w.put(&gh)?;
+            w.put(&payload)?;
+            entries_written += entries.len() as u64;
+        }
+        let crc = w.hasher.clone().finalize();
+        w.inner.write_all(TRAILER)?;
+        w.inner.write_all(&crc.to_le_bytes())?;
+        w.written += 8;
+        w.inner.flush()?;
+        w.inner.get_ref().sync_all()
+    };
+    write_all(&mut w).map_err(io(&tmp))?;
+    let bytes = w.written;
+    drop(w);
     fs::rename(&tmp, &path).map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    Ok((path, out.len() as u64, entries_written))
+    Ok((path, bytes, entries_written))
 }
 
 /// A decoded snapshot file.
