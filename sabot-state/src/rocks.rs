@@ -68,7 +68,7 @@ impl Default for RocksDbConfig {
 /// List state appends: the merge result is the existing value followed by the operands.
 fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
-    for op in operands {
+    for op in operands.iter() {
         out.extend_from_slice(op);
     }
     Some(out)
@@ -76,7 +76,6 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 
 /// State in RocksDB: a column family per state; entry keys are the key group (u16
 /// big-endian, so a key group is one contiguous range) then the composite key.
-#[derive(Debug)]
 pub struct RocksDbBackend {
     db: DB,
     path: PathBuf,
@@ -87,6 +86,17 @@ pub struct RocksDbBackend {
     tables: Vec<TableMeta>,
     write: WriteOptions,
     scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for RocksDbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbBackend")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .field("range", &self.range)
+            .field("states", &self.tables.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn cf_name(i: usize) -> String {
