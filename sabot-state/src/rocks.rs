@@ -412,9 +412,12 @@ impl StateBackend for RocksDbBackend {
             }
             snapshot::check_layouts(self.tables.iter(), &meta.tables)?;
             let checkpoint = dir.join(ROCKSDB_CHECKPOINT_DIR);
-            let names: Vec<String> = (0..meta.tables.len()).map(cf_name).collect();
-            let db = DB::open_cf_for_read_only(&Options::default(), &checkpoint, &names, false)
-                .map_err(db_err(&checkpoint))?;
+            // Merge operands in the checkpoint need the merge operator to be read.
+            let cfs = (0..meta.tables.len())
+                .map(|i| ColumnFamilyDescriptor::new(cf_name(i), self.cf_options.clone()));
+            let db =
+                DB::open_cf_descriptors_read_only(&Options::default(), &checkpoint, cfs, false)
+                    .map_err(db_err(&checkpoint))?;
             sources.push((meta.tables, db, checkpoint));
         }
         // Copy this backend's key groups out of every snapshot (a rescale reads several).
