@@ -10,7 +10,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let check = |bytes: &[u8]| {
         if let Ok(summary) = sabot_state::snapshot::inspect(bytes, Path::new("fuzz")) {
-            assert!(summary.groups.iter().all(|g| usize::from(g.0) < summary.max_parallelism));
+            assert!(
+                summary
+                    .groups
+                    .iter()
+                    .all(|g| usize::from(g.0) < summary.max_parallelism)
+            );
         }
     };
     // As given, and with a valid whole-file trailer, so that the fuzzer gets past the
