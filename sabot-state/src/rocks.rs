@@ -187,6 +187,25 @@ impl RocksDbBackend {
         buf.splice(0..0, kg.0.to_be_bytes());
     }
 
+    /// Runs a write on the entry's full key, built in the reusable scratch buffer.
+    fn with_entry<T>(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        f: impl FnOnce(&DB, &rocksdb::ColumnFamily, &[u8], &WriteOptions) -> Result<T, rocksdb::Error>,
+    ) -> Result<T> {
+        self.check(state, kg)?;
+        let mut k = std::mem::take(&mut self.scratch);
+        Self::entry_key(&mut k, kg, key, namespace);
+        let r = self
+            .cf(state)
+            .and_then(|cf| f(&self.db, cf, &k, &self.write).map_err(db_err(&self.path)));
+        self.scratch = k;
+        r
+    }
+
     fn cf(&self, state: StateId) -> Result<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(&cf_name(state.0 as usize))
@@ -269,15 +288,9 @@ impl StateBackend for RocksDbBackend {
         namespace: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        self.check(state, kg)?;
-        let mut k = std::mem::take(&mut self.scratch);
-        Self::entry_key(&mut k, kg, key, namespace);
-        let r = self
-            .db
-            .put_cf_opt(self.cf(state)?, &k, value, &self.write)
-            .map_err(db_err(&self.path));
-        self.scratch = k;
-        r
+        self.with_entry(state, kg, key, namespace, |db, cf, k, w| {
+            db.put_cf_opt(cf, k, value, w)
+        })
     }
 
     fn delete(
@@ -287,22 +300,13 @@ impl StateBackend for RocksDbBackend {
         key: &[u8],
         namespace: &[u8],
     ) -> Result<bool> {
-        self.check(state, kg)?;
-        let mut k = std::mem::take(&mut self.scratch);
-        Self::entry_key(&mut k, kg, key, namespace);
-        let cf = self.cf(state)?;
-        let existed = self
-            .db
-            .get_pinned_cf(cf, &k)
-            .map_err(db_err(&self.path))?
-            .is_some();
-        if existed {
-            self.db
-                .delete_cf_opt(cf, &k, &self.write)
-                .map_err(db_err(&self.path))?;
-        }
-        self.scratch = k;
-        Ok(existed)
+        self.with_entry(state, kg, key, namespace, |db, cf, k, w| {
+            let existed = db.get_pinned_cf(cf, k)?.is_some();
+            if existed {
+                db.delete_cf_opt(cf, k, w)?;
+            }
+            Ok(existed)
+        })
     }
 
     fn merge(
@@ -313,15 +317,9 @@ impl StateBackend for RocksDbBackend {
         namespace: &[u8],
         operand: &[u8],
     ) -> Result<()> {
-        self.check(state, kg)?;
-        let mut k = std::mem::take(&mut self.scratch);
-        Self::entry_key(&mut k, kg, key, namespace);
-        let r = self
-            .db
-            .merge_cf_opt(self.cf(state)?, &k, operand, &self.write)
-            .map_err(db_err(&self.path));
-        self.scratch = k;
-        r
+        self.with_entry(state, kg, key, namespace, |db, cf, k, w| {
+            db.merge_cf_opt(cf, k, operand, w)
+        })
     }
 
     fn scan(
