@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("generator_only", |b| {
         let gen_ = generator();
-        b.iter(|| black_box(gen_.all_batches().len()))
+        b.iter(|| black_box(gen_.all_batches().expect("generate").len()))
     });
     g.finish();
 }

@@ -23,7 +23,10 @@ pub fn plain_fraud_baseline(generator: &TransactionGenerator, rules: &FraudRules
     let size = rules.window.as_millis() as i64;
     let mut windows: HashMap<(i64, i64), (i64, i64, i64)> = HashMap::new();
     let mut rows: Vec<(i64, i64, i64, i64)> = Vec::new();
-    for b in generator.all_batches() {
+    for b in generator
+        .all_batches()
+        .expect("generator settings are valid")
+    {
         let col = |n: &str| {
             b.column_by_name(n)
                 .expect("generator column")

@@ -25,7 +25,7 @@ struct Txn {
 
 fn transactions(g: &TransactionGenerator) -> Vec<Txn> {
     let mut out = Vec::new();
-    for b in g.all_batches() {
+    for b in g.all_batches().unwrap() {
         let c = |n: &str| {
             b.column_by_name(n)
                 .unwrap()

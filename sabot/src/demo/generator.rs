@@ -115,10 +115,7 @@ impl TransactionGenerator {
     }
 
     /// Transactions `start..end` as one batch.
-    ///
-    /// # Panics
-    /// Never for valid settings: the columns are built to match the schema.
-    pub fn batch(&self, start: u64, end: u64) -> RecordBatch {
+    pub fn batch(&self, start: u64, end: u64) -> Result<RecordBatch, CoreError> {
         let c = &self.config;
         let n = (end.saturating_sub(start)) as usize;
         let (mut id, mut acc, mut mer, mut amt, mut ts) = (
@@ -165,12 +162,12 @@ impl TransactionGenerator {
             Arc::new(StringArray::from(country)),
             Arc::new(Int64Array::from(ts)),
         ];
-        RecordBatch::try_new(self.schema.clone(), cols).expect("columns match the schema")
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
     }
 
     /// Every transaction, in batches, as one subtask would see them all: for tests that
     /// recompute results independently.
-    pub fn all_batches(&self) -> Vec<RecordBatch> {
+    pub fn all_batches(&self) -> Result<Vec<RecordBatch>, CoreError> {
         let b = self.config.batch_size as u64;
         (0..self.config.events)
             .step_by(b as usize)
@@ -213,7 +210,7 @@ impl Source for GeneratorSubtask {
         }
         self.chunk += self.step;
         Ok(SourcePoll::Batch(
-            self.generator.batch(start, (start + b).min(c.events)),
+            self.generator.batch(start, (start + b).min(c.events))?,
         ))
     }
 }
@@ -225,13 +222,13 @@ mod tests {
     #[test]
     fn same_seed_same_transactions() {
         let g = TransactionGenerator::new(GeneratorConfig::default()).unwrap();
-        assert_eq!(g.batch(100, 200), g.batch(100, 200));
+        assert_eq!(g.batch(100, 200).unwrap(), g.batch(100, 200).unwrap());
         let other = GeneratorConfig {
             seed: 7,
             ..GeneratorConfig::default()
         };
         let h = TransactionGenerator::new(other).unwrap();
-        assert_ne!(g.batch(100, 200), h.batch(100, 200));
+        assert_ne!(g.batch(100, 200).unwrap(), h.batch(100, 200).unwrap());
     }
 
     #[test]
