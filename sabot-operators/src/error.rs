@@ -53,6 +53,10 @@ pub enum OperatorError {
     #[error(transparent)]
     Time(#[from] sabot_time::TimeError),
 
+    /// Reading or writing state failed.
+    #[error(transparent)]
+    State(#[from] sabot_state::StateError),
+
     /// A user function (map, filter, source, sink) failed.
     #[error("user function in `{operator}` failed: {source}")]
     User {

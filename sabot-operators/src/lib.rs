@@ -12,7 +12,11 @@
 //!   with idleness and a bad-record policy for null event times);
 //! - [`TumblingWindowFactory`]: keyed tumbling event-time windows with vectorized
 //!   count/sum/min/max ([`Aggregate`]), fired by timers, with allowed lateness and a
-//!   [`LATE_DATA`] side output;
+//!   [`LATE_DATA`] side output; window contents live in the job's state backend
+//!   ([`TaskContext::state`]: memory or RocksDB);
+//! - [`KeyedProcessFactory`]: a user [`KeyedProcessFunction`] per record, with keyed
+//!   state (value, list, map, reducing, aggregating; from `sabot-state`) and event- and
+//!   processing-time timers per key;
 //! - built-in [`VecSource`] and [`CollectSink`].
 //!
 //! ```
@@ -39,6 +43,7 @@
 
 mod builtin;
 mod error;
+mod process;
 mod stateless;
 mod time_column;
 mod traits;
@@ -46,6 +51,9 @@ mod window;
 
 pub use builtin::{CollectSink, Collected, VecSource};
 pub use error::{BoxError, OperatorError, Result};
+pub use process::{
+    KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
+};
 pub use stateless::{
     FilterFactory, MapFactory, MapFn, NULL_EVENT_TIME_DROPPED, PredicateFn, ProjectFactory,
     WatermarkFactory,
@@ -56,5 +64,5 @@ pub use traits::{
 };
 pub use window::{
     AggKind, Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory,
-    WINDOW_END, WINDOW_START,
+    WINDOW_END, WINDOW_START, WINDOW_STATE,
 };

@@ -4,7 +4,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use sabot_core::metrics::Metrics;
-use sabot_core::{BadRecordPolicy, Message, RecordBatch, SchemaRef, Timestamp};
+use sabot_core::{BadRecordPolicy, KeyGroupRange, Message, RecordBatch, SchemaRef, Timestamp};
+use sabot_state::{StateBackend, StateConfig};
 use sabot_time::{Clock, SystemClock};
 
 use crate::Result;
@@ -25,6 +26,8 @@ pub struct TaskContext {
     pub clock: Arc<dyn Clock>,
     /// What to do with records that cannot be processed.
     pub bad_records: BadRecordPolicy,
+    /// Where stateful operators keep their state.
+    pub state: StateConfig,
 }
 
 impl TaskContext {
@@ -42,7 +45,30 @@ impl TaskContext {
             metrics,
             clock: Arc::new(SystemClock),
             bad_records: BadRecordPolicy::Fail,
+            state: StateConfig::memory(),
         }
+    }
+
+    /// This context with state kept as `state` says.
+    pub fn with_state(mut self, state: StateConfig) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The key groups this subtask owns (those an exchange sends it).
+    pub fn key_groups(&self) -> KeyGroupRange {
+        KeyGroupRange::for_subtask(self.max_parallelism, self.parallelism, self.subtask)
+    }
+
+    /// Opens this subtask's state backend for `operator` (a name for its files), holding
+    /// [`key_groups`](Self::key_groups).
+    pub fn open_state(&self, operator: &str) -> Result<Box<dyn StateBackend>> {
+        Ok(self.state.open(
+            operator,
+            self.subtask,
+            self.max_parallelism,
+            self.key_groups(),
+        )?)
     }
 
     /// This context with processing time from `clock`.

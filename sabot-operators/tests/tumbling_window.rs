@@ -14,6 +14,7 @@ use sabot_operators::{
     Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
     TumblingWindowFactory,
 };
+use sabot_state::{RocksDbConfig, StateConfig};
 use sabot_time::{WatermarkGenerator, WatermarkStrategy};
 
 #[derive(Clone, Debug)]
@@ -79,6 +80,7 @@ proptest! {
         size_ms in 1i64..700,
         int_key_only in any::<bool>(),
         lateness_ms in prop_oneof![Just(0i64), 0i64..400],
+        rocksdb in any::<bool>(),
     ) {
         // A single Int64 key takes the integer fast path; two keys take the row format.
         let keys: Vec<String> = if int_key_only {
@@ -100,9 +102,15 @@ proptest! {
         )
         .with_allowed_lateness(Duration::from_millis(lateness_ms as u64));
         let metrics = Metrics::new();
-        let mut op = factory
-            .create(&schema(), &TaskContext::new(0, 1, 128, metrics.clone()))
-            .unwrap();
+        // Window contents live in the state backend: run the model against both.
+        let dir = tempfile::tempdir().unwrap();
+        let state = if rocksdb {
+            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
+        } else {
+            StateConfig::memory()
+        };
+        let ctx = TaskContext::new(0, 1, 128, metrics.clone()).with_state(state);
+        let mut op = factory.create(&schema(), &ctx).unwrap();
         let mut out = Output::new();
         let mut emitted = Vec::new();
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sabot_core::BadRecordPolicy;
 use sabot_core::key::DEFAULT_MAX_PARALLELISM;
 use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory};
+use sabot_state::StateConfig;
 use sabot_time::{Clock, SystemClock};
 
 /// A node of a [`JobGraph`].
@@ -78,6 +79,8 @@ pub struct JobConfig {
     pub max_parallelism: usize,
     /// Batches each exchange queue holds before the producer blocks.
     pub queue_capacity: usize,
+    /// Where stateful operators keep their state (default: memory).
+    pub state: StateConfig,
 }
 
 impl Default for JobConfig {
@@ -90,6 +93,7 @@ impl Default for JobConfig {
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             queue_capacity: 8,
+            state: StateConfig::memory(),
         }
     }
 }

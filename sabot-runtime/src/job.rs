@@ -288,7 +288,8 @@ impl Job {
             for s in 0..p {
                 let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone())
                     .with_clock(c.clock.clone())
-                    .with_bad_records(c.bad_records);
+                    .with_bad_records(c.bad_records)
+                    .with_state(c.state.clone());
                 let chain = self
                     .build_chain(NodeId(id), &ctx, &senders)
                     .map_err(|e| e.in_node(node.kind.name()))?;

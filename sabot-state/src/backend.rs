@@ -30,6 +30,10 @@ pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
 /// Visits one entry of a key-group scan: `(key, namespace, value)`; return `false` to stop.
 pub type GroupScanFn<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> bool + 'a;
 
+/// Computes a new value from the current one (`None` if absent) into the buffer (empty
+/// when called); see [`StateBackend::update`].
+pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> Result<()> + 'a;
+
 /// Byte-level keyed state, addressed by (state, key group, key, namespace).
 ///
 /// Values are opaque bytes; [`merge`](Self::merge) appends an operand to the stored value
@@ -84,6 +88,24 @@ pub trait StateBackend: Send + Debug {
         operand: &[u8],
     ) -> Result<()>;
 
+    /// Read-modify-write of one value: `f` sees the current value and writes the new one,
+    /// which is then stored. Backends that can do it in one lookup do (the memory
+    /// backend); the default is a get then a put. An error from `f` writes nothing.
+    fn update(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        let mut old = Vec::new();
+        let found = self.get(state, kg, key, namespace, &mut old)?;
+        let mut new = Vec::new();
+        f(found.then_some(old.as_slice()), &mut new)?;
+        self.put(state, kg, key, namespace, &new)
+    }
+
     /// Visits the entries of `key` whose namespace starts with `prefix`, in namespace
     /// byte order.
     fn scan(
@@ -105,6 +127,87 @@ pub trait StateBackend: Send + Debug {
     /// Loads the key groups of this backend's range from the snapshots in `dirs`
     /// (several, after a rescale), replacing what it held for them.
     fn restore(&mut self, dirs: &[PathBuf]) -> Result<()>;
+}
+
+/// A boxed backend is a backend: jobs pick theirs at run time.
+impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
+    fn key_groups(&self) -> KeyGroupRange {
+        (**self).key_groups()
+    }
+    fn register(&mut self, name: &str, fingerprint: &str) -> Result<StateId> {
+        (**self).register(name, fingerprint)
+    }
+    #[inline]
+    fn get(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        (**self).get(state, kg, key, namespace, out)
+    }
+    #[inline]
+    fn put(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        (**self).put(state, kg, key, namespace, value)
+    }
+    fn delete(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+    ) -> Result<bool> {
+        (**self).delete(state, kg, key, namespace)
+    }
+    fn merge(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        operand: &[u8],
+    ) -> Result<()> {
+        (**self).merge(state, kg, key, namespace, operand)
+    }
+    #[inline]
+    fn update(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        (**self).update(state, kg, key, namespace, f)
+    }
+    fn scan(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        prefix: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()> {
+        (**self).scan(state, kg, key, prefix, f)
+    }
+    fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()> {
+        (**self).scan_key_group(state, kg, f)
+    }
+    fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo> {
+        (**self).snapshot(dir, range)
+    }
+    fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        (**self).restore(dirs)
+    }
 }
 
 /// The composite key of an entry: key length (u32 LE), key, namespace. Prefixing the

@@ -76,7 +76,16 @@ pub enum StateError {
         source: postcard::Error,
     },
 
-    /// Restore was asked to read no snapshot at all.
+    /// A stored value does not decode as its state's layout says.
+    #[error("state `{state}` holds a malformed value: {reason}")]
+    BadValue {
+        /// The state's name.
+        state: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A restore was asked for without any snapshot.
     #[error("restore needs at least one snapshot folder")]
     NothingToRestore,
 

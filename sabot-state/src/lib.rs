@@ -27,6 +27,7 @@
 //! ```
 
 mod backend;
+mod config;
 mod error;
 mod keyed;
 mod memory;
@@ -34,7 +35,8 @@ mod memory;
 mod rocks;
 pub mod snapshot;
 
-pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId};
+pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn};
+pub use config::{BackendKind, StateConfig};
 pub use error::{Result, StateError};
 pub use keyed::{
     AggregateFunction, AggregatingState, KeyedState, ListState, MapState, ReducingState,

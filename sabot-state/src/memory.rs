@@ -8,7 +8,7 @@ use sabot_core::{KeyGroup, KeyGroupRange};
 use smallvec::SmallVec;
 
 use crate::backend::{
-    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, composite, split_composite,
+    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn, composite, split_composite,
 };
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
@@ -55,6 +55,7 @@ pub struct MemoryBackend {
     range: KeyGroupRange,
     tables: Vec<Table>,
     scratch: Vec<u8>,
+    value_scratch: Vec<u8>,
 }
 
 impl MemoryBackend {
@@ -65,6 +66,7 @@ impl MemoryBackend {
             range,
             tables: Vec::new(),
             scratch: Vec::new(),
+            value_scratch: Vec::new(),
         }
     }
 
@@ -292,6 +294,35 @@ impl StateBackend for MemoryBackend {
         }
         self.scratch = scratch;
         Ok(())
+    }
+
+    #[inline]
+    fn update(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut new = std::mem::take(&mut self.value_scratch);
+        composite(&mut scratch, key, namespace);
+        new.clear();
+        let group = self.group_mut(state, kg)?;
+        // One probe when the entry exists; the value is rewritten in place.
+        let result = match group.get_mut(scratch.as_slice()) {
+            Some(v) => f(Some(v), &mut new).map(|()| {
+                v.clear();
+                v.extend_from_slice(&new);
+            }),
+            None => f(None, &mut new).map(|()| {
+                group.insert(Key::from_slice(&scratch), Value::from_slice(&new));
+            }),
+        };
+        self.scratch = scratch;
+        self.value_scratch = new;
+        result
     }
 
     fn scan(

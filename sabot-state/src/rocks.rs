@@ -11,9 +11,7 @@ use rocksdb::{
 };
 use sabot_core::{KeyGroup, KeyGroupRange};
 
-use crate::backend::{
-    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, composite, split_composite,
-};
+use crate::backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, split_composite};
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
 
@@ -86,6 +84,9 @@ pub struct RocksDbBackend {
     tables: Vec<TableMeta>,
     write: WriteOptions,
     scratch: Vec<u8>,
+    /// A working folder owned by this backend, removed after the database closes
+    /// (declared last: fields drop in order).
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -101,6 +102,16 @@ impl std::fmt::Debug for RocksDbBackend {
 
 fn cf_name(i: usize) -> String {
     format!("state-{i}")
+}
+
+/// [`cf_name`] without allocating (it runs on every read and write).
+fn cf_name_in(buf: &mut [u8; 24], i: usize) -> &str {
+    use std::io::Write;
+    let mut w = &mut buf[..];
+    // 6 + 20 digits fit in 24 bytes only up to 18 digits; state ids are u32 (10 digits).
+    let _ = write!(w, "state-{i}");
+    let n = 24 - w.len();
+    std::str::from_utf8(&buf[..n]).unwrap_or("state-?")
 }
 
 fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
@@ -129,7 +140,7 @@ impl RocksDbBackend {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(config.background_jobs.max(1));
-        let cf_options = Self::cf_options(&config);
+        let cf_options = Self::cf_options(&config).map_err(db_err(path))?;
         let db = DB::open_cf_descriptors(&db_opts, path, Vec::<ColumnFamilyDescriptor>::new())
             .map_err(db_err(path))?;
         let mut write = WriteOptions::default();
@@ -144,10 +155,35 @@ impl RocksDbBackend {
             tables: Vec::new(),
             write,
             scratch: Vec::new(),
+            _temporary: None,
         })
     }
 
-    fn cf_options(config: &RocksDbConfig) -> Options {
+    /// Opens a fresh database in a new folder under `parent` (created if missing), named
+    /// `prefix` plus a random suffix, and removed when the backend is dropped: the
+    /// working copy of a job's state, whose durable form is its snapshots.
+    pub fn open_temporary(
+        parent: &Path,
+        prefix: &str,
+        config: RocksDbConfig,
+        max_parallelism: usize,
+        range: KeyGroupRange,
+    ) -> Result<Self> {
+        let io = |source| StateError::Io {
+            path: parent.to_owned(),
+            source,
+        };
+        fs::create_dir_all(parent).map_err(io)?;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .map_err(io)?;
+        let mut b = Self::open(&dir.path().join("db"), config, max_parallelism, range)?;
+        b._temporary = Some(dir);
+        Ok(b)
+    }
+
+    fn cf_options(config: &RocksDbConfig) -> Result<Options, rocksdb::Error> {
         let mut o = Options::default();
         o.set_write_buffer_size(config.write_buffer_size);
         o.set_compression_type(match config.compression {
@@ -156,11 +192,11 @@ impl RocksDbBackend {
             Compression::Zstd => DBCompressionType::Zstd,
         });
         let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&Cache::new_lru_cache(config.block_cache_size));
+        table.set_block_cache(&Cache::new_lru_cache(config.block_cache_size)?);
         table.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&table);
         o.set_merge_operator_associative("sabot-concat", concat_merge);
-        o
+        Ok(o)
     }
 
     /// The settings it was opened with.
@@ -183,8 +219,11 @@ impl RocksDbBackend {
     }
 
     fn entry_key(buf: &mut Vec<u8>, kg: KeyGroup, key: &[u8], ns: &[u8]) {
-        composite(buf, key, ns);
-        buf.splice(0..0, kg.0.to_be_bytes());
+        buf.clear();
+        buf.extend_from_slice(&kg.0.to_be_bytes());
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(ns);
     }
 
     /// Runs a write on the entry's full key, built in the reusable scratch buffer.
@@ -207,8 +246,9 @@ impl RocksDbBackend {
     }
 
     fn cf(&self, state: StateId) -> Result<&rocksdb::ColumnFamily> {
+        let mut buf = [0u8; 24];
         self.db
-            .cf_handle(&cf_name(state.0 as usize))
+            .cf_handle(cf_name_in(&mut buf, state.0 as usize))
             .ok_or(StateError::UnknownState(state.0))
     }
 
@@ -265,11 +305,25 @@ impl StateBackend for RocksDbBackend {
     ) -> Result<bool> {
         self.check(state, kg)?;
         out.clear();
-        let mut k = Vec::with_capacity(6 + key.len() + namespace.len());
-        Self::entry_key(&mut k, kg, key, namespace);
+        // The entry key in a stack buffer when small: reads take `&self`, no scratch.
+        let n = 6 + key.len() + namespace.len();
+        let mut stack = [0u8; 64];
+        let heap;
+        let k: &[u8] = if n <= stack.len() {
+            stack[..2].copy_from_slice(&kg.0.to_be_bytes());
+            stack[2..6].copy_from_slice(&(key.len() as u32).to_le_bytes());
+            stack[6..6 + key.len()].copy_from_slice(key);
+            stack[6 + key.len()..n].copy_from_slice(namespace);
+            &stack[..n]
+        } else {
+            let mut v = Vec::with_capacity(n);
+            Self::entry_key(&mut v, kg, key, namespace);
+            heap = v;
+            &heap
+        };
         match self
             .db
-            .get_pinned_cf(self.cf(state)?, &k)
+            .get_pinned_cf(self.cf(state)?, k)
             .map_err(db_err(&self.path))?
         {
             Some(v) => {

@@ -364,9 +364,16 @@ conformance_with!(memory_backend, memory, memory_p);
 
 #[cfg(feature = "rocksdb")]
 fn rocks_p(max_p: usize, range: KeyGroupRange) -> sabot_state::RocksDbBackend {
-    let dir = scratch_dir().keep();
-    sabot_state::RocksDbBackend::open(
-        &dir.join("db"),
+    // Its own folder, removed when the backend is dropped.
+    let shm = Path::new("/dev/shm");
+    let parent = if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    sabot_state::RocksDbBackend::open_temporary(
+        &parent,
+        "sabot-conformance-",
         sabot_state::RocksDbConfig::default(),
         max_p,
         range,

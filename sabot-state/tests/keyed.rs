@@ -266,9 +266,10 @@ keyed_suite!(memory, |range| MemoryBackend::new(MAX_P, range));
 
 #[cfg(feature = "rocksdb")]
 keyed_suite!(rocksdb, |range| {
-    let dir = tempfile::tempdir().unwrap().keep();
-    sabot_state::RocksDbBackend::open(
-        &dir.join("db"),
+    // Its own folder under the system's temporary folder, removed on drop.
+    sabot_state::RocksDbBackend::open_temporary(
+        &std::env::temp_dir(),
+        "sabot-keyed-",
         sabot_state::RocksDbConfig::default(),
         MAX_P,
         range,

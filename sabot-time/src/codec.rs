@@ -143,3 +143,11 @@ impl TimerKey for String {
         KeyGroup::of_hash(hash_bytes(self.as_bytes()), max_parallelism)
     }
 }
+
+/// A key that carries the key group its records were routed by (so timers move with the
+/// key's state on rescale whatever the key's own encoding), and anything else.
+impl<T: TimerCodec + Clone + Eq + std::hash::Hash + Ord> TimerKey for (KeyGroup, T) {
+    fn key_group(&self, _max_parallelism: usize) -> KeyGroup {
+        self.0
+    }
+}

@@ -15,6 +15,7 @@ use sabot::demo::{
 };
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::SOURCE_RECORDS;
+use sabot::state::{RocksDbConfig, StateConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Sabot: stream processing with Flink's guarantees on Arrow columnar batches.
@@ -82,9 +83,27 @@ struct DemoArgs {
     #[arg(long, default_value_t = 5)]
     show: usize,
 
+    /// Where the window operator keeps its state: in memory, or in RocksDB on disk.
+    #[arg(long, value_enum, default_value_t = StateKind::Memory)]
+    state: StateKind,
+
+    /// Folder for RocksDB's working files (default: the system's temporary folder).
+    /// Each operator subtask gets a subfolder, removed when the demo ends.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+
     /// Do not show a progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// The state backend to use.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StateKind {
+    /// Hash maps in memory.
+    Memory,
+    /// RocksDB on local disk.
+    Rocksdb,
 }
 
 fn main() {
@@ -133,14 +152,30 @@ fn demo(args: DemoArgs) -> Result<()> {
     rules.threshold_cents = (args.threshold * 100.0).round() as i64;
     rules.spike_factor = args.spike_factor;
 
+    let mut state = match args.state {
+        StateKind::Memory => StateConfig::memory(),
+        StateKind::Rocksdb => StateConfig::rocksdb(RocksDbConfig::default()),
+    };
+    if let Some(dir) = &args.state_dir {
+        if args.state != StateKind::Rocksdb {
+            anyhow::bail!("--state-dir is for --state rocksdb (memory state has no files)");
+        }
+        state = state.with_working_dir(dir);
+    }
     let env = StreamEnv::new();
-    env.set_parallelism(parallelism).set_name("fraud-demo");
+    env.set_parallelism(parallelism)
+        .set_name("fraud-demo")
+        .set_state(state);
     let outputs = fraud_job(&env, generator, &rules)?;
     let job = env.build().context("invalid job")?;
 
     eprintln!(
-        "sabot demo: {} transactions, {} accounts, parallelism {}, seed {}",
-        args.events, args.accounts, parallelism, args.seed
+        "sabot demo: {} transactions, {} accounts, parallelism {}, seed {}, {} state",
+        args.events,
+        args.accounts,
+        parallelism,
+        args.seed,
+        env.config().state.name()
     );
     let started = Instant::now();
     let cpu_before = cpu_time();

@@ -9,11 +9,12 @@ use std::time::Duration;
 use sabot_core::arrow::array::BooleanArray;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
-    Aggregate, BoxError, CollectSink, Collected, FilterFactory, LATE_DATA, MapFactory,
-    OperatorFactory, ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory,
-    WatermarkFactory,
+    Aggregate, BoxError, CollectSink, Collected, FilterFactory, KeyedProcessFactory,
+    KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory, ProjectFactory, SinkFactory,
+    SourceFactory, TumblingWindowFactory, WatermarkFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
+use sabot_state::StateConfig;
 use sabot_time::Clock;
 
 use crate::Result;
@@ -98,6 +99,12 @@ impl StreamEnv {
     /// [`ManualClock`](crate::time::ManualClock)).
     pub fn set_clock(&self, clock: Arc<dyn Clock>) -> &Self {
         self.graph.borrow_mut().config_mut().clock = clock;
+        self
+    }
+
+    /// Where stateful operators keep their state (default: memory).
+    pub fn set_state(&self, state: StateConfig) -> &Self {
+        self.graph.borrow_mut().config_mut().state = state;
         self
     }
 
@@ -339,6 +346,20 @@ impl KeyedStream {
 
     /// Adds a custom keyed operator: each subtask sees every row of the keys it owns.
     pub fn process(self, factory: impl OperatorFactory + 'static) -> Stream {
+        self.stream.process(factory)
+    }
+
+    /// Runs a [`KeyedProcessFunction`] per record, with keyed state in the job's backend
+    /// and per-key timers; `make` builds one instance per subtask, and `output` is the
+    /// schema of the rows it writes.
+    pub fn process_fn<F: KeyedProcessFunction + 'static>(
+        self,
+        name: &str,
+        output: SchemaRef,
+        make: impl Fn() -> F + Send + Sync + 'static,
+    ) -> Stream {
+        let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        let factory = KeyedProcessFactory::new(name, &keys, output, make);
         self.stream.process(factory)
     }
 }

@@ -1,4 +1,5 @@
-//! The demo job at parallelism 1 and 4 against a naive row-at-a-time recomputation over
+//! The demo job at parallelism 1 and 4, with window state in memory and in RocksDB,
+//! against a naive row-at-a-time recomputation over
 //! the same generated transactions: exact equality.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,6 +11,7 @@ use sabot::arrow::datatypes::{Float64Type, Int64Type};
 use sabot::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job};
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::{SINK_RECORDS, SOURCE_RECORDS};
+use sabot::state::{RocksDbConfig, StateConfig};
 
 /// (account, window_start) -> (total, txns, max_amount)
 type Windows = BTreeMap<(i64, i64), (i64, i64, i64)>;
@@ -150,9 +152,15 @@ fn generator() -> TransactionGenerator {
     TransactionGenerator::new(c).unwrap()
 }
 
-fn run_at(parallelism: usize, rules: &FraudRules) -> (Windows, Windows, Spikes) {
+fn run_at(
+    parallelism: usize,
+    state: StateConfig,
+    rules: &FraudRules,
+) -> (Windows, Windows, Spikes) {
     let env = StreamEnv::new();
-    env.set_parallelism(parallelism).set_queue_capacity(2);
+    env.set_parallelism(parallelism)
+        .set_queue_capacity(2)
+        .set_state(state);
     let out = fraud_job(&env, generator(), rules).unwrap();
     let result = env.execute().unwrap();
     assert_eq!(result.metric(SOURCE_RECORDS), 200_000);
@@ -183,20 +191,34 @@ fn demo_job_matches_naive_recomputation_at_parallelism_1_and_4() {
         "the input must trigger both rules"
     );
 
-    for p in [1, 4] {
-        let (all, alerts, spikes) = run_at(p, &rules);
-        assert_eq!(all.len(), expected.len(), "window count at parallelism {p}");
+    // Window state in memory, then in RocksDB (files under a temporary folder).
+    let dir = tempfile::tempdir().unwrap();
+    let rocksdb = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path());
+    for (p, state) in [
+        (1, StateConfig::memory()),
+        (4, StateConfig::memory()),
+        (4, rocksdb),
+    ] {
+        let backend = state.name();
+        let (all, alerts, spikes) = run_at(p, state, &rules);
+        assert_eq!(
+            all.len(),
+            expected.len(),
+            "window count at parallelism {p}, {backend} state"
+        );
         assert!(
             all == expected,
-            "window results differ from the naive computation at parallelism {p}"
+            "window results differ from the naive computation at parallelism {p}, {backend} state"
         );
         assert!(
             alerts == expected_alerts,
-            "window alerts differ at parallelism {p}"
+            "window alerts differ at parallelism {p}, {backend} state"
         );
         assert!(
             spikes == expected_spikes,
-            "spike alerts differ at parallelism {p}"
+            "spike alerts differ at parallelism {p}, {backend} state"
         );
     }
+    // Each operator subtask's RocksDB folder is removed when the job ends.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

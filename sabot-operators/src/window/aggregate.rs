@@ -179,6 +179,21 @@ impl BoundAggregate {
         }
     }
 
+    /// The stored form's name in state fingerprints, e.g. `sum:i64`.
+    pub(crate) fn layout(&self) -> String {
+        let kind = match self.kind {
+            AggKind::Count => return "count".into(),
+            AggKind::Sum => "sum",
+            AggKind::Min => "min",
+            AggKind::Max => "max",
+        };
+        let t = match self.numeric {
+            Numeric::I64 => "i64",
+            Numeric::F64 => "f64",
+        };
+        format!("{kind}:{t}")
+    }
+
     pub(crate) fn new_accumulator(&self) -> Accumulator {
         match (self.kind, self.numeric) {
             (AggKind::Count, _) => Accumulator::Count(Vec::new()),
@@ -215,6 +230,8 @@ trait Combine: Copy {
     fn sum(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
     fn max(self, other: Self) -> Self;
+    fn to_le(self) -> [u8; 8];
+    fn from_le(b: [u8; 8]) -> Self;
 }
 
 impl Combine for i64 {
@@ -229,6 +246,14 @@ impl Combine for i64 {
     #[inline]
     fn max(self, o: Self) -> Self {
         Ord::max(self, o)
+    }
+    #[inline]
+    fn to_le(self) -> [u8; 8] {
+        self.to_le_bytes()
+    }
+    #[inline]
+    fn from_le(b: [u8; 8]) -> Self {
+        i64::from_le_bytes(b)
     }
 }
 
@@ -245,6 +270,14 @@ impl Combine for f64 {
     fn max(self, o: Self) -> Self {
         f64::max(self, o)
     }
+    #[inline]
+    fn to_le(self) -> [u8; 8] {
+        self.to_le_bytes()
+    }
+    #[inline]
+    fn from_le(b: [u8; 8]) -> Self {
+        f64::from_le_bytes(b)
+    }
 }
 
 /// Which input rows feed which groups: all rows in order, or a subset.
@@ -254,7 +287,90 @@ pub(crate) enum RowSel<'a> {
     Some(&'a [u32]),
 }
 
+/// Bytes of a stored `Count` slot: the count, i64 little-endian.
+const COUNT_WIDTH: usize = 8;
+/// Bytes of a stored numeric slot: a "seen" byte (0 or 1), then the value, 8 bytes
+/// little-endian (i64, or f64 bits).
+const NUM_WIDTH: usize = 9;
+
 impl Accumulator {
+    /// Bytes of one group's slot in its stored form (see [`encode`](Self::encode)).
+    pub(crate) fn width(&self) -> usize {
+        match self {
+            Accumulator::Count(_) => COUNT_WIDTH,
+            Accumulator::I64(_) | Accumulator::F64(_) => NUM_WIDTH,
+        }
+    }
+
+    /// Appends group `g`'s slot in stored form.
+    pub(crate) fn encode(&self, g: usize, out: &mut Vec<u8>) {
+        fn num<T: ArrowPrimitiveType>(a: &NumAcc<T>, g: usize, out: &mut Vec<u8>)
+        where
+            T::Native: Combine,
+        {
+            out.push(u8::from(a.seen[g]));
+            out.extend_from_slice(&a.values[g].to_le());
+        }
+        match self {
+            Accumulator::Count(v) => out.extend_from_slice(&v[g].to_le_bytes()),
+            Accumulator::I64(a) => num(a, g, out),
+            Accumulator::F64(a) => num(a, g, out),
+        }
+    }
+
+    /// Combines a stored slot (exactly [`width`](Self::width) bytes) into group `g`, so
+    /// `g` then holds the aggregate over both. Returns `false` for malformed bytes.
+    pub(crate) fn merge_stored(&mut self, g: usize, stored: &[u8]) -> bool {
+        fn num<T: ArrowPrimitiveType>(a: &mut NumAcc<T>, g: usize, stored: &[u8]) -> bool
+        where
+            T::Native: Combine,
+        {
+            let (seen, Ok(bytes)) = (stored[0], <[u8; 8]>::try_from(&stored[1..])) else {
+                return false;
+            };
+            match seen {
+                0 => true,
+                1 => {
+                    let x = T::Native::from_le(bytes);
+                    a.values[g] = if a.seen[g] {
+                        let y = a.values[g];
+                        match a.kind {
+                            AggKind::Sum => x.sum(y),
+                            AggKind::Min => Combine::min(x, y),
+                            AggKind::Max => Combine::max(x, y),
+                            AggKind::Count => y,
+                        }
+                    } else {
+                        x
+                    };
+                    a.seen[g] = true;
+                    true
+                }
+                _ => false,
+            }
+        }
+        if stored.len() != self.width() {
+            return false;
+        }
+        match self {
+            Accumulator::Count(v) => {
+                let Ok(b) = <[u8; 8]>::try_from(stored) else {
+                    return false;
+                };
+                v[g] = v[g].wrapping_add(i64::from_le_bytes(b));
+                true
+            }
+            Accumulator::I64(a) => num(a, g, stored),
+            Accumulator::F64(a) => num(a, g, stored),
+        }
+    }
+
+    /// Empties every slot, keeping `groups` of them.
+    pub(crate) fn reset(&mut self, groups: usize) {
+        self.resize(0);
+        self.resize(groups);
+    }
+
     /// Grows the slots to `groups`.
     pub(crate) fn resize(&mut self, groups: usize) {
         match self {

@@ -46,6 +46,32 @@ impl GroupTable {
         self.hashes.len()
     }
 
+    /// Forgets every group, keeping the allocations.
+    pub(crate) fn clear(&mut self) {
+        self.table.clear();
+        self.hashes.clear();
+        match &mut self.keys {
+            KeyStore::Int64(ints) => ints.clear(),
+            KeyStore::Rows(rows) => rows.clear(),
+        }
+    }
+
+    /// The key hash of group `g`.
+    #[inline]
+    pub(crate) fn hash(&self, g: usize) -> u64 {
+        self.hashes[g]
+    }
+
+    /// Appends the key of group `g` in its stored form: the integer (8 bytes,
+    /// little-endian) or the row-format bytes.
+    #[inline]
+    pub(crate) fn key_bytes(&self, g: usize, out: &mut Vec<u8>) {
+        match &self.keys {
+            KeyStore::Int64(ints) => out.extend_from_slice(&ints[g].to_le_bytes()),
+            KeyStore::Rows(rows) => out.extend_from_slice(rows.row(g).as_ref()),
+        }
+    }
+
     /// The group of the integer `key` (hashed as `hash`), created if new.
     ///
     /// # Panics

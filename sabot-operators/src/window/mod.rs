@@ -7,4 +7,5 @@ mod tumbling;
 pub use aggregate::{AggKind, Aggregate};
 pub use tumbling::{
     LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
+    WINDOW_STATE,
 };

@@ -11,6 +11,7 @@ use sabot_core::arrow::row::{RowConverter, Rows, SortField};
 use sabot_core::key::{KeyGroup, check_key_field, hash_columns};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
@@ -27,6 +28,8 @@ pub const LATE_DATA: &str = "late-data";
 /// Counter of records that arrived after their window was due (end - 1 <= watermark),
 /// whether or not allowed lateness still admitted them.
 pub const LATE_RECORDS: &str = "window.late_records";
+/// Name of the window's state in the state backend (and in snapshots).
+pub const WINDOW_STATE: &str = "window-aggregates";
 /// Counter of late records beyond the allowed lateness: in no window, sent to
 /// [`LATE_DATA`].
 pub const LATE_RECORDS_DROPPED: &str = "window.late_records_dropped";
@@ -171,11 +174,37 @@ impl OperatorFactory for TumblingWindowFactory {
             .collect();
         let int64_key =
             b.key_idx.len() == 1 && input.field(b.key_idx[0]).data_type() == &DataType::Int64;
+        let converter = RowConverter::new(sort_fields)?;
+        let mut backend = ctx.open_state(&format!("window-{}", self.keys.join("-")))?;
+        // The stored layout: key columns' types and each aggregate's slot. Restoring
+        // state written with other keys or aggregates is a clear error.
+        let fingerprint = format!(
+            "window-acc/1/keys={:?}/aggs={}",
+            b.key_idx
+                .iter()
+                .map(|&i| input.field(i).data_type().to_string())
+                .collect::<Vec<_>>(),
+            b.aggs
+                .iter()
+                .map(BoundAggregate::layout)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let state = backend.register(WINDOW_STATE, &fingerprint)?;
+        let table = if int64_key {
+            GroupTable::for_int64()
+        } else {
+            GroupTable::for_rows(&converter)
+        };
+        let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
         Ok(Box::new(TumblingWindowOp {
-            converter: RowConverter::new(sort_fields)?,
+            converter,
             int64_key,
             bound: b,
-            windows: BTreeMap::new(),
+            backend,
+            state,
+            table,
+            accs,
             timers: TimerService::new(ctx.max_parallelism),
             max_parallelism: ctx.max_parallelism,
             watermark: Timestamp::MIN,
@@ -184,6 +213,7 @@ impl OperatorFactory for TumblingWindowFactory {
             hashes: Vec::new(),
             groups: Vec::new(),
             seen_key_groups: Vec::new(),
+            firing: Firing::default(),
         }))
     }
 }
@@ -194,23 +224,53 @@ enum Keys {
     Rows(Rows),
 }
 
-struct WindowState {
-    groups: GroupTable,
-    accs: Vec<Accumulator>,
-    /// Whether the window's main firing happened (later firings are late updates).
-    fired: bool,
-}
-
 /// The timer namespace: a window start, and whether the timer is its cleanup.
 type WindowTimer = (i64, bool);
+
+/// A window start as the state key of its entries: big-endian with the sign bit flipped,
+/// so byte order is time order (and a window is one contiguous range in RocksDB).
+fn window_key(start: i64) -> [u8; 8] {
+    ((start as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The results of one window gathered while its timers fire (one timer per key group),
+/// emitted as one batch.
+#[derive(Default)]
+struct Firing {
+    start: Option<i64>,
+    /// The keys' stored bytes, back to back; `key_ends[i]` ends the i-th.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    /// The stored aggregate slots, `width` bytes per key.
+    slots: Vec<u8>,
+}
+
+impl Firing {
+    fn clear(&mut self) {
+        self.start = None;
+        self.keys.clear();
+        self.key_ends.clear();
+        self.slots.clear();
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let from = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        &self.keys[from..self.key_ends[i]]
+    }
+}
 
 struct TumblingWindowOp {
     bound: Bound,
     converter: RowConverter,
     /// One `Int64` key column: groups keyed by the integer, no row conversion.
     int64_key: bool,
-    /// Open windows by start.
-    windows: BTreeMap<i64, WindowState>,
+    /// Window contents, in the job's state backend: per key group, window (the state
+    /// key, [`window_key`]) and group key (the namespace), the aggregates' slots.
+    backend: Box<dyn StateBackend>,
+    state: StateId,
+    /// Scratch for one batch: its distinct keys in one window, their partial aggregates.
+    table: GroupTable,
+    accs: Vec<Accumulator>,
     /// Firing and cleanup timers per (key group, window).
     timers: TimerService<KeyGroup, WindowTimer>,
     max_parallelism: usize,
@@ -221,6 +281,14 @@ struct TumblingWindowOp {
     groups: Vec<u32>,
     /// Scratch: one bit per key group, to register each window's timers once per batch.
     seen_key_groups: Vec<u64>,
+    firing: Firing,
+}
+
+fn bad_value(reason: String) -> StateError {
+    StateError::BadValue {
+        state: WINDOW_STATE.into(),
+        reason,
+    }
 }
 
 impl TumblingWindowOp {
@@ -253,24 +321,27 @@ impl TumblingWindowOp {
         Timestamp::from_millis(self.cleanup_time(start)) <= self.watermark
     }
 
-    /// Emits the rows of `groups` (all groups if `None`) of window `start`.
-    fn emit(
+    /// Bytes of one key's stored slots.
+    fn width(&self) -> usize {
+        self.accs.iter().map(Accumulator::width).sum()
+    }
+
+    /// The output batch of window `start`: `keys` columns, then the window bounds and
+    /// the aggregates of `accs` (every slot, in order).
+    fn result(
         &self,
         start: i64,
-        w: &WindowState,
-        groups: Option<&[u32]>,
-        out: &mut Output,
-    ) -> Result<()> {
-        let mut cols: Vec<ArrayRef> = w.groups.key_columns(&self.converter, groups)?;
+        mut cols: Vec<ArrayRef>,
+        accs: &[Accumulator],
+    ) -> Result<RecordBatch> {
         let n = cols.first().map_or(0, |c| c.len());
         cols.push(Arc::new(Int64Array::from_value(start, n)));
         cols.push(Arc::new(Int64Array::from_value(
             start.saturating_add(self.bound.size_ms),
             n,
         )));
-        cols.extend(w.accs.iter().map(|a| a.finish(groups)));
-        out.batch(RecordBatch::try_new(self.bound.schema.clone(), cols)?);
-        Ok(())
+        cols.extend(accs.iter().map(|a| a.finish(None)));
+        Ok(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
     }
 
     /// Fires every timer due at the current watermark.
@@ -278,27 +349,104 @@ impl TumblingWindowOp {
         self.timers.advance_watermark(self.watermark);
         while let Some(t) = self.timers.next_event_timer() {
             let (start, cleanup) = t.namespace;
-            if cleanup {
-                self.windows.remove(&start);
-                continue;
+            if self.firing.start.is_some_and(|s| s != start) {
+                self.emit_firing(out)?;
             }
-            let Some(w) = self.windows.get(&start) else {
-                continue;
-            };
-            if !w.fired {
-                self.emit(start, w, None, out)?;
-                if self.bound.lateness_ms == 0 {
-                    self.windows.remove(&start);
-                } else if let Some(w) = self.windows.get_mut(&start) {
-                    w.fired = true;
+            let wk = window_key(start);
+            let first_key = self.firing.key_ends.len();
+            let width = self.width();
+            let firing = &mut self.firing;
+            let mut bad = None;
+            self.backend
+                .scan(self.state, t.key, &wk, b"", &mut |ns, slots| {
+                    if slots.len() != width {
+                        bad = Some(slots.len());
+                        return false;
+                    }
+                    firing.keys.extend_from_slice(ns);
+                    firing.key_ends.push(firing.keys.len());
+                    firing.slots.extend_from_slice(slots);
+                    true
+                })?;
+            if let Some(len) = bad {
+                return Err(bad_value(format!(
+                    "window {start}: {len} bytes of aggregates, expected {width}"
+                ))
+                .into());
+            }
+            let drop_state = cleanup || self.bound.lateness_ms == 0;
+            if drop_state {
+                for i in first_key..self.firing.key_ends.len() {
+                    self.backend
+                        .delete(self.state, t.key, &wk, self.firing.key(i))?;
                 }
             }
+            if cleanup {
+                // Already emitted when the window fired: forget what was gathered.
+                let keep = if first_key == 0 {
+                    0
+                } else {
+                    self.firing.key_ends[first_key - 1]
+                };
+                self.firing.keys.truncate(keep);
+                self.firing.key_ends.truncate(first_key);
+                self.firing.slots.truncate(first_key * width);
+            } else {
+                self.firing.start = Some(start);
+            }
         }
+        self.emit_firing(out)
+    }
+
+    /// Emits the window gathered in `firing`, if any.
+    fn emit_firing(&mut self, out: &mut Output) -> Result<()> {
+        let Some(start) = self.firing.start else {
+            self.firing.clear();
+            return Ok(());
+        };
+        let n = self.firing.key_ends.len();
+        let keys: Vec<ArrayRef> = if self.int64_key {
+            let mut ints = Vec::with_capacity(n);
+            for i in 0..n {
+                let k = self.firing.key(i);
+                let b = <[u8; 8]>::try_from(k).map_err(|_| {
+                    bad_value(format!("window {start}: a {}-byte integer key", k.len()))
+                })?;
+                ints.push(i64::from_le_bytes(b));
+            }
+            vec![Arc::new(Int64Array::from(ints))]
+        } else {
+            let parser = self.converter.parser();
+            self.converter
+                .convert_rows((0..n).map(|i| parser.parse(self.firing.key(i))))?
+        };
+        let mut accs: Vec<Accumulator> = self
+            .bound
+            .aggs
+            .iter()
+            .map(BoundAggregate::new_accumulator)
+            .collect();
+        accs.iter_mut().for_each(|a| a.reset(n));
+        let width = self.width();
+        for (i, slots) in self.firing.slots.chunks_exact(width).enumerate() {
+            let mut at = 0;
+            for a in &mut accs {
+                let w = a.width();
+                if !a.merge_stored(i, &slots[at..at + w]) {
+                    return Err(bad_value(format!("window {start}: malformed aggregate")).into());
+                }
+                at += w;
+            }
+        }
+        let batch = self.result(start, keys, &accs)?;
+        self.firing.clear();
+        out.batch(batch);
         Ok(())
     }
 
-    /// Registers the timers of window `start` for the key groups of `rows`.
-    fn register_timers(&mut self, start: i64, rows: RowSel<'_>) {
+    /// Registers the timers of window `start` for the key groups of `rows`: the firing
+    /// (unless the window is already due: late updates emit at once) and the cleanup.
+    fn register_timers(&mut self, start: i64, rows: RowSel<'_>, due: bool) {
         let words = self.max_parallelism.div_ceil(64);
         self.seen_key_groups.clear();
         self.seen_key_groups.resize(words, 0);
@@ -308,11 +456,13 @@ impl TumblingWindowOp {
             let (word, bit) = (usize::from(kg.0) / 64, usize::from(kg.0) % 64);
             if self.seen_key_groups[word] & (1 << bit) == 0 {
                 self.seen_key_groups[word] |= 1 << bit;
-                self.timers.register_event_time_timer(
-                    kg,
-                    (start, false),
-                    Timestamp::from_millis(fire),
-                );
+                if !due {
+                    self.timers.register_event_time_timer(
+                        kg,
+                        (start, false),
+                        Timestamp::from_millis(fire),
+                    );
+                }
                 if cleanup != fire {
                     self.timers.register_event_time_timer(
                         kg,
@@ -326,6 +476,71 @@ impl TumblingWindowOp {
             RowSel::All => self.hashes.iter().for_each(|&h| register(h)),
             RowSel::Some(sel) => sel.iter().for_each(|&r| register(self.hashes[r as usize])),
         }
+    }
+
+    /// Folds the rows `sel` of one window into its state: aggregates the batch per key
+    /// first (vectorized), then one read-modify-write per distinct key. If the window is
+    /// due (a late update), emits the touched keys' new results.
+    fn update_window(
+        &mut self,
+        start: i64,
+        sel: RowSel<'_>,
+        keys: &Keys,
+        values: &[Option<ArrayRef>],
+        due: bool,
+        out: &mut Output,
+    ) -> Result<()> {
+        self.table.clear();
+        self.groups.clear();
+        let (table, hashes) = (&mut self.table, &self.hashes);
+        let mut group_of = |r: usize| match keys {
+            Keys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
+            Keys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
+        };
+        match sel {
+            RowSel::All => self.groups.extend((0..hashes.len()).map(&mut group_of)),
+            RowSel::Some(rows) => self
+                .groups
+                .extend(rows.iter().map(|&r| group_of(r as usize))),
+        }
+        let n = self.table.len();
+        for (acc, v) in self.accs.iter_mut().zip(values) {
+            acc.reset(n);
+            acc.update(v.as_ref(), sel, &self.groups);
+        }
+        let wk = window_key(start);
+        let mut ns = Vec::new();
+        for g in 0..n {
+            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            ns.clear();
+            self.table.key_bytes(g, &mut ns);
+            let accs = &mut self.accs;
+            self.backend
+                .update(self.state, kg, &wk, &ns, &mut |old, new| {
+                    if let Some(old) = old {
+                        let mut at = 0;
+                        for a in accs.iter_mut() {
+                            let w = a.width();
+                            if old.len() < at + w || !a.merge_stored(g, &old[at..at + w]) {
+                                return Err(bad_value(format!(
+                                    "window {start}: malformed aggregates ({} bytes)",
+                                    old.len()
+                                )));
+                            }
+                            at += w;
+                        }
+                    }
+                    accs.iter().for_each(|a| a.encode(g, new));
+                    Ok(())
+                })?;
+        }
+        if due {
+            // A late update of a window that already fired: emit the touched keys' new
+            // results now, as Flink's event-time trigger does.
+            let keys = self.table.key_columns(&self.converter, None)?;
+            out.batch(self.result(start, keys, &self.accs)?);
+        }
+        Ok(())
     }
 }
 
@@ -411,42 +626,8 @@ impl Operator for TumblingWindowOp {
             }
             // Timers are de-duplicated: registering per batch covers key groups that join
             // a window later.
-            self.register_timers(start, sel);
-            let converter = &self.converter;
-            let aggs = &self.bound.aggs;
-            let w = self.windows.entry(start).or_insert_with(|| WindowState {
-                groups: match keys {
-                    Keys::Int64(_) => GroupTable::for_int64(),
-                    Keys::Rows(_) => GroupTable::for_rows(converter),
-                },
-                accs: aggs.iter().map(BoundAggregate::new_accumulator).collect(),
-                fired: false,
-            });
-            self.groups.clear();
-            let hashes = &self.hashes;
-            let groups = &mut self.groups;
-            let mut group_of = |r: usize| match &keys {
-                Keys::Int64(k) => w.groups.find_or_insert_i64(hashes[r], k.value(r)),
-                Keys::Rows(k) => w.groups.find_or_insert_row(hashes[r], k.row(r)),
-            };
-            match sel {
-                RowSel::All => groups.extend((0..hashes.len()).map(&mut group_of)),
-                RowSel::Some(rows) => groups.extend(rows.iter().map(|&r| group_of(r as usize))),
-            }
-            for (acc, v) in w.accs.iter_mut().zip(&values) {
-                acc.resize(w.groups.len());
-                acc.update(v.as_ref(), sel, &self.groups);
-            }
-            if due {
-                // A late update of a window that already fired (or is past due): emit the
-                // touched keys' new results now, as Flink's event-time trigger does.
-                w.fired = true;
-                let mut touched = self.groups.clone();
-                touched.sort_unstable();
-                touched.dedup();
-                let w = &self.windows[&start];
-                self.emit(start, w, Some(&touched), out)?;
-            }
+            self.register_timers(start, sel, due);
+            self.update_window(start, sel, &keys, &values, due, out)?;
         }
         Ok(())
     }
@@ -461,14 +642,8 @@ impl Operator for TumblingWindowOp {
     }
 
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        // Every window has a firing timer per key group it holds: this fires them all.
         self.watermark = Timestamp::MAX;
-        self.fire_due(out)?;
-        // Windows without timers cannot exist, but never lose one.
-        for (start, w) in std::mem::take(&mut self.windows) {
-            if !w.fired {
-                self.emit(start, &w, None, out)?;
-            }
-        }
-        Ok(())
+        self.fire_due(out)
     }
 }
