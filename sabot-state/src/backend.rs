@@ -88,6 +88,14 @@ pub trait StateBackend: Send + Debug {
         operand: &[u8],
     ) -> Result<()>;
 
+    /// Whether [`merge`](Self::merge) (a blind write) is much cheaper here than
+    /// [`update`](Self::update) (a read, then a write): true for log-structured stores
+    /// such as RocksDB, where a read searches the memtable and SST files; false for hash
+    /// maps, where an in-place update is one lookup and keeps values compact.
+    fn prefers_merge(&self) -> bool {
+        false
+    }
+
     /// Read-modify-write of one value: `f` sees the current value and writes the new one,
     /// which is then stored. Backends that can do it in one lookup do (the memory
     /// backend); the default is a get then a put. An error from `f` writes nothing.
@@ -188,6 +196,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
         f: &mut UpdateFn<'_>,
     ) -> Result<()> {
         (**self).update(state, kg, key, namespace, f)
+    }
+    fn prefers_merge(&self) -> bool {
+        (**self).prefers_merge()
     }
     fn scan(
         &self,

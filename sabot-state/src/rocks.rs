@@ -376,6 +376,10 @@ impl StateBackend for RocksDbBackend {
         })
     }
 
+    fn prefers_merge(&self) -> bool {
+        true
+    }
+
     fn scan(
         &self,
         state: StateId,

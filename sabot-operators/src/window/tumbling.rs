@@ -241,22 +241,66 @@ struct Firing {
     /// The keys' stored bytes, back to back; `key_ends[i]` ends the i-th.
     keys: Vec<u8>,
     key_ends: Vec<usize>,
-    /// The stored aggregate slots, `width` bytes per key.
-    slots: Vec<u8>,
+    /// The stored values (one or more slot sets each), back to back.
+    values: Vec<u8>,
+    value_ends: Vec<usize>,
 }
 
 impl Firing {
     fn clear(&mut self) {
         self.start = None;
-        self.keys.clear();
-        self.key_ends.clear();
-        self.slots.clear();
+        self.truncate(0);
+    }
+
+    fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.keys.extend_from_slice(key);
+        self.key_ends.push(self.keys.len());
+        self.values.extend_from_slice(value);
+        self.value_ends.push(self.values.len());
+    }
+
+    /// Keeps the first `n` entries.
+    fn truncate(&mut self, n: usize) {
+        let end = |ends: &[usize]| if n == 0 { 0 } else { ends[n - 1] };
+        self.keys.truncate(end(&self.key_ends));
+        self.values.truncate(end(&self.value_ends));
+        self.key_ends.truncate(n);
+        self.value_ends.truncate(n);
     }
 
     fn key(&self, i: usize) -> &[u8] {
         let from = if i == 0 { 0 } else { self.key_ends[i - 1] };
         &self.keys[from..self.key_ends[i]]
     }
+
+    fn value(&self, i: usize) -> &[u8] {
+        let from = if i == 0 { 0 } else { self.value_ends[i - 1] };
+        &self.values[from..self.value_ends[i]]
+    }
+}
+
+/// Combines a stored value into group `g` of `accs`: one or more slot sets (one per
+/// merged partial aggregate; see [`StateBackend::prefers_merge`]). Returns `false` if the
+/// bytes are not whole slot sets.
+fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -> bool {
+    if value.is_empty() || value.len() % width != 0 {
+        return false;
+    }
+    for set in value.chunks_exact(width) {
+        let mut at = 0;
+        for a in accs.iter_mut() {
+            let w = a.width();
+            if !a.merge_stored(g, &set[at..at + w]) {
+                return false;
+            }
+            at += w;
+        }
+    }
+    true
 }
 
 struct TumblingWindowOp {
@@ -353,44 +397,34 @@ impl TumblingWindowOp {
                 self.emit_firing(out)?;
             }
             let wk = window_key(start);
-            let first_key = self.firing.key_ends.len();
+            let first = self.firing.len();
             let width = self.width();
             let firing = &mut self.firing;
             let mut bad = None;
             self.backend
-                .scan(self.state, t.key, &wk, b"", &mut |ns, slots| {
-                    if slots.len() != width {
-                        bad = Some(slots.len());
+                .scan(self.state, t.key, &wk, b"", &mut |ns, value| {
+                    if value.is_empty() || value.len() % width != 0 {
+                        bad = Some(value.len());
                         return false;
                     }
-                    firing.keys.extend_from_slice(ns);
-                    firing.key_ends.push(firing.keys.len());
-                    firing.slots.extend_from_slice(slots);
+                    firing.push(ns, value);
                     true
                 })?;
             if let Some(len) = bad {
                 return Err(bad_value(format!(
-                    "window {start}: {len} bytes of aggregates, expected {width}"
+                    "window {start}: {len} bytes of aggregates, not a multiple of {width}"
                 ))
                 .into());
             }
-            let drop_state = cleanup || self.bound.lateness_ms == 0;
-            if drop_state {
-                for i in first_key..self.firing.key_ends.len() {
+            if cleanup || self.bound.lateness_ms == 0 {
+                for i in first..self.firing.len() {
                     self.backend
                         .delete(self.state, t.key, &wk, self.firing.key(i))?;
                 }
             }
             if cleanup {
                 // Already emitted when the window fired: forget what was gathered.
-                let keep = if first_key == 0 {
-                    0
-                } else {
-                    self.firing.key_ends[first_key - 1]
-                };
-                self.firing.keys.truncate(keep);
-                self.firing.key_ends.truncate(first_key);
-                self.firing.slots.truncate(first_key * width);
+                self.firing.truncate(first);
             } else {
                 self.firing.start = Some(start);
             }
@@ -404,7 +438,7 @@ impl TumblingWindowOp {
             self.firing.clear();
             return Ok(());
         };
-        let n = self.firing.key_ends.len();
+        let n = self.firing.len();
         let keys: Vec<ArrayRef> = if self.int64_key {
             let mut ints = Vec::with_capacity(n);
             for i in 0..n {
@@ -428,14 +462,9 @@ impl TumblingWindowOp {
             .collect();
         accs.iter_mut().for_each(|a| a.reset(n));
         let width = self.width();
-        for (i, slots) in self.firing.slots.chunks_exact(width).enumerate() {
-            let mut at = 0;
-            for a in &mut accs {
-                let w = a.width();
-                if !a.merge_stored(i, &slots[at..at + w]) {
-                    return Err(bad_value(format!("window {start}: malformed aggregate")).into());
-                }
-                at += w;
+        for i in 0..n {
+            if !merge_value(&mut accs, i, self.firing.value(i), width) {
+                return Err(bad_value(format!("window {start}: malformed aggregates")).into());
             }
         }
         let batch = self.result(start, keys, &accs)?;
@@ -509,26 +538,34 @@ impl TumblingWindowOp {
             acc.update(v.as_ref(), sel, &self.groups);
         }
         let wk = window_key(start);
+        let width = self.width();
+        // Where a blind write is cheap (RocksDB), the batch's partial aggregates are
+        // appended with merge and combined when the window fires; elsewhere (and for a
+        // late update, which must emit the combined result now) they are combined with
+        // the stored ones in place.
+        let blind = !due && self.backend.prefers_merge();
         let mut ns = Vec::new();
+        let mut partial = Vec::with_capacity(width);
         for g in 0..n {
             let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
             ns.clear();
             self.table.key_bytes(g, &mut ns);
+            if blind {
+                partial.clear();
+                self.accs.iter().for_each(|a| a.encode(g, &mut partial));
+                self.backend.merge(self.state, kg, &wk, &ns, &partial)?;
+                continue;
+            }
             let accs = &mut self.accs;
             self.backend
                 .update(self.state, kg, &wk, &ns, &mut |old, new| {
-                    if let Some(old) = old {
-                        let mut at = 0;
-                        for a in accs.iter_mut() {
-                            let w = a.width();
-                            if old.len() < at + w || !a.merge_stored(g, &old[at..at + w]) {
-                                return Err(bad_value(format!(
-                                    "window {start}: malformed aggregates ({} bytes)",
-                                    old.len()
-                                )));
-                            }
-                            at += w;
-                        }
+                    if let Some(old) = old
+                        && !merge_value(accs, g, old, width)
+                    {
+                        return Err(bad_value(format!(
+                            "window {start}: malformed aggregates ({} bytes)",
+                            old.len()
+                        )));
                     }
                     accs.iter().for_each(|a| a.encode(g, new));
                     Ok(())
