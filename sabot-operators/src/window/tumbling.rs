@@ -287,7 +287,7 @@ impl Firing {
 /// merged partial aggregate; see [`StateBackend::prefers_merge`]). Returns `false` if the
 /// bytes are not whole slot sets.
 fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -> bool {
-    if value.is_empty() || value.len() % width != 0 {
+    if value.is_empty() || !value.len().is_multiple_of(width) {
         return false;
     }
     for set in value.chunks_exact(width) {
@@ -403,7 +403,7 @@ impl TumblingWindowOp {
             let mut bad = None;
             self.backend
                 .scan(self.state, t.key, &wk, b"", &mut |ns, value| {
-                    if value.is_empty() || value.len() % width != 0 {
+                    if value.is_empty() || !value.len().is_multiple_of(width) {
                         bad = Some(value.len());
                         return false;
                     }
