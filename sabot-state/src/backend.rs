@@ -88,6 +88,14 @@ pub trait StateBackend: Send + Debug {
         operand: &[u8],
     ) -> Result<()>;
 
+    /// Allows the backend to drop the state's least recently used entries when it runs
+    /// over a memory bound: the state is a cache. Backends without a memory bound keep
+    /// everything (the default; RocksDB spills to disk instead).
+    fn set_evictable(&mut self, state: StateId) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Whether [`merge`](Self::merge) (a blind write) is much cheaper here than
     /// [`update`](Self::update) (a read, then a write): true for log-structured stores
     /// such as RocksDB, where a read searches the memtable and SST files; false for hash
@@ -199,6 +207,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn prefers_merge(&self) -> bool {
         (**self).prefers_merge()
+    }
+    fn set_evictable(&mut self, state: StateId) -> Result<()> {
+        (**self).set_evictable(state)
     }
     fn scan(
         &self,

@@ -55,6 +55,7 @@ impl Ttl {
 pub struct StateDescriptor {
     name: String,
     ttl: Option<Ttl>,
+    evictable: bool,
 }
 
 impl StateDescriptor {
@@ -63,6 +64,7 @@ impl StateDescriptor {
         StateDescriptor {
             name: name.into(),
             ttl: None,
+            evictable: false,
         }
     }
 
@@ -70,6 +72,15 @@ impl StateDescriptor {
     /// [`KeyedState::cleanup_expired`] and before every snapshot.
     pub fn with_ttl(mut self, ttl: Ttl) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Marks the state as a cache: a backend over its memory bound may drop its least
+    /// recently used entries (a later read finds nothing), see
+    /// [`MemoryBackend::with_eviction_bound`](crate::MemoryBackend::with_eviction_bound).
+    /// Only for state that can be recomputed or lost: the default is never to evict.
+    pub fn evictable(mut self) -> Self {
+        self.evictable = true;
         self
     }
 }
@@ -207,6 +218,9 @@ impl<B: StateBackend> KeyedState<B> {
         let id = self
             .backend
             .register(&desc.name, &fingerprint::<T>(kind, desc.ttl))?;
+        if desc.evictable {
+            self.backend.set_evictable(id)?;
+        }
         let r = Registered {
             id,
             name: desc.name,

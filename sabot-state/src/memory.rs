@@ -1,5 +1,7 @@
 //! The in-memory state backend: hash maps per key group, copy-on-write snapshots.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +26,8 @@ type Group = HashMap<Key, Value>;
 #[derive(Debug, Clone)]
 struct Table {
     meta: TableMeta,
+    /// Entries may be evicted (the state is a cache).
+    evictable: bool,
     /// Indexed by key group minus the range start. `Arc` for copy-on-write snapshots: a
     /// snapshot shares the groups; the first write after it copies only that group.
     groups: Vec<Arc<Group>>,
@@ -56,6 +60,61 @@ pub struct MemoryBackend {
     tables: Vec<Table>,
     scratch: Vec<u8>,
     value_scratch: Vec<u8>,
+    /// Most bytes evictable states may hold, if bounded.
+    bound: Option<usize>,
+    /// Recency of evictable states' entries (reads count: `get` takes `&self`).
+    lru: RefCell<Lru>,
+    evicted: u64,
+}
+
+/// Bytes an entry is counted for beyond its key and value: the hash table bucket and the
+/// recency bookkeeping.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// An evictable entry: (state, key-group slot, composite key).
+type EntryId = (u32, u16, Key);
+
+/// Least-recently-used order of the entries of evictable states.
+#[derive(Debug, Clone, Default)]
+struct Lru {
+    tick: u64,
+    bytes: usize,
+    /// Entry -> (last use, counted bytes).
+    entries: HashMap<EntryId, (u64, usize)>,
+    /// Last use -> entry, oldest first.
+    order: BTreeMap<u64, EntryId>,
+}
+
+impl Lru {
+    /// Records a use of an entry now holding `size` bytes.
+    fn touch(&mut self, state: u32, slot: u16, key: &[u8], size: usize) {
+        self.tick += 1;
+        let id = (state, slot, Key::from_slice(key));
+        if let Some(e) = self.entries.get_mut(&id) {
+            self.order.remove(&e.0);
+            self.bytes = self.bytes - e.1 + size;
+            *e = (self.tick, size);
+        } else {
+            self.bytes += size;
+            self.entries.insert(id.clone(), (self.tick, size));
+        }
+        self.order.insert(self.tick, id);
+    }
+
+    fn remove(&mut self, state: u32, slot: u16, key: &[u8]) {
+        if let Some((tick, size)) = self.entries.remove(&(state, slot, Key::from_slice(key))) {
+            self.order.remove(&tick);
+            self.bytes -= size;
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<EntryId> {
+        let (_, id) = self.order.pop_first()?;
+        if let Some((_, size)) = self.entries.remove(&id) {
+            self.bytes -= size;
+        }
+        Some(id)
+    }
 }
 
 impl MemoryBackend {
@@ -67,6 +126,68 @@ impl MemoryBackend {
             tables: Vec::new(),
             scratch: Vec::new(),
             value_scratch: Vec::new(),
+            bound: None,
+            lru: RefCell::new(Lru::default()),
+            evicted: 0,
+        }
+    }
+
+    /// Bounds the memory of evictable states (see
+    /// [`StateDescriptor::evictable`](crate::StateDescriptor::evictable)) to `max_bytes`,
+    /// counting keys, values and 64 bytes per entry: beyond it, their least recently
+    /// used entries (read or written) are dropped. Other states are never evicted.
+    pub fn with_eviction_bound(mut self, max_bytes: usize) -> Self {
+        self.bound = Some(max_bytes);
+        self
+    }
+
+    /// Entries evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Bytes counted against the eviction bound now.
+    pub fn evictable_bytes(&self) -> usize {
+        self.lru.borrow().bytes
+    }
+
+    /// Whether reads and writes of `state` are tracked for eviction.
+    #[inline]
+    fn tracked(&self, state: StateId) -> bool {
+        self.bound.is_some()
+            && self
+                .tables
+                .get(state.0 as usize)
+                .is_some_and(|t| t.evictable)
+    }
+
+    /// Records a use of an entry of a tracked state.
+    fn touch(&self, state: StateId, kg: KeyGroup, composite: &[u8], value_len: usize) {
+        let slot = kg.0 - self.range.start;
+        self.lru.borrow_mut().touch(
+            state.0,
+            slot,
+            composite,
+            composite.len() + value_len + ENTRY_OVERHEAD,
+        );
+    }
+
+    /// Drops least recently used entries of evictable states until under the bound.
+    fn evict(&mut self) {
+        let Some(bound) = self.bound else { return };
+        loop {
+            let id = {
+                let mut lru = self.lru.borrow_mut();
+                if lru.bytes <= bound {
+                    return;
+                }
+                lru.pop_oldest()
+            };
+            let Some((state, slot, key)) = id else { return };
+            if let Some(t) = self.tables.get_mut(state as usize) {
+                Arc::make_mut(&mut t.groups[usize::from(slot)]).remove(key.as_slice());
+                self.evicted += 1;
+            }
         }
     }
 
@@ -105,6 +226,7 @@ impl MemoryBackend {
     fn new_table(&self, meta: TableMeta) -> Table {
         Table {
             meta,
+            evictable: false,
             groups: (0..self.range.len())
                 .map(|_| Arc::new(Group::new()))
                 .collect(),
@@ -224,6 +346,11 @@ impl StateBackend for MemoryBackend {
         match found {
             Some(v) => {
                 out.extend_from_slice(v);
+                if self.tracked(state) {
+                    let mut c = Vec::with_capacity(n);
+                    composite(&mut c, key, namespace);
+                    self.touch(state, kg, &c, v.len());
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -251,6 +378,10 @@ impl StateBackend for MemoryBackend {
                 group.insert(Key::from_slice(&scratch), Value::from_slice(value));
             }
         }
+        if self.tracked(state) {
+            self.touch(state, kg, &scratch, value.len());
+            self.evict();
+        }
         self.scratch = scratch;
         Ok(())
     }
@@ -271,6 +402,10 @@ impl StateBackend for MemoryBackend {
                 .group_mut(state, kg)?
                 .remove(scratch.as_slice())
                 .is_some();
+        if removed && self.tracked(state) {
+            let slot = kg.0 - self.range.start;
+            self.lru.borrow_mut().remove(state.0, slot, &scratch);
+        }
         self.scratch = scratch;
         Ok(removed)
     }
@@ -286,11 +421,19 @@ impl StateBackend for MemoryBackend {
         let mut scratch = std::mem::take(&mut self.scratch);
         composite(&mut scratch, key, namespace);
         let group = self.group_mut(state, kg)?;
-        match group.get_mut(scratch.as_slice()) {
-            Some(v) => v.extend_from_slice(operand),
+        let len = match group.get_mut(scratch.as_slice()) {
+            Some(v) => {
+                v.extend_from_slice(operand);
+                v.len()
+            }
             None => {
                 group.insert(Key::from_slice(&scratch), Value::from_slice(operand));
+                operand.len()
             }
+        };
+        if self.tracked(state) {
+            self.touch(state, kg, &scratch, len);
+            self.evict();
         }
         self.scratch = scratch;
         Ok(())
@@ -320,9 +463,35 @@ impl StateBackend for MemoryBackend {
                 group.insert(Key::from_slice(&scratch), Value::from_slice(&new));
             }),
         };
+        if result.is_ok() && self.tracked(state) {
+            self.touch(state, kg, &scratch, new.len());
+            self.evict();
+        }
         self.scratch = scratch;
         self.value_scratch = new;
         result
+    }
+
+    fn set_evictable(&mut self, state: StateId) -> Result<()> {
+        let t = self
+            .tables
+            .get_mut(state.0 as usize)
+            .ok_or(StateError::UnknownState(state.0))?;
+        if t.evictable {
+            return Ok(());
+        }
+        t.evictable = true;
+        if self.bound.is_some() {
+            // Entries already there count too (in no particular order of use).
+            let mut lru = self.lru.borrow_mut();
+            for (slot, g) in t.groups.iter().enumerate() {
+                for (k, v) in g.iter() {
+                    lru.touch(state.0, slot as u16, k, k.len() + v.len() + ENTRY_OVERHEAD);
+                }
+            }
+        }
+        self.evict();
+        Ok(())
     }
 
     fn scan(
@@ -398,12 +567,22 @@ impl StateBackend for MemoryBackend {
                 if !self.range.contains(kg) {
                     continue;
                 }
-                let group = self.group_mut(ids[g.table as usize], kg)?;
+                let id = ids[g.table as usize];
+                let tracked = self.tracked(id);
+                let group = self.group_mut(id, kg)?;
+                let mut used = Vec::new();
                 for (k, v) in g.entries {
+                    if tracked {
+                        used.push((Key::from_slice(&k), v.len()));
+                    }
                     group.insert(Key::from_vec(k), Value::from_vec(v));
+                }
+                for (k, len) in used {
+                    self.touch(id, kg, &k, len);
                 }
             }
         }
+        self.evict();
         Ok(())
     }
 }

@@ -1,0 +1,124 @@
+//! Random get and put of 100-byte values over 10M keys: Sabot's RocksDB state backend
+//! against RocksDB's raw API on a database with the same settings, in the same run.
+//!
+//! `SABOT_ROCKS_KEYS` sets the number of keys (default 10,000,000); `SABOT_BENCH_DIR` the
+//! parent folder of the two databases (default: the system's temporary folder).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rocksdb::{BlockBasedOptions, Cache, DB, DBCompressionType, Options, WriteBatch, WriteOptions};
+use sabot::core::key::hash_i64;
+use sabot::core::random::SplitMix64;
+use sabot::core::{KeyGroup, KeyGroupRange};
+use sabot::state::{RocksDbBackend, RocksDbConfig, StateBackend};
+
+const MAX_P: usize = 128;
+const OPS: usize = 10_000;
+
+fn keys() -> u64 {
+    std::env::var("SABOT_ROCKS_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+/// The raw database, tuned as `RocksDbConfig::default()` tunes Sabot's column families.
+fn raw_db(path: &std::path::Path, config: &RocksDbConfig) -> DB {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.increase_parallelism(config.background_jobs);
+    o.set_write_buffer_size(config.write_buffer_size);
+    o.set_compression_type(DBCompressionType::Lz4);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(config.block_cache_size).expect("cache"));
+    table.set_bloom_filter(10.0, false);
+    o.set_block_based_table_factory(&table);
+    DB::open(&o, path).expect("open raw database")
+}
+
+fn bench(c: &mut Criterion) {
+    let n = keys();
+    let parent: PathBuf = std::env::var_os("SABOT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(&parent).expect("bench folder");
+    let config = RocksDbConfig::default();
+    let all = KeyGroupRange::for_subtask(MAX_P, 1, 0);
+    let mut sabot =
+        RocksDbBackend::open(&dir.path().join("sabot"), config.clone(), MAX_P, all).expect("open");
+    let state = sabot.register("values", "bytes").expect("register");
+    let raw = raw_db(&dir.path().join("raw"), &config);
+    let mut no_wal = WriteOptions::default();
+    no_wal.disable_wal(true);
+
+    let value = [0x5au8; 100];
+    let kg = |k: i64| KeyGroup::of_hash(hash_i64(k), MAX_P);
+    eprintln!("state_rocksdb: loading {n} keys into each database");
+    let mut batch = WriteBatch::default();
+    for k in 0..n as i64 {
+        sabot
+            .put(state, kg(k), &k.to_le_bytes(), b"", &value)
+            .expect("load");
+        batch.put(k.to_be_bytes(), value);
+        if batch.len() == 10_000 {
+            raw.write_opt(std::mem::take(&mut batch), &no_wal)
+                .expect("load raw");
+        }
+    }
+    raw.write_opt(batch, &no_wal).expect("load raw");
+
+    let mut r = SplitMix64::new(21, 0);
+    let picks: Vec<i64> = (0..OPS).map(|_| r.below(n) as i64).collect();
+
+    let mut g = c.benchmark_group(format!("rocksdb_random_get_{}k_keys", n / 1000));
+    g.throughput(Throughput::Elements(OPS as u64));
+    let mut out = Vec::new();
+    g.bench_function("sabot_rocksdb_backend", |b| {
+        b.iter(|| {
+            for &k in &picks {
+                let found = sabot
+                    .get(state, kg(k), &k.to_le_bytes(), b"", &mut out)
+                    .expect("get");
+                black_box((found, &out));
+            }
+        })
+    });
+    g.bench_function("baseline_raw_rocksdb", |b| {
+        b.iter(|| {
+            for &k in &picks {
+                let v = raw.get_pinned(k.to_be_bytes()).expect("get");
+                black_box(v.as_deref().map(<[u8]>::len));
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("rocksdb_random_put_{}k_keys", n / 1000));
+    g.throughput(Throughput::Elements(OPS as u64));
+    g.bench_function("sabot_rocksdb_backend", |b| {
+        b.iter(|| {
+            for &k in &picks {
+                sabot
+                    .put(state, kg(k), &k.to_le_bytes(), b"", &value)
+                    .expect("put");
+            }
+        })
+    });
+    g.bench_function("baseline_raw_rocksdb", |b| {
+        b.iter(|| {
+            for &k in &picks {
+                raw.put_opt(k.to_be_bytes(), value, &no_wal).expect("put");
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);
