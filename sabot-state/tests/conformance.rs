@@ -412,3 +412,36 @@ fn memory_snapshot_is_copy_on_write() {
         .unwrap();
     assert_eq!(get(&b, s, 1, b"k", b"").as_deref(), Some(&b"after"[..]));
 }
+
+/// A full disk while a snapshot is written: an error naming the file, and no snapshot
+/// published (the previous one, if any, stays). `/dev/full` fails every write with
+/// ENOSPC; the snapshot's temporary file is made a link to it.
+#[cfg(target_os = "linux")]
+#[test]
+fn full_disk_during_snapshot_is_an_error_and_publishes_nothing() {
+    let dir = scratch_dir();
+    let mut b = memory(all());
+    let s = b.register("s", "v1").unwrap();
+    b.put(s, KeyGroup(3), b"k", b"", &[7u8; 4096]).unwrap();
+    b.snapshot(dir.path(), all()).unwrap();
+    let published = std::fs::read(dir.path().join(sabot_state::snapshot::SNAPSHOT_FILE)).unwrap();
+
+    b.put(s, KeyGroup(3), b"k2", b"", &[8u8; 4096]).unwrap();
+    let tmp = dir
+        .path()
+        .join(format!("{}.tmp", sabot_state::snapshot::SNAPSHOT_FILE));
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let err = b.snapshot(dir.path(), all()).unwrap_err().to_string();
+    assert!(
+        err.contains("state.sbst.tmp") && err.contains("No space left"),
+        "{err}"
+    );
+    // The published snapshot is the previous one, intact and restorable.
+    let now = std::fs::read(dir.path().join(sabot_state::snapshot::SNAPSHOT_FILE)).unwrap();
+    assert_eq!(now, published);
+    let mut r = memory(all());
+    r.restore(&[dir.path().to_owned()]).unwrap();
+    let s = r.register("s", "v1").unwrap();
+    assert!(get(&r, s, 3, b"k", b"").is_some());
+    assert!(get(&r, s, 3, b"k2", b"").is_none());
+}
