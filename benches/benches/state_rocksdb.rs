@@ -79,6 +79,26 @@ fn bench(c: &mut Criterion) {
         }
     }
     raw.write_opt(batch, &no_wal).expect("load raw");
+    // Measure both databases at rest: no flush or compaction running or pending.
+    let busy = |v: Option<u64>| v.unwrap_or(0) > 0;
+    loop {
+        let props = [
+            "rocksdb.num-running-compactions",
+            "rocksdb.compaction-pending",
+            "rocksdb.num-running-flushes",
+            "rocksdb.mem-table-flush-pending",
+        ];
+        let sabot_busy = props
+            .iter()
+            .any(|p| busy(sabot.property(state, p).expect("property")));
+        let raw_busy = props
+            .iter()
+            .any(|p| busy(raw.property_int_value(*p).expect("property")));
+        if !sabot_busy && !raw_busy {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     let mut r = SplitMix64::new(21, 0);
     let picks: Vec<i64> = (0..OPS).map(|_| r.below(n) as i64).collect();
@@ -99,8 +119,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("baseline_raw_rocksdb", |b| {
         b.iter(|| {
             for &k in &picks {
-                let v = raw.get_pinned(raw_key(k)).expect("get");
-                black_box(v.as_deref().map(<[u8]>::len));
+                // Copied out, as the backend's `get` does.
+                out.clear();
+                let found = match raw.get_pinned(raw_key(k)).expect("get") {
+                    Some(v) => {
+                        out.extend_from_slice(&v);
+                        true
+                    }
+                    None => false,
+                };
+                black_box((found, &out));
             }
         })
     });

@@ -199,6 +199,14 @@ impl RocksDbBackend {
         Ok(o)
     }
 
+    /// A RocksDB integer property of `state`'s column family (for metrics and tests),
+    /// e.g. `rocksdb.estimate-num-keys` or `rocksdb.num-running-compactions`.
+    pub fn property(&self, state: StateId, name: &str) -> Result<Option<u64>> {
+        self.db
+            .property_int_value_cf(self.cf(state)?, name)
+            .map_err(db_err(&self.path))
+    }
+
     /// The settings it was opened with.
     pub fn config(&self) -> &RocksDbConfig {
         &self.config
