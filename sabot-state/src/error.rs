@@ -7,8 +7,9 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
-    /// Reading or writing a snapshot file failed (a full disk, a missing folder, ...).
-    #[error("state snapshot I/O failed at {path}: {source}")]
+    /// Reading or writing a state file or folder failed (a full disk, a missing folder,
+    /// a working folder that cannot be created, ...).
+    #[error("state I/O failed at {path}: {source}")]
     Io {
         /// The file or folder.
         path: PathBuf,

@@ -32,6 +32,8 @@ fn help_lists_commands_and_options() {
         "--parallelism",
         "--seed",
         "--threshold",
+        "--state",
+        "--state-dir",
         "--no-progress",
     ] {
         assert!(t.contains(opt), "demo --help lacks {opt}: {t}");
@@ -60,9 +62,11 @@ fn demo_prints_throughput_and_alerts() {
 }
 
 #[test]
-fn demo_is_deterministic_for_a_seed_at_any_parallelism() {
-    let alerts = |p: &str| {
-        let o = sabot(&[
+fn demo_is_deterministic_for_a_seed_at_any_parallelism_and_state_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().to_str().unwrap().to_owned();
+    let alerts = |p: &str, state: &[&str]| {
+        let mut args = vec![
             "demo",
             "--events",
             "30000",
@@ -72,7 +76,9 @@ fn demo_is_deterministic_for_a_seed_at_any_parallelism() {
             p,
             "--seed",
             "9",
-        ]);
+        ];
+        args.extend_from_slice(state);
+        let o = sabot(&args);
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -80,7 +86,14 @@ fn demo_is_deterministic_for_a_seed_at_any_parallelism() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(alerts("1"), alerts("3"));
+    let memory = alerts("1", &[]);
+    assert_eq!(memory, alerts("3", &[]));
+    assert_eq!(
+        memory,
+        alerts("2", &["--state", "rocksdb", "--state-dir", &state_dir])
+    );
+    // The RocksDB working folders are gone once the demo ends.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -95,6 +108,21 @@ fn bad_arguments_are_clear_errors_not_panics() {
             "invalid parallelism",
         ),
         (&["launch"][..], "unrecognized subcommand"),
+        (&["demo", "--state", "disk"][..], "invalid value 'disk'"),
+        (
+            &["demo", "--state-dir", "/tmp"][..],
+            "--state-dir is for --state rocksdb",
+        ),
+        (
+            &[
+                "demo",
+                "--state",
+                "rocksdb",
+                "--state-dir",
+                "/dev/null/sabot",
+            ][..],
+            "/dev/null/sabot",
+        ),
     ] {
         let o = sabot(args);
         let t = text(&o);
