@@ -119,9 +119,25 @@ fn main() {
         Command::Demo(args) => demo(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text its parent already
+/// includes (Sabot's errors name their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
