@@ -1,6 +1,8 @@
 //! Moving batches between subtasks for the Sabot stream processor.
 //!
-//! - [`queue`]: bounded queues; a full queue blocks the producer (backpressure).
+//! - [`queue`]: bounded lock-free queues, MPSC ([`queue::bounded`]) and SPSC
+//!   ([`queue::spsc`]); a full queue blocks the producer (backpressure), an empty one the
+//!   consumer, both sleeping until the other side signals.
 //! - [`HashPartitioner`]: splits a batch by key group into one batch per downstream
 //!   subtask, with Arrow's `take` kernel. [`RoundRobinPartitioner`] rotates whole batches.
 //!
@@ -14,12 +16,14 @@
 //! assert_eq!(rx.pop(), None); // closed and drained
 //! ```
 //!
-//! Lock-free SPSC/MPSC rings and the Arrow Flight exchange between processes arrive with
-//! issue 5, behind the same API.
+//! The Arrow Flight exchange between processes arrives later in issue 5.
 
 mod error;
+mod event;
 mod partition;
 pub mod queue;
+mod ring;
+mod sync;
 
 pub use error::{Result, ShuffleError};
 pub use partition::{HashPartitioner, RoundRobinPartitioner};

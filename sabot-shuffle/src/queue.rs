@@ -2,25 +2,46 @@
 //!
 //! A full queue blocks the sender: that is Sabot's backpressure. Dropping every sender
 //! closes the queue for the receiver once it is drained; dropping the receiver makes every
-//! later send fail and hand its value back.
+//! later push fail and hand its value back. Nothing is lost or duplicated on close: an
+//! item is either popped or dropped with the queue, exactly once.
 //!
-//! This version wraps `crossbeam-channel`; the lock-free SPSC/MPSC rings of issue 5 will
-//! replace the internals behind the same API.
+//! Two flavours over the lock-free rings of the `ring` module: [`bounded`] (MPSC: clone
+//! the [`Sender`] for several producers; what an exchange uses, one queue per downstream
+//! subtask) and [`spsc`] (one producer, one consumer: the cheapest). A thread that must
+//! wait spins briefly, then sleeps on an event the other side signals.
 
 use std::fmt;
-use std::time::Duration;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
-/// Creates a bounded queue holding at most `capacity` items (at least 1).
+use crate::event::Event;
+use crate::ring::{self, MpscConsumer, MpscProducer, SpscConsumer, SpscProducer};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
+
+/// Spins on a full or empty ring before sleeping (loom does not model spinning).
+#[cfg(not(sabot_loom))]
+const SPINS: usize = 64;
+#[cfg(sabot_loom)]
+const SPINS: usize = 0;
+
+/// Creates a bounded multi-producer queue holding at least `capacity` items (rounded up
+/// to a power of two, at least 2).
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    (Sender(tx), Receiver(rx))
+    let (p, c) = ring::mpsc(capacity);
+    let shared = Shared::new();
+    (Sender(Tx::new(p, shared.clone())), Receiver(Rx::new(c, shared)))
 }
 
-/// The sending side; clone it for several producers.
-pub struct Sender<T>(crossbeam_channel::Sender<T>);
-
-/// The receiving side.
-pub struct Receiver<T>(crossbeam_channel::Receiver<T>);
+/// Creates a bounded single-producer single-consumer queue holding at least `capacity`
+/// items (rounded up to a power of two, at least 2).
+pub fn spsc<T>(capacity: usize) -> (SpscSender<T>, SpscReceiver<T>) {
+    let (p, c) = ring::spsc(capacity);
+    let shared = Shared::new();
+    (
+        SpscSender(Tx::new(p, shared.clone())),
+        SpscReceiver(Rx::new(c, shared)),
+    )
+}
 
 /// Why a non-blocking push did not happen; the value comes back.
 #[derive(PartialEq, Eq)]
@@ -40,98 +61,311 @@ impl<T> fmt::Debug for TryPushError<T> {
     }
 }
 
-impl<T> Sender<T> {
-    /// Pushes `value`, blocking while the queue is full. Returns the value back if the
-    /// receiver is gone.
-    pub fn push(&self, value: T) -> Result<(), T> {
-        self.0.send(value).map_err(|e| e.0)
-    }
+/// State both ends share besides the ring.
+struct Shared {
+    senders: AtomicUsize,
+    receiver_alive: AtomicBool,
+    not_empty: Event,
+    not_full: Event,
+}
 
-    /// Pushes `value` if there is room right now.
-    pub fn try_push(&self, value: T) -> Result<(), TryPushError<T>> {
-        self.0.try_send(value).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(v) => TryPushError::Full(v),
-            crossbeam_channel::TrySendError::Disconnected(v) => TryPushError::Closed(v),
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            senders: AtomicUsize::new(1),
+            receiver_alive: AtomicBool::new(true),
+            not_empty: Event::new(),
+            not_full: Event::new(),
         })
     }
-
-    /// Items waiting in the queue.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no item is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        Sender(self.0.clone())
-    }
+/// The producing side of a ring.
+trait RingTx<T> {
+    fn push(&self, value: T) -> Result<(), T>;
+    fn is_full(&self) -> bool;
 }
 
-impl<T> Receiver<T> {
-    /// The next item, blocking while the queue is empty; `None` once every sender is gone
-    /// and the queue is drained.
-    pub fn pop(&self) -> Option<T> {
-        self.0.recv().ok()
-    }
+/// The consuming side of a ring.
+trait RingRx<T> {
+    fn pop(&self) -> Option<T>;
+    fn has_next(&self) -> bool;
+}
 
-    /// Like [`Receiver::pop`], giving up after `timeout`: `Ok(None)` means closed and
-    /// drained, `Err(())` means nothing arrived in time.
-    #[allow(clippy::result_unit_err)]
-    pub fn pop_timeout(&self, timeout: Duration) -> Result<Option<T>, ()> {
-        match self.0.recv_timeout(timeout) {
-            Ok(v) => Ok(Some(v)),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(None),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(()),
+macro_rules! ring_impls {
+    ($tx:ident, $rx:ident) => {
+        impl<T> RingTx<T> for $tx<T> {
+            #[inline]
+            fn push(&self, value: T) -> Result<(), T> {
+                $tx::push(self, value)
+            }
+            fn is_full(&self) -> bool {
+                $tx::is_full(self)
+            }
+        }
+        impl<T> RingRx<T> for $rx<T> {
+            #[inline]
+            fn pop(&self) -> Option<T> {
+                $rx::pop(self)
+            }
+            fn has_next(&self) -> bool {
+                $rx::has_next(self)
+            }
+        }
+    };
+}
+ring_impls!(SpscProducer, SpscConsumer);
+ring_impls!(MpscProducer, MpscConsumer);
+
+struct Tx<T, P: RingTx<T>> {
+    ring: P,
+    shared: Arc<Shared>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, P: RingTx<T>> Tx<T, P> {
+    fn new(ring: P, shared: Arc<Shared>) -> Self {
+        Tx {
+            ring,
+            shared,
+            _t: PhantomData,
         }
     }
 
-    /// The next item if one is waiting.
-    pub fn try_pop(&self) -> Option<T> {
-        self.0.try_recv().ok()
+    fn try_push(&self, value: T) -> Result<(), TryPushError<T>> {
+        if !self.shared.receiver_alive.load(Ordering::Acquire) {
+            return Err(TryPushError::Closed(value));
+        }
+        match self.ring.push(value) {
+            Ok(()) => {
+                self.shared.not_empty.notify();
+                Ok(())
+            }
+            Err(v) => Err(TryPushError::Full(v)),
+        }
     }
 
-    /// Items waiting in the queue.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no item is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    fn push(&self, mut value: T) -> Result<(), T> {
+        loop {
+            match self.try_push(value) {
+                Ok(()) => return Ok(()),
+                Err(TryPushError::Closed(v)) => return Err(v),
+                Err(TryPushError::Full(v)) => value = v,
+            }
+            let mut spins = 0;
+            while spins < SPINS && self.ring.is_full() {
+                std::hint::spin_loop();
+                spins += 1;
+            }
+            let shared = &self.shared;
+            shared.not_full.wait_until(
+                || !self.ring.is_full() || !shared.receiver_alive.load(Ordering::Acquire),
+                None,
+            );
+        }
     }
 }
 
-impl<T> fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("len", &self.len()).finish()
+impl<T, P: RingTx<T>> Drop for Tx<T, P> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.not_empty.notify();
+        }
     }
 }
 
-impl<T> fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
-            .field("len", &self.len())
-            .finish()
+struct Rx<T, C: RingRx<T>> {
+    ring: C,
+    shared: Arc<Shared>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T, C: RingRx<T>> Rx<T, C> {
+    fn new(ring: C, shared: Arc<Shared>) -> Self {
+        Rx {
+            ring,
+            shared,
+            _t: PhantomData,
+        }
+    }
+
+    fn try_pop(&self) -> Option<T> {
+        let v = self.ring.pop()?;
+        self.shared.not_full.notify();
+        Some(v)
+    }
+
+    fn closed(&self) -> bool {
+        self.shared.senders.load(Ordering::Acquire) == 0
+    }
+
+    /// `Ok(Some)`: an item; `Ok(None)`: closed and drained; `Err`: the deadline passed.
+    fn pop_until(&self, deadline: Option<Instant>) -> Result<Option<T>, ()> {
+        loop {
+            if let Some(v) = self.try_pop() {
+                return Ok(Some(v));
+            }
+            if self.closed() {
+                // Every push finished before its sender was dropped: one last look.
+                return Ok(self.try_pop());
+            }
+            let mut spins = 0;
+            while spins < SPINS && !self.ring.has_next() {
+                std::hint::spin_loop();
+                spins += 1;
+            }
+            if !self
+                .shared
+                .not_empty
+                .wait_until(|| self.ring.has_next() || self.closed(), deadline)
+            {
+                return Err(());
+            }
+        }
     }
 }
 
-#[cfg(test)]
+impl<T, C: RingRx<T>> Drop for Rx<T, C> {
+    fn drop(&mut self) {
+        self.shared.receiver_alive.store(false, Ordering::Release);
+        self.shared.not_full.notify();
+        // Free what is queued now; anything pushed later goes with the ring.
+        while self.ring.pop().is_some() {}
+    }
+}
+
+macro_rules! sender_api {
+    ($name:ident, $ring:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name<T>(Tx<T, $ring<T>>);
+
+        impl<T> $name<T> {
+            /// Pushes `value`, blocking while the queue is full. Returns the value back
+            /// if the receiver is gone.
+            pub fn push(&self, value: T) -> Result<(), T> {
+                self.0.push(value)
+            }
+
+            /// Pushes `value` if there is room right now.
+            pub fn try_push(&self, value: T) -> Result<(), TryPushError<T>> {
+                self.0.try_push(value)
+            }
+
+            /// Items waiting in the queue (a snapshot; other threads move it).
+            pub fn len(&self) -> usize {
+                self.0.ring.len()
+            }
+
+            /// Whether no item is waiting.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// How many items the queue holds at most.
+            pub fn capacity(&self) -> usize {
+                self.0.ring.capacity()
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("len", &self.len())
+                    .finish()
+            }
+        }
+    };
+}
+
+macro_rules! receiver_api {
+    ($name:ident, $ring:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name<T>(Rx<T, $ring<T>>);
+
+        impl<T> $name<T> {
+            /// The next item, blocking while the queue is empty; `None` once every sender
+            /// is gone and the queue is drained.
+            pub fn pop(&self) -> Option<T> {
+                self.0.pop_until(None).unwrap_or(None)
+            }
+
+            /// Like `pop`, giving up after `timeout`: `Ok(None)` means closed and
+            /// drained, `Err(())` means nothing arrived in time.
+            #[allow(clippy::result_unit_err)]
+            pub fn pop_timeout(&self, timeout: Duration) -> Result<Option<T>, ()> {
+                self.0.pop_until(Some(Instant::now() + timeout))
+            }
+
+            /// The next item if one is waiting.
+            pub fn try_pop(&self) -> Option<T> {
+                self.0.try_pop()
+            }
+
+            /// Items waiting in the queue (a snapshot; other threads move it).
+            pub fn len(&self) -> usize {
+                self.0.ring.len()
+            }
+
+            /// Whether no item is waiting.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("len", &self.len())
+                    .finish()
+            }
+        }
+    };
+}
+
+sender_api!(
+    Sender,
+    MpscProducer,
+    "The sending side of a [`bounded`] queue; clone it for several producers."
+);
+receiver_api!(Receiver, MpscConsumer, "The receiving side of a [`bounded`] queue.");
+sender_api!(
+    SpscSender,
+    SpscProducer,
+    "The sending side of an [`spsc`] queue: one producer (not `Clone`, not `Sync`)."
+);
+receiver_api!(SpscReceiver, SpscConsumer, "The receiving side of an [`spsc`] queue.");
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.0.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Sender(Tx::new(self.0.ring.clone(), self.0.shared.clone()))
+    }
+}
+
+#[cfg(all(test, not(sabot_loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn full_queue_hands_the_value_back() {
         let (tx, rx) = bounded(1);
+        assert_eq!(tx.capacity(), 2, "MPSC rings hold at least two items");
         tx.push(1).unwrap();
-        assert_eq!(tx.try_push(2), Err(TryPushError::Full(2)));
+        tx.push(2).unwrap();
+        assert_eq!(tx.try_push(3), Err(TryPushError::Full(3)));
         assert_eq!(rx.pop(), Some(1));
         drop(rx);
         assert_eq!(tx.push(3), Err(3));
+        assert_eq!(tx.try_push(4), Err(TryPushError::Closed(4)));
+
+        let (tx, rx) = spsc(1);
+        assert_eq!(tx.capacity(), 2);
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        assert_eq!(tx.try_push(3), Err(TryPushError::Full(3)));
+        assert_eq!(rx.try_pop(), Some(1));
+        assert_eq!(rx.try_pop(), Some(2));
+        assert_eq!(rx.try_pop(), None);
     }
 
     #[test]
@@ -143,20 +377,73 @@ mod tests {
         assert_eq!(rx.pop(), Some(1));
         assert_eq!(rx.pop(), Some(2));
         assert_eq!(rx.pop(), None);
+        assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Ok(None));
     }
 
     #[test]
-    fn items_arrive_in_order_across_threads() {
-        let (tx, rx) = bounded(8);
-        let t = std::thread::spawn(move || {
-            for i in 0..100_000u32 {
-                tx.push(i).unwrap();
+    fn pop_timeout_gives_up_on_an_open_empty_queue() {
+        let (tx, rx) = spsc::<u8>(4);
+        let start = Instant::now();
+        assert_eq!(rx.pop_timeout(Duration::from_millis(30)), Err(()));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        drop(tx);
+        assert_eq!(rx.pop_timeout(Duration::from_millis(30)), Ok(None));
+    }
+}
+
+/// Loom models of push, pop and close (`RUSTFLAGS="--cfg sabot_loom"`).
+#[cfg(all(test, sabot_loom))]
+mod loom_tests {
+    use super::*;
+
+    #[test]
+    fn loom_spsc_delivers_in_order_and_closes() {
+        loom::model(|| {
+            let (tx, rx) = spsc::<u32>(2);
+            let t = loom::thread::spawn(move || {
+                for i in 0..3 {
+                    tx.push(i).unwrap();
+                }
+            });
+            for i in 0..3 {
+                assert_eq!(rx.pop(), Some(i));
             }
+            assert_eq!(rx.pop(), None);
+            t.join().unwrap();
         });
-        for i in 0..100_000u32 {
-            assert_eq!(rx.pop(), Some(i));
-        }
-        t.join().unwrap();
-        assert_eq!(rx.pop(), None);
+    }
+
+    #[test]
+    fn loom_mpsc_delivers_each_item_once() {
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(2);
+            let tx2 = tx.clone();
+            let a = loom::thread::spawn(move || tx.push(1).unwrap());
+            let b = loom::thread::spawn(move || tx2.push(2).unwrap());
+            let mut got = vec![rx.pop().unwrap(), rx.pop().unwrap()];
+            got.sort_unstable();
+            assert_eq!(got, vec![1, 2]);
+            assert_eq!(rx.pop(), None);
+            a.join().unwrap();
+            b.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_receiver_close_wakes_a_blocked_sender_and_drops_items_once() {
+        loom::model(|| {
+            let item = std::sync::Arc::new(());
+            let (tx, rx) = bounded::<std::sync::Arc<()>>(2);
+            tx.push(item.clone()).unwrap();
+            tx.push(item.clone()).unwrap();
+            let t = loom::thread::spawn(move || {
+                // Full: blocks until the receiver pops or goes away.
+                let _ = tx.push(std::sync::Arc::new(()));
+            });
+            drop(rx);
+            t.join().unwrap();
+            // Both queued items were dropped exactly once.
+            assert_eq!(std::sync::Arc::strong_count(&item), 1);
+        });
     }
 }

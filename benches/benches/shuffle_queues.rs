@@ -1,0 +1,101 @@
+//! Queue hand-over between two threads: ns per push+pop for Sabot's SPSC and MPSC queues
+//! next to `crossbeam::channel::bounded` and `crossbeam::queue::ArrayQueue` (spinning on
+//! full/empty, as it has no blocking) in the same run. 100,000 items per iteration,
+//! capacity 1,024.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sabot::shuffle::queue;
+
+const ITEMS: u64 = 100_000;
+const CAP: usize = 1024;
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("queue_handover_100k");
+    g.throughput(Throughput::Elements(ITEMS));
+    g.bench_function("sabot_spsc", |b| {
+        b.iter(|| {
+            let (tx, rx) = queue::spsc::<u64>(CAP);
+            let t = std::thread::spawn(move || {
+                for i in 0..ITEMS {
+                    tx.push(i).expect("receiver alive");
+                }
+            });
+            let mut sum = 0;
+            while let Some(v) = rx.pop() {
+                sum += v;
+            }
+            t.join().expect("producer");
+            black_box(sum)
+        })
+    });
+    g.bench_function("sabot_mpsc_one_producer", |b| {
+        b.iter(|| {
+            let (tx, rx) = queue::bounded::<u64>(CAP);
+            let t = std::thread::spawn(move || {
+                for i in 0..ITEMS {
+                    tx.push(i).expect("receiver alive");
+                }
+            });
+            let mut sum = 0;
+            while let Some(v) = rx.pop() {
+                sum += v;
+            }
+            t.join().expect("producer");
+            black_box(sum)
+        })
+    });
+    g.bench_function("baseline_crossbeam_channel", |b| {
+        b.iter(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP);
+            let t = std::thread::spawn(move || {
+                for i in 0..ITEMS {
+                    tx.send(i).expect("receiver alive");
+                }
+            });
+            let mut sum = 0;
+            while let Ok(v) = rx.recv() {
+                sum += v;
+            }
+            t.join().expect("producer");
+            black_box(sum)
+        })
+    });
+    g.bench_function("baseline_crossbeam_array_queue", |b| {
+        b.iter(|| {
+            let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(CAP));
+            let p = q.clone();
+            let t = std::thread::spawn(move || {
+                for i in 0..ITEMS {
+                    let mut v = i;
+                    while let Err(back) = p.push(v) {
+                        v = back;
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let mut sum = 0;
+            for _ in 0..ITEMS {
+                loop {
+                    if let Some(v) = q.pop() {
+                        sum += v;
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            t.join().expect("producer");
+            black_box(sum)
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,97 @@
+//! Sleeping until a condition holds, woken by whoever makes it hold.
+
+use std::time::Instant;
+
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence};
+
+/// An event a thread can wait on: `wait_until(ready)` sleeps until `ready()` holds;
+/// whoever may have made it hold calls `notify()` (cheap when nobody waits).
+///
+/// No wake-up is lost: a waiter registers (increments the waiter count), issues a
+/// sequentially consistent fence and checks `ready()` again, all under the lock, before
+/// sleeping; a notifier publishes its change, issues a fence, reads the waiter count and,
+/// if anyone waits, notifies under the same lock. Whichever fence comes second sees the
+/// other side's write.
+#[derive(Debug)]
+pub(crate) struct Event {
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+impl Event {
+    pub(crate) fn new() -> Self {
+        Event {
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Wakes every waiter, if any. Call after publishing the change they wait for.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits until `ready()` holds (returns `true`) or `deadline` passes (`false`).
+    pub(crate) fn wait_until(
+        &self,
+        mut ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
+        loop {
+            if ready() {
+                return true;
+            }
+            let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `notify`: of the two fences, the later one sees the
+            // other side's write (the waiter count, or the change `ready` reads).
+            fence(Ordering::SeqCst);
+            if ready() {
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                return true;
+            }
+            let timed_out = self.sleep(guard, deadline);
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                return ready();
+            }
+        }
+    }
+
+    /// Sleeps once; returns whether the deadline has passed.
+    #[cfg(not(sabot_loom))]
+    fn sleep(&self, guard: std::sync::MutexGuard<'_, ()>, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None => {
+                drop(self.cond.wait(guard).unwrap_or_else(|e| e.into_inner()));
+                false
+            }
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return true;
+                }
+                drop(
+                    self.cond
+                        .wait_timeout(guard, d - now)
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+                Instant::now() >= d
+            }
+        }
+    }
+
+    /// Loom does not model time: a wait with a deadline waits as one without.
+    #[cfg(sabot_loom)]
+    fn sleep(&self, guard: loom::sync::MutexGuard<'_, ()>, _deadline: Option<Instant>) -> bool {
+        drop(self.cond.wait(guard).unwrap_or_else(|e| e.into_inner()));
+        false
+    }
+}
