@@ -18,18 +18,30 @@ use crate::event::Event;
 use crate::ring::{self, MpscConsumer, MpscProducer, SpscConsumer, SpscProducer};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 
-/// Spins on a full or empty ring before sleeping (loom does not model spinning).
-#[cfg(not(sabot_loom))]
-const SPINS: usize = 64;
-#[cfg(sabot_loom)]
-const SPINS: usize = 0;
+/// Spins briefly while `waiting()` holds, before a thread goes to sleep (not under loom,
+/// which does not model spinning).
+#[inline]
+fn spin_while(mut waiting: impl FnMut() -> bool) {
+    #[cfg(not(sabot_loom))]
+    for _ in 0..64 {
+        if !waiting() {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    #[cfg(sabot_loom)]
+    let _ = &mut waiting;
+}
 
 /// Creates a bounded multi-producer queue holding at least `capacity` items (rounded up
 /// to a power of two, at least 2).
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let (p, c) = ring::mpsc(capacity);
     let shared = Shared::new();
-    (Sender(Tx::new(p, shared.clone())), Receiver(Rx::new(c, shared)))
+    (
+        Sender(Tx::new(p, shared.clone())),
+        Receiver(Rx::new(c, shared)),
+    )
 }
 
 /// Creates a bounded single-producer single-consumer queue holding at least `capacity`
@@ -152,11 +164,7 @@ impl<T, P: RingTx<T>> Tx<T, P> {
                 Err(TryPushError::Closed(v)) => return Err(v),
                 Err(TryPushError::Full(v)) => value = v,
             }
-            let mut spins = 0;
-            while spins < SPINS && self.ring.is_full() {
-                std::hint::spin_loop();
-                spins += 1;
-            }
+            spin_while(|| self.ring.is_full());
             let shared = &self.shared;
             shared.not_full.wait_until(
                 || !self.ring.is_full() || !shared.receiver_alive.load(Ordering::Acquire),
@@ -209,11 +217,7 @@ impl<T, C: RingRx<T>> Rx<T, C> {
                 // Every push finished before its sender was dropped: one last look.
                 return Ok(self.try_pop());
             }
-            let mut spins = 0;
-            while spins < SPINS && !self.ring.has_next() {
-                std::hint::spin_loop();
-                spins += 1;
-            }
+            spin_while(|| !self.ring.has_next());
             if !self
                 .shared
                 .not_empty
@@ -327,13 +331,21 @@ sender_api!(
     MpscProducer,
     "The sending side of a [`bounded`] queue; clone it for several producers."
 );
-receiver_api!(Receiver, MpscConsumer, "The receiving side of a [`bounded`] queue.");
+receiver_api!(
+    Receiver,
+    MpscConsumer,
+    "The receiving side of a [`bounded`] queue."
+);
 sender_api!(
     SpscSender,
     SpscProducer,
     "The sending side of an [`spsc`] queue: one producer (not `Clone`, not `Sync`)."
 );
-receiver_api!(SpscReceiver, SpscConsumer, "The receiving side of an [`spsc`] queue.");
+receiver_api!(
+    SpscReceiver,
+    SpscConsumer,
+    "The receiving side of an [`spsc`] queue."
+);
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {

@@ -238,7 +238,11 @@ impl<T> MpscProducer<T> {
     pub(crate) fn is_full(&self) -> bool {
         let r = &*self.ring;
         let pos = r.enqueue.0.load(Ordering::Relaxed);
-        (r.slots[pos & r.mask].seq.load(Ordering::Acquire).wrapping_sub(pos) as isize) < 0
+        (r.slots[pos & r.mask]
+            .seq
+            .load(Ordering::Acquire)
+            .wrapping_sub(pos) as isize)
+            < 0
     }
 
     pub(crate) fn len(&self) -> usize {

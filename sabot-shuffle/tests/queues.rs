@@ -40,7 +40,10 @@ fn mpsc_delivers_4_x_25_000_items_exactly_once_in_per_producer_order() {
     let mut n = 0;
     while let Some(v) = rx.pop() {
         let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
-        assert_eq!(i, next[p], "producer {p}'s items out of order or duplicated");
+        assert_eq!(
+            i, next[p],
+            "producer {p}'s items out of order or duplicated"
+        );
         next[p] += 1;
         n += 1;
     }
@@ -72,7 +75,11 @@ fn items_left_in_a_dropped_queue_are_dropped_exactly_once() {
             }
             drop(rx.pop());
             drop(rx);
-            assert_eq!(drops.load(Ordering::SeqCst), 5, "receiver drop frees the rest");
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                5,
+                "receiver drop frees the rest"
+            );
             // A push after the receiver left hands the item back; dropping it counts once.
             match tx.try_push(item()) {
                 Err(TryPushError::Closed(v)) => drop(v),
