@@ -4,7 +4,9 @@
 //!   ([`queue::spsc`]); a full queue blocks the producer (backpressure), an empty one the
 //!   consumer, both sleeping until the other side signals.
 //! - [`HashPartitioner`]: splits a batch by key group into one batch per downstream
-//!   subtask, with Arrow's `take` kernel. [`RoundRobinPartitioner`] rotates whole batches.
+//!   subtask, with Arrow's `take` kernel; [`RangePartitioner`] by ranges of an integer or
+//!   time column; [`BroadcastPartitioner`] sends every batch everywhere;
+//!   [`RoundRobinPartitioner`] rotates whole batches.
 //!
 //! ```
 //! use sabot_shuffle::queue;
@@ -26,4 +28,6 @@ mod ring;
 mod sync;
 
 pub use error::{Result, ShuffleError};
-pub use partition::{HashPartitioner, RoundRobinPartitioner};
+pub use partition::{
+    BroadcastPartitioner, HashPartitioner, RangePartitioner, RoundRobinPartitioner,
+};
