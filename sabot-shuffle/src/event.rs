@@ -1,21 +1,25 @@
 //! Sleeping until a condition holds, woken by whoever makes it hold.
 
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence};
 
-/// An event a thread can wait on: `wait_until(ready)` sleeps until `ready()` holds;
-/// whoever may have made it hold calls `notify()` (cheap when nobody waits).
+/// An event a thread can wait on: `wait_until(ready)` sleeps until `ready()` holds, and
+/// a task can register for it (`poll_until`); whoever may have made it hold calls
+/// `notify()` (cheap when nobody waits), which wakes sleeping threads and registered
+/// tasks.
 ///
 /// No wake-up is lost: a waiter registers (increments the waiter count), issues a
 /// sequentially consistent fence and checks `ready()` again, all under the lock, before
 /// sleeping; a notifier publishes its change, issues a fence, reads the waiter count and,
 /// if anyone waits, notifies under the same lock. Whichever fence comes second sees the
-/// other side's write.
+/// other side's write. A registered task counts as a waiter until a notify wakes it.
 #[derive(Debug)]
 pub(crate) struct Event {
     waiters: AtomicUsize,
-    lock: Mutex<()>,
+    /// The tasks to wake.
+    lock: Mutex<Vec<Waker>>,
     cond: Condvar,
 }
 
@@ -23,7 +27,7 @@ impl Event {
     pub(crate) fn new() -> Self {
         Event {
             waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             cond: Condvar::new(),
         }
     }
@@ -33,9 +37,32 @@ impl Event {
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.cond.notify_all();
+            if !tasks.is_empty() {
+                self.waiters.fetch_sub(tasks.len(), Ordering::SeqCst);
+                for t in tasks.drain(..) {
+                    t.wake();
+                }
+            }
         }
+    }
+
+    /// For a task: `true` if `ready()` holds; otherwise registers the task's waker (to be
+    /// woken by the next `notify`) and returns `false` (the caller returns `Pending`).
+    pub(crate) fn poll_until(&self, cx: &Context<'_>, mut ready: impl FnMut() -> bool) -> bool {
+        if ready() {
+            return true;
+        }
+        let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !tasks.iter().any(|t| t.will_wake(cx.waker())) {
+            tasks.push(cx.waker().clone());
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        // As in `wait_until`: the later fence sees the other side's write.
+        fence(Ordering::SeqCst);
+        // Ready now: the caller goes on; the registration only costs a spurious wake-up.
+        ready()
     }
 
     /// Waits until `ready()` holds (returns `true`) or `deadline` passes (`false`).
@@ -67,7 +94,11 @@ impl Event {
 
     /// Sleeps once; returns whether the deadline has passed.
     #[cfg(not(sabot_loom))]
-    fn sleep(&self, guard: std::sync::MutexGuard<'_, ()>, deadline: Option<Instant>) -> bool {
+    fn sleep(
+        &self,
+        guard: std::sync::MutexGuard<'_, Vec<Waker>>,
+        deadline: Option<Instant>,
+    ) -> bool {
         match deadline {
             None => {
                 drop(self.cond.wait(guard).unwrap_or_else(|e| e.into_inner()));
@@ -90,7 +121,11 @@ impl Event {
 
     /// Loom does not model time: a wait with a deadline waits as one without.
     #[cfg(sabot_loom)]
-    fn sleep(&self, guard: loom::sync::MutexGuard<'_, ()>, _deadline: Option<Instant>) -> bool {
+    fn sleep(
+        &self,
+        guard: loom::sync::MutexGuard<'_, Vec<Waker>>,
+        _deadline: Option<Instant>,
+    ) -> bool {
         drop(self.cond.wait(guard).unwrap_or_else(|e| e.into_inner()));
         false
     }

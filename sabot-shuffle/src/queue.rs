@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
@@ -174,6 +175,32 @@ impl<T, P: RingTx<T>> Tx<T, P> {
     }
 }
 
+impl<T, P: RingTx<T>> Tx<T, P> {
+    /// Pushes `value`, waiting (as a task) while the queue is full.
+    async fn push_async(&self, value: T) -> Result<(), T> {
+        let mut value = Some(value);
+        std::future::poll_fn(|cx| {
+            loop {
+                let Some(v) = value.take() else {
+                    return Poll::Ready(Ok(()));
+                };
+                match self.try_push(v) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(TryPushError::Closed(v)) => return Poll::Ready(Err(v)),
+                    Err(TryPushError::Full(v)) => value = Some(v),
+                }
+                let shared = &self.shared;
+                if !shared.not_full.poll_until(cx, || {
+                    !self.ring.is_full() || !shared.receiver_alive.load(Ordering::Acquire)
+                }) {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
 impl<T, P: RingTx<T>> Drop for Tx<T, P> {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -229,6 +256,31 @@ impl<T, C: RingRx<T>> Rx<T, C> {
     }
 }
 
+impl<T, C: RingRx<T>> Rx<T, C> {
+    /// The next item, waiting (as a task) while the queue is empty; `None` once closed
+    /// and drained.
+    async fn pop_async(&self) -> Option<T> {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Some(v) = self.try_pop() {
+                    return Poll::Ready(Some(v));
+                }
+                if self.closed() {
+                    return Poll::Ready(self.try_pop());
+                }
+                if !self
+                    .shared
+                    .not_empty
+                    .poll_until(cx, || self.ring.has_next() || self.closed())
+                {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
 impl<T, C: RingRx<T>> Drop for Rx<T, C> {
     fn drop(&mut self) {
         self.shared.receiver_alive.store(false, Ordering::Release);
@@ -253,6 +305,13 @@ macro_rules! sender_api {
             /// Pushes `value` if there is room right now.
             pub fn try_push(&self, value: T) -> Result<(), TryPushError<T>> {
                 self.0.try_push(value)
+            }
+
+            /// Pushes `value` from async code: the task waits while the queue is full
+            /// (woken when the receiver pops or leaves). Returns the value back if the
+            /// receiver is gone.
+            pub async fn push_async(&self, value: T) -> Result<(), T> {
+                self.0.push_async(value).await
             }
 
             /// Items waiting in the queue (a snapshot; other threads move it).
@@ -303,6 +362,13 @@ macro_rules! receiver_api {
             /// The next item if one is waiting.
             pub fn try_pop(&self) -> Option<T> {
                 self.0.try_pop()
+            }
+
+            /// The next item, from async code: the task waits while the queue is empty
+            /// (woken when a sender pushes or the last one leaves); `None` once closed
+            /// and drained.
+            pub async fn pop_async(&self) -> Option<T> {
+                self.0.pop_async().await
             }
 
             /// Items waiting in the queue (a snapshot; other threads move it).
@@ -438,6 +504,19 @@ mod loom_tests {
             assert_eq!(rx.pop(), None);
             a.join().unwrap();
             b.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_async_pop_is_woken_by_a_push_and_by_close() {
+        loom::model(|| {
+            let (tx, rx) = spsc::<u32>(2);
+            let t = loom::thread::spawn(move || {
+                tx.push(7).unwrap();
+            });
+            assert_eq!(loom::future::block_on(rx.pop_async()), Some(7));
+            assert_eq!(loom::future::block_on(rx.pop_async()), None);
+            t.join().unwrap();
         });
     }
 

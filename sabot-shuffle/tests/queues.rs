@@ -125,3 +125,83 @@ fn a_blocked_receiver_wakes_when_the_last_sender_leaves() {
     drop(tx2);
     assert_eq!(t.join().unwrap(), None);
 }
+
+/// A minimal executor: polls on the current thread, parks until woken.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut f = std::pin::pin!(f);
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => return v,
+            std::task::Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[test]
+fn async_push_and_pop_wait_for_room_and_items() {
+    // An async producer against a blocking consumer, through a queue of two.
+    let (tx, rx) = queue::bounded::<u32>(2);
+    let consumer = std::thread::spawn(move || {
+        let mut n = 0u32;
+        while let Some(v) = rx.pop() {
+            assert_eq!(v, n);
+            n += 1;
+        }
+        n
+    });
+    block_on(async {
+        for i in 0..50_000u32 {
+            tx.push_async(i).await.unwrap();
+        }
+    });
+    drop(tx);
+    assert_eq!(consumer.join().unwrap(), 50_000);
+
+    // A blocking producer against an async consumer.
+    let (tx, rx) = queue::spsc::<u32>(2);
+    let producer = std::thread::spawn(move || {
+        for i in 0..50_000u32 {
+            tx.push(i).unwrap();
+        }
+    });
+    let got = block_on(async {
+        let mut n = 0u32;
+        while let Some(v) = rx.pop_async().await {
+            assert_eq!(v, n);
+            n += 1;
+        }
+        n
+    });
+    assert_eq!(got, 50_000);
+    producer.join().unwrap();
+}
+
+#[test]
+fn async_waiters_wake_when_the_other_side_leaves() {
+    let (tx, rx) = queue::bounded::<u32>(2);
+    let t = std::thread::spawn(move || block_on(rx.pop_async()));
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(
+        !t.is_finished(),
+        "pop_async must wait on an open empty queue"
+    );
+    drop(tx);
+    assert_eq!(t.join().unwrap(), None);
+
+    let (tx, rx) = queue::spsc::<u32>(2);
+    tx.push(1).unwrap();
+    tx.push(2).unwrap();
+    let t = std::thread::spawn(move || block_on(tx.push_async(3)));
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(!t.is_finished(), "push_async must wait on a full queue");
+    drop(rx);
+    assert_eq!(t.join().unwrap(), Err(3));
+}
