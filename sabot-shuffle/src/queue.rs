@@ -56,6 +56,59 @@ pub fn spsc<T>(capacity: usize) -> (SpscSender<T>, SpscReceiver<T>) {
     )
 }
 
+/// Creates a fan-in of `producers` SPSC queues (one per producer, each holding at least
+/// `capacity` items) into one receiver: an MPSC queue without the compare-and-swap, what
+/// an exchange needs between `producers` upstream subtasks and one downstream subtask.
+/// Each producer's items arrive in order; the receiver takes from the producers in turn.
+pub fn fan_in<T>(producers: usize, capacity: usize) -> (Vec<FanInSender<T>>, FanInReceiver<T>) {
+    let producers = producers.max(1);
+    let shared = Shared::new();
+    shared.senders.store(producers, Ordering::Relaxed);
+    let (tx, rx): (Vec<_>, Vec<_>) = (0..producers).map(|_| ring::spsc(capacity)).unzip();
+    let senders = tx
+        .into_iter()
+        .map(|p| FanInSender(Tx::new(p, shared.clone())))
+        .collect();
+    let rings = FanIn {
+        rings: rx,
+        next: std::cell::Cell::new(0),
+    };
+    (senders, FanInReceiver(Rx::new(rings, shared)))
+}
+
+/// The consuming ends of a fan-in's rings, read in turn.
+struct FanIn<T> {
+    rings: Vec<SpscConsumer<T>>,
+    next: std::cell::Cell<usize>,
+}
+
+impl<T> FanIn<T> {
+    fn len(&self) -> usize {
+        self.rings.iter().map(SpscConsumer::len).sum()
+    }
+}
+
+impl<T> RingRx<T> for FanIn<T> {
+    #[inline]
+    fn pop(&self) -> Option<T> {
+        let n = self.rings.len();
+        let start = self.next.get();
+        for i in 0..n {
+            let r = (start + i) % n;
+            if let Some(v) = self.rings[r].pop() {
+                // The next pop starts after this ring: no producer starves the others.
+                self.next.set((r + 1) % n);
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn has_next(&self) -> bool {
+        self.rings.iter().any(SpscConsumer::has_next)
+    }
+}
+
 /// Why a non-blocking push did not happen; the value comes back.
 #[derive(PartialEq, Eq)]
 pub enum TryPushError<T> {
@@ -412,6 +465,12 @@ receiver_api!(
     SpscConsumer,
     "The receiving side of an [`spsc`] queue."
 );
+sender_api!(
+    FanInSender,
+    SpscProducer,
+    "One producer's side of a [`fan_in`] (not `Clone`, not `Sync`)."
+);
+receiver_api!(FanInReceiver, FanIn, "The receiving side of a [`fan_in`].");
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
@@ -504,6 +563,23 @@ mod loom_tests {
             assert_eq!(rx.pop(), None);
             a.join().unwrap();
             b.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_fan_in_delivers_each_item_once_and_closes() {
+        loom::model(|| {
+            let (mut tx, rx) = fan_in::<u32>(2, 2);
+            let b = tx.pop().unwrap();
+            let a = tx.pop().unwrap();
+            let ta = loom::thread::spawn(move || a.push(1).unwrap());
+            let tb = loom::thread::spawn(move || b.push(2).unwrap());
+            let mut got = vec![rx.pop().unwrap(), rx.pop().unwrap()];
+            got.sort_unstable();
+            assert_eq!(got, vec![1, 2]);
+            assert_eq!(rx.pop(), None);
+            ta.join().unwrap();
+            tb.join().unwrap();
         });
     }
 

@@ -205,3 +205,35 @@ fn async_waiters_wake_when_the_other_side_leaves() {
     drop(rx);
     assert_eq!(t.join().unwrap(), Err(3));
 }
+
+#[test]
+fn fan_in_delivers_4_x_25_000_items_exactly_once_in_per_producer_order() {
+    let (senders, rx) = queue::fan_in(4, 8);
+    let producers: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(p, tx)| {
+            std::thread::spawn(move || {
+                for i in 0..25_000u64 {
+                    tx.push((p as u64) << 32 | i).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; 4];
+    while let Some(v) = rx.pop() {
+        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+        assert_eq!(
+            i, next[p],
+            "producer {p}'s items out of order or duplicated"
+        );
+        next[p] += 1;
+    }
+    assert_eq!(
+        next, [25_000; 4],
+        "the receiver ends only after every producer left"
+    );
+    for p in producers {
+        p.join().unwrap();
+    }
+}
