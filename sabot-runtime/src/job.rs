@@ -9,13 +9,34 @@ use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
 use sabot_core::{CoreError, SchemaRef, Timestamp};
 use sabot_operators::{Output, TaskContext};
-use sabot_shuffle::queue::{self, Receiver, Sender};
+use sabot_shuffle::queue::{self, FanInReceiver, FanInSender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::SharedWatermark;
 
 use crate::graph::{JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
 use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Ticker};
 use crate::{Result, RuntimeError};
+
+/// The exchanges' senders not yet taken: `[exchange][downstream][upstream]`.
+type Senders = BTreeMap<usize, Vec<Vec<Option<FanInSender<Envelope>>>>>;
+
+/// Takes upstream subtask `me`'s sender to every downstream subtask of `exchange`.
+fn take_senders(
+    senders: &mut Senders,
+    exchange: usize,
+    me: usize,
+) -> Result<Vec<FanInSender<Envelope>>> {
+    let missing = || RuntimeError::InvalidGraph {
+        reason: format!("exchange {exchange} reached twice from subtask {me}"),
+    };
+    senders
+        .get_mut(&exchange)
+        .ok_or_else(missing)?
+        .iter_mut()
+        .map(|per_upstream| per_upstream.get_mut(me).and_then(Option::take))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(missing)
+}
 
 /// Counter: records emitted by all sources.
 pub const SOURCE_RECORDS: &str = "source.records";
@@ -239,7 +260,7 @@ struct SubtaskPlan {
 
 enum SubtaskInput {
     Source(Arc<dyn sabot_operators::SourceFactory>),
-    Exchange(Receiver<Envelope>),
+    Exchange(FanInReceiver<Envelope>),
 }
 
 impl Job {
@@ -263,13 +284,18 @@ impl Job {
         let metrics = Metrics::new();
         let c = self.graph.config.clone();
         let p = c.parallelism;
-        // One queue per (exchange, downstream subtask), shared by all upstream subtasks.
-        let mut senders: BTreeMap<usize, Vec<Sender<Envelope>>> = BTreeMap::new();
-        let mut receivers: BTreeMap<usize, Vec<Receiver<Envelope>>> = BTreeMap::new();
+        // Per (exchange, downstream subtask): a fan-in of one SPSC queue per upstream
+        // subtask. `senders[exchange][downstream][upstream]`, each taken by its subtask.
+        let mut senders: Senders = BTreeMap::new();
+        let mut receivers: BTreeMap<usize, Vec<FanInReceiver<Envelope>>> = BTreeMap::new();
         for (id, node) in self.graph.nodes.iter().enumerate() {
             if matches!(node.kind, NodeKind::Exchange(_)) {
-                let (tx, rx): (Vec<_>, Vec<_>) =
-                    (0..p).map(|_| queue::bounded(c.queue_capacity * p)).unzip();
+                let (tx, rx): (Vec<_>, Vec<_>) = (0..p)
+                    .map(|_| {
+                        let (tx, rx) = queue::fan_in(p, c.queue_capacity);
+                        (tx.into_iter().map(Some).collect::<Vec<_>>(), rx)
+                    })
+                    .unzip();
                 senders.insert(id, tx);
                 receivers.insert(id, rx);
             }
@@ -291,7 +317,7 @@ impl Job {
                     .with_bad_records(c.bad_records)
                     .with_state(c.state.clone());
                 let chain = self
-                    .build_chain(NodeId(id), &ctx, &senders)
+                    .build_chain(NodeId(id), &ctx, &mut senders)
                     .map_err(|e| e.in_node(node.kind.name()))?;
                 let input = match (&source, head_rx.as_mut().and_then(Iterator::next)) {
                     (Some(f), _) => SubtaskInput::Source(f.clone()),
@@ -376,7 +402,7 @@ impl Job {
         &self,
         node: NodeId,
         ctx: &TaskContext,
-        senders: &BTreeMap<usize, Vec<Sender<Envelope>>>,
+        senders: &mut Senders,
     ) -> Result<Vec<ChainNode>> {
         let c = &self.graph.config;
         let input = &self.schemas[node.0];
@@ -425,7 +451,7 @@ impl Job {
                                 RoundRobinPartitioner::new(c.parallelism, ctx.subtask),
                             ),
                         },
-                        targets: senders[&child.0].clone(),
+                        targets: take_senders(senders, child.0, ctx.subtask)?,
                     }),
                     NodeKind::Source(_) => {
                         return Err(RuntimeError::InvalidGraph {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sabot_core::metrics::Counter;
 use sabot_core::{Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
-use sabot_shuffle::queue::{Receiver, Sender};
+use sabot_shuffle::queue::{FanInReceiver, FanInSender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};
 
@@ -147,7 +147,7 @@ pub(crate) enum Partitioner {
 pub(crate) struct ExchangeWriter {
     pub(crate) me: usize,
     pub(crate) partitioner: Partitioner,
-    pub(crate) targets: Vec<Sender<Envelope>>,
+    pub(crate) targets: Vec<FanInSender<Envelope>>,
 }
 
 impl ExchangeWriter {
@@ -243,7 +243,7 @@ pub(crate) fn run_source(
 /// Runs the downstream end of an exchange: combines the upstream watermarks and pushes
 /// data through the chain until every upstream subtask ended.
 pub(crate) fn run_exchange_input(
-    input: Receiver<Envelope>,
+    input: FanInReceiver<Envelope>,
     upstreams: usize,
     chain: &mut [ChainNode],
     ticker: &mut Ticker,
