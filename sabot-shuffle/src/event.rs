@@ -37,13 +37,15 @@ impl Event {
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.cond.notify_all();
-            if !tasks.is_empty() {
+            let tasks = {
+                let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.cond.notify_all();
                 self.waiters.fetch_sub(tasks.len(), Ordering::SeqCst);
-                for t in tasks.drain(..) {
-                    t.wake();
-                }
+                std::mem::take(&mut *tasks)
+            };
+            // Woken outside the lock: a waker may run code that registers again.
+            for t in tasks {
+                t.wake();
             }
         }
     }
