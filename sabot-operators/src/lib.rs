@@ -43,6 +43,7 @@
 
 mod builtin;
 mod error;
+mod keys;
 mod process;
 mod stateless;
 mod time_column;

@@ -4,17 +4,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use sabot_core::arrow::array::ArrayRef;
 use sabot_core::arrow::array::builder::{
     ArrayBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, make_builder,
 };
-use sabot_core::arrow::array::{ArrayRef, AsArray, Int64Array};
-use sabot_core::arrow::datatypes::{DataType, Int64Type};
-use sabot_core::arrow::row::{RowConverter, Rows, SortField};
-use sabot_core::key::{KeyGroup, check_key_field, hash_columns};
+use sabot_core::key::{KeyGroup, check_key_field};
 use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index};
 use sabot_state::{KeyedState, StateBackend};
 use sabot_time::{Clock, TimeDomain, TimerService};
 
+use crate::keys::KeyColumns;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// The keyed state a process function reads and writes, in the job's backend.
@@ -379,15 +378,7 @@ impl OperatorFactory for KeyedProcessFactory {
     }
 
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
-        let key_idx = self.key_columns(input)?;
-        let int64_key =
-            key_idx.len() == 1 && input.field(key_idx[0]).data_type() == &DataType::Int64;
-        let converter = RowConverter::new(
-            key_idx
-                .iter()
-                .map(|&i| SortField::new(input.field(i).data_type().clone()))
-                .collect(),
-        )?;
+        let keys = KeyColumns::new(input, self.key_columns(input)?)?;
         let backend = ctx.open_state(&format!("process-{}", self.name))?;
         let mut state = KeyedState::new(backend, ctx.max_parallelism);
         let mut function = (self.make)();
@@ -396,9 +387,7 @@ impl OperatorFactory for KeyedProcessFactory {
             function,
             state,
             timers: TimerService::new(ctx.max_parallelism),
-            key_idx,
-            int64_key,
-            converter,
+            keys,
             max_parallelism: ctx.max_parallelism,
             watermark: Timestamp::MIN,
             clock: ctx.clock.clone(),
@@ -413,20 +402,13 @@ struct KeyedProcessOp {
     function: Box<dyn KeyedProcessFunction>,
     state: ProcessState,
     timers: Timers,
-    key_idx: Vec<usize>,
-    int64_key: bool,
-    converter: RowConverter,
+    keys: KeyColumns,
     max_parallelism: usize,
     watermark: Timestamp,
     clock: Arc<dyn Clock>,
     out: RowWriter,
     hashes: Vec<u64>,
     key: Vec<u8>,
-}
-
-enum BatchKeys {
-    Int64(Int64Array),
-    Rows(Rows),
 }
 
 impl KeyedProcessOp {
@@ -457,26 +439,13 @@ impl KeyedProcessOp {
 
 impl Operator for KeyedProcessOp {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        let key_cols: Vec<ArrayRef> = self
-            .key_idx
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        hash_columns(&key_cols, &mut self.hashes)?;
-        let keys = if self.int64_key {
-            BatchKeys::Int64(key_cols[0].as_primitive::<Int64Type>().clone())
-        } else {
-            BatchKeys::Rows(self.converter.convert_columns(&key_cols)?)
-        };
+        let keys = self.keys.of(&batch, &mut self.hashes)?;
         let now = Timestamp::from_millis(self.clock.now_ms());
         self.state.set_processing_time(now.millis());
         for row in 0..batch.num_rows() {
             let kg = KeyGroup::of_hash(self.hashes[row], self.max_parallelism);
             self.key.clear();
-            match &keys {
-                BatchKeys::Int64(k) => self.key.extend_from_slice(&k.value(row).to_le_bytes()),
-                BatchKeys::Rows(r) => self.key.extend_from_slice(r.row(row).as_ref()),
-            }
+            keys.write(row, &mut self.key);
             self.state.set_current_key(kg, &self.key);
             let mut ctx = KeyedContext {
                 state: &mut self.state,

@@ -241,6 +241,33 @@ pub(crate) fn composite(buf: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
     buf.extend_from_slice(namespace);
 }
 
+/// Calls `f` with `prefix` followed by the composite key of (`key`, `namespace`), built
+/// in a stack buffer when small: reads take `&self` and have no scratch buffer.
+#[inline]
+pub(crate) fn with_composite<R>(
+    prefix: &[u8],
+    key: &[u8],
+    namespace: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    let n = prefix.len() + 4 + key.len() + namespace.len();
+    let mut stack = [0u8; 64];
+    if n > stack.len() {
+        let mut buf = Vec::with_capacity(n);
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(namespace);
+        return f(&buf);
+    }
+    let mut at = 0;
+    for part in [prefix, &(key.len() as u32).to_le_bytes(), key, namespace] {
+        stack[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    f(&stack[..n])
+}
+
 /// Splits a composite key into (key, namespace).
 pub(crate) fn split_composite(c: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(c.get(..4)?.try_into().ok()?) as usize;

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use crate::backend::{
     GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn, composite, split_composite,
+    with_composite,
 };
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
@@ -330,31 +331,18 @@ impl StateBackend for MemoryBackend {
     ) -> Result<bool> {
         out.clear();
         let group = self.group(state, kg)?;
-        // Composite keys are built in a stack buffer when small, to avoid allocation.
-        let mut stack = [0u8; 64];
-        let n = 4 + key.len() + namespace.len();
-        let found = if n <= stack.len() {
-            stack[..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
-            stack[4..4 + key.len()].copy_from_slice(key);
-            stack[4 + key.len()..n].copy_from_slice(namespace);
-            group.get(&stack[..n])
-        } else {
-            let mut buf = Vec::with_capacity(n);
-            composite(&mut buf, key, namespace);
-            group.get(buf.as_slice())
-        };
-        match found {
-            Some(v) => {
-                out.extend_from_slice(v);
-                if self.tracked(state) {
-                    let mut c = Vec::with_capacity(n);
-                    composite(&mut c, key, namespace);
-                    self.touch(state, kg, &c, v.len());
+        Ok(with_composite(&[], key, namespace, |c| {
+            match group.get(c) {
+                Some(v) => {
+                    out.extend_from_slice(v);
+                    if self.tracked(state) {
+                        self.touch(state, kg, c, v.len());
+                    }
+                    true
                 }
-                Ok(true)
+                None => false,
             }
-            None => Ok(false),
-        }
+        }))
     }
 
     #[inline]

@@ -11,7 +11,9 @@ use rocksdb::{
 };
 use sabot_core::{KeyGroup, KeyGroupRange};
 
-use crate::backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, split_composite};
+use crate::backend::{
+    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, split_composite, with_composite,
+};
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
 
@@ -313,33 +315,16 @@ impl StateBackend for RocksDbBackend {
     ) -> Result<bool> {
         self.check(state, kg)?;
         out.clear();
-        // The entry key in a stack buffer when small: reads take `&self`, no scratch.
-        let n = 6 + key.len() + namespace.len();
-        let mut stack = [0u8; 64];
-        let heap;
-        let k: &[u8] = if n <= stack.len() {
-            stack[..2].copy_from_slice(&kg.0.to_be_bytes());
-            stack[2..6].copy_from_slice(&(key.len() as u32).to_le_bytes());
-            stack[6..6 + key.len()].copy_from_slice(key);
-            stack[6 + key.len()..n].copy_from_slice(namespace);
-            &stack[..n]
-        } else {
-            let mut v = Vec::with_capacity(n);
-            Self::entry_key(&mut v, kg, key, namespace);
-            heap = v;
-            &heap
-        };
-        match self
-            .db
-            .get_pinned_cf(self.cf(state)?, k)
-            .map_err(db_err(&self.path))?
-        {
-            Some(v) => {
-                out.extend_from_slice(&v);
-                Ok(true)
+        let cf = self.cf(state)?;
+        with_composite(&kg.0.to_be_bytes(), key, namespace, |k| {
+            // Copied out while the pinned slice lives.
+            let v = self.db.get_pinned_cf(cf, k)?;
+            if let Some(v) = &v {
+                out.extend_from_slice(v);
             }
-            None => Ok(false),
-        }
+            Ok(v.is_some())
+        })
+        .map_err(db_err(&self.path))
     }
 
     fn put(

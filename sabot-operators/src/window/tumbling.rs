@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array};
+use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use sabot_core::arrow::compute::take_record_batch;
-use sabot_core::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use sabot_core::arrow::row::{RowConverter, Rows, SortField};
-use sabot_core::key::{KeyGroup, check_key_field, hash_columns};
+use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::key::{KeyGroup, check_key_field};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
@@ -16,6 +15,7 @@ use sabot_time::TimerService;
 
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
 use super::groups::GroupTable;
+use crate::keys::{BatchKeys, KeyColumns};
 use crate::time_column::{check_time_field, event_times};
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
@@ -167,14 +167,7 @@ impl OperatorFactory for TumblingWindowFactory {
 
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         let b = self.bind(input)?;
-        let sort_fields = b
-            .key_idx
-            .iter()
-            .map(|&i| SortField::new(input.field(i).data_type().clone()))
-            .collect();
-        let int64_key =
-            b.key_idx.len() == 1 && input.field(b.key_idx[0]).data_type() == &DataType::Int64;
-        let converter = RowConverter::new(sort_fields)?;
+        let keys = KeyColumns::new(input, b.key_idx.clone())?;
         let mut backend = ctx.open_state(&format!("window-{}", self.keys.join("-")))?;
         // The stored layout: key columns' types and each aggregate's slot. Restoring
         // state written with other keys or aggregates is a clear error.
@@ -191,15 +184,14 @@ impl OperatorFactory for TumblingWindowFactory {
                 .join(",")
         );
         let state = backend.register(WINDOW_STATE, &fingerprint)?;
-        let table = if int64_key {
+        let table = if keys.is_int64() {
             GroupTable::for_int64()
         } else {
-            GroupTable::for_rows(&converter)
+            GroupTable::for_rows(keys.converter())
         };
         let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
         Ok(Box::new(TumblingWindowOp {
-            converter,
-            int64_key,
+            keys,
             bound: b,
             backend,
             state,
@@ -216,12 +208,6 @@ impl OperatorFactory for TumblingWindowFactory {
             firing: Firing::default(),
         }))
     }
-}
-
-/// The key columns of one batch, in the form the group tables take.
-enum Keys {
-    Int64(Int64Array),
-    Rows(Rows),
 }
 
 /// The timer namespace: a window start, and whether the timer is its cleanup.
@@ -305,9 +291,8 @@ fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -
 
 struct TumblingWindowOp {
     bound: Bound,
-    converter: RowConverter,
-    /// One `Int64` key column: groups keyed by the integer, no row conversion.
-    int64_key: bool,
+    /// The key columns (a single `Int64` key is grouped as integers, no row format).
+    keys: KeyColumns,
     /// Window contents, in the job's state backend: per key group, window (the state
     /// key, [`window_key`]) and group key (the namespace), the aggregates' slots.
     backend: Box<dyn StateBackend>,
@@ -439,7 +424,7 @@ impl TumblingWindowOp {
             return Ok(());
         };
         let n = self.firing.len();
-        let keys: Vec<ArrayRef> = if self.int64_key {
+        let keys: Vec<ArrayRef> = if self.keys.is_int64() {
             let mut ints = Vec::with_capacity(n);
             for i in 0..n {
                 let k = self.firing.key(i);
@@ -450,8 +435,9 @@ impl TumblingWindowOp {
             }
             vec![Arc::new(Int64Array::from(ints))]
         } else {
-            let parser = self.converter.parser();
-            self.converter
+            let parser = self.keys.converter().parser();
+            self.keys
+                .converter()
                 .convert_rows((0..n).map(|i| parser.parse(self.firing.key(i))))?
         };
         let mut accs: Vec<Accumulator> = self
@@ -514,7 +500,7 @@ impl TumblingWindowOp {
         &mut self,
         start: i64,
         sel: RowSel<'_>,
-        keys: &Keys,
+        keys: &BatchKeys,
         values: &[Option<ArrayRef>],
         due: bool,
         out: &mut Output,
@@ -523,8 +509,8 @@ impl TumblingWindowOp {
         self.groups.clear();
         let (table, hashes) = (&mut self.table, &self.hashes);
         let mut group_of = |r: usize| match keys {
-            Keys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-            Keys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
+            BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
+            BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
         };
         match sel {
             RowSel::All => self.groups.extend((0..hashes.len()).map(&mut group_of)),
@@ -574,7 +560,7 @@ impl TumblingWindowOp {
         if due {
             // A late update of a window that already fired: emit the touched keys' new
             // results now, as Flink's event-time trigger does.
-            let keys = self.table.key_columns(&self.converter, None)?;
+            let keys = self.table.key_columns(self.keys.converter(), None)?;
             out.batch(self.result(start, keys, &self.accs)?);
         }
         Ok(())
@@ -600,18 +586,7 @@ impl Operator for TumblingWindowOp {
             }
             .into());
         }
-        let key_cols: Vec<ArrayRef> = self
-            .bound
-            .key_idx
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        hash_columns(&key_cols, &mut self.hashes)?;
-        let keys = if self.int64_key {
-            Keys::Int64(key_cols[0].as_primitive::<Int64Type>().clone())
-        } else {
-            Keys::Rows(self.converter.convert_columns(&key_cols)?)
-        };
+        let keys = self.keys.of(&batch, &mut self.hashes)?;
         let values = self
             .bound
             .aggs
