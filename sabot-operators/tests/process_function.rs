@@ -384,3 +384,37 @@ fn writing_the_wrong_type_is_a_clear_error() {
     let err = bad.output_schema(&input_schema()).unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
 }
+
+/// Writes one column of a two-column output.
+struct Ragged;
+
+impl KeyedProcessFunction for Ragged {
+    fn open(&mut self, _state: &mut ProcessState) -> Result<()> {
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _batch: &RecordBatch,
+        _row: usize,
+        _ctx: &mut KeyedContext<'_>,
+        out: &mut RowWriter,
+    ) -> Result<()> {
+        out.append_i64(0, 1)
+    }
+}
+
+#[test]
+fn rows_missing_a_column_are_a_clear_error() {
+    let factory = KeyedProcessFactory::new("ragged", &["id"], output_schema(), || Ragged);
+    let ctx = TaskContext::new(0, 1, 128, Metrics::new());
+    let mut op = factory.create(&input_schema(), &ctx).unwrap();
+    let err = op
+        .on_batch(batch(&[(1, 0), (2, 0)]), &mut Output::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ragged") && err.contains("unequal lengths [2, 0, 0]"),
+        "{err}"
+    );
+}
