@@ -18,10 +18,12 @@
 //! assert_eq!(rx.pop(), None); // closed and drained
 //! ```
 //!
-//! The Arrow Flight exchange between processes arrives later in issue 5.
+//! - [`flight`]: the network exchange between worker processes over Arrow Flight, with
+//!   credit-based flow control and control messages in-band.
 
 mod error;
 mod event;
+pub mod flight;
 mod partition;
 pub mod queue;
 mod ring;

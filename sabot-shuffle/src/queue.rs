@@ -230,21 +230,24 @@ impl<T, P: RingTx<T>> Tx<T, P> {
 
 impl<T, P: RingTx<T>> Tx<T, P> {
     /// Pushes `value`, waiting (as a task) while the queue is full.
-    async fn push_async(&self, value: T) -> Result<(), T> {
+    async fn push_async(&mut self, value: T) -> Result<(), T> {
         let mut value = Some(value);
-        std::future::poll_fn(|cx| {
+        // Moving the exclusive borrow into the closure keeps the future `Send` (a shared
+        // borrow would need the handle to be `Sync`).
+        let this = self;
+        std::future::poll_fn(move |cx| {
             loop {
                 let Some(v) = value.take() else {
                     return Poll::Ready(Ok(()));
                 };
-                match self.try_push(v) {
+                match this.try_push(v) {
                     Ok(()) => return Poll::Ready(Ok(())),
                     Err(TryPushError::Closed(v)) => return Poll::Ready(Err(v)),
                     Err(TryPushError::Full(v)) => value = Some(v),
                 }
-                let shared = &self.shared;
+                let shared = &this.shared;
                 if !shared.not_full.poll_until(cx, || {
-                    !self.ring.is_full() || !shared.receiver_alive.load(Ordering::Acquire)
+                    !this.ring.is_full() || !shared.receiver_alive.load(Ordering::Acquire)
                 }) {
                     return Poll::Pending;
                 }
@@ -312,19 +315,20 @@ impl<T, C: RingRx<T>> Rx<T, C> {
 impl<T, C: RingRx<T>> Rx<T, C> {
     /// The next item, waiting (as a task) while the queue is empty; `None` once closed
     /// and drained.
-    async fn pop_async(&self) -> Option<T> {
-        std::future::poll_fn(|cx| {
+    async fn pop_async(&mut self) -> Option<T> {
+        let this = self;
+        std::future::poll_fn(move |cx| {
             loop {
-                if let Some(v) = self.try_pop() {
+                if let Some(v) = this.try_pop() {
                     return Poll::Ready(Some(v));
                 }
-                if self.closed() {
-                    return Poll::Ready(self.try_pop());
+                if this.closed() {
+                    return Poll::Ready(this.try_pop());
                 }
-                if !self
+                if !this
                     .shared
                     .not_empty
-                    .poll_until(cx, || self.ring.has_next() || self.closed())
+                    .poll_until(cx, || this.ring.has_next() || this.closed())
                 {
                     return Poll::Pending;
                 }
@@ -362,8 +366,9 @@ macro_rules! sender_api {
 
             /// Pushes `value` from async code: the task waits while the queue is full
             /// (woken when the receiver pops or leaves). Returns the value back if the
-            /// receiver is gone.
-            pub async fn push_async(&self, value: T) -> Result<(), T> {
+            /// receiver is gone. It borrows the handle exclusively, so the future is
+            /// `Send` whenever `T` is (a spawned task can own the handle).
+            pub async fn push_async(&mut self, value: T) -> Result<(), T> {
                 self.0.push_async(value).await
             }
 
@@ -419,8 +424,9 @@ macro_rules! receiver_api {
 
             /// The next item, from async code: the task waits while the queue is empty
             /// (woken when a sender pushes or the last one leaves); `None` once closed
-            /// and drained.
-            pub async fn pop_async(&self) -> Option<T> {
+            /// and drained. It borrows the handle exclusively, so the future is `Send`
+            /// whenever `T` is.
+            pub async fn pop_async(&mut self) -> Option<T> {
                 self.0.pop_async().await
             }
 
@@ -586,7 +592,7 @@ mod loom_tests {
     #[test]
     fn loom_async_pop_is_woken_by_a_push_and_by_close() {
         loom::model(|| {
-            let (tx, rx) = spsc::<u32>(2);
+            let (tx, mut rx) = spsc::<u32>(2);
             let t = loom::thread::spawn(move || {
                 tx.push(7).unwrap();
             });

@@ -148,7 +148,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 fn async_push_and_pop_wait_for_room_and_items() {
     // An async producer against a blocking consumer, through a queue of two.
-    let (tx, rx) = queue::bounded::<u32>(2);
+    let (mut tx, rx) = queue::bounded::<u32>(2);
     let consumer = std::thread::spawn(move || {
         let mut n = 0u32;
         while let Some(v) = rx.pop() {
@@ -166,7 +166,7 @@ fn async_push_and_pop_wait_for_room_and_items() {
     assert_eq!(consumer.join().unwrap(), 50_000);
 
     // A blocking producer against an async consumer.
-    let (tx, rx) = queue::spsc::<u32>(2);
+    let (tx, mut rx) = queue::spsc::<u32>(2);
     let producer = std::thread::spawn(move || {
         for i in 0..50_000u32 {
             tx.push(i).unwrap();
@@ -186,7 +186,7 @@ fn async_push_and_pop_wait_for_room_and_items() {
 
 #[test]
 fn async_waiters_wake_when_the_other_side_leaves() {
-    let (tx, rx) = queue::bounded::<u32>(2);
+    let (tx, mut rx) = queue::bounded::<u32>(2);
     let t = std::thread::spawn(move || block_on(rx.pop_async()));
     std::thread::sleep(Duration::from_millis(30));
     assert!(
@@ -196,7 +196,7 @@ fn async_waiters_wake_when_the_other_side_leaves() {
     drop(tx);
     assert_eq!(t.join().unwrap(), None);
 
-    let (tx, rx) = queue::spsc::<u32>(2);
+    let (mut tx, rx) = queue::spsc::<u32>(2);
     tx.push(1).unwrap();
     tx.push(2).unwrap();
     let t = std::thread::spawn(move || block_on(tx.push_async(3)));

@@ -1,0 +1,378 @@
+//! The receiving side: a Flight server that hands each channel's messages to the queue
+//! its subtask registered.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::Stream;
+use sabot_core::{Message, SchemaRef};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::wire::{FrameDecoder, Reply, same_fields};
+use super::{
+    CONNECTION_WINDOW, ChannelId, Delivery, FlightConfig, Runtime, STREAM_WINDOW, ShuffleClient,
+};
+use crate::queue::FanInSender;
+use crate::{Result, ShuffleError};
+
+/// A channel a subtask waits on: the schema it expects and its input queue.
+struct Registration {
+    schema: SchemaRef,
+    tx: FanInSender<Delivery>,
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: Mutex<HashMap<ChannelId, Registration>>,
+    changed: Notify,
+}
+
+impl Registry {
+    fn take_now(&self, channel: ChannelId) -> Option<Registration> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&channel)
+    }
+
+    /// Takes the registration of `channel`, waiting up to `timeout` for it to appear
+    /// (a fast peer may connect before this worker has planned its subtasks).
+    async fn take(&self, channel: ChannelId, timeout: Duration) -> Option<Registration> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(r) = self.take_now(channel) {
+                return Some(r);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// One worker's receiving end of the network exchange: a Flight server on a TCP port.
+///
+/// Dropping it stops the server; channels in progress end with an error on both sides.
+pub struct ShuffleServer {
+    runtime: Arc<Runtime>,
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    config: FlightConfig,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for ShuffleServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShuffleServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ShuffleServer {
+    /// Listens on `addr` (port 0 picks a free port: see [`ShuffleServer::local_addr`])
+    /// and serves on a runtime of its own.
+    pub fn start(addr: SocketAddr, config: FlightConfig) -> Result<ShuffleServer> {
+        let fail = |reason: String| ShuffleError::Server {
+            addr: addr.to_string(),
+            reason,
+        };
+        let runtime = Arc::new(Runtime::new(config.threads).map_err(|e| fail(e.to_string()))?);
+        let listener = runtime
+            .handle()
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| fail(e.to_string()))?;
+        let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+        let registry = Arc::new(Registry::default());
+        let service = Service {
+            registry: registry.clone(),
+            config: config.clone(),
+        };
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .tcp_nodelay(true)
+            .add_service(
+                FlightServiceServer::new(service)
+                    .max_decoding_message_size(config.max_frame_bytes)
+                    .max_encoding_message_size(config.max_frame_bytes),
+            );
+        runtime.handle().spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            let stop = async {
+                let _ = stop.await;
+            };
+            if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "shuffle server stopped");
+            }
+        });
+        tracing::info!(addr = %local, "shuffle server listening");
+        Ok(ShuffleServer {
+            runtime,
+            addr: local,
+            registry,
+            config,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Delivers the messages of `channel` into `tx`, tagged with the upstream subtask's
+    /// index. Batches must have `schema`'s fields. If no upstream opens the channel
+    /// within [`FlightConfig::connect_timeout`], `tx` gets a
+    /// [`ShuffleError::NoUpstream`].
+    pub fn register(&self, channel: ChannelId, schema: SchemaRef, tx: FanInSender<Delivery>) {
+        self.registry
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel, Registration { schema, tx });
+        self.registry.changed.notify_waiters();
+        let registry = self.registry.clone();
+        let timeout = self.config.connect_timeout;
+        self.runtime.handle().spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(mut r) = registry.take_now(channel) {
+                let error = ShuffleError::NoUpstream { channel, timeout };
+                let _ =
+                    r.tx.push_async((channel.upstream as usize, Err(error)))
+                        .await;
+            }
+        });
+    }
+
+    /// A client for sending to `peer`, sharing this server's runtime.
+    pub fn client(&self, peer: SocketAddr) -> ShuffleClient {
+        ShuffleClient::with_runtime(peer, self.runtime.clone(), self.config.clone())
+    }
+}
+
+impl Drop for ShuffleServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+struct Service {
+    registry: Arc<Registry>,
+    config: FlightConfig,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+fn status(e: &ShuffleError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Moves one channel's frames into its subtask's queue, granting a credit per frame.
+async fn receive(
+    mut frames: Streaming<FlightData>,
+    mut decoder: FrameDecoder,
+    mut tx: FanInSender<Delivery>,
+    replies: mpsc::UnboundedSender<std::result::Result<PutResult, Status>>,
+    peer: String,
+) {
+    let channel = decoder.channel();
+    let upstream = channel.upstream as usize;
+    let reply = |r: Reply| {
+        let _ = replies.send(Ok(PutResult {
+            app_metadata: r.to_bytes(),
+        }));
+    };
+    loop {
+        let lost = |reason: String| ShuffleError::PeerLost {
+            peer: peer.clone(),
+            channel,
+            reason,
+        };
+        let error = match frames.message().await {
+            Ok(Some(frame)) => match decoder.decode(frame) {
+                Ok(Some(msg)) => {
+                    let end = matches!(msg, Message::EndOfStream);
+                    if tx.push_async((upstream, Ok(msg))).await.is_err() {
+                        let _ = replies.send(Err(Status::cancelled(format!(
+                            "the receiving subtask of {channel} stopped"
+                        ))));
+                        return;
+                    }
+                    if end {
+                        reply(Reply::Done);
+                        return;
+                    }
+                    reply(Reply::Credit(1));
+                    continue;
+                }
+                Ok(None) => {
+                    reply(Reply::Credit(1));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = replies.send(Err(status(&e)));
+                    e
+                }
+            },
+            Ok(None) => lost("the stream ended before its end-of-stream message".into()),
+            Err(s) => lost(format!("{}: {}", s.code(), s.message())),
+        };
+        tracing::warn!(%channel, error = %error, "shuffle channel failed");
+        let _ = tx.push_async((upstream, Err(error))).await;
+        return;
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Service {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mut frames = request.into_inner();
+        let first = frames
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty shuffle stream"))?;
+        let decoder = FrameDecoder::open(&first).map_err(|e| status(&e))?;
+        let channel = decoder.channel();
+        let Some(Registration { schema, mut tx }) = self
+            .registry
+            .take(channel, self.config.connect_timeout)
+            .await
+        else {
+            return Err(Status::not_found(format!(
+                "no subtask on this worker receives {channel}"
+            )));
+        };
+        if !same_fields(&schema, decoder.schema()) {
+            let e = ShuffleError::Malformed {
+                channel: Some(channel),
+                reason: format!(
+                    "the sender's schema {:?} differs from the expected {:?}",
+                    decoder.schema(),
+                    schema
+                ),
+            };
+            let s = status(&e);
+            let _ = tx.push_async((channel.upstream as usize, Err(e))).await;
+            return Err(s);
+        }
+        let (replies, out) = mpsc::unbounded_channel();
+        let _ = replies.send(Ok(PutResult {
+            app_metadata: Reply::Credit(self.config.initial_credits).to_bytes(),
+        }));
+        tokio::spawn(receive(frames, decoder, tx, replies, peer));
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
+    }
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn do_get(
+        &self,
+        _: Request<Ticket>,
+    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented(
+            "the shuffle server only accepts DoPut",
+        ))
+    }
+}

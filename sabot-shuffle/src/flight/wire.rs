@@ -1,0 +1,426 @@
+//! The shuffle's wire format on top of Arrow Flight's `FlightData`, in both directions.
+//!
+//! A channel carries the messages of one upstream subtask to one downstream subtask of
+//! one exchange, as one Flight `DoPut` stream:
+//!
+//! - Frame 1: `flight_descriptor.cmd` = `SBT1` + exchange, upstream subtask and
+//!   downstream subtask as u32 little-endian (16 bytes); `data_header` = the stream's
+//!   schema as an Arrow IPC schema message.
+//! - A batch: Arrow IPC dictionary messages (if any) then the record batch message, in
+//!   `data_header` / `data_body`; `app_metadata` empty.
+//! - A control message: empty `data_header` and `data_body`; `app_metadata` =
+//!   `W` + watermark (i64 LE), `B` + checkpoint id (u64 LE) + trigger time (i64 LE),
+//!   `I` (idle) or `E` (end of stream).
+//!
+//! The receiver answers on the `DoPut` result stream: `C` + credits (u32 LE), one credit
+//! per frame it has handed to its subtask, and `D` once it has delivered the end of
+//! stream. The sender starts with [`FlightConfig::initial_credits`](super::FlightConfig)
+//! and sends a frame only while it holds a credit, so a slow receiver slows the sender.
+//!
+//! Everything here is a pure function of its input: the receive path
+//! ([`FrameDecoder`]) treats every frame as untrusted and answers malformed bytes with
+//! [`ShuffleError::Malformed`], never a panic (fuzzed by `fuzz/fuzz_targets/shuffle_frames.rs`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_flight::{FlightData, FlightDescriptor};
+use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
+use arrow_ipc::{MessageHeader, root_as_message};
+use bytes::Bytes;
+use sabot_core::arrow::array::ArrayRef;
+use sabot_core::arrow::buffer::Buffer;
+use sabot_core::arrow::datatypes::Schema;
+use sabot_core::arrow::record_batch::RecordBatch;
+use sabot_core::{CheckpointBarrier, CheckpointId, Message, SchemaRef, Timestamp};
+
+use crate::{Result, ShuffleError};
+
+/// The first four bytes of a channel descriptor: format name and version.
+const MAGIC: &[u8; 4] = b"SBT1";
+const WATERMARK: u8 = b'W';
+const BARRIER: u8 = b'B';
+const IDLE: u8 = b'I';
+const END: u8 = b'E';
+const CREDIT: u8 = b'C';
+const DONE: u8 = b'D';
+
+/// One channel of an exchange: from one upstream subtask to one downstream subtask.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId {
+    /// The exchange (its node id in the job graph).
+    pub exchange: u32,
+    /// The sending subtask.
+    pub upstream: u32,
+    /// The receiving subtask.
+    pub downstream: u32,
+}
+
+impl ChannelId {
+    /// A channel id.
+    pub fn new(exchange: usize, upstream: usize, downstream: usize) -> ChannelId {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        ChannelId {
+            exchange: n(exchange),
+            upstream: n(upstream),
+            downstream: n(downstream),
+        }
+    }
+
+    /// The 16-byte descriptor command that names this channel.
+    pub fn to_cmd(self) -> Bytes {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(MAGIC);
+        for v in [self.exchange, self.upstream, self.downstream] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.into()
+    }
+
+    /// Parses a descriptor command written by [`ChannelId::to_cmd`].
+    pub fn from_cmd(cmd: &[u8]) -> Result<ChannelId> {
+        let malformed = |reason: String| ShuffleError::Malformed {
+            channel: None,
+            reason,
+        };
+        if cmd.len() != 16 || &cmd[..4] != MAGIC {
+            return Err(malformed(format!(
+                "the channel descriptor must be 16 bytes starting with SBT1, got {} bytes",
+                cmd.len()
+            )));
+        }
+        let word = |i: usize| u32::from_le_bytes([cmd[i], cmd[i + 1], cmd[i + 2], cmd[i + 3]]);
+        Ok(ChannelId {
+            exchange: word(4),
+            upstream: word(8),
+            downstream: word(12),
+        })
+    }
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exchange {} subtask {} -> {}",
+            self.exchange, self.upstream, self.downstream
+        )
+    }
+}
+
+/// Turns messages into frames for one channel.
+#[derive(Debug)]
+pub struct FrameEncoder {
+    generator: IpcDataGenerator,
+    dictionaries: DictionaryTracker,
+    options: IpcWriteOptions,
+    context: IpcWriteContext,
+}
+
+impl Default for FrameEncoder {
+    fn default() -> Self {
+        FrameEncoder {
+            generator: IpcDataGenerator::default(),
+            dictionaries: DictionaryTracker::new(false),
+            options: IpcWriteOptions::default(),
+            context: IpcWriteContext::default(),
+        }
+    }
+}
+
+impl FrameEncoder {
+    /// The first frame of a channel: its id and schema (which also numbers the
+    /// dictionaries the batches will send).
+    pub fn open(&mut self, channel: ChannelId, schema: &Schema) -> FlightData {
+        let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut self.dictionaries,
+            &self.options,
+        );
+        FlightData::from(encoded).with_descriptor(FlightDescriptor::new_cmd(channel.to_cmd()))
+    }
+
+    /// Appends the frames of `msg` to `out` (a batch with dictionaries takes several).
+    pub fn encode(&mut self, msg: &Message, out: &mut Vec<FlightData>) -> Result<()> {
+        let control = |meta: Vec<u8>| FlightData::new().with_app_metadata(meta);
+        match msg {
+            Message::Data(batch) => {
+                let (dicts, data) = self.generator.encode(
+                    batch,
+                    &mut self.dictionaries,
+                    &self.options,
+                    &mut self.context,
+                )?;
+                out.extend(dicts.into_iter().map(FlightData::from));
+                out.push(FlightData::from(data));
+            }
+            Message::Watermark(wm) => {
+                let mut m = vec![WATERMARK];
+                m.extend_from_slice(&wm.millis().to_le_bytes());
+                out.push(control(m));
+            }
+            Message::Barrier(b) => {
+                let mut m = vec![BARRIER];
+                m.extend_from_slice(&b.id.0.to_le_bytes());
+                m.extend_from_slice(&b.triggered_at.millis().to_le_bytes());
+                out.push(control(m));
+            }
+            Message::Idle => out.push(control(vec![IDLE])),
+            Message::EndOfStream => out.push(control(vec![END])),
+            other => {
+                return Err(ShuffleError::Malformed {
+                    channel: None,
+                    reason: format!("message kind {other:?} has no wire encoding"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the receiving side tells the sender.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The sender may send this many more frames.
+    Credit(u32),
+    /// The end of stream was delivered: nothing is left in flight.
+    Done,
+}
+
+impl Reply {
+    /// The reply's bytes (a `PutResult`'s `app_metadata`).
+    pub fn to_bytes(self) -> Bytes {
+        match self {
+            Reply::Credit(n) => {
+                let mut b = vec![CREDIT];
+                b.extend_from_slice(&n.to_le_bytes());
+                b.into()
+            }
+            Reply::Done => Bytes::from_static(&[DONE]),
+        }
+    }
+
+    /// Parses a reply (from the peer: untrusted).
+    pub fn from_bytes(b: &[u8]) -> Result<Reply> {
+        match b {
+            [CREDIT, a, b, c, d] => Ok(Reply::Credit(u32::from_le_bytes([*a, *b, *c, *d]))),
+            [DONE] => Ok(Reply::Done),
+            _ => Err(ShuffleError::Malformed {
+                channel: None,
+                reason: format!("unknown reply of {} bytes from the receiver", b.len()),
+            }),
+        }
+    }
+}
+
+/// Turns the frames of one channel back into messages. Every frame is untrusted input.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    channel: ChannelId,
+    schema: SchemaRef,
+    dictionaries: HashMap<i64, ArrayRef>,
+}
+
+impl FrameDecoder {
+    /// Reads a channel's first frame: the channel id and its schema.
+    pub fn open(first: &FlightData) -> Result<FrameDecoder> {
+        let cmd = first
+            .flight_descriptor
+            .as_ref()
+            .map(|d| &d.cmd[..])
+            .unwrap_or_default();
+        let channel = ChannelId::from_cmd(cmd)?;
+        let malformed = |reason: String| ShuffleError::Malformed {
+            channel: Some(channel),
+            reason,
+        };
+        let message = root_as_message(&first.data_header)
+            .map_err(|e| malformed(format!("the first frame is not an IPC message: {e}")))?;
+        if message.header_type() != MessageHeader::Schema {
+            return Err(malformed(format!(
+                "the first frame must hold the schema, got {:?}",
+                message.header_type()
+            )));
+        }
+        let schema = Schema::try_from(first)
+            .map_err(|e| malformed(format!("cannot read the schema: {e}")))?;
+        Ok(FrameDecoder {
+            channel,
+            schema: Arc::new(schema),
+            dictionaries: HashMap::new(),
+        })
+    }
+
+    /// The channel this decoder reads.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// The schema the sender declared.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes one frame: a message, or `None` for a frame that only updates the
+    /// decoder (a dictionary).
+    pub fn decode(&mut self, frame: FlightData) -> Result<Option<Message>> {
+        if frame.data_header.is_empty() {
+            if !frame.data_body.is_empty() {
+                return Err(self.malformed("a control frame carries a body".into()));
+            }
+            return self.control(&frame.app_metadata).map(Some);
+        }
+        if !frame.app_metadata.is_empty() {
+            return Err(self.malformed("a data frame carries app metadata".into()));
+        }
+        let message = root_as_message(&frame.data_header)
+            .map_err(|e| self.malformed(format!("not an IPC message: {e}")))?;
+        let declared = message.bodyLength();
+        if usize::try_from(declared).ok() != Some(frame.data_body.len()) {
+            return Err(self.malformed(format!(
+                "the IPC header declares a body of {declared} bytes, the frame has {}",
+                frame.data_body.len()
+            )));
+        }
+        let body = Buffer::from(frame.data_body.clone());
+        match message.header_type() {
+            MessageHeader::RecordBatch => {
+                let header = message
+                    .header_as_record_batch()
+                    .ok_or_else(|| self.malformed("record batch header missing".into()))?;
+                let batch = arrow_ipc::reader::read_record_batch(
+                    &body,
+                    header,
+                    self.schema.clone(),
+                    &self.dictionaries,
+                    None,
+                    &message.version(),
+                )
+                .map_err(|e| self.malformed(format!("bad record batch: {e}")))?;
+                Ok(Some(Message::Data(batch)))
+            }
+            MessageHeader::DictionaryBatch => {
+                let header = message
+                    .header_as_dictionary_batch()
+                    .ok_or_else(|| self.malformed("dictionary header missing".into()))?;
+                arrow_ipc::reader::read_dictionary(
+                    &body,
+                    header,
+                    &self.schema,
+                    &mut self.dictionaries,
+                    &message.version(),
+                )
+                .map_err(|e| self.malformed(format!("bad dictionary: {e}")))?;
+                Ok(None)
+            }
+            other => Err(self.malformed(format!("unexpected IPC message {other:?}"))),
+        }
+    }
+
+    fn control(&self, meta: &[u8]) -> Result<Message> {
+        let i64_at = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        match meta {
+            [WATERMARK, rest @ ..] if rest.len() == 8 => {
+                Ok(Message::Watermark(Timestamp::from_millis(i64_at(rest))))
+            }
+            [BARRIER, rest @ ..] if rest.len() == 16 => Ok(Message::Barrier(CheckpointBarrier {
+                id: CheckpointId(i64_at(&rest[..8]) as u64),
+                triggered_at: Timestamp::from_millis(i64_at(&rest[8..])),
+            })),
+            [IDLE] => Ok(Message::Idle),
+            [END] => Ok(Message::EndOfStream),
+            [] => Err(self.malformed("an empty frame".into())),
+            [tag, ..] => Err(self.malformed(format!(
+                "unknown control message {:?} of {} bytes",
+                *tag as char,
+                meta.len()
+            ))),
+        }
+    }
+
+    fn malformed(&self, reason: String) -> ShuffleError {
+        ShuffleError::Malformed {
+            channel: Some(self.channel),
+            reason,
+        }
+    }
+}
+
+/// Checks that a batch fits the schema a receiver expects (field names and types).
+pub(crate) fn same_fields(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
+        })
+}
+
+/// The in-memory size of a batch's buffers (for throughput figures).
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch.get_array_memory_size()
+}
+
+#[cfg(test)]
+mod tests {
+    use sabot_core::arrow::array::{Array, DictionaryArray, Int64Array};
+    use sabot_core::arrow::datatypes::{DataType, Field, Int32Type};
+
+    use super::*;
+
+    fn round_trip(batch: &RecordBatch) -> Vec<Message> {
+        let mut enc = FrameEncoder::default();
+        let first = enc.open(ChannelId::new(1, 2, 3), &batch.schema());
+        let mut dec = FrameDecoder::open(&first).unwrap();
+        assert_eq!(dec.channel(), ChannelId::new(1, 2, 3));
+        let mut frames = Vec::new();
+        for m in [
+            Message::Data(batch.clone()),
+            Message::Watermark(Timestamp::from_millis(-3)),
+            Message::Data(batch.clone()),
+            Message::EndOfStream,
+        ] {
+            enc.encode(&m, &mut frames).unwrap();
+        }
+        frames
+            .into_iter()
+            .filter_map(|f| dec.decode(f).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn batches_with_dictionaries_and_controls_round_trip() {
+        let dict: DictionaryArray<Int32Type> = vec![Some("a"), None, Some("b"), Some("a")]
+            .into_iter()
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("d", dict.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(dict)],
+        )
+        .unwrap();
+        let got = round_trip(&batch);
+        assert_eq!(got.len(), 4);
+        assert!(matches!(&got[0], Message::Data(b) if *b == batch));
+        assert!(matches!(&got[1], Message::Watermark(w) if w.millis() == -3));
+        assert!(matches!(&got[2], Message::Data(b) if *b == batch));
+        assert!(matches!(&got[3], Message::EndOfStream));
+    }
+
+    #[test]
+    fn channel_ids_and_replies_parse_back_and_reject_garbage() {
+        let c = ChannelId::new(7, 8, 9);
+        assert_eq!(ChannelId::from_cmd(&c.to_cmd()).unwrap(), c);
+        assert!(ChannelId::from_cmd(b"SBT1").is_err());
+        assert!(ChannelId::from_cmd(&[0; 16]).is_err());
+        for r in [Reply::Credit(0), Reply::Credit(u32::MAX), Reply::Done] {
+            assert_eq!(Reply::from_bytes(&r.to_bytes()).unwrap(), r);
+        }
+        assert!(Reply::from_bytes(b"C12").is_err());
+        assert!(Reply::from_bytes(b"").is_err());
+    }
+}
