@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::wire::{FrameEncoder, Reply};
-use super::{CONNECTION_WINDOW, ChannelId, FlightConfig, Runtime, STREAM_WINDOW};
+use super::{CONNECTION_WINDOW, ChannelId, FlightConfig, MAX_HTTP2_FRAME, Runtime, STREAM_WINDOW};
 use crate::queue::{self, SpscSender};
 use crate::{Result, ShuffleError};
 
@@ -106,6 +106,7 @@ impl Inner {
                     .map(|e| {
                         e.initial_stream_window_size(STREAM_WINDOW)
                             .initial_connection_window_size(CONNECTION_WINDOW)
+                            .max_frame_size(MAX_HTTP2_FRAME)
                             .tcp_nodelay(true)
                             .connect_timeout(Duration::from_secs(5))
                     });

@@ -124,6 +124,8 @@ impl FlightConfig {
 /// HTTP/2 flow-control windows: large enough that credits, not HTTP/2, pace a channel.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
+/// HTTP/2 DATA frames of up to 1 MiB: a batch crosses in a few frames, not hundreds.
+const MAX_HTTP2_FRAME: u32 = 1 << 20;
 
 /// A tokio runtime shut down in the background when dropped, so that dropping it from
 /// any thread never blocks or panics.

@@ -15,12 +15,14 @@ use arrow_flight::{
 use futures::Stream;
 use sabot_core::{Message, SchemaRef};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::wire::{FrameDecoder, Reply, same_fields};
 use super::{
-    CONNECTION_WINDOW, ChannelId, Delivery, FlightConfig, Runtime, STREAM_WINDOW, ShuffleClient,
+    CONNECTION_WINDOW, ChannelId, Delivery, FlightConfig, MAX_HTTP2_FRAME, Runtime, STREAM_WINDOW,
+    ShuffleClient,
 };
 use crate::queue::FanInSender;
 use crate::{Result, ShuffleError};
@@ -105,14 +107,18 @@ impl ShuffleServer {
         let server = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .tcp_nodelay(true)
+            .max_frame_size(MAX_HTTP2_FRAME)
             .add_service(
                 FlightServiceServer::new(service)
                     .max_decoding_message_size(config.max_frame_bytes)
                     .max_encoding_message_size(config.max_frame_bytes),
             );
         runtime.handle().spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // Accepted connections need these set here: the builder's settings only
+            // apply to listeners it binds itself.
+            let incoming = TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(10)));
             let stop = async {
                 let _ = stop.await;
             };
