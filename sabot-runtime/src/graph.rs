@@ -1,12 +1,14 @@
 //! The logical job graph: sources, operators, exchanges and sinks.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::BadRecordPolicy;
 use sabot_core::key::DEFAULT_MAX_PARALLELISM;
 use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory};
+use sabot_shuffle::flight::FlightConfig;
 use sabot_state::StateConfig;
 use sabot_time::{Clock, SystemClock};
 
@@ -81,6 +83,48 @@ pub struct JobConfig {
     pub queue_capacity: usize,
     /// Where stateful operators keep their state (default: memory).
     pub state: StateConfig,
+    /// Run the job split over several worker processes (default: all in this one).
+    pub cluster: Option<Cluster>,
+}
+
+/// A job split over worker processes that exchange data over Arrow Flight.
+///
+/// Every worker runs the same job graph with the same [`JobConfig`] except
+/// [`Cluster::me`]. Subtask `s` of every operator runs on worker `s % workers.len()`;
+/// exchanges between subtasks of one worker use the in-process queues, the others go
+/// through the workers' [`ShuffleServer`](sabot_shuffle::flight::ShuffleServer)s.
+/// Each worker's sinks receive the output of its own subtasks.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Cluster {
+    /// Every worker's shuffle address, in worker order (the same list on every worker).
+    pub workers: Vec<SocketAddr>,
+    /// This process's index in `workers`: its server listens on `workers[me]`.
+    pub me: usize,
+    /// Network settings.
+    pub flight: FlightConfig,
+}
+
+impl Cluster {
+    /// Worker `me` of `workers`.
+    pub fn new(workers: Vec<SocketAddr>, me: usize) -> Cluster {
+        Cluster {
+            workers,
+            me,
+            flight: FlightConfig::default(),
+        }
+    }
+
+    /// Sets the network settings.
+    pub fn with_flight(mut self, flight: FlightConfig) -> Cluster {
+        self.flight = flight;
+        self
+    }
+
+    /// The worker that runs subtask `subtask` of every operator.
+    pub fn owner(&self, subtask: usize) -> usize {
+        subtask % self.workers.len().max(1)
+    }
 }
 
 impl Default for JobConfig {
@@ -94,6 +138,7 @@ impl Default for JobConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             queue_capacity: 8,
             state: StateConfig::memory(),
+            cluster: None,
         }
     }
 }

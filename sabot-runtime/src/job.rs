@@ -9,23 +9,20 @@ use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
 use sabot_core::{CoreError, SchemaRef, Timestamp};
 use sabot_operators::{Output, TaskContext};
-use sabot_shuffle::queue::{self, FanInReceiver, FanInSender};
+use sabot_shuffle::flight::{ChannelId, ShuffleClient, ShuffleServer};
+use sabot_shuffle::queue::{self, FanInReceiver};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::SharedWatermark;
 
-use crate::graph::{JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
-use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Ticker};
+use crate::graph::{Cluster, JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
+use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Target, Ticker};
 use crate::{Result, RuntimeError};
 
 /// The exchanges' senders not yet taken: `[exchange][downstream][upstream]`.
-type Senders = BTreeMap<usize, Vec<Vec<Option<FanInSender<Envelope>>>>>;
+type Senders = BTreeMap<usize, Vec<Vec<Option<Target>>>>;
 
 /// Takes upstream subtask `me`'s sender to every downstream subtask of `exchange`.
-fn take_senders(
-    senders: &mut Senders,
-    exchange: usize,
-    me: usize,
-) -> Result<Vec<FanInSender<Envelope>>> {
+fn take_senders(senders: &mut Senders, exchange: usize, me: usize) -> Result<Vec<Target>> {
     let missing = || RuntimeError::InvalidGraph {
         reason: format!("exchange {exchange} reached twice from subtask {me}"),
     };
@@ -61,6 +58,31 @@ impl JobGraph {
     pub fn build(self) -> Result<Job> {
         let c = &self.config;
         check_parallelism(c.parallelism, c.max_parallelism)?;
+        if let Some(cluster) = &c.cluster {
+            let workers = cluster.workers.len();
+            let reason = if workers == 0 {
+                Some("the worker list is empty".to_string())
+            } else if cluster.me >= workers {
+                Some(format!(
+                    "this worker's index {} is not below the number of workers {workers}",
+                    cluster.me
+                ))
+            } else if c.parallelism < workers {
+                Some(format!(
+                    "parallelism {} leaves some of the {workers} workers without subtasks",
+                    c.parallelism
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(CoreError::InvalidConfig {
+                    name: "cluster".into(),
+                    reason,
+                }
+                .into());
+            }
+        }
         if c.queue_capacity == 0 {
             return Err(CoreError::InvalidConfig {
                 name: "queue_capacity".into(),
@@ -189,6 +211,44 @@ pub struct JobHandle {
     metrics: Metrics,
     watermarks: Vec<SharedWatermark>,
     threads: Vec<(String, JoinHandle<Result<()>>)>,
+    /// Kept until every subtask ended: peers may still be sending to this worker.
+    network: Option<Network>,
+}
+
+/// This worker's side of a cluster job: its shuffle server and a client per peer.
+struct Network {
+    server: ShuffleServer,
+    clients: Vec<Option<ShuffleClient>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("addr", &self.server.local_addr())
+            .finish()
+    }
+}
+
+impl Network {
+    fn start(cluster: &Cluster) -> Result<Network> {
+        let server = ShuffleServer::start(cluster.workers[cluster.me], cluster.flight.clone())?;
+        let clients = cluster
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(w, addr)| (w != cluster.me).then(|| server.client(*addr)))
+            .collect();
+        Ok(Network { server, clients })
+    }
+
+    fn client(&self, worker: usize) -> Result<&ShuffleClient> {
+        self.clients
+            .get(worker)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| RuntimeError::InvalidGraph {
+                reason: format!("no network client for worker {worker}"),
+            })
+    }
 }
 
 impl JobHandle {
@@ -214,7 +274,8 @@ impl JobHandle {
 
     /// Waits for every subtask. If any failed, returns the error that caused the job to
     /// stop (not the follow-up errors of the subtasks it took down with it).
-    pub fn join(self) -> Result<JobResult> {
+    pub fn join(mut self) -> Result<JobResult> {
+        let network = self.network.take();
         let mut errors = Vec::new();
         for (task, t) in self.threads {
             match t.join() {
@@ -234,6 +295,7 @@ impl JobHandle {
             }
         }
         let elapsed = self.started.elapsed();
+        drop(network);
         if let Some(i) = errors.iter().position(|e| !e.is_secondary()) {
             let e = errors.swap_remove(i);
             tracing::error!(job = %self.name, error = %e, "job failed");
@@ -284,21 +346,53 @@ impl Job {
         let metrics = Metrics::new();
         let c = self.graph.config.clone();
         let p = c.parallelism;
-        // Per (exchange, downstream subtask): a fan-in of one SPSC queue per upstream
-        // subtask. `senders[exchange][downstream][upstream]`, each taken by its subtask.
+        let network = c.cluster.as_ref().map(Network::start).transpose()?;
+        let owner = |s: usize| c.cluster.as_ref().map_or(0, |cl| cl.owner(s));
+        let me = c.cluster.as_ref().map_or(0, |cl| cl.me);
+        let local = |s: usize| owner(s) == me;
+        // Per (exchange, downstream subtask of this worker): a fan-in of one SPSC queue
+        // per upstream subtask; the queues of upstream subtasks on other workers are fed
+        // by the shuffle server. Per downstream subtask of another worker: a network
+        // channel from each upstream subtask here.
+        // `senders[exchange][downstream][upstream]`, each taken by its subtask.
         let mut senders: Senders = BTreeMap::new();
-        let mut receivers: BTreeMap<usize, Vec<FanInReceiver<Envelope>>> = BTreeMap::new();
+        let mut receivers: BTreeMap<usize, Vec<Option<FanInReceiver<Envelope>>>> = BTreeMap::new();
         for (id, node) in self.graph.nodes.iter().enumerate() {
-            if matches!(node.kind, NodeKind::Exchange(_)) {
-                let (tx, rx): (Vec<_>, Vec<_>) = (0..p)
-                    .map(|_| {
-                        let (tx, rx) = queue::fan_in(p, c.queue_capacity);
-                        (tx.into_iter().map(Some).collect::<Vec<_>>(), rx)
-                    })
-                    .unzip();
-                senders.insert(id, tx);
-                receivers.insert(id, rx);
+            if !matches!(node.kind, NodeKind::Exchange(_)) {
+                continue;
             }
+            let schema = &self.schemas[id];
+            let mut per_downstream = Vec::with_capacity(p);
+            let mut inputs = Vec::with_capacity(p);
+            for d in 0..p {
+                let mut row = Vec::with_capacity(p);
+                if local(d) {
+                    let (tx, rx) = queue::fan_in(p, c.queue_capacity);
+                    for (u, tx) in tx.into_iter().enumerate() {
+                        if local(u) {
+                            row.push(Some(Target::Local(tx)));
+                        } else if let Some(net) = &network {
+                            net.server
+                                .register(ChannelId::new(id, u, d), schema.clone(), tx);
+                            row.push(None);
+                        }
+                    }
+                    inputs.push(Some(rx));
+                } else if let Some(net) = &network {
+                    let client = net.client(owner(d))?;
+                    for u in 0..p {
+                        row.push(local(u).then(|| {
+                            Target::Remote(Some(
+                                client.open(ChannelId::new(id, u, d), schema.clone()),
+                            ))
+                        }));
+                    }
+                    inputs.push(None);
+                }
+                per_downstream.push(row);
+            }
+            senders.insert(id, per_downstream);
+            receivers.insert(id, inputs);
         }
 
         // Plan every subtask first, so that a creation error starts no thread.
@@ -312,6 +406,10 @@ impl Job {
             };
             let mut head_rx = head_rx.map(std::mem::take).map(Vec::into_iter);
             for s in 0..p {
+                let input_rx = head_rx.as_mut().and_then(Iterator::next).flatten();
+                if !local(s) {
+                    continue;
+                }
                 let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone())
                     .with_clock(c.clock.clone())
                     .with_bad_records(c.bad_records)
@@ -319,7 +417,7 @@ impl Job {
                 let chain = self
                     .build_chain(NodeId(id), &ctx, &mut senders)
                     .map_err(|e| e.in_node(node.kind.name()))?;
-                let input = match (&source, head_rx.as_mut().and_then(Iterator::next)) {
+                let input = match (&source, input_rx) {
                     (Some(f), _) => SubtaskInput::Source(f.clone()),
                     (None, Some(rx)) => SubtaskInput::Exchange(rx),
                     (None, None) => unreachable!("an exchange has one queue per subtask"),
@@ -379,6 +477,7 @@ impl Job {
             metrics,
             watermarks,
             threads,
+            network,
         })
     }
 

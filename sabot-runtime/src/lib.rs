@@ -41,5 +41,5 @@ mod job;
 mod task;
 
 pub use error::{Result, RuntimeError};
-pub use graph::{JobConfig, JobGraph, NodeId, Partitioning};
+pub use graph::{Cluster, JobConfig, JobGraph, NodeId, Partitioning};
 pub use job::{Job, JobHandle, JobResult, SINK_RECORDS, SOURCE_RECORDS};

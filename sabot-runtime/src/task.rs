@@ -6,14 +6,24 @@ use std::time::{Duration, Instant};
 use sabot_core::metrics::Counter;
 use sabot_core::{Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
+use sabot_shuffle::flight::{Delivery, RemoteSender};
 use sabot_shuffle::queue::{FanInReceiver, FanInSender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};
 
 use crate::{Result, RuntimeError};
 
-/// A message tagged with the index of the upstream subtask that sent it.
-pub(crate) type Envelope = (usize, Message);
+/// A message tagged with the index of the upstream subtask that sent it, or the error
+/// that ended a network channel.
+pub(crate) type Envelope = Delivery;
+
+/// Where an exchange sends one downstream subtask's share.
+pub(crate) enum Target {
+    /// A subtask of this process: its input queue.
+    Local(FanInSender<Envelope>),
+    /// A subtask of another worker: a network channel (taken when it is finished).
+    Remote(Option<RemoteSender>),
+}
 
 /// How long a source that reported idle waits before asking again.
 const IDLE_BACKOFF: Duration = Duration::from_millis(1);
@@ -147,14 +157,30 @@ pub(crate) enum Partitioner {
 pub(crate) struct ExchangeWriter {
     pub(crate) me: usize,
     pub(crate) partitioner: Partitioner,
-    pub(crate) targets: Vec<FanInSender<Envelope>>,
+    pub(crate) targets: Vec<Target>,
 }
 
 impl ExchangeWriter {
-    fn send(&self, target: usize, msg: Message) -> Result<()> {
-        self.targets[target]
-            .push((self.me, msg))
-            .map_err(|_| RuntimeError::DownstreamClosed { target })
+    fn send(&mut self, target: usize, msg: Message) -> Result<()> {
+        match &mut self.targets[target] {
+            Target::Local(tx) => tx
+                .push((self.me, Ok(msg)))
+                .map_err(|_| RuntimeError::DownstreamClosed { target }),
+            Target::Remote(Some(tx)) => Ok(tx.send(msg)?),
+            Target::Remote(None) => Err(RuntimeError::DownstreamClosed { target }),
+        }
+    }
+
+    /// After the end of stream: waits until every remote subtask has received it.
+    fn finish_remote(&mut self) -> Result<()> {
+        for t in &mut self.targets {
+            if let Target::Remote(tx) = t
+                && let Some(tx) = tx.take()
+            {
+                tx.finish()?;
+            }
+        }
+        Ok(())
     }
 
     fn push(&mut self, msg: Message) -> Result<()> {
@@ -172,8 +198,12 @@ impl ExchangeWriter {
                 }
             },
             control => {
+                let end = matches!(control, Message::EndOfStream);
                 for t in 0..self.targets.len() {
                     self.send(t, control.clone())?;
+                }
+                if end {
+                    self.finish_remote()?;
                 }
                 Ok(())
             }
@@ -259,6 +289,7 @@ pub(crate) fn run_exchange_input(
             Err(()) => None,
         };
         if let Some((from, msg)) = msg {
+            let msg = msg?;
             let now = ticker.now();
             let advanced = match msg {
                 Message::Data(b) => {
