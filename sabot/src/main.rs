@@ -10,11 +10,12 @@ use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::compute::concat_batches;
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
+use sabot::arrow::util::display::array_value_to_string;
 use sabot::demo::{
     BASE_TIME_MS, FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
 };
 use sabot::operators::LATE_RECORDS_DROPPED;
-use sabot::runtime::SOURCE_RECORDS;
+use sabot::runtime::{Cluster, SOURCE_RECORDS};
 use sabot::state::{RocksDbConfig, StateConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +40,38 @@ enum Command {
     /// tumbling event-time window exceeds a threshold, and transactions far above the
     /// account's running average. It ends with throughput, alert counts and a sample.
     Demo(DemoArgs),
+    /// Run one worker process of the fraud demo split over several processes.
+    ///
+    /// Start one `sabot worker` per address in --workers, each with its --index and the
+    /// same demo options. Subtask s of every operator runs on worker s % (number of
+    /// workers); the workers exchange batches, watermarks and end-of-stream over Arrow
+    /// Flight. Each worker reports (and with --output writes) the alerts of its own
+    /// subtasks: together they are the alerts of `sabot demo` with the same options.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Every worker's shuffle address (host:port), comma-separated, in worker order; the
+    /// same list for every worker.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        value_name = "ADDR,ADDR,..."
+    )]
+    workers: Vec<std::net::SocketAddr>,
+
+    /// This worker's position in --workers (from 0); it listens on that address.
+    #[arg(long)]
+    index: usize,
+
+    /// Seconds to keep trying to reach the other workers before giving up.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
+
+    #[command(flatten)]
+    demo: DemoArgs,
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +80,8 @@ struct DemoArgs {
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
 
-    /// Subtasks per operator, each on its own thread (default: the number of cores).
+    /// Subtasks per operator, each on its own thread (default: the number of cores; for
+    /// `sabot worker`, the number of cores times the number of workers).
     #[arg(long)]
     parallelism: Option<usize>,
 
@@ -92,6 +126,11 @@ struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
 
+    /// Write the alerts as CSV files into this folder (window-alerts.csv and
+    /// spike-alerts.csv; a worker adds its index: window-alerts-0.csv).
+    #[arg(long, value_name = "DIR")]
+    output: Option<std::path::PathBuf>,
+
     /// Do not show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -116,7 +155,21 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Demo(args) => demo(args),
+        Command::Demo(args) => demo(args, None),
+        Command::Worker(w) => {
+            if w.index >= w.workers.len() {
+                Err(anyhow::anyhow!(
+                    "--index {} is not a position in --workers (0..{})",
+                    w.index,
+                    w.workers.len()
+                ))
+            } else {
+                let flight = sabot::shuffle::flight::FlightConfig::default()
+                    .with_connect_timeout(Duration::from_secs(w.connect_timeout));
+                let cluster = Cluster::new(w.workers, w.index).with_flight(flight);
+                demo(w.demo, Some(cluster))
+            }
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));
@@ -140,7 +193,7 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-fn demo(args: DemoArgs) -> Result<()> {
+fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     if !(args.threshold.is_finite() && args.threshold >= 0.0) {
         anyhow::bail!(
             "--threshold must be a non-negative number of dollars, got {}",
@@ -153,9 +206,23 @@ fn demo(args: DemoArgs) -> Result<()> {
             args.spike_factor
         );
     }
+    let workers = cluster.as_ref().map_or(1, |c| c.workers.len());
     let parallelism = args
         .parallelism
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from) * workers);
+    // The share of the sources this process runs (all of them outside a cluster).
+    let local_share = match &cluster {
+        Some(c) => (0..parallelism).filter(|&s| c.owner(s) == c.me).count() as f64,
+        None => parallelism as f64,
+    } / parallelism.max(1) as f64;
+    let suffix = cluster
+        .as_ref()
+        .map(|c| format!("-{}", c.me))
+        .unwrap_or_default();
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output folder {}", dir.display()))?;
+    }
     let mut config = GeneratorConfig::default();
     config.events = args.events;
     config.seed = args.seed;
@@ -182,11 +249,23 @@ fn demo(args: DemoArgs) -> Result<()> {
     env.set_parallelism(parallelism)
         .set_name("fraud-demo")
         .set_state(state);
+    let role = match &cluster {
+        Some(c) => format!(
+            ", worker {} of {} on {}",
+            c.me,
+            c.workers.len(),
+            c.workers[c.me]
+        ),
+        None => String::new(),
+    };
+    if let Some(c) = cluster {
+        env.set_cluster(c);
+    }
     let outputs = fraud_job(&env, generator, &rules)?;
     let job = env.build().context("invalid job")?;
 
     eprintln!(
-        "sabot demo: {} transactions, {} accounts, parallelism {}, seed {}, {} state",
+        "sabot demo: {} transactions, {} accounts, parallelism {}, seed {}, {} state{role}",
         args.events,
         args.accounts,
         parallelism,
@@ -197,7 +276,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     let cpu_before = cpu_time();
     let handle = job.start()?;
     let progress = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(args.events);
+        let bar = ProgressBar::new((args.events as f64 * local_share).round() as u64);
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} txns ({rate}, eta {eta}) {msg}",
@@ -267,6 +346,17 @@ fn demo(args: DemoArgs) -> Result<()> {
         "Late records dropped: {}",
         result.metric(LATE_RECORDS_DROPPED) + result.metric(SPIKE_LATE_RECORDS)
     );
+    if let Some(dir) = &args.output {
+        for (name, batches) in [
+            ("window-alerts", &window_alerts),
+            ("spike-alerts", &spike_alerts),
+        ] {
+            let path = dir.join(format!("{name}{suffix}.csv"));
+            write_csv(&path, batches)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        println!("Alerts written to {}", dir.display());
+    }
     if args.show > 0 {
         print_window_alerts(&window_alerts, args.show)?;
         print_spike_alerts(&spike_alerts, args.show)?;
@@ -295,6 +385,32 @@ fn cpu_time() -> Option<Duration> {
 #[cfg(not(unix))]
 fn cpu_time() -> Option<Duration> {
     None
+}
+
+/// Writes `batches` as CSV with a header row (values as Arrow displays them), through a
+/// temporary file renamed into place.
+fn write_csv(path: &std::path::Path, batches: &[RecordBatch]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("csv.tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    if let Some(first) = batches.first() {
+        let schema = first.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        writeln!(out, "{}", names.join(","))?;
+    }
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells = b
+                .columns()
+                .iter()
+                .map(|c| array_value_to_string(c, r))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            writeln!(out, "{}", cells.join(","))?;
+        }
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {

@@ -108,6 +108,13 @@ impl StreamEnv {
         self
     }
 
+    /// Runs the job as one worker of a job split over several processes (see
+    /// [`Cluster`](sabot_runtime::Cluster)).
+    pub fn set_cluster(&self, cluster: sabot_runtime::Cluster) -> &Self {
+        self.graph.borrow_mut().config_mut().cluster = Some(cluster);
+        self
+    }
+
     /// The job's name, for logs.
     pub fn set_name(&self, name: impl Into<String>) -> &Self {
         self.graph.borrow_mut().config_mut().name = name.into();
