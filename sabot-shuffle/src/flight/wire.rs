@@ -289,6 +289,7 @@ impl FrameDecoder {
                 let header = message
                     .header_as_record_batch()
                     .ok_or_else(|| self.malformed("record batch header missing".into()))?;
+                self.check_buffers(header, body.len())?;
                 let batch = arrow_ipc::reader::read_record_batch(
                     &body,
                     header,
@@ -304,6 +305,10 @@ impl FrameDecoder {
                 let header = message
                     .header_as_dictionary_batch()
                     .ok_or_else(|| self.malformed("dictionary header missing".into()))?;
+                let data = header
+                    .data()
+                    .ok_or_else(|| self.malformed("dictionary batch without data".into()))?;
+                self.check_buffers(data, body.len())?;
                 arrow_ipc::reader::read_dictionary(
                     &body,
                     header,
@@ -316,6 +321,25 @@ impl FrameDecoder {
             }
             other => Err(self.malformed(format!("unexpected IPC message {other:?}"))),
         }
+    }
+
+    /// Every buffer the header points to must lie inside the body (the IPC reader slices
+    /// without checking, and would panic).
+    fn check_buffers(&self, header: arrow_ipc::RecordBatch<'_>, body: usize) -> Result<()> {
+        for (i, b) in header.buffers().into_iter().flatten().enumerate() {
+            let end = u64::try_from(b.offset())
+                .ok()
+                .zip(u64::try_from(b.length()).ok())
+                .and_then(|(o, l)| o.checked_add(l));
+            if end.is_none_or(|end| end > body as u64) {
+                return Err(self.malformed(format!(
+                    "buffer {i} at offset {} of length {} lies outside the {body}-byte body",
+                    b.offset(),
+                    b.length()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn control(&self, meta: &[u8]) -> Result<Message> {
@@ -409,6 +433,40 @@ mod tests {
         assert!(matches!(&got[1], Message::Watermark(w) if w.millis() == -3));
         assert!(matches!(&got[2], Message::Data(b) if *b == batch));
         assert!(matches!(&got[3], Message::EndOfStream));
+    }
+
+    /// Found by the fuzzer: a header whose buffer lies outside the body made Arrow's IPC
+    /// reader panic.
+    #[test]
+    fn a_buffer_outside_the_body_is_an_error_not_a_panic() {
+        let schema = Schema::new(vec![Field::new("k", DataType::Int64, false)]);
+        let mut dec = FrameDecoder::open(
+            &FrameEncoder::default().open(ChannelId::new(1, 0, 0), &schema),
+        )
+        .unwrap();
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[arrow_ipc::FieldNode::new(2, 0)]);
+        let buffers = fbb.create_vector(&[
+            arrow_ipc::Buffer::new(0, 0),
+            arrow_ipc::Buffer::new(1_000, 16),
+        ]);
+        let mut rb = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
+        rb.add_length(2);
+        rb.add_nodes(nodes);
+        rb.add_buffers(buffers);
+        let rb = rb.finish();
+        let mut m = arrow_ipc::MessageBuilder::new(&mut fbb);
+        m.add_version(arrow_ipc::MetadataVersion::V5);
+        m.add_header_type(MessageHeader::RecordBatch);
+        m.add_header(rb.as_union_value());
+        m.add_bodyLength(16);
+        let m = m.finish();
+        fbb.finish(m, None);
+        let frame = FlightData::new()
+            .with_data_header(fbb.finished_data().to_vec())
+            .with_data_body(vec![0u8; 16]);
+        let e = dec.decode(frame).unwrap_err();
+        assert!(e.to_string().contains("outside the 16-byte body"), "{e}");
     }
 
     #[test]
