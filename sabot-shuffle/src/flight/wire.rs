@@ -32,6 +32,7 @@ use bytes::Bytes;
 use sabot_core::arrow::array::ArrayRef;
 use sabot_core::arrow::buffer::Buffer;
 use sabot_core::arrow::datatypes::Schema;
+use sabot_core::arrow::error::ArrowError;
 use sabot_core::arrow::record_batch::RecordBatch;
 use sabot_core::{CheckpointBarrier, CheckpointId, Message, SchemaRef, Timestamp};
 
@@ -290,14 +291,18 @@ impl FrameDecoder {
                     .header_as_record_batch()
                     .ok_or_else(|| self.malformed("record batch header missing".into()))?;
                 self.check_buffers(header, body.len())?;
-                let batch = arrow_ipc::reader::read_record_batch(
-                    &body,
-                    header,
-                    self.schema.clone(),
-                    &self.dictionaries,
-                    None,
-                    &message.version(),
-                )
+                let schema = self.schema.clone();
+                let dictionaries = &self.dictionaries;
+                let batch = guarded(|| {
+                    arrow_ipc::reader::read_record_batch(
+                        &body,
+                        header,
+                        schema,
+                        dictionaries,
+                        None,
+                        &message.version(),
+                    )
+                })
                 .map_err(|e| self.malformed(format!("bad record batch: {e}")))?;
                 Ok(Some(Message::Data(batch)))
             }
@@ -309,13 +314,16 @@ impl FrameDecoder {
                     .data()
                     .ok_or_else(|| self.malformed("dictionary batch without data".into()))?;
                 self.check_buffers(data, body.len())?;
-                arrow_ipc::reader::read_dictionary(
-                    &body,
-                    header,
-                    &self.schema,
-                    &mut self.dictionaries,
-                    &message.version(),
-                )
+                let (schema, dictionaries) = (&self.schema, &mut self.dictionaries);
+                guarded(|| {
+                    arrow_ipc::reader::read_dictionary(
+                        &body,
+                        header,
+                        schema,
+                        dictionaries,
+                        &message.version(),
+                    )
+                })
                 .map_err(|e| self.malformed(format!("bad dictionary: {e}")))?;
                 Ok(None)
             }
@@ -368,6 +376,26 @@ impl FrameDecoder {
             channel: Some(self.channel),
             reason,
         }
+    }
+}
+
+/// Runs Arrow's IPC reader, turning a panic into an error. The reader checks most of
+/// what it reads, but not everything (a buffer whose length is not a multiple of its
+/// element width trips an assertion, for one): a peer's bytes must not take the worker
+/// down. The decoder's state after such a frame does not matter: the channel fails.
+fn guarded<T>(
+    read: impl FnOnce() -> std::result::Result<T, ArrowError>,
+) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(panic) => Err(format!(
+            "the Arrow IPC reader gave up: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into())
+        )),
     }
 }
 
@@ -435,21 +463,16 @@ mod tests {
         assert!(matches!(&got[3], Message::EndOfStream));
     }
 
-    /// Found by the fuzzer: a header whose buffer lies outside the body made Arrow's IPC
-    /// reader panic.
-    #[test]
-    fn a_buffer_outside_the_body_is_an_error_not_a_panic() {
-        let schema = Schema::new(vec![Field::new("k", DataType::Int64, false)]);
-        let mut dec = FrameDecoder::open(
-            &FrameEncoder::default().open(ChannelId::new(1, 0, 0), &schema),
-        )
-        .unwrap();
+    /// A record batch frame for a one-column `schema` with these buffers over a zeroed
+    /// body of `body` bytes, as a hostile peer could send.
+    fn hostile_frame(buffers: &[(i64, i64)], body: usize) -> FlightData {
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let nodes = fbb.create_vector(&[arrow_ipc::FieldNode::new(2, 0)]);
-        let buffers = fbb.create_vector(&[
-            arrow_ipc::Buffer::new(0, 0),
-            arrow_ipc::Buffer::new(1_000, 16),
-        ]);
+        let buffers: Vec<_> = buffers
+            .iter()
+            .map(|&(o, l)| arrow_ipc::Buffer::new(o, l))
+            .collect();
+        let buffers = fbb.create_vector(&buffers);
         let mut rb = arrow_ipc::RecordBatchBuilder::new(&mut fbb);
         rb.add_length(2);
         rb.add_nodes(nodes);
@@ -459,14 +482,39 @@ mod tests {
         m.add_version(arrow_ipc::MetadataVersion::V5);
         m.add_header_type(MessageHeader::RecordBatch);
         m.add_header(rb.as_union_value());
-        m.add_bodyLength(16);
+        m.add_bodyLength(body as i64);
         let m = m.finish();
         fbb.finish(m, None);
-        let frame = FlightData::new()
+        FlightData::new()
             .with_data_header(fbb.finished_data().to_vec())
-            .with_data_body(vec![0u8; 16]);
-        let e = dec.decode(frame).unwrap_err();
+            .with_data_body(vec![0u8; body])
+    }
+
+    fn decoder_for(data_type: DataType) -> FrameDecoder {
+        let schema = Schema::new(vec![Field::new("c", data_type, false)]);
+        FrameDecoder::open(&FrameEncoder::default().open(ChannelId::new(1, 0, 0), &schema)).unwrap()
+    }
+
+    /// Found by the fuzzer: a header whose buffer lies outside the body made Arrow's IPC
+    /// reader panic.
+    #[test]
+    fn a_buffer_outside_the_body_is_an_error_not_a_panic() {
+        let frame = hostile_frame(&[(0, 0), (1_000, 16)], 16);
+        let e = decoder_for(DataType::Int64).decode(frame).unwrap_err();
         assert!(e.to_string().contains("outside the 16-byte body"), "{e}");
+    }
+
+    /// Found by the fuzzer: an offsets buffer whose length is not a multiple of 4 trips
+    /// an assertion inside Arrow's validation; the decoder reports it as malformed.
+    #[test]
+    fn a_ragged_offsets_buffer_is_an_error_not_a_panic() {
+        let frame = hostile_frame(&[(0, 0), (0, 13), (16, 0)], 16);
+        let e = decoder_for(DataType::Utf8).decode(frame).unwrap_err();
+        assert!(matches!(e, ShuffleError::Malformed { .. }), "{e}");
+        assert!(
+            e.to_string().contains("the Arrow IPC reader gave up"),
+            "{e}"
+        );
     }
 
     #[test]
