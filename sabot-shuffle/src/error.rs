@@ -3,7 +3,7 @@ use std::time::Duration;
 use sabot_core::CoreError;
 use sabot_core::arrow::error::ArrowError;
 
-use crate::flight::ChannelId;
+use crate::channel::ChannelId;
 
 /// Result alias for `sabot-shuffle`.
 pub type Result<T, E = ShuffleError> = std::result::Result<T, E>;

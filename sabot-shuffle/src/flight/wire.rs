@@ -22,7 +22,6 @@
 //! [`ShuffleError::Malformed`], never a panic (fuzzed by `fuzz/fuzz_targets/shuffle_frames.rs`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use arrow_flight::{FlightData, FlightDescriptor};
@@ -36,79 +35,15 @@ use sabot_core::arrow::error::ArrowError;
 use sabot_core::arrow::record_batch::RecordBatch;
 use sabot_core::{CheckpointBarrier, CheckpointId, Message, SchemaRef, Timestamp};
 
+pub use crate::channel::ChannelId;
 use crate::{Result, ShuffleError};
 
-/// The first four bytes of a channel descriptor: format name and version.
-const MAGIC: &[u8; 4] = b"SBT1";
 const WATERMARK: u8 = b'W';
 const BARRIER: u8 = b'B';
 const IDLE: u8 = b'I';
 const END: u8 = b'E';
 const CREDIT: u8 = b'C';
 const DONE: u8 = b'D';
-
-/// One channel of an exchange: from one upstream subtask to one downstream subtask.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelId {
-    /// The exchange (its node id in the job graph).
-    pub exchange: u32,
-    /// The sending subtask.
-    pub upstream: u32,
-    /// The receiving subtask.
-    pub downstream: u32,
-}
-
-impl ChannelId {
-    /// A channel id.
-    pub fn new(exchange: usize, upstream: usize, downstream: usize) -> ChannelId {
-        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        ChannelId {
-            exchange: n(exchange),
-            upstream: n(upstream),
-            downstream: n(downstream),
-        }
-    }
-
-    /// The 16-byte descriptor command that names this channel.
-    pub fn to_cmd(self) -> Bytes {
-        let mut b = Vec::with_capacity(16);
-        b.extend_from_slice(MAGIC);
-        for v in [self.exchange, self.upstream, self.downstream] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.into()
-    }
-
-    /// Parses a descriptor command written by [`ChannelId::to_cmd`].
-    pub fn from_cmd(cmd: &[u8]) -> Result<ChannelId> {
-        let malformed = |reason: String| ShuffleError::Malformed {
-            channel: None,
-            reason,
-        };
-        if cmd.len() != 16 || &cmd[..4] != MAGIC {
-            return Err(malformed(format!(
-                "the channel descriptor must be 16 bytes starting with SBT1, got {} bytes",
-                cmd.len()
-            )));
-        }
-        let word = |i: usize| u32::from_le_bytes([cmd[i], cmd[i + 1], cmd[i + 2], cmd[i + 3]]);
-        Ok(ChannelId {
-            exchange: word(4),
-            upstream: word(8),
-            downstream: word(12),
-        })
-    }
-}
-
-impl fmt::Display for ChannelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "exchange {} subtask {} -> {}",
-            self.exchange, self.upstream, self.downstream
-        )
-    }
-}
 
 /// Turns messages into frames for one channel.
 #[derive(Debug)]
