@@ -9,6 +9,10 @@
 //! let _ = sabot_checkpoint::CheckpointError::Unsupported { what: "checkpoints" };
 //! ```
 
+mod aligner;
+
+pub use aligner::{AbortReason, Aligned, BarrierAligner, CheckpointingMode, Input};
+
 /// Result alias for `sabot-checkpoint`.
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 
@@ -25,4 +29,12 @@ pub enum CheckpointError {
     /// An error from `sabot-core`.
     #[error(transparent)]
     Core(#[from] sabot_core::CoreError),
+    /// A barrier or message that breaks the protocol (out of order, after the end).
+    #[error("barrier protocol violated on input {input}: {reason}")]
+    Barrier {
+        /// The task input it came from.
+        input: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
