@@ -10,8 +10,10 @@
 //! ```
 
 mod aligner;
+mod coordinator;
 
 pub use aligner::{AbortReason, Aligned, BarrierAligner, CheckpointingMode, Input};
+pub use coordinator::{AbortCause, CheckpointCoordinator, Command, CoordinatorConfig};
 
 /// Result alias for `sabot-checkpoint`.
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
@@ -29,6 +31,12 @@ pub enum CheckpointError {
     /// An error from `sabot-core`.
     #[error(transparent)]
     Core(#[from] sabot_core::CoreError),
+    /// A message to the coordinator that breaks the protocol (unknown task, twice).
+    #[error("checkpoint protocol violated: {reason}")]
+    Protocol {
+        /// What is wrong.
+        reason: String,
+    },
     /// A barrier or message that breaks the protocol (out of order, after the end).
     #[error("barrier protocol violated on input {input}: {reason}")]
     Barrier {
