@@ -11,6 +11,7 @@
 
 mod aligner;
 mod coordinator;
+pub mod storage;
 
 pub use aligner::{AbortReason, Aligned, BarrierAligner, CheckpointingMode, Input};
 pub use coordinator::{AbortCause, CheckpointCoordinator, Command, CoordinatorConfig};
@@ -31,6 +32,22 @@ pub enum CheckpointError {
     /// An error from `sabot-core`.
     #[error(transparent)]
     Core(#[from] sabot_core::CoreError),
+    /// A file operation on checkpoint storage failed.
+    #[error("checkpoint I/O failed at {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A manifest (or a file it lists) that is damaged, incomplete or inconsistent.
+    #[error("bad checkpoint at {path}: {reason}")]
+    BadManifest {
+        /// The manifest or file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A message to the coordinator that breaks the protocol (unknown task, twice).
     #[error("checkpoint protocol violated: {reason}")]
     Protocol {
