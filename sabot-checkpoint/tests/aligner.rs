@@ -38,16 +38,14 @@ fn script(input: usize, all_barriers: bool) -> impl Strategy<Value = Vec<Step>> 
                 ids.into_iter().collect()
             };
             let mut steps = Vec::new();
-            let mut next = (input as u32) << 16;
             let mut ids = ids.into_iter();
-            for g in gaps {
+            for (next, g) in ((input as u32) << 16..).zip(gaps) {
                 if g == 0
                     && let Some(id) = ids.next()
                 {
                     steps.push(Step::Barrier(id));
                 }
                 steps.push(Step::Msg(next));
-                next += 1;
             }
             steps.extend(ids.map(Step::Barrier));
             if !all_barriers {
@@ -160,8 +158,7 @@ proptest! {
             prop_assert!(seen_ids.iter().all(|&s| s < id), "checkpoints must increase");
             seen_ids.insert(id);
             let before: Vec<usize> = (0..n).map(|i| out[..k].iter().filter(|a| matches!(a, Aligned::Message(j, _) if *j == i)).count()).collect();
-            for i in 0..n {
-                let script = &c.scripts[i];
+            for (i, script) in c.scripts.iter().enumerate() {
                 let cut = script.iter().position(|s| matches!(s, Step::Barrier(b) if *b == id));
                 let msgs_before = script[..cut.unwrap_or(script.len())].iter().filter(|s| matches!(s, Step::Msg(_))).count();
                 match cut {

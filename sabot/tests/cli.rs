@@ -131,3 +131,53 @@ fn bad_arguments_are_clear_errors_not_panics() {
         assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
     }
 }
+
+#[test]
+fn checkpoints_list_and_inspect_show_what_is_in_a_folder() {
+    use sabot::checkpoint::storage::LocalStorage;
+    use sabot::core::CheckpointId;
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::open(dir.path()).unwrap();
+    let mut w = storage.begin(CheckpointId(4)).unwrap();
+    w.write("task-0/state.sbst", b"state bytes").unwrap();
+    w.commit(
+        1_700_000_000_000,
+        [("source.offset".to_string(), "1234".to_string())].into(),
+    )
+    .unwrap();
+    // An attempt cut off before its manifest.
+    let mut w = storage.begin(CheckpointId(5)).unwrap();
+    w.write("task-0/state.sbst", b"partial").unwrap();
+    drop(w);
+
+    let path = dir.path().to_str().unwrap();
+    let o = sabot(&["checkpoints", "list", path]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("complete") && t.contains("incomplete"), "{t}");
+    assert!(t.contains("1700000000000"), "{t}");
+
+    let o = sabot(&["checkpoints", "inspect", path]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("Checkpoint 4"), "{t}");
+    assert!(t.contains("all intact"), "{t}");
+    assert!(t.contains("source.offset = 1234"), "{t}");
+    assert!(t.contains("task-0/state.sbst"), "{t}");
+
+    std::fs::write(
+        storage.dir(CheckpointId(4)).join("task-0/state.sbst"),
+        b"changed!!!!",
+    )
+    .unwrap();
+    let t = text(&sabot(&["checkpoints", "inspect", path, "--id", "4"]));
+    assert!(t.contains("DAMAGED"), "{t}");
+
+    let o = sabot(&["checkpoints", "inspect", path, "--id", "5"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("_manifest"), "{}", text(&o));
+    let o = sabot(&["checkpoints", "list", "/no/such/folder"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is not a folder"), "{}", text(&o));
+}
