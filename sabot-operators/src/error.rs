@@ -57,6 +57,15 @@ pub enum OperatorError {
     #[error(transparent)]
     State(#[from] sabot_state::StateError),
 
+    /// An operator snapshot could not be written or read back.
+    #[error("operator snapshot at {path}: {reason}")]
+    Snapshot {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A user function (map, filter, source, sink) failed.
     #[error("user function in `{operator}` failed: {source}")]
     User {

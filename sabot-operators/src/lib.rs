@@ -45,6 +45,7 @@ mod builtin;
 mod error;
 mod keys;
 mod process;
+mod snapshot;
 mod stateless;
 mod time_column;
 mod traits;

@@ -489,4 +489,24 @@ impl Operator for KeyedProcessOp {
         self.fire(TimeDomain::EventTime)?;
         self.out.flush(out)
     }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        // The keyed state's snapshot also drops expired TTL entries.
+        let state = &mut self.state;
+        let write = |d: &std::path::Path| state.snapshot(d).map(|_| ()).map_err(Into::into);
+        crate::snapshot::write(dir, write, &self.timers, self.watermark)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        let range = self.state.key_groups();
+        let state = &mut self.state;
+        let read = |d: &[std::path::PathBuf]| state.restore(d).map_err(Into::into);
+        let wm = crate::snapshot::read(dirs, read, &mut self.timers, range)?;
+        if wm > Timestamp::MIN {
+            self.watermark = wm;
+            self.state.set_event_time(wm.millis());
+            self.timers.advance_watermark(wm);
+        }
+        Ok(())
+    }
 }

@@ -162,6 +162,21 @@ pub trait Operator: Send {
     fn on_tick(&mut self, _now_ms: i64, _out: &mut Output) -> Result<()> {
         Ok(())
     }
+
+    /// A checkpoint barrier passed: writes everything the operator needs to continue
+    /// from this point into `dir`, an empty folder of its own (the caller fsyncs and
+    /// records the files). Stateless operators write nothing (the default).
+    fn snapshot(&mut self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Continues from snapshots written by [`Operator::snapshot`]: one folder per subtask
+    /// snapshot that holds key groups of this subtask (one when the parallelism is
+    /// unchanged, several after a rescale; each operator keeps the key groups of its own
+    /// range). Called once, right after creation, before any input.
+    fn restore(&mut self, _dirs: &[std::path::PathBuf]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Describes an operator in a job graph and creates its instances.

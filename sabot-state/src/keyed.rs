@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::key::hash_i64;
-use sabot_core::{KeyGroup, duration_millis};
+use sabot_core::{KeyGroup, KeyGroupRange, duration_millis};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -412,6 +412,11 @@ impl<B: StateBackend> KeyedState<B> {
         self.cleanup_expired()?;
         let range = self.backend.key_groups();
         self.backend.snapshot(dir, range)
+    }
+
+    /// The key groups this state holds (its backend's).
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.backend.key_groups()
     }
 
     /// Restores the backend's key groups from `dirs`.

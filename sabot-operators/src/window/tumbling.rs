@@ -658,4 +658,21 @@ impl Operator for TumblingWindowOp {
         self.watermark = Timestamp::MAX;
         self.fire_due(out)
     }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        let backend = &mut self.backend;
+        let state = |d: &std::path::Path| {
+            let range = backend.key_groups();
+            backend.snapshot(d, range).map(|_| ()).map_err(Into::into)
+        };
+        crate::snapshot::write(dir, state, &self.timers, self.watermark)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        let range = self.backend.key_groups();
+        let backend = &mut self.backend;
+        let state = |d: &[std::path::PathBuf]| backend.restore(d).map_err(Into::into);
+        self.watermark = crate::snapshot::read(dirs, state, &mut self.timers, range)?;
+        Ok(())
+    }
 }
