@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use sabot_core::{RecordBatch, SchemaRef};
 
-use crate::{Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext};
+use crate::{
+    OperatorError, Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext,
+};
 
 /// A source over batches held in memory: batch `i` is read by subtask `i % parallelism`,
 /// so each subtask is one partition of the input, in order.
@@ -58,6 +60,74 @@ impl Source for VecSourceReader {
             None => Ok(SourcePoll::End),
         }
     }
+
+    fn position(&mut self) -> Result<Option<Vec<u8>>> {
+        let subtask = self.next % self.step;
+        Ok(Some(chunk_position(self.step, subtask, self.next as u64)))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let subtask = self.next % self.step;
+        self.next = restore_chunk("vec_source", position, self.step, subtask)? as usize;
+        Ok(())
+    }
+}
+
+/// The position of a source whose subtask `s` of `p` emits chunks `s, s + p, s + 2p, ...`
+/// ([`VecSource`], the demo's generator): `SBCK`, version 1 (u8), parallelism (u32),
+/// subtask (u32), next chunk (u64), little-endian.
+pub fn chunk_position(parallelism: usize, subtask: usize, next: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(21);
+    b.extend_from_slice(b"SBCK");
+    b.push(1);
+    b.extend_from_slice(&(parallelism as u32).to_le_bytes());
+    b.extend_from_slice(&(subtask as u32).to_le_bytes());
+    b.extend_from_slice(&next.to_le_bytes());
+    b
+}
+
+/// The next chunk of subtask `subtask` of `parallelism` in a [`chunk_position`]; an
+/// error if the position is damaged or belongs to another subtask or parallelism
+/// (these sources resume only at the parallelism they were checkpointed at).
+pub fn restore_chunk(
+    source: &str,
+    position: &[u8],
+    parallelism: usize,
+    subtask: usize,
+) -> Result<u64> {
+    let bad = |reason: String| OperatorError::InvalidPlan {
+        operator: source.into(),
+        reason,
+    };
+    if position.len() != 21 || &position[..4] != b"SBCK" || position[4] != 1 {
+        return Err(bad(
+            "the checkpointed position is not a chunk position".into()
+        ));
+    }
+    let u32_at = |i: usize| {
+        u32::from_le_bytes([
+            position[i],
+            position[i + 1],
+            position[i + 2],
+            position[i + 3],
+        ]) as usize
+    };
+    let (p, s) = (u32_at(5), u32_at(9));
+    if p != parallelism || s != subtask {
+        return Err(bad(format!(
+            "the checkpoint holds subtask {s} of {p}; this source resumes only at the same \
+             parallelism (restoring subtask {subtask} of {parallelism})"
+        )));
+    }
+    let mut next = [0u8; 8];
+    next.copy_from_slice(&position[13..21]);
+    let next = u64::from_le_bytes(next);
+    if next % parallelism.max(1) as u64 != subtask as u64 {
+        return Err(bad(format!(
+            "chunk {next} does not belong to subtask {subtask}"
+        )));
+    }
+    Ok(next)
 }
 
 /// The batches a [`CollectSink`] received, from every subtask.

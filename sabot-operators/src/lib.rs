@@ -51,7 +51,7 @@ mod time_column;
 mod traits;
 mod window;
 
-pub use builtin::{CollectSink, Collected, VecSource};
+pub use builtin::{CollectSink, Collected, VecSource, chunk_position, restore_chunk};
 pub use error::{BoxError, OperatorError, Result};
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,

@@ -8,6 +8,7 @@ use sabot_core::{BadRecordPolicy, KeyGroupRange, Message, RecordBatch, SchemaRef
 use sabot_state::{StateBackend, StateConfig};
 use sabot_time::{Clock, SystemClock};
 
+use crate::OperatorError;
 use crate::Result;
 
 /// Where a subtask runs: its index, the parallelism of its operator, and the job's metrics.
@@ -213,6 +214,22 @@ pub enum SourcePoll {
 pub trait Source: Send {
     /// The next batch, an idle marker, or the end.
     fn poll_next(&mut self) -> Result<SourcePoll>;
+
+    /// Where the source stands, for a checkpoint: bytes that [`Source::restore`]
+    /// understands, taken between two batches. `None` (the default): the source cannot
+    /// resume, and a checkpointed job fails instead of losing or repeating records.
+    fn position(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Continues from a position [`Source::position`] returned in a previous run of the
+    /// same subtask. Called once, before the first [`Source::poll_next`].
+    fn restore(&mut self, _position: &[u8]) -> Result<()> {
+        Err(OperatorError::InvalidPlan {
+            operator: "source".into(),
+            reason: "this source cannot resume from a checkpoint".into(),
+        })
+    }
 }
 
 /// Describes a source and creates its per-subtask instances.
@@ -235,6 +252,12 @@ pub trait Sink: Send {
     }
     /// The input ended; flush.
     fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A checkpoint barrier reached the sink: everything written before it belongs to
+    /// checkpoint `id` (a transactional sink pre-commits it here). Default: nothing.
+    fn on_checkpoint(&mut self, _id: sabot_core::CheckpointId) -> Result<()> {
         Ok(())
     }
 }

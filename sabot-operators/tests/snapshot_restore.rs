@@ -13,8 +13,8 @@ use sabot_core::key::hash_i64;
 use sabot_core::metrics::Metrics;
 use sabot_core::{KeyGroup, KeyGroupRange, Message, RecordBatch, Timestamp};
 use sabot_operators::{
-    Aggregate, KeyedContext, KeyedProcessFactory, KeyedProcessFunction, Operator,
-    OperatorFactory, Output, ProcessState, RowWriter, TaskContext, TumblingWindowFactory,
+    Aggregate, KeyedContext, KeyedProcessFactory, KeyedProcessFunction, Operator, OperatorFactory,
+    Output, ProcessState, RowWriter, TaskContext, TumblingWindowFactory,
 };
 use sabot_state::{RocksDbConfig, StateConfig, StateDescriptor, ValueState};
 use sabot_time::TimeDomain;
@@ -56,8 +56,18 @@ impl KeyedProcessFunction for RunningSum {
         out: &mut RowWriter,
     ) -> sabot_operators::Result<()> {
         let s = self.count.as_ref().unwrap();
-        let v = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(row);
-        let ts = batch.column(2).as_any().downcast_ref::<Int64Array>().unwrap().value(row);
+        let v = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(row);
+        let ts = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(row);
         let (n, sum) = s.get(ctx.state())?.unwrap_or((0, 0));
         s.update(ctx.state(), &(n + 1, sum + v))?;
         ctx.register_event_time_timer(Timestamp::from_millis(ts + 50));
@@ -73,7 +83,12 @@ impl KeyedProcessFunction for RunningSum {
         ctx: &mut KeyedContext<'_>,
         out: &mut RowWriter,
     ) -> sabot_operators::Result<()> {
-        let (n, _) = self.count.as_ref().unwrap().get(ctx.state())?.unwrap_or((0, 0));
+        let (n, _) = self
+            .count
+            .as_ref()
+            .unwrap()
+            .get(ctx.state())?
+            .unwrap_or((0, 0));
         out.append_i64(0, ctx.key_i64().unwrap())?;
         out.append_i64(1, -n)?;
         out.append_i64(2, at.millis())
@@ -93,9 +108,12 @@ fn factories() -> Vec<Arc<dyn OperatorFactory>> {
             Duration::from_millis(100),
             vec![Aggregate::count(), Aggregate::sum("value")],
         )),
-        Arc::new(KeyedProcessFactory::new("running_sum", &["key"], output, || RunningSum {
-            count: None,
-        })),
+        Arc::new(KeyedProcessFactory::new(
+            "running_sum",
+            &["key"],
+            output,
+            || RunningSum { count: None },
+        )),
     ]
 }
 
@@ -137,7 +155,11 @@ fn feed(ops: &mut [Box<dyn Operator>], msg: &Message, rows: &mut Vec<String>) {
                     .filter(|&r| owner(keys.value(r), p) == s)
                     .map(|r| {
                         let c = |i: usize| {
-                            b.column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(r)
+                            b.column(i)
+                                .as_any()
+                                .downcast_ref::<Int64Array>()
+                                .unwrap()
+                                .value(r)
                         };
                         (c(0), c(1), c(2))
                     })

@@ -26,6 +26,10 @@ pub enum RuntimeError {
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
 
+    /// Taking or restoring a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] sabot_checkpoint::CheckpointError),
+
     /// The job graph is malformed.
     #[error("invalid job graph: {reason}")]
     InvalidGraph {

@@ -85,6 +85,8 @@ pub struct JobConfig {
     pub state: StateConfig,
     /// Run the job split over several worker processes (default: all in this one).
     pub cluster: Option<Cluster>,
+    /// Take checkpoints, and continue from the newest one in their folder (default: no).
+    pub checkpoints: Option<crate::CheckpointSettings>,
 }
 
 /// A job split over worker processes that exchange data over Arrow Flight.
@@ -139,6 +141,7 @@ impl Default for JobConfig {
             queue_capacity: 8,
             state: StateConfig::memory(),
             cluster: None,
+            checkpoints: None,
         }
     }
 }

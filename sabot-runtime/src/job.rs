@@ -14,6 +14,7 @@ use sabot_shuffle::queue::{self, FanInReceiver};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::SharedWatermark;
 
+use crate::checkpointing::{CoordinatorThread, TaskCheckpoints};
 use crate::graph::{Cluster, JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
 use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Target, Ticker};
 use crate::{Result, RuntimeError};
@@ -58,6 +59,14 @@ impl JobGraph {
     pub fn build(self) -> Result<Job> {
         let c = &self.config;
         check_parallelism(c.parallelism, c.max_parallelism)?;
+        if c.cluster.is_some() && c.checkpoints.is_some() {
+            return Err(CoreError::InvalidConfig {
+                name: "checkpoints".into(),
+                reason: "checkpoints of a job split over worker processes are not supported yet"
+                    .into(),
+            }
+            .into());
+        }
         if let Some(cluster) = &c.cluster {
             let workers = cluster.workers.len();
             let reason = if workers == 0 {
@@ -194,6 +203,10 @@ pub struct JobResult {
     pub elapsed: Duration,
     /// Every counter of the job, by name.
     pub metrics: BTreeMap<String, u64>,
+    /// The checkpoints this run completed.
+    pub checkpoints: Vec<sabot_core::CheckpointId>,
+    /// The checkpoint this run continued from.
+    pub restored_from: Option<sabot_core::CheckpointId>,
 }
 
 impl JobResult {
@@ -213,6 +226,8 @@ pub struct JobHandle {
     threads: Vec<(String, JoinHandle<Result<()>>)>,
     /// Kept until every subtask ended: peers may still be sending to this worker.
     network: Option<Network>,
+    coordinator: Option<CoordinatorThread>,
+    restored_from: Option<sabot_core::CheckpointId>,
 }
 
 /// This worker's side of a cluster job: its shuffle server and a client per peer.
@@ -296,6 +311,14 @@ impl JobHandle {
         }
         let elapsed = self.started.elapsed();
         drop(network);
+        let checkpoints = match self.coordinator.take().map(CoordinatorThread::stop) {
+            Some(Ok(done)) => done,
+            Some(Err(e)) => {
+                errors.push(e);
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         if let Some(i) = errors.iter().position(|e| !e.is_secondary()) {
             let e = errors.swap_remove(i);
             tracing::error!(job = %self.name, error = %e, "job failed");
@@ -308,6 +331,8 @@ impl JobHandle {
         Ok(JobResult {
             elapsed,
             metrics: self.metrics.snapshot(),
+            checkpoints,
+            restored_from: self.restored_from,
         })
     }
 }
@@ -318,6 +343,37 @@ struct SubtaskPlan {
     ctx: TaskContext,
     input: SubtaskInput,
     chain: Vec<ChainNode>,
+    checkpoints: Option<TaskCheckpoints>,
+    /// A source's file name in a checkpoint and the position to continue from.
+    source: Option<(String, Option<Vec<u8>>)>,
+}
+
+/// What building a chain needs to know about checkpoints.
+struct ChainCheckpoints {
+    base: TaskCheckpoints,
+    /// The folder of the checkpoint to continue from, and its parallelism.
+    restore: Option<(std::path::PathBuf, usize)>,
+}
+
+impl ChainCheckpoints {
+    /// The snapshot folders operator `node`'s subtask `subtask` restores from: its own
+    /// at the same parallelism, every old subtask's after a rescale (each keeps its key
+    /// groups).
+    fn restore_dirs(&self, node: usize, subtask: usize, p: usize) -> Vec<std::path::PathBuf> {
+        let Some((dir, old_p)) = &self.restore else {
+            return Vec::new();
+        };
+        let subtasks: Vec<usize> = if *old_p == p {
+            vec![subtask]
+        } else {
+            (0..*old_p).collect()
+        };
+        subtasks
+            .into_iter()
+            .map(|s| dir.join(format!("op-{node}-{s}")))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
 }
 
 enum SubtaskInput {
@@ -395,6 +451,63 @@ impl Job {
             receivers.insert(id, inputs);
         }
 
+        // Checkpoints: continue from the newest complete one, then take new ones.
+        let mut coordinator = None;
+        let mut chain_ckpt = None;
+        let mut restored_from = None;
+        if let Some(cs) = &c.checkpoints {
+            let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
+            let latest = storage.latest()?;
+            let mut restore = None;
+            if let Some(m) = &latest {
+                let meta = |k: &str| m.meta.get(k).and_then(|v| v.parse::<usize>().ok());
+                let (old_p, old_max) = (meta("parallelism"), meta("max_parallelism"));
+                if old_max != Some(c.max_parallelism) {
+                    return Err(CoreError::InvalidConfig {
+                        name: "max_parallelism".into(),
+                        reason: format!(
+                            "checkpoint {} was taken with max parallelism {old_max:?}; it must stay {}",
+                            m.id, c.max_parallelism
+                        ),
+                    }
+                    .into());
+                }
+                if old_p != Some(p) {
+                    return Err(CoreError::InvalidConfig {
+                        name: "parallelism".into(),
+                        reason: format!(
+                            "checkpoint {} was taken at parallelism {old_p:?}; the sources resume only at the same parallelism ({p} now)",
+                            m.id
+                        ),
+                    }
+                    .into());
+                }
+                restore = Some((storage.dir(m.id), p));
+                restored_from = Some(m.id);
+            }
+            let heads = self
+                .graph
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.kind, NodeKind::Source(_) | NodeKind::Exchange(_)))
+                .count();
+            let meta = BTreeMap::from([
+                ("job".to_string(), c.name.clone()),
+                ("parallelism".to_string(), p.to_string()),
+                ("max_parallelism".to_string(), c.max_parallelism.to_string()),
+            ]);
+            let (thread, base) = CoordinatorThread::start(
+                cs,
+                storage,
+                heads * p,
+                latest.as_ref(),
+                c.clock.clone(),
+                meta,
+            )?;
+            coordinator = Some(thread);
+            chain_ckpt = Some(ChainCheckpoints { base, restore });
+        }
+
         // Plan every subtask first, so that a creation error starts no thread.
         let mut plans = Vec::new();
         for (id, node) in self.graph.nodes.iter().enumerate() {
@@ -415,18 +528,36 @@ impl Job {
                     .with_bad_records(c.bad_records)
                     .with_state(c.state.clone());
                 let chain = self
-                    .build_chain(NodeId(id), &ctx, &mut senders)
+                    .build_chain(NodeId(id), &ctx, &mut senders, chain_ckpt.as_ref())
                     .map_err(|e| e.in_node(node.kind.name()))?;
                 let input = match (&source, input_rx) {
                     (Some(f), _) => SubtaskInput::Source(f.clone()),
                     (None, Some(rx)) => SubtaskInput::Exchange(rx),
                     (None, None) => unreachable!("an exchange has one queue per subtask"),
                 };
+                let source_ckpt = match (&source, &chain_ckpt) {
+                    (Some(_), Some(ck)) => {
+                        let file = format!("source-{id}-{s}.pos");
+                        let position = match &ck.restore {
+                            Some((dir, _)) => {
+                                let path = dir.join(&file);
+                                Some(std::fs::read(&path).map_err(|source| {
+                                    sabot_checkpoint::CheckpointError::Io { path, source }
+                                })?)
+                            }
+                            None => None,
+                        };
+                        Some((file, position))
+                    }
+                    _ => None,
+                };
                 plans.push(SubtaskPlan {
                     name: format!("{}[{}/{}]", self.task_name(NodeId(id)), s, p),
                     ctx,
                     input,
                     chain,
+                    checkpoints: chain_ckpt.as_ref().map(|ck| ck.base.for_task(plans.len())),
+                    source: source_ckpt,
                 });
             }
         }
@@ -444,6 +575,8 @@ impl Job {
                 ctx,
                 input,
                 mut chain,
+                checkpoints,
+                source,
             } = plan;
             let records = source_records.clone();
             let published = SharedWatermark::new();
@@ -456,14 +589,31 @@ impl Job {
                 .spawn(move || {
                     tracing::debug!(task = %std::thread::current().name().unwrap_or(""), "subtask started");
                     let mut ticker = Ticker::new(&ctx, tick_interval);
-                    match input {
+                    let done = checkpoints.clone();
+                    let result = match input {
                         SubtaskInput::Source(f) => {
-                            task::run_source(&f, &ctx, &mut chain, &records, &mut ticker)
+                            let ck = checkpoints.zip(source).map(|(ckpt, (name, restore))| {
+                                task::SourceCheckpoints {
+                                    ckpt,
+                                    name,
+                                    restore,
+                                }
+                            });
+                            task::run_source(&f, &ctx, &mut chain, &records, &mut ticker, ck)
                         }
-                        SubtaskInput::Exchange(rx) => {
-                            task::run_exchange_input(rx, p, &mut chain, &mut ticker, &published)
-                        }
+                        SubtaskInput::Exchange(rx) => task::run_exchange_input(
+                            rx,
+                            p,
+                            &mut chain,
+                            &mut ticker,
+                            &published,
+                            checkpoints,
+                        ),
+                    };
+                    if let Some(c) = done {
+                        c.finished();
                     }
+                    result
                 })
                 .map_err(|source| RuntimeError::Spawn {
                     task: name.clone(),
@@ -478,6 +628,8 @@ impl Job {
             watermarks,
             threads,
             network,
+            coordinator,
+            restored_from,
         })
     }
 
@@ -502,6 +654,7 @@ impl Job {
         node: NodeId,
         ctx: &TaskContext,
         senders: &mut Senders,
+        ckpt: Option<&ChainCheckpoints>,
     ) -> Result<Vec<ChainNode>> {
         let c = &self.graph.config;
         let input = &self.schemas[node.0];
@@ -514,15 +667,28 @@ impl Job {
                         let mut sides = Vec::new();
                         for &side in &self.children[child.0] {
                             if let NodeKind::SideOutput(tag) = &self.graph.nodes[side.0].kind {
-                                sides.push((tag.clone(), self.build_chain(side, ctx, senders)?));
+                                sides.push((
+                                    tag.clone(),
+                                    self.build_chain(side, ctx, senders, ckpt)?,
+                                ));
+                            }
+                        }
+                        let mut op = f
+                            .create(input, ctx)
+                            .map_err(|e| e.into_node(&kind.name()))?;
+                        if let Some(ck) = ckpt {
+                            let dirs = ck.restore_dirs(child.0, ctx.subtask, ctx.parallelism);
+                            if !dirs.is_empty() {
+                                op.restore(&dirs).map_err(|e| e.into_node(&kind.name()))?;
                             }
                         }
                         ChainNode::Operator {
-                            op: f
-                                .create(input, ctx)
-                                .map_err(|e| e.into_node(&kind.name()))?,
+                            op,
+                            ckpt: ckpt.map(|ck| {
+                                (ck.base.clone(), format!("op-{}-{}", child.0, ctx.subtask))
+                            }),
                             out: Output::new(),
-                            children: self.build_chain(child, ctx, senders)?,
+                            children: self.build_chain(child, ctx, senders, ckpt)?,
                             sides,
                         }
                     }

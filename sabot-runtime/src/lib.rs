@@ -35,11 +35,13 @@
 //! assert!(out.num_rows() > 0);
 //! ```
 
+mod checkpointing;
 mod error;
 mod graph;
 mod job;
 mod task;
 
+pub use checkpointing::CheckpointSettings;
 pub use error::{Result, RuntimeError};
 pub use graph::{Cluster, JobConfig, JobGraph, NodeId, Partitioning};
 pub use job::{Job, JobHandle, JobResult, SINK_RECORDS, SOURCE_RECORDS};

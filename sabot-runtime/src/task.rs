@@ -11,6 +11,9 @@ use sabot_shuffle::queue::{FanInReceiver, FanInSender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};
 
+use sabot_checkpoint::{Aligned, BarrierAligner, Input};
+
+use crate::checkpointing::TaskCheckpoints;
 use crate::{Result, RuntimeError};
 
 /// A message tagged with the index of the upstream subtask that sent it, or the error
@@ -32,6 +35,8 @@ const IDLE_BACKOFF: Duration = Duration::from_millis(1);
 pub(crate) enum ChainNode {
     Operator {
         op: Box<dyn Operator>,
+        /// Where its snapshots go, and the name of its folder in a checkpoint.
+        ckpt: Option<(TaskCheckpoints, String)>,
         out: Output,
         children: Vec<ChainNode>,
         /// Side outputs by tag: they get the operator's side batches and its control
@@ -50,6 +55,7 @@ impl ChainNode {
         match self {
             ChainNode::Operator {
                 op,
+                ckpt,
                 out,
                 children,
                 sides,
@@ -59,6 +65,14 @@ impl ChainNode {
                     Message::Data(b) => op.on_batch(b, out)?,
                     Message::Watermark(wm) => op.on_watermark(wm, out)?,
                     Message::EndOfStream => op.on_end(out)?,
+                    Message::Barrier(b) => {
+                        // Everything before the barrier is in the operator: snapshot it,
+                        // then pass the barrier on.
+                        if let Some((c, name)) = ckpt {
+                            op.snapshot(&c.dir(b.id).join(name.as_str()))?;
+                        }
+                        out.message(Message::Barrier(b));
+                    }
                     other => out.message(other),
                 }
                 route(out, children, sides)?;
@@ -78,6 +92,7 @@ impl ChainNode {
                     }
                     Message::Watermark(wm) => sink.on_watermark(wm)?,
                     Message::EndOfStream => sink.finish()?,
+                    Message::Barrier(b) => sink.on_checkpoint(b.id)?,
                     _ => {}
                 }
                 Ok(())
@@ -93,6 +108,7 @@ impl ChainNode {
             out,
             children,
             sides,
+            ..
         } = self
         {
             op.on_tick(now, out)?;
@@ -241,16 +257,46 @@ impl Ticker {
     }
 }
 
+/// A source subtask's part in checkpoints: where its position goes, and the position
+/// to continue from.
+pub(crate) struct SourceCheckpoints {
+    pub(crate) ckpt: TaskCheckpoints,
+    pub(crate) name: String,
+    pub(crate) restore: Option<Vec<u8>>,
+}
+
 /// Runs a source subtask: polls the source and pushes what it says through the chain.
+/// With checkpoints, injects each triggered barrier between two batches, after writing
+/// the source's position.
 pub(crate) fn run_source(
     factory: &Arc<dyn SourceFactory>,
     ctx: &TaskContext,
     chain: &mut [ChainNode],
     records: &Counter,
     ticker: &mut Ticker,
+    checkpoints: Option<SourceCheckpoints>,
 ) -> Result<()> {
     let mut source = factory.create(ctx)?;
+    if let Some(position) = checkpoints.as_ref().and_then(|c| c.restore.as_deref()) {
+        source.restore(position)?;
+    }
+    let mut last_barrier = 0;
     loop {
+        if let Some(c) = &checkpoints
+            && let Some(b) = c.ckpt.trigger.newer_than(last_barrier)
+        {
+            last_barrier = b.id.0;
+            let position = source
+                .position()?
+                .ok_or_else(|| RuntimeError::InvalidGraph {
+                    reason: format!("source `{}` cannot be checkpointed", factory.name()),
+                })?;
+            let path = c.ckpt.dir(b.id).join(&c.name);
+            std::fs::write(&path, position)
+                .map_err(|source| sabot_checkpoint::CheckpointError::Io { path, source })?;
+            push_all(chain, Message::Barrier(b))?;
+            c.ckpt.ack(b.id);
+        }
         match source.poll_next()? {
             SourcePoll::Batch(b) => {
                 records.add(b.num_rows() as u64);
@@ -278,18 +324,66 @@ pub(crate) fn run_exchange_input(
     chain: &mut [ChainNode],
     ticker: &mut Ticker,
     published: &SharedWatermark,
+    checkpoints: Option<TaskCheckpoints>,
 ) -> Result<()> {
     let mut tracker = WatermarkTracker::new(upstreams);
     tracker.start(ticker.now());
     let mut idle = false;
+    // With checkpoints, messages pass the barrier aligner first; what it releases is
+    // handled below, in its order.
+    let mut aligner = checkpoints
+        .as_ref()
+        .map(|c| BarrierAligner::new(upstreams, c.mode, c.max_buffered));
+    let mut ready: std::collections::VecDeque<(usize, Message)> = Default::default();
     loop {
-        let msg = match input.pop_timeout(ticker.interval) {
-            Ok(Some(m)) => Some(m),
-            Ok(None) => return Err(RuntimeError::UpstreamLost),
-            Err(()) => None,
-        };
-        if let Some((from, msg)) = msg {
-            let msg = msg?;
+        if ready.is_empty() {
+            let msg = match input.pop_timeout(ticker.interval) {
+                Ok(Some(m)) => Some(m),
+                Ok(None) => return Err(RuntimeError::UpstreamLost),
+                Err(()) => None,
+            };
+            if let Some((from, msg)) = msg {
+                let msg = msg?;
+                match (&mut aligner, &checkpoints) {
+                    (Some(a), Some(c)) => {
+                        a.push(
+                            from,
+                            match msg {
+                                Message::Barrier(b) => Input::Barrier(b),
+                                Message::EndOfStream => Input::EndOfStream,
+                                m => Input::Message(m),
+                            },
+                        )?;
+                        while let Some(action) = a.next_action() {
+                            match action {
+                                Aligned::Message(i, m) => ready.push_back((i, m)),
+                                Aligned::EndOfStream(i) => {
+                                    ready.push_back((i, Message::EndOfStream))
+                                }
+                                Aligned::Checkpoint(b) => {
+                                    // The barrier's place in the stream: after everything
+                                    // released so far.
+                                    ready.push_back((usize::MAX, Message::Barrier(b)))
+                                }
+                                Aligned::Aborted(id, reason) => {
+                                    c.decline(id, format!("{reason:?}"))
+                                }
+                            }
+                        }
+                    }
+                    _ => ready.push_back((from, msg)),
+                }
+            }
+        }
+        if let Some((from, msg)) = ready.pop_front() {
+            if let (usize::MAX, Message::Barrier(b)) = (from, &msg) {
+                let id = b.id;
+                push_all(chain, msg)?;
+                if let Some(c) = &checkpoints {
+                    c.ack(id);
+                }
+                continue;
+            }
             let now = ticker.now();
             let advanced = match msg {
                 Message::Data(b) => {
@@ -301,7 +395,7 @@ pub(crate) fn run_exchange_input(
                 Message::Idle => tracker.on_idle(from)?,
                 Message::EndOfStream => tracker.on_end_of_stream(from)?,
                 other => {
-                    // Barriers pass through until checkpointing aligns them (issue 6).
+                    // Without checkpoints in this job, nothing aligns barriers.
                     push_all(chain, other)?;
                     None
                 }

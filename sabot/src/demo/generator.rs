@@ -213,6 +213,22 @@ impl Source for GeneratorSubtask {
             self.generator.batch(start, (start + b).min(c.events))?,
         ))
     }
+
+    fn position(&mut self) -> sabot_operators::Result<Option<Vec<u8>>> {
+        let subtask = (self.chunk % self.step) as usize;
+        Ok(Some(sabot_operators::chunk_position(
+            self.step as usize,
+            subtask,
+            self.chunk,
+        )))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> sabot_operators::Result<()> {
+        let subtask = (self.chunk % self.step) as usize;
+        self.chunk =
+            sabot_operators::restore_chunk("transactions", position, self.step as usize, subtask)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

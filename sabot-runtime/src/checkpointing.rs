@@ -1,0 +1,347 @@
+//! Checkpoints in a running job: the coordinator thread, the barrier trigger the sources
+//! watch, and what tasks report back.
+//!
+//! Files in a checkpoint's folder (see `sabot_checkpoint::storage` for the folder):
+//! `source-<node>-<subtask>.pos` (a source subtask's position) and
+//! `op-<node>-<subtask>/` (an operator subtask's snapshot). The manifest's metadata holds
+//! `job`, `parallelism` and `max_parallelism`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sabot_checkpoint::storage::{CheckpointWriter, LocalStorage, Manifest};
+use sabot_checkpoint::{CheckpointCoordinator, CheckpointingMode, Command, CoordinatorConfig};
+use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
+use sabot_time::Clock;
+
+use crate::{Result, RuntimeError};
+
+/// Checkpointing settings of a job.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CheckpointSettings {
+    /// The checkpoint folder. A job started on a folder that holds a complete checkpoint
+    /// continues from the newest one.
+    pub dir: PathBuf,
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Exactly-once (aligned barriers, the default) or at-least-once.
+    pub mode: CheckpointingMode,
+    /// Completed checkpoints kept (default 3).
+    pub retain: usize,
+    /// A checkpoint not complete after this long is aborted (default 10 min).
+    pub timeout: Duration,
+    /// Messages a task holds back while aligning barriers before it gives the
+    /// checkpoint up (default 10,000).
+    pub max_buffered: usize,
+}
+
+impl CheckpointSettings {
+    /// Exactly-once checkpoints into `dir` every `interval`.
+    pub fn new(dir: impl Into<PathBuf>, interval: Duration) -> Self {
+        CheckpointSettings {
+            dir: dir.into(),
+            interval,
+            mode: CheckpointingMode::ExactlyOnce,
+            retain: 3,
+            timeout: Duration::from_secs(600),
+            max_buffered: 10_000,
+        }
+    }
+
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: CheckpointingMode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// What a task tells the coordinator.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Ack(usize, CheckpointId),
+    Decline(usize, CheckpointId, String),
+    Finished(usize),
+}
+
+/// The barrier the sources inject next (id 0: none yet).
+#[derive(Debug, Default)]
+pub(crate) struct Trigger {
+    id: AtomicU64,
+    at: AtomicI64,
+}
+
+impl Trigger {
+    /// The newest triggered barrier, if newer than `last`.
+    pub(crate) fn newer_than(&self, last: u64) -> Option<CheckpointBarrier> {
+        let id = self.id.load(Ordering::Acquire);
+        (id > last).then(|| CheckpointBarrier {
+            id: CheckpointId(id),
+            triggered_at: Timestamp::from_millis(self.at.load(Ordering::Relaxed)),
+        })
+    }
+
+    fn fire(&self, b: CheckpointBarrier) {
+        self.at.store(b.triggered_at.millis(), Ordering::Relaxed);
+        self.id.store(b.id.0, Ordering::Release);
+    }
+}
+
+/// A task's handle on checkpointing.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskCheckpoints {
+    pub(crate) storage: LocalStorage,
+    pub(crate) trigger: Arc<Trigger>,
+    pub(crate) mode: CheckpointingMode,
+    pub(crate) max_buffered: usize,
+    reports: Sender<Report>,
+    pub(crate) task: usize,
+}
+
+impl TaskCheckpoints {
+    pub(crate) fn for_task(&self, task: usize) -> TaskCheckpoints {
+        TaskCheckpoints {
+            task,
+            ..self.clone()
+        }
+    }
+
+    /// The folder where this checkpoint's files go.
+    pub(crate) fn dir(&self, id: CheckpointId) -> PathBuf {
+        self.storage.dir(id)
+    }
+
+    pub(crate) fn ack(&self, id: CheckpointId) {
+        let _ = self.reports.send(Report::Ack(self.task, id));
+    }
+
+    pub(crate) fn decline(&self, id: CheckpointId, reason: String) {
+        let _ = self.reports.send(Report::Decline(self.task, id, reason));
+    }
+
+    pub(crate) fn finished(&self) {
+        let _ = self.reports.send(Report::Finished(self.task));
+    }
+}
+
+/// The running coordinator: a thread deciding checkpoints.
+#[derive(Debug)]
+pub(crate) struct CoordinatorThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+    completed: Arc<Mutex<Vec<CheckpointId>>>,
+}
+
+impl CoordinatorThread {
+    /// Starts deciding checkpoints for `tasks` tasks; returns the handle tasks use.
+    pub(crate) fn start(
+        settings: &CheckpointSettings,
+        storage: LocalStorage,
+        tasks: usize,
+        restored: Option<&Manifest>,
+        clock: Arc<dyn Clock>,
+        meta: BTreeMap<String, String>,
+    ) -> Result<(CoordinatorThread, TaskCheckpoints)> {
+        let (reports, rx) = std::sync::mpsc::channel();
+        let trigger = Arc::new(Trigger::default());
+        let config = CoordinatorConfig::every(settings.interval)
+            .with_timeout(settings.timeout)
+            .with_retain(settings.retain);
+        let done: Vec<CheckpointId> = storage.completed()?.iter().map(|m| m.id).collect();
+        let coordinator = CheckpointCoordinator::new(tasks, config, &done);
+        let stop = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(Mutex::new(Vec::new()));
+        let handle = TaskCheckpoints {
+            storage: storage.clone(),
+            trigger: trigger.clone(),
+            mode: settings.mode,
+            max_buffered: settings.max_buffered,
+            reports,
+            task: 0,
+        };
+        if let Some(m) = restored {
+            tracing::info!(checkpoint = %m.id, "restored from checkpoint");
+        }
+        let run = Loop {
+            coordinator,
+            storage,
+            trigger,
+            rx,
+            stop: stop.clone(),
+            tasks,
+            finished: 0,
+            writers: BTreeMap::new(),
+            aborted: Vec::new(),
+            clock,
+            meta,
+            tick: (settings.interval / 10)
+                .clamp(Duration::from_millis(1), Duration::from_millis(50)),
+            completed: completed.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("sabot-checkpoints".into())
+            .spawn(move || run.run())
+            .map_err(|source| RuntimeError::Spawn {
+                task: "checkpoint coordinator".into(),
+                source,
+            })?;
+        Ok((
+            CoordinatorThread {
+                stop,
+                thread: Some(thread),
+                completed,
+            },
+            handle,
+        ))
+    }
+
+    /// Stops the coordinator (after the tasks ended) and returns the checkpoints it
+    /// completed, or its error.
+    pub(crate) fn stop(mut self) -> Result<Vec<CheckpointId>> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(RuntimeError::Panicked {
+                        task: "checkpoint coordinator".into(),
+                        message: "panicked".into(),
+                    });
+                }
+            }
+        }
+        Ok(std::mem::take(
+            &mut *self.completed.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+impl Drop for CoordinatorThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+struct Loop {
+    coordinator: CheckpointCoordinator,
+    storage: LocalStorage,
+    trigger: Arc<Trigger>,
+    rx: Receiver<Report>,
+    stop: Arc<AtomicBool>,
+    tasks: usize,
+    finished: usize,
+    writers: BTreeMap<CheckpointId, CheckpointWriter>,
+    /// Aborted checkpoints whose folders tasks may still be writing into: deleted once a
+    /// newer checkpoint completed (every task is past them then) or at the end.
+    aborted: Vec<CheckpointId>,
+    clock: Arc<dyn Clock>,
+    meta: BTreeMap<String, String>,
+    tick: Duration,
+    completed: Arc<Mutex<Vec<CheckpointId>>>,
+}
+
+impl Loop {
+    fn run(mut self) -> Result<()> {
+        while !self.stop.load(Ordering::Acquire) && self.finished < self.tasks {
+            match self.rx.recv_timeout(self.tick) {
+                Ok(r) => self.report(r)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Once a task has ended it can take part in no new checkpoint: the job is
+            // draining, so no new one starts.
+            if self.finished == 0 {
+                self.coordinator.tick(self.clock.now_ms());
+            }
+            self.commands()?;
+        }
+        // The tasks have stopped: whatever is still in flight will not complete.
+        let left: Vec<CheckpointId> = std::mem::take(&mut self.writers).into_keys().collect();
+        for id in left.into_iter().chain(std::mem::take(&mut self.aborted)) {
+            self.discard(id);
+        }
+        Ok(())
+    }
+
+    /// Deletes a checkpoint folder; a failure leaves garbage, not a broken job.
+    fn discard(&self, id: CheckpointId) {
+        if let Err(e) = self.storage.discard(id) {
+            tracing::warn!(checkpoint = %id, error = %e, "could not delete a checkpoint folder");
+        }
+    }
+
+    fn report(&mut self, r: Report) -> Result<()> {
+        match r {
+            Report::Ack(task, id) => self.coordinator.acknowledge(task, id)?,
+            Report::Decline(task, id, reason) => self.coordinator.decline(task, id, reason)?,
+            Report::Finished(task) => {
+                tracing::debug!(task, "task finished: no new checkpoints");
+                self.finished += 1;
+                let pending: Vec<CheckpointId> = self.writers.keys().copied().collect();
+                for id in pending {
+                    self.coordinator.decline(0, id, "a task finished")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commands(&mut self) -> Result<()> {
+        while let Some(cmd) = self.coordinator.next_command() {
+            match cmd {
+                Command::Trigger(b) => {
+                    // The folder exists before any task writes into it.
+                    self.writers.insert(b.id, self.storage.begin(b.id)?);
+                    self.trigger.fire(b);
+                    tracing::debug!(checkpoint = %b.id, "checkpoint triggered");
+                }
+                Command::Complete(id) => {
+                    if let Some(mut w) = self.writers.remove(&id) {
+                        for name in entries(w.dir())? {
+                            w.add(&name)?;
+                        }
+                        let m = w.commit(self.clock.now_ms(), self.meta.clone())?;
+                        tracing::info!(checkpoint = %id, files = m.files.len(), bytes = m.bytes(), "checkpoint complete");
+                        self.completed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(id);
+                        // Every task passed this barrier: none writes into older folders.
+                        let (old, newer): (Vec<_>, Vec<_>) =
+                            self.aborted.drain(..).partition(|a| *a < id);
+                        self.aborted = newer;
+                        for a in old {
+                            self.discard(a);
+                        }
+                    }
+                }
+                Command::Abort(id, cause) => {
+                    tracing::info!(checkpoint = %id, ?cause, "checkpoint aborted");
+                    self.writers.remove(&id);
+                    self.aborted.push(id);
+                }
+                Command::Discard(id) => self.discard(id),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The names in a folder, sorted.
+fn entries(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| sabot_checkpoint::CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
