@@ -113,7 +113,7 @@ fn job(
         wm,
         Arc::new(MapFactory::new("gate", move |b| {
             let n = seen.fetch_add(1, Ordering::Relaxed);
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 std::thread::sleep(Duration::from_millis(2));
             }
             if let (Some(flag), Some(d)) = (&fail, &ckpt_dir)
