@@ -113,8 +113,16 @@ fn job(
         wm,
         Arc::new(MapFactory::new("gate", move |b| {
             let n = seen.fetch_add(1, Ordering::Relaxed);
-            if n.is_multiple_of(50) {
-                std::thread::sleep(Duration::from_millis(2));
+            // Batch i goes to source subtask i % 2 (500 rows, 1 ms apart): subtask 0 is
+            // slow, so subtask 1's barriers arrive first and its later records wait
+            // behind them (what exactly-once alignment is for).
+            let first_ts = b
+                .column(2)
+                .as_any()
+                .downcast_ref::<sabot_core::arrow::array::Int64Array>()
+                .map_or(0, |a| a.value(0));
+            if ((first_ts + 250) / 500) % 2 == 0 {
+                std::thread::sleep(Duration::from_micros(700));
             }
             if let (Some(flag), Some(d)) = (&fail, &ckpt_dir)
                 && n > 200
