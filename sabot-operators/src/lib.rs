@@ -43,6 +43,7 @@
 
 mod builtin;
 mod error;
+mod file_sink;
 mod keys;
 mod process;
 mod snapshot;
@@ -53,6 +54,7 @@ mod window;
 
 pub use builtin::{CollectSink, Collected, VecSource, chunk_position, restore_chunk};
 pub use error::{BoxError, OperatorError, Result};
+pub use file_sink::TransactionalCsvSink;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
 };

@@ -29,6 +29,11 @@ pub struct TaskContext {
     pub bad_records: BadRecordPolicy,
     /// Where stateful operators keep their state.
     pub state: StateConfig,
+    /// The job's checkpoint folder, when it takes checkpoints (transactional sinks look
+    /// there for completed checkpoints).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// The checkpoint this run continued from.
+    pub restored_from: Option<sabot_core::CheckpointId>,
 }
 
 impl TaskContext {
@@ -47,7 +52,20 @@ impl TaskContext {
             clock: Arc::new(SystemClock),
             bad_records: BadRecordPolicy::Fail,
             state: StateConfig::memory(),
+            checkpoint_dir: None,
+            restored_from: None,
         }
+    }
+
+    /// This context in a job that checkpoints into `dir`, continuing from `restored`.
+    pub fn with_checkpoints(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        restored: Option<sabot_core::CheckpointId>,
+    ) -> Self {
+        self.checkpoint_dir = Some(dir.into());
+        self.restored_from = restored;
+        self
     }
 
     /// This context with state kept as `state` says.

@@ -523,10 +523,13 @@ impl Job {
                 if !local(s) {
                     continue;
                 }
-                let ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone())
+                let mut ctx = TaskContext::new(s, p, c.max_parallelism, metrics.clone())
                     .with_clock(c.clock.clone())
                     .with_bad_records(c.bad_records)
                     .with_state(c.state.clone());
+                if let Some(cs) = &c.checkpoints {
+                    ctx = ctx.with_checkpoints(&cs.dir, restored_from);
+                }
                 let chain = self
                     .build_chain(NodeId(id), &ctx, &mut senders, chain_ckpt.as_ref())
                     .map_err(|e| e.in_node(node.kind.name()))?;

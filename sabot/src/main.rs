@@ -13,6 +13,7 @@ use sabot::arrow::datatypes::{Float64Type, Int64Type};
 use sabot::arrow::util::display::array_value_to_string;
 use sabot::demo::{
     BASE_TIME_MS, FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
+    fraud_job_with_output,
 };
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::{Cluster, SOURCE_RECORDS};
@@ -147,9 +148,21 @@ struct DemoArgs {
     state_dir: Option<std::path::PathBuf>,
 
     /// Write the alerts as CSV files into this folder (window-alerts.csv and
-    /// spike-alerts.csv; a worker adds its index: window-alerts-0.csv).
+    /// spike-alerts.csv; a worker adds its index: window-alerts-0.csv). With
+    /// --checkpoint-dir, part files committed with each checkpoint instead
+    /// (window-alerts-<subtask>-<checkpoint>.csv, ...): exactly once across crashes.
     #[arg(long, value_name = "DIR")]
     output: Option<std::path::PathBuf>,
+
+    /// Take checkpoints into this folder; started on a folder that holds a complete
+    /// checkpoint, the job continues from the newest one (same --parallelism, same
+    /// options). Needs --output.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+
+    /// Milliseconds between checkpoints.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval: u64,
 
     /// Do not show a progress bar.
     #[arg(long)]
@@ -270,6 +283,22 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     env.set_parallelism(parallelism)
         .set_name("fraud-demo")
         .set_state(state);
+    let transactional = match (&args.checkpoint_dir, &args.output) {
+        (Some(_), None) => anyhow::bail!(
+            "--checkpoint-dir needs --output: the alerts are committed there with each checkpoint"
+        ),
+        (Some(_), Some(_)) if cluster.is_some() => {
+            anyhow::bail!("--checkpoint-dir is not supported with sabot worker yet")
+        }
+        (Some(dir), Some(_)) => {
+            env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+                dir,
+                Duration::from_millis(args.checkpoint_interval),
+            ));
+            true
+        }
+        _ => false,
+    };
     let role = match &cluster {
         Some(c) => format!(
             ", worker {} of {} on {}",
@@ -282,7 +311,11 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     if let Some(c) = cluster {
         env.set_cluster(c);
     }
-    let outputs = fraud_job(&env, generator, &rules)?;
+    let outputs = if transactional {
+        fraud_job_with_output(&env, generator, &rules, args.output.as_deref())?
+    } else {
+        fraud_job(&env, generator, &rules)?
+    };
     let job = env.build().context("invalid job")?;
 
     eprintln!(
@@ -367,7 +400,13 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
         "Late records dropped: {}",
         result.metric(LATE_RECORDS_DROPPED) + result.metric(SPIKE_LATE_RECORDS)
     );
-    if let Some(dir) = &args.output {
+    if let Some(restored) = result.restored_from {
+        println!("Continued from checkpoint {}", restored.0);
+    }
+    if args.checkpoint_dir.is_some() {
+        println!("Checkpoints completed: {}", result.checkpoints.len());
+    }
+    if let (Some(dir), false) = (&args.output, transactional) {
         for (name, batches) in [
             ("window-alerts", &window_alerts),
             ("spike-alerts", &spike_alerts),

@@ -115,6 +115,13 @@ impl StreamEnv {
         self
     }
 
+    /// Takes checkpoints, and continues from the newest complete one in their folder
+    /// (see [`CheckpointSettings`](sabot_runtime::CheckpointSettings)).
+    pub fn set_checkpoints(&self, checkpoints: sabot_runtime::CheckpointSettings) -> &Self {
+        self.graph.borrow_mut().config_mut().checkpoints = Some(checkpoints);
+        self
+    }
+
     /// The job's name, for logs.
     pub fn set_name(&self, name: impl Into<String>) -> &Self {
         self.graph.borrow_mut().config_mut().name = name.into();

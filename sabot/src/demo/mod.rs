@@ -16,7 +16,7 @@ use std::time::Duration;
 use sabot_core::arrow::array::{AsArray, Int64Array};
 use sabot_core::arrow::compute::kernels::cmp::gt;
 use sabot_core::arrow::datatypes::Int64Type;
-use sabot_operators::{Aggregate, Collected};
+use sabot_operators::{Aggregate, Collected, TransactionalCsvSink};
 
 pub use generator::{BASE_TIME_MS, GeneratorConfig, TransactionGenerator};
 pub use spike::{SPIKE_LATE_RECORDS, SpikeDetector};
@@ -70,6 +70,20 @@ pub fn fraud_job(
     generator: TransactionGenerator,
     rules: &FraudRules,
 ) -> Result<FraudOutputs> {
+    fraud_job_with_output(env, generator, rules, None)
+}
+
+/// Like [`fraud_job`], also writing the alerts as CSV files into `output` through
+/// [`TransactionalCsvSink`]s (`window-alerts-<subtask>-*.csv`,
+/// `spike-alerts-<subtask>-*.csv`): with checkpoints, a file is published only once the
+/// checkpoint covering it completed, so a job that crashes and resumes writes every alert
+/// exactly once.
+pub fn fraud_job_with_output(
+    env: &StreamEnv,
+    generator: TransactionGenerator,
+    rules: &FraudRules,
+    output: Option<&std::path::Path>,
+) -> Result<FraudOutputs> {
     let max_delay = generator.config().max_delay;
     let keyed = env
         .source(generator)
@@ -95,18 +109,24 @@ pub fn fraud_job(
         ]);
     let all_windows = rules.collect_all_windows.then(|| windows.clone().collect());
     let threshold = rules.threshold_cents;
-    let window_alerts = windows
-        .filter(move |b| {
-            let total = b.column_by_name("total").ok_or("no total column")?;
-            Ok(gt(
-                total.as_primitive::<Int64Type>(),
-                &Int64Array::new_scalar(threshold),
-            )?)
-        })
-        .collect();
-    let spike_alerts = keyed
-        .process(SpikeDetector::new(rules.spike_factor, rules.min_history))
-        .collect();
+    let window_alerts = windows.filter(move |b| {
+        let total = b.column_by_name("total").ok_or("no total column")?;
+        Ok(gt(
+            total.as_primitive::<Int64Type>(),
+            &Int64Array::new_scalar(threshold),
+        )?)
+    });
+    let spike_alerts = keyed.process(SpikeDetector::new(rules.spike_factor, rules.min_history));
+    if let Some(dir) = output {
+        window_alerts
+            .clone()
+            .sink(TransactionalCsvSink::new(dir, "window-alerts"));
+        spike_alerts
+            .clone()
+            .sink(TransactionalCsvSink::new(dir, "spike-alerts"));
+    }
+    let window_alerts = window_alerts.collect();
+    let spike_alerts = spike_alerts.collect();
     Ok(FraudOutputs {
         window_alerts,
         spike_alerts,

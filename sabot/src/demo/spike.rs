@@ -9,7 +9,7 @@ use sabot_core::arrow::compute::{concat_batches, filter_record_batch, take_recor
 use sabot_core::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index};
-use sabot_operators::{Operator, OperatorFactory, Output, Result, TaskContext};
+use sabot_operators::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// Counter of transactions that arrived behind the watermark and were not scored.
 pub const SPIKE_LATE_RECORDS: &str = "spike.late_records_dropped";
@@ -90,40 +90,41 @@ impl OperatorFactory for SpikeDetector {
             pending: Vec::new(),
             watermark: Timestamp::MIN,
             late: ctx.metrics.counter(SPIKE_LATE_RECORDS),
+            key_groups: ctx.key_groups(),
+            max_parallelism: ctx.max_parallelism,
         }))
     }
 }
 
+/// Columns of the pending rows (projected to what scoring reads).
+const ID: usize = 0;
+const ACCOUNT: usize = 1;
+const TS: usize = 4;
+const PENDING_COLS: [usize; 5] = [0, 1, 2, 3, 4];
+
 struct SpikeOp {
-    /// txn_id, account, merchant, amount, ts.
+    /// txn_id, account, merchant, amount, ts in the input.
     cols: [usize; 5],
     schema: SchemaRef,
     factor: f64,
     min_history: u64,
     /// Per account: (transactions seen, sum of their amounts in cents, saturating).
     history: HashMap<i64, (u64, i64)>,
-    /// Rows not yet behind the watermark, in batches each sorted by (ts, txn_id).
+    /// Rows not yet behind the watermark (projected to txn_id, account, merchant,
+    /// amount, ts), in batches each sorted by (ts, txn_id).
     pending: Vec<RecordBatch>,
     watermark: Timestamp,
     late: Counter,
+    key_groups: sabot_core::KeyGroupRange,
+    max_parallelism: usize,
 }
 
 impl SpikeOp {
-    fn ts_col(&self) -> usize {
-        self.cols[4]
-    }
-
     /// `batch` sorted by (ts, txn_id): both Int64, so a direct sort of row indices by a
     /// pair of integers (no per-comparison dynamic dispatch), then one `take`.
     fn sorted(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let ts = batch
-            .column(self.ts_col())
-            .as_primitive::<Int64Type>()
-            .values();
-        let id = batch
-            .column(self.cols[0])
-            .as_primitive::<Int64Type>()
-            .values();
+        let ts = batch.column(TS).as_primitive::<Int64Type>().values();
+        let id = batch.column(ID).as_primitive::<Int64Type>().values();
         if ts
             .windows(2)
             .zip(id.windows(2))
@@ -139,7 +140,7 @@ impl SpikeOp {
     /// Scores every pending row with event time `<= wm`, in (ts, txn_id) order. Pending
     /// batches are each sorted, so the ready rows of each are a prefix: a zero-copy slice.
     fn score_until(&mut self, wm: i64, out: &mut Output) -> Result<()> {
-        let ts = self.ts_col();
+        let ts = TS;
         let mut ready = Vec::new();
         for batch in std::mem::take(&mut self.pending) {
             let times = batch.column(ts).as_primitive::<Int64Type>().values();
@@ -161,7 +162,7 @@ impl SpikeOp {
 
     fn score(&mut self, batch: &RecordBatch, out: &mut Output) -> Result<()> {
         let col = |i: usize| batch.column(i).as_primitive::<Int64Type>().values();
-        let [id, account, merchant, amount, ts] = self.cols.map(col);
+        let [id, account, merchant, amount, ts] = PENDING_COLS.map(col);
         let mut hits: Vec<usize> = Vec::new();
         let mut averages: Vec<f64> = Vec::new();
         for row in 0..batch.num_rows() {
@@ -200,7 +201,8 @@ impl SpikeOp {
 
 impl Operator for SpikeOp {
     fn on_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        let times = batch.column(self.ts_col()).as_primitive::<Int64Type>();
+        let batch = batch.project(&self.cols)?;
+        let times = batch.column(TS).as_primitive::<Int64Type>();
         let wm = self.watermark.millis();
         let late_count = times.values().iter().filter(|&&t| t <= wm).count();
         let batch = if late_count > 0 {
@@ -227,5 +229,120 @@ impl Operator for SpikeOp {
 
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
         self.score_until(i64::MAX, out)
+    }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        // `SBSP`, version 1, watermark, history (account, count, sum) sorted by
+        // account, the pending rows (five i64 columns), CRC-32; little-endian.
+        let mut b = Vec::new();
+        b.extend_from_slice(b"SBSP");
+        b.push(1);
+        b.extend_from_slice(&self.watermark.millis().to_le_bytes());
+        let mut history: Vec<_> = self.history.iter().collect();
+        history.sort_unstable_by_key(|(a, _)| **a);
+        b.extend_from_slice(&(history.len() as u64).to_le_bytes());
+        for (account, (n, sum)) in history {
+            b.extend_from_slice(&account.to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(&sum.to_le_bytes());
+        }
+        let rows: usize = self.pending.iter().map(RecordBatch::num_rows).sum();
+        b.extend_from_slice(&(rows as u64).to_le_bytes());
+        for c in PENDING_COLS {
+            for batch in &self.pending {
+                for v in batch.column(c).as_primitive::<Int64Type>().values() {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+        let io = |e: std::io::Error| OperatorError::Snapshot {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::write(dir.join(SPIKE_FILE), b).map_err(io)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        let mut watermark = Timestamp::MAX;
+        let mut pending: Vec<Vec<i64>> = vec![Vec::new(); 5];
+        for dir in dirs {
+            let path = dir.join(SPIKE_FILE);
+            let bad = |reason: &str| OperatorError::Snapshot {
+                path: path.clone(),
+                reason: reason.into(),
+            };
+            let b = std::fs::read(&path).map_err(|e| bad(&e.to_string()))?;
+            if b.len() < 29 || &b[..5] != b"SBSP\x01" {
+                return Err(bad("not a spike detector snapshot"));
+            }
+            let (body, crc) = b.split_at(b.len() - 4);
+            if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+                return Err(bad("checksum mismatch"));
+            }
+            let mut at = 5;
+            let mut word = || -> Result<[u8; 8]> {
+                let w = body.get(at..at + 8).ok_or_else(|| bad("cut off"))?;
+                at += 8;
+                Ok(w.try_into().unwrap_or([0; 8]))
+            };
+            watermark = watermark.min(Timestamp::from_millis(i64::from_le_bytes(word()?)));
+            let n = u64::from_le_bytes(word()?);
+            for _ in 0..n {
+                let account = i64::from_le_bytes(word()?);
+                let count = u64::from_le_bytes(word()?);
+                let sum = i64::from_le_bytes(word()?);
+                if self.owns(account) {
+                    self.history.insert(account, (count, sum));
+                }
+            }
+            let rows = u64::from_le_bytes(word()?) as usize;
+            let mut cols: Vec<Vec<i64>> = Vec::with_capacity(5);
+            for _ in PENDING_COLS {
+                let mut col = Vec::with_capacity(rows.min(1 << 20));
+                for _ in 0..rows {
+                    col.push(i64::from_le_bytes(word()?));
+                }
+                cols.push(col);
+            }
+            for r in 0..rows {
+                if self.owns(cols[ACCOUNT][r]) {
+                    for c in PENDING_COLS {
+                        pending[c].push(cols[c][r]);
+                    }
+                }
+            }
+        }
+        if !dirs.is_empty() {
+            self.watermark = watermark;
+        }
+        if !pending[0].is_empty() {
+            let fields: Vec<Field> = ["txn_id", "account", "merchant", "amount", "ts"]
+                .iter()
+                .map(|n| Field::new(*n, DataType::Int64, false))
+                .collect();
+            let columns: Vec<ArrayRef> = pending
+                .into_iter()
+                .map(|c| Arc::new(Int64Array::from(c)) as ArrayRef)
+                .collect();
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            let sorted = self.sorted(&batch)?;
+            self.pending.push(sorted);
+        }
+        Ok(())
+    }
+}
+
+/// The spike detector's snapshot file.
+const SPIKE_FILE: &str = "spike.sbsp";
+
+impl SpikeOp {
+    /// Whether `account` is in this subtask's key groups (after a rescale, snapshots hold
+    /// other subtasks' accounts too).
+    fn owns(&self, account: i64) -> bool {
+        let kg =
+            sabot_core::KeyGroup::of_hash(sabot_core::key::hash_i64(account), self.max_parallelism);
+        self.key_groups.contains(kg)
     }
 }
