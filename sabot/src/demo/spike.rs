@@ -306,12 +306,9 @@ impl Operator for SpikeOp {
                 }
                 cols.push(col);
             }
-            for r in 0..rows {
-                if self.owns(cols[ACCOUNT][r]) {
-                    for c in PENDING_COLS {
-                        pending[c].push(cols[c][r]);
-                    }
-                }
+            let keep: Vec<usize> = (0..rows).filter(|&r| self.owns(cols[ACCOUNT][r])).collect();
+            for (to, from) in pending.iter_mut().zip(&cols) {
+                to.extend(keep.iter().map(|&r| from[r]));
             }
         }
         if !dirs.is_empty() {
