@@ -38,96 +38,123 @@ impl SourceFactory for VecSource {
     fn create(&self, ctx: &TaskContext) -> Result<Box<dyn Source>> {
         Ok(Box::new(VecSourceReader {
             batches: self.batches.clone(),
-            next: ctx.subtask,
-            step: ctx.parallelism.max(1),
+            cursor: ChunkCursor::new(ctx.subtask, ctx.parallelism),
         }))
     }
 }
 
 struct VecSourceReader {
     batches: Arc<Vec<RecordBatch>>,
-    next: usize,
-    step: usize,
+    cursor: ChunkCursor,
 }
 
 impl Source for VecSourceReader {
     fn poll_next(&mut self) -> Result<SourcePoll> {
-        match self.batches.get(self.next) {
-            Some(b) => {
-                self.next += self.step;
-                Ok(SourcePoll::Batch(b.clone()))
-            }
+        let next = usize::try_from(self.cursor.next_chunk()).unwrap_or(usize::MAX);
+        match self.batches.get(next) {
+            Some(b) => Ok(SourcePoll::Batch(b.clone())),
             None => Ok(SourcePoll::End),
         }
     }
 
     fn position(&mut self) -> Result<Option<Vec<u8>>> {
-        let subtask = self.next % self.step;
-        Ok(Some(chunk_position(self.step, subtask, self.next as u64)))
+        Ok(Some(self.cursor.position()))
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let subtask = self.next % self.step;
-        self.next = restore_chunk("vec_source", position, self.step, subtask)? as usize;
+    fn restore(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+        self.cursor
+            .restore(positions)
+            .map_err(|reason| OperatorError::InvalidPlan {
+                operator: "vec_source".into(),
+                reason,
+            })
+    }
+}
+
+/// The progress of a source whose subtask `s` of `p` emits chunks `s, s + p, s + 2p, ...`
+/// ([`VecSource`], the demo's generator), resumable at any parallelism.
+///
+/// A position is a list of layers `(p, s, next)`: chunks `c` with `c % p == s` and
+/// `c < next` were emitted. A subtask's own layer says how far it got; layers inherited
+/// from an earlier run at another parallelism say what that run emitted, and the new
+/// subtasks skip those chunks. Encoding: `SBCK`, version 2 (u8), layer count (u32), then
+/// per layer parallelism (u32), subtask (u32), next (u64); little-endian.
+#[derive(Clone, Debug)]
+pub struct ChunkCursor {
+    subtask: u64,
+    parallelism: u64,
+    next: u64,
+    done: Vec<(u64, u64, u64)>,
+}
+
+impl ChunkCursor {
+    /// Subtask `subtask` of `parallelism`, from the start.
+    pub fn new(subtask: usize, parallelism: usize) -> Self {
+        ChunkCursor {
+            subtask: subtask as u64,
+            parallelism: parallelism.max(1) as u64,
+            next: subtask as u64,
+            done: Vec::new(),
+        }
+    }
+
+    /// The next chunk to emit, skipping chunks an earlier run emitted. The caller stops
+    /// at the first chunk beyond its input.
+    pub fn next_chunk(&mut self) -> u64 {
+        loop {
+            let c = self.next;
+            self.next += self.parallelism;
+            if !self.done.iter().any(|&(p, s, n)| c % p == s && c < n) {
+                return c;
+            }
+        }
+    }
+
+    /// The position for a checkpoint.
+    pub fn position(&self) -> Vec<u8> {
+        let mut layers = self.done.clone();
+        layers.push((self.parallelism, self.subtask, self.next));
+        let mut b = Vec::with_capacity(9 + layers.len() * 16);
+        b.extend_from_slice(b"SBCK");
+        b.push(2);
+        b.extend_from_slice(&(layers.len() as u32).to_le_bytes());
+        for (p, s, n) in layers {
+            b.extend_from_slice(&(p as u32).to_le_bytes());
+            b.extend_from_slice(&(s as u32).to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        b
+    }
+
+    /// Continues after `positions` (every subtask's of the checkpointed run).
+    pub fn restore(&mut self, positions: &[Vec<u8>]) -> std::result::Result<(), String> {
+        let mut layers: std::collections::BTreeMap<(u64, u64), u64> = Default::default();
+        for pos in positions {
+            if pos.len() < 9 || &pos[..4] != b"SBCK" || pos[4] != 2 {
+                return Err("a checkpointed position is not a chunk position".into());
+            }
+            let count = u32::from_le_bytes([pos[5], pos[6], pos[7], pos[8]]) as usize;
+            if pos.len() != 9 + count * 16 {
+                return Err(format!(
+                    "a chunk position of {} bytes for {count} layers",
+                    pos.len()
+                ));
+            }
+            for l in pos[9..].chunks_exact(16) {
+                let p = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as u64;
+                let s = u32::from_le_bytes([l[4], l[5], l[6], l[7]]) as u64;
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&l[8..16]);
+                if p == 0 || s >= p {
+                    return Err(format!("a chunk layer for subtask {s} of {p}"));
+                }
+                let next = layers.entry((p, s)).or_insert(0);
+                *next = (*next).max(u64::from_le_bytes(n));
+            }
+        }
+        self.done = layers.into_iter().map(|((p, s), n)| (p, s, n)).collect();
         Ok(())
     }
-}
-
-/// The position of a source whose subtask `s` of `p` emits chunks `s, s + p, s + 2p, ...`
-/// ([`VecSource`], the demo's generator): `SBCK`, version 1 (u8), parallelism (u32),
-/// subtask (u32), next chunk (u64), little-endian.
-pub fn chunk_position(parallelism: usize, subtask: usize, next: u64) -> Vec<u8> {
-    let mut b = Vec::with_capacity(21);
-    b.extend_from_slice(b"SBCK");
-    b.push(1);
-    b.extend_from_slice(&(parallelism as u32).to_le_bytes());
-    b.extend_from_slice(&(subtask as u32).to_le_bytes());
-    b.extend_from_slice(&next.to_le_bytes());
-    b
-}
-
-/// The next chunk of subtask `subtask` of `parallelism` in a [`chunk_position`]; an
-/// error if the position is damaged or belongs to another subtask or parallelism
-/// (these sources resume only at the parallelism they were checkpointed at).
-pub fn restore_chunk(
-    source: &str,
-    position: &[u8],
-    parallelism: usize,
-    subtask: usize,
-) -> Result<u64> {
-    let bad = |reason: String| OperatorError::InvalidPlan {
-        operator: source.into(),
-        reason,
-    };
-    if position.len() != 21 || &position[..4] != b"SBCK" || position[4] != 1 {
-        return Err(bad(
-            "the checkpointed position is not a chunk position".into()
-        ));
-    }
-    let u32_at = |i: usize| {
-        u32::from_le_bytes([
-            position[i],
-            position[i + 1],
-            position[i + 2],
-            position[i + 3],
-        ]) as usize
-    };
-    let (p, s) = (u32_at(5), u32_at(9));
-    if p != parallelism || s != subtask {
-        return Err(bad(format!(
-            "the checkpoint holds subtask {s} of {p}; this source resumes only at the same \
-             parallelism (restoring subtask {subtask} of {parallelism})"
-        )));
-    }
-    let mut next = [0u8; 8];
-    next.copy_from_slice(&position[13..21]);
-    let next = u64::from_le_bytes(next);
-    if next % parallelism.max(1) as u64 != subtask as u64 {
-        return Err(bad(format!(
-            "chunk {next} does not belong to subtask {subtask}"
-        )));
-    }
-    Ok(next)
 }
 
 /// The batches a [`CollectSink`] received, from every subtask.

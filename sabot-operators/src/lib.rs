@@ -52,7 +52,7 @@ mod time_column;
 mod traits;
 mod window;
 
-pub use builtin::{CollectSink, Collected, VecSource, chunk_position, restore_chunk};
+pub use builtin::{ChunkCursor, CollectSink, Collected, VecSource};
 pub use error::{BoxError, OperatorError, Result};
 pub use file_sink::TransactionalCsvSink;
 pub use process::{

@@ -240,9 +240,11 @@ pub trait Source: Send {
         Ok(None)
     }
 
-    /// Continues from a position [`Source::position`] returned in a previous run of the
-    /// same subtask. Called once, before the first [`Source::poll_next`].
-    fn restore(&mut self, _position: &[u8]) -> Result<()> {
+    /// Continues from the positions [`Source::position`] returned for a checkpoint: one
+    /// per source subtask of the run that took it, maybe at another parallelism (each
+    /// new subtask gets all of them and takes its share of what is left). Called once,
+    /// before the first [`Source::poll_next`].
+    fn restore(&mut self, _positions: &[Vec<u8>]) -> Result<()> {
         Err(OperatorError::InvalidPlan {
             operator: "source".into(),
             reason: "this source cannot resume from a checkpoint".into(),

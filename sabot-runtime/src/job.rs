@@ -344,8 +344,8 @@ struct SubtaskPlan {
     input: SubtaskInput,
     chain: Vec<ChainNode>,
     checkpoints: Option<TaskCheckpoints>,
-    /// A source's file name in a checkpoint and the position to continue from.
-    source: Option<(String, Option<Vec<u8>>)>,
+    /// A source's file name in a checkpoint and the positions to continue from.
+    source: Option<(String, Option<Vec<Vec<u8>>>)>,
 }
 
 /// What building a chain needs to know about checkpoints.
@@ -472,17 +472,17 @@ impl Job {
                     }
                     .into());
                 }
-                if old_p != Some(p) {
+                let Some(old_p) = old_p else {
                     return Err(CoreError::InvalidConfig {
-                        name: "parallelism".into(),
-                        reason: format!(
-                            "checkpoint {} was taken at parallelism {old_p:?}; the sources resume only at the same parallelism ({p} now)",
-                            m.id
-                        ),
+                        name: "checkpoints".into(),
+                        reason: format!("checkpoint {} does not record its parallelism", m.id),
                     }
                     .into());
+                };
+                if old_p != p {
+                    tracing::info!(checkpoint = %m.id, from = old_p, to = p, "rescaling from checkpoint");
                 }
-                restore = Some((storage.dir(m.id), p));
+                restore = Some((storage.dir(m.id), old_p));
                 restored_from = Some(m.id);
             }
             let heads = self
@@ -541,13 +541,19 @@ impl Job {
                 let source_ckpt = match (&source, &chain_ckpt) {
                     (Some(_), Some(ck)) => {
                         let file = format!("source-{id}-{s}.pos");
+                        // Every old subtask's position: each new subtask takes its
+                        // share of what is left (the parallelism may have changed).
                         let position = match &ck.restore {
-                            Some((dir, _)) => {
-                                let path = dir.join(&file);
-                                Some(std::fs::read(&path).map_err(|source| {
-                                    sabot_checkpoint::CheckpointError::Io { path, source }
-                                })?)
-                            }
+                            Some((dir, old_p)) => Some(
+                                (0..*old_p)
+                                    .map(|old| {
+                                        let path = dir.join(format!("source-{id}-{old}.pos"));
+                                        std::fs::read(&path).map_err(|source| {
+                                            sabot_checkpoint::CheckpointError::Io { path, source }
+                                        })
+                                    })
+                                    .collect::<std::result::Result<Vec<_>, _>>()?,
+                            ),
                             None => None,
                         };
                         Some((file, position))

@@ -262,7 +262,8 @@ impl Ticker {
 pub(crate) struct SourceCheckpoints {
     pub(crate) ckpt: TaskCheckpoints,
     pub(crate) name: String,
-    pub(crate) restore: Option<Vec<u8>>,
+    /// Every source subtask's position in the checkpoint to continue from.
+    pub(crate) restore: Option<Vec<Vec<u8>>>,
 }
 
 /// Runs a source subtask: polls the source and pushes what it says through the chain.
@@ -277,8 +278,8 @@ pub(crate) fn run_source(
     checkpoints: Option<SourceCheckpoints>,
 ) -> Result<()> {
     let mut source = factory.create(ctx)?;
-    if let Some(position) = checkpoints.as_ref().and_then(|c| c.restore.as_deref()) {
-        source.restore(position)?;
+    if let Some(positions) = checkpoints.as_ref().and_then(|c| c.restore.as_deref()) {
+        source.restore(positions)?;
     }
     let mut last_barrier = 0;
     loop {

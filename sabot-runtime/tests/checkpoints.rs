@@ -82,21 +82,22 @@ impl Sink for EpochWriter {
     }
 }
 
-/// source -> watermarks -> (may fail) -> key_by -> 50 ms windows -> sink, parallelism 2.
+/// source -> watermarks -> (may fail) -> key_by -> 50 ms windows -> sink.
 fn job(
     dir: Option<&std::path::Path>,
     state: &StateConfig,
     fail: Option<Arc<AtomicBool>>,
+    parallelism: usize,
 ) -> (JobGraph, Epochs) {
     let mut c = JobConfig::default();
-    c.parallelism = 2;
+    c.parallelism = parallelism;
     c.queue_capacity = 2;
     c.state = state.clone();
     c.checkpoints = dir.map(|d| CheckpointSettings::new(d, Duration::from_millis(15)));
     let mut g = JobGraph::new(c);
     let src = g.add_source(Arc::new(VecSource::new(
         keyed_schema(),
-        keyed_batches(5, 400_000, 500, 2_000, 1, 30),
+        keyed_batches(5, 240_000, 500, 2_000, 1, 30),
     )));
     let wm = g.add_operator(
         src,
@@ -154,21 +155,23 @@ fn run(g: JobGraph) -> sabot_runtime::Result<JobResult> {
     g.build()?.run()
 }
 
-fn crash_and_resume(state: StateConfig) {
-    let (g, reference) = job(None, &state, None);
+/// Runs the job at `from` until it fails after a checkpoint, then again at `to` on the
+/// same folder; the committed output must equal a run without failure.
+fn crash_and_resume(state: StateConfig, from: usize, to: usize) {
+    let (g, reference) = job(None, &state, None, 2);
     run(g).unwrap();
     let mut expected = reference.all();
     expected.sort();
-    assert!(expected.len() > 10_000, "{} windows", expected.len());
+    assert!(expected.len() > 5_000, "{} windows", expected.len());
 
     let dir = tempfile::tempdir().unwrap();
     let fail = Arc::new(AtomicBool::new(true));
-    let (g, first) = job(Some(dir.path()), &state, Some(fail.clone()));
+    let (g, first) = job(Some(dir.path()), &state, Some(fail.clone()), from);
     let e = run(g).unwrap_err();
     assert!(e.to_string().contains("injected failure"), "{e}");
     assert!(!fail.load(Ordering::SeqCst), "the failure was not injected");
 
-    let (g, second) = job(Some(dir.path()), &state, None);
+    let (g, second) = job(Some(dir.path()), &state, None, to);
     let result = run(g).unwrap();
     let restored = result.restored_from.expect("the second run restores");
     let mut got = first.committed_up_to(restored);
@@ -189,23 +192,36 @@ fn crash_and_resume(state: StateConfig) {
 
 #[test]
 fn a_failed_job_resumes_from_its_checkpoint_with_memory_state() {
-    crash_and_resume(StateConfig::memory());
+    crash_and_resume(StateConfig::memory(), 2, 2);
 }
 
 #[test]
 fn a_failed_job_resumes_from_its_checkpoint_with_rocksdb_state() {
     let work = tempfile::tempdir().unwrap();
-    crash_and_resume(StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(work.path()));
+    let state = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(work.path());
+    crash_and_resume(state, 2, 2);
 }
 
 #[test]
-fn restoring_at_another_parallelism_is_a_clear_error_for_these_sources() {
+fn a_failed_job_resumes_at_a_higher_parallelism() {
+    crash_and_resume(StateConfig::memory(), 2, 3);
+}
+
+#[test]
+fn a_failed_job_resumes_at_a_lower_parallelism() {
+    let work = tempfile::tempdir().unwrap();
+    let state = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(work.path());
+    crash_and_resume(state, 4, 2);
+}
+
+#[test]
+fn a_changed_max_parallelism_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (g, _) = job(Some(dir.path()), &StateConfig::memory(), None);
+    let (g, _) = job(Some(dir.path()), &StateConfig::memory(), None, 2);
     let r = run(g).unwrap();
     assert!(!r.checkpoints.is_empty(), "no checkpoint completed");
-    let (mut g, _) = job(Some(dir.path()), &StateConfig::memory(), None);
-    g.config_mut().parallelism = 3;
+    let (mut g, _) = job(Some(dir.path()), &StateConfig::memory(), None, 2);
+    g.config_mut().max_parallelism = 64;
     let e = g.build().and_then(|j| j.start()).unwrap_err();
-    assert!(e.to_string().contains("same parallelism"), "{e}");
+    assert!(e.to_string().contains("max parallelism"), "{e}");
 }

@@ -7,7 +7,7 @@ use sabot_core::arrow::array::{ArrayRef, Int64Array, StringArray};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::random::SplitMix64;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, duration_millis};
-use sabot_operators::{Source, SourceFactory, SourcePoll, TaskContext};
+use sabot_operators::{ChunkCursor, Source, SourceFactory, SourcePoll, TaskContext};
 
 /// Event time of the first transaction: 2023-11-14T22:13:20Z.
 pub const BASE_TIME_MS: i64 = 1_700_000_000_000;
@@ -188,46 +188,40 @@ impl SourceFactory for TransactionGenerator {
     fn create(&self, ctx: &TaskContext) -> sabot_operators::Result<Box<dyn Source>> {
         Ok(Box::new(GeneratorSubtask {
             generator: self.clone(),
-            chunk: ctx.subtask as u64,
-            step: ctx.parallelism.max(1) as u64,
+            cursor: ChunkCursor::new(ctx.subtask, ctx.parallelism),
         }))
     }
 }
 
 struct GeneratorSubtask {
     generator: TransactionGenerator,
-    chunk: u64,
-    step: u64,
+    cursor: ChunkCursor,
 }
 
 impl Source for GeneratorSubtask {
     fn poll_next(&mut self) -> sabot_operators::Result<SourcePoll> {
         let c = &self.generator.config;
         let b = c.batch_size as u64;
-        let start = self.chunk.saturating_mul(b);
+        let start = self.cursor.next_chunk().saturating_mul(b);
         if start >= c.events {
             return Ok(SourcePoll::End);
         }
-        self.chunk += self.step;
         Ok(SourcePoll::Batch(
             self.generator.batch(start, (start + b).min(c.events))?,
         ))
     }
 
     fn position(&mut self) -> sabot_operators::Result<Option<Vec<u8>>> {
-        let subtask = (self.chunk % self.step) as usize;
-        Ok(Some(sabot_operators::chunk_position(
-            self.step as usize,
-            subtask,
-            self.chunk,
-        )))
+        Ok(Some(self.cursor.position()))
     }
 
-    fn restore(&mut self, position: &[u8]) -> sabot_operators::Result<()> {
-        let subtask = (self.chunk % self.step) as usize;
-        self.chunk =
-            sabot_operators::restore_chunk("transactions", position, self.step as usize, subtask)?;
-        Ok(())
+    fn restore(&mut self, positions: &[Vec<u8>]) -> sabot_operators::Result<()> {
+        self.cursor.restore(positions).map_err(|reason| {
+            sabot_operators::OperatorError::InvalidPlan {
+                operator: "transactions".into(),
+                reason,
+            }
+        })
     }
 }
 
