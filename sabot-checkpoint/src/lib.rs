@@ -1,12 +1,27 @@
-//! Barrier checkpoints and exactly-once recovery for the Sabot stream processor.
+//! Barrier checkpoints for the Sabot stream processor (Chandy-Lamport asynchronous
+//! barrier snapshots, as in Flink).
 //!
-//! **Status:** this crate is reserved in the workspace; its contents arrive with issue 6
-//! (`BarrierAligner`, `CheckpointCoordinator`, checkpoint storage with fsynced files and
-//! atomically published manifests, recovery). The barrier itself,
-//! [`sabot_core::CheckpointBarrier`], already flows in [`sabot_core::Message`].
+//! - [`BarrierAligner`]: a task's barrier alignment over its inputs, exactly-once or
+//!   at-least-once, as a pure state machine.
+//! - [`CheckpointCoordinator`]: when to trigger, complete, abort and discard checkpoints,
+//!   as a pure state machine.
+//! - [`storage`]: checkpoints in a local folder, published by an atomically renamed,
+//!   checksummed manifest.
+//!
+//! `sabot-runtime` drives them: sources inject barriers and record their positions,
+//! operators snapshot their state when the aligned barrier passes, sinks pre-commit.
 //!
 //! ```
-//! let _ = sabot_checkpoint::CheckpointError::Unsupported { what: "checkpoints" };
+//! use sabot_checkpoint::{Aligned, BarrierAligner, CheckpointingMode, Input};
+//! use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
+//!
+//! let b = CheckpointBarrier { id: CheckpointId(1), triggered_at: Timestamp::from_millis(0) };
+//! let mut a = BarrierAligner::new(2, CheckpointingMode::ExactlyOnce, 100);
+//! a.push(0, Input::Barrier(b)).unwrap();
+//! a.push(0, Input::Message("after the barrier")).unwrap(); // held back
+//! a.push(1, Input::Barrier(b)).unwrap();
+//! assert_eq!(a.next_action(), Some(Aligned::Checkpoint(b)));
+//! assert_eq!(a.next_action(), Some(Aligned::Message(0, "after the barrier")));
 //! ```
 
 mod aligner;
@@ -23,12 +38,6 @@ pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// The operation is not available in this version.
-    #[error("{what} are not supported by this version of sabot-checkpoint")]
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-    },
     /// An error from `sabot-core`.
     #[error(transparent)]
     Core(#[from] sabot_core::CoreError),

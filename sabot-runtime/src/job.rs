@@ -310,6 +310,13 @@ impl JobHandle {
             }
         }
         let elapsed = self.started.elapsed();
+        if let Some(net) = &network
+            && errors.is_empty()
+        {
+            // Peers wait for this worker's last replies to finish their channels (after
+            // a failure nothing is worth waiting for: the peers fail too).
+            net.server.drain(Duration::from_secs(5));
+        }
         drop(network);
         let checkpoints = match self.coordinator.take().map(CoordinatorThread::stop) {
             Some(Ok(done)) => done,

@@ -8,7 +8,7 @@ fn reexports_resolve() {
     let _ = sabot::operators::Aggregate::count();
     let _ = sabot::runtime::JobConfig::default();
     let _ = sabot::state::StateError::NothingToRestore;
-    let _ = sabot::checkpoint::CheckpointError::Unsupported { what: "x" };
+    let _ = sabot::checkpoint::CoordinatorConfig::default();
     let _ = sabot::kafka::KafkaError::Unsupported { what: "x" };
     let _ = sabot::StreamEnv::new();
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct ShuffleServer {
     runtime: Arc<Runtime>,
     addr: SocketAddr,
     registry: Arc<Registry>,
+    /// Channels whose reply stream has not been sent to the end yet.
+    open: Arc<AtomicUsize>,
     config: FlightConfig,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -99,9 +102,11 @@ impl ShuffleServer {
             .map_err(|e| fail(e.to_string()))?;
         let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
         let registry = Arc::new(Registry::default());
+        let open = Arc::new(AtomicUsize::new(0));
         let service = Service {
             registry: registry.clone(),
             config: config.clone(),
+            open: open.clone(),
         };
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -131,6 +136,7 @@ impl ShuffleServer {
             runtime,
             addr: local,
             registry,
+            open,
             config,
             shutdown: Some(shutdown),
         })
@@ -165,6 +171,18 @@ impl ShuffleServer {
         });
     }
 
+    /// Waits (up to `timeout`) until every channel's reply stream went out to its end,
+    /// so that dropping the server right after its subtasks ended does not cut the last
+    /// replies (a sender waits for them to know its peer has everything).
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.open.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The transport writes what the reply streams handed over right after.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     /// A client for sending to `peer`, sharing this server's runtime.
     pub fn client(&self, peer: SocketAddr) -> ShuffleClient {
         ShuffleClient::with_runtime(peer, self.runtime.clone(), self.config.clone())
@@ -182,6 +200,30 @@ impl Drop for ShuffleServer {
 struct Service {
     registry: Arc<Registry>,
     config: FlightConfig,
+    open: Arc<AtomicUsize>,
+}
+
+/// A channel's reply stream, counted as open until the transport is done with it.
+struct Replies {
+    inner: UnboundedReceiverStream<std::result::Result<PutResult, Status>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Stream for Replies {
+    type Item = std::result::Result<PutResult, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
@@ -298,7 +340,11 @@ impl FlightService for Service {
             app_metadata: Reply::Credit(self.config.initial_credits).to_bytes(),
         }));
         tokio::spawn(receive(frames, decoder, tx, replies, peer));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(out))))
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(Response::new(Box::pin(Replies {
+            inner: UnboundedReceiverStream::new(out),
+            open: self.open.clone(),
+        })))
     }
 
     async fn handshake(
