@@ -189,6 +189,23 @@ impl CheckpointCoordinator {
         }
     }
 
+    /// Makes the next [`tick`](Self::tick) trigger a checkpoint whatever the interval, as
+    /// soon as fewer than [`CoordinatorConfig::max_concurrent`] are in flight (the final
+    /// checkpoint at the end of input).
+    pub fn trigger_asap(&mut self) {
+        self.last_trigger = None;
+    }
+
+    /// The checkpoints in flight that `task` has not acknowledged (oldest first): those a
+    /// task that has ended can no longer take part in.
+    pub fn unacknowledged_by(&self, task: usize) -> Vec<CheckpointId> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| !p.acked.get(task).copied().unwrap_or(true))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Task `task` finished its part of checkpoint `id`. Acknowledgements of checkpoints
     /// no longer in flight (aborted, subsumed) are ignored; a task acknowledging twice,
     /// or a task the job does not have, is an error.

@@ -141,3 +141,40 @@ fn every_checkpoint_completes_when_every_task_acknowledges() {
     assert_eq!(completed, (1..=10).collect::<Vec<_>>());
     assert!(c.acknowledge(5, CheckpointId(3)).is_err(), "unknown task");
 }
+
+#[test]
+fn trigger_asap_ignores_the_interval_but_not_the_concurrency_limit() {
+    let mut c =
+        CheckpointCoordinator::new(2, CoordinatorConfig::every(Duration::from_secs(60)), &[]);
+    c.tick(0);
+    let Some(Command::Trigger(first)) = c.next_command() else {
+        panic!("the first tick triggers");
+    };
+    c.trigger_asap();
+    c.tick(1);
+    assert_eq!(c.next_command(), None, "one checkpoint in flight at most");
+    c.acknowledge(0, first.id).unwrap();
+    c.acknowledge(1, first.id).unwrap();
+    assert_eq!(c.next_command(), Some(Command::Complete(first.id)));
+    c.tick(2);
+    assert!(
+        matches!(c.next_command(), Some(Command::Trigger(b)) if b.id.0 == first.id.0 + 1),
+        "triggered 2 ms after the last one, with a 60 s interval"
+    );
+    c.tick(3);
+    assert_eq!(c.next_command(), None, "only once");
+}
+
+#[test]
+fn unacknowledged_by_lists_what_a_task_still_owes() {
+    let mut c =
+        CheckpointCoordinator::new(2, CoordinatorConfig::every(Duration::from_millis(1)), &[]);
+    c.tick(0);
+    let Some(Command::Trigger(b)) = c.next_command() else {
+        panic!("triggered");
+    };
+    assert_eq!(c.unacknowledged_by(0), vec![b.id]);
+    c.acknowledge(0, b.id).unwrap();
+    assert!(c.unacknowledged_by(0).is_empty());
+    assert_eq!(c.unacknowledged_by(1), vec![b.id]);
+}

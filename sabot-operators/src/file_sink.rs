@@ -7,13 +7,15 @@
 //! - `.n-s.chk-K.pending`: rows before barrier `K`, fsynced when the barrier passed
 //!   (pre-committed, hidden);
 //! - `n-s-K.csv`: committed, published by an atomic rename once a checkpoint `>= K`
-//!   completed (checked at the next barrier, at the end of input, and on restart);
-//! - `n-s-final.csv`: the rows after the last checkpoint, committed at the end of input.
+//!   completed (the runtime's [`Sink::notify_checkpoint_complete`], and on restart).
 //!
-//! On restart from checkpoint `R`, pending parts with `K <= R` are committed (the
-//! checkpoint covers them) and every other hidden file is deleted: those rows are
-//! produced again from `R`. So the committed files hold every row exactly once. Without
-//! checkpoints the sink writes `n-s-final.csv` at the end of input.
+//! A checkpointed job ends with a final checkpoint taken after all its output (the
+//! runtime's end-of-input protocol), so every committed row is covered by a completed
+//! checkpoint. On restart from checkpoint `R`, pending parts with `K <= R` are committed
+//! (the checkpoint covers them; the crash came before the commit) and every other hidden
+//! file is deleted: those rows are produced again from `R`. So the committed files hold
+//! every row exactly once, whenever the crashes came. Without checkpoints the sink writes
+//! `n-s-final.csv` at the end of input.
 //!
 //! Every file starts with a header line of the column names; values are written as
 //! Arrow displays them.
@@ -22,7 +24,6 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use sabot_checkpoint::storage::LocalStorage;
 use sabot_core::arrow::util::display::array_value_to_string;
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 
@@ -155,22 +156,6 @@ impl CsvPartWriter {
         }
         Ok(())
     }
-
-    /// The newest completed checkpoint in the job's checkpoint folder.
-    fn newest_completed(&self) -> Result<Option<u64>> {
-        let Some(root) = &self.checkpoints else {
-            return Ok(None);
-        };
-        let storage = LocalStorage::open(root).map_err(|e| OperatorError::Snapshot {
-            path: root.clone(),
-            reason: e.to_string(),
-        })?;
-        let done = storage.completed().map_err(|e| OperatorError::Snapshot {
-            path: root.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(done.last().map(|m| m.id.0))
-    }
 }
 
 impl Sink for CsvPartWriter {
@@ -210,14 +195,27 @@ impl Sink for CsvPartWriter {
         if self.close_current(&to)? {
             self.pending.push((id.0, to));
         }
-        if let Some(newest) = self.newest_completed()? {
-            self.commit_up_to(newest)?;
-        }
         Ok(())
     }
 
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        self.commit_up_to(id.0)
+    }
+
     fn finish(&mut self) -> Result<()> {
-        // The end of input: everything this run produced is final.
+        if self.checkpoints.is_some() {
+            // The final checkpoint's barrier came last and its completion commits the
+            // pending parts. Rows after it would be covered by no checkpoint: a restart
+            // could neither commit nor reproduce them.
+            if self.current.is_some() {
+                return Err(OperatorError::Snapshot {
+                    path: self.in_progress(),
+                    reason: "rows arrived after the final checkpoint's barrier; they cannot be committed exactly once".into(),
+                });
+            }
+            return Ok(());
+        }
+        // Without checkpoints, the end of input makes everything final.
         let to = self.dir.join(format!("{}-final.csv", self.prefix));
         self.close_current(&to)?;
         self.commit_up_to(u64::MAX)

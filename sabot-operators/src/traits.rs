@@ -270,7 +270,9 @@ pub trait Sink: Send {
     fn on_watermark(&mut self, _wm: Timestamp) -> Result<()> {
         Ok(())
     }
-    /// The input ended; flush.
+    /// The input ended; flush. In a checkpointed job the final checkpoint's barrier
+    /// came just before (nothing is written after it), and its completion is announced
+    /// afterwards with [`Sink::notify_checkpoint_complete`].
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
@@ -278,6 +280,15 @@ pub trait Sink: Send {
     /// A checkpoint barrier reached the sink: everything written before it belongs to
     /// checkpoint `id` (a transactional sink pre-commits it here). Default: nothing.
     fn on_checkpoint(&mut self, _id: sabot_core::CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed (every task took its part and its manifest is
+    /// published): a transactional sink commits what it pre-committed for checkpoints up
+    /// to `id`. Called on the sink's own thread, soon after the completion; a
+    /// notification may be skipped when a newer one comes first (so commit everything
+    /// `<= id`). Default: nothing.
+    fn notify_checkpoint_complete(&mut self, _id: sabot_core::CheckpointId) -> Result<()> {
         Ok(())
     }
 }

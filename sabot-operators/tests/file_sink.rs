@@ -64,6 +64,11 @@ fn parts_become_visible_only_after_their_checkpoint_completes() {
     complete(&storage, 1);
     sink.write(batch(&[3])).unwrap();
     sink.on_checkpoint(CheckpointId(2)).unwrap();
+    assert!(
+        visible(&out).is_empty(),
+        "visible before the sink heard of it"
+    );
+    sink.notify_checkpoint_complete(CheckpointId(1)).unwrap();
     assert_eq!(
         visible(&out),
         ["1", "2"],
@@ -78,7 +83,15 @@ fn parts_become_visible_only_after_their_checkpoint_completes() {
     let mut sink = factory.create(&schema, &ctx(Some(1))).unwrap();
     assert_eq!(visible(&out), ["1", "2"]);
     sink.write(batch(&[3, 4])).unwrap();
+    // The end of input: the final checkpoint's barrier, the end, then its completion.
+    sink.on_checkpoint(CheckpointId(3)).unwrap();
     sink.finish().unwrap();
+    assert_eq!(
+        visible(&out),
+        ["1", "2"],
+        "final checkpoint not complete yet"
+    );
+    sink.notify_checkpoint_complete(CheckpointId(3)).unwrap();
     assert_eq!(visible(&out), ["1", "2", "3", "4"]);
     let hidden: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -109,4 +122,35 @@ fn a_restart_commits_the_parts_its_checkpoint_covers() {
     assert!(visible(&out).is_empty());
     let _sink = factory.create(&schema, &ctx(Some(1))).unwrap();
     assert_eq!(visible(&out), ["1"]);
+}
+
+#[test]
+fn rows_after_the_final_barrier_are_an_error_not_a_silent_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ck) = (dir.path().join("out"), dir.path().join("ck"));
+    let factory = TransactionalCsvSink::new(&out, "t");
+    let schema = batch(&[]).schema();
+    let ctx = TaskContext::new(0, 1, 8, Metrics::new()).with_checkpoints(&ck, None);
+    let mut sink = factory.create(&schema, &ctx).unwrap();
+    sink.write(batch(&[1])).unwrap();
+    sink.on_checkpoint(CheckpointId(1)).unwrap();
+    sink.write(batch(&[2])).unwrap();
+    let e = sink.finish().unwrap_err().to_string();
+    assert!(e.contains("after the final checkpoint"), "{e}");
+    assert!(e.contains(".t-0.inprogress"), "names the file: {e}");
+}
+
+#[test]
+fn without_checkpoints_the_end_of_input_commits_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let factory = TransactionalCsvSink::new(&out, "t");
+    let schema = batch(&[]).schema();
+    let mut sink = factory
+        .create(&schema, &TaskContext::new(0, 1, 8, Metrics::new()))
+        .unwrap();
+    sink.write(batch(&[5, 6])).unwrap();
+    assert!(visible(&out).is_empty());
+    sink.finish().unwrap();
+    assert_eq!(visible(&out), ["5", "6"]);
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -69,14 +69,86 @@ pub(crate) enum Report {
     Finished(usize),
 }
 
-/// The barrier the sources inject next (id 0: none yet).
+/// What the coordinator and the tasks share: the barrier the sources inject next (id
+/// 0: none yet), the end-of-input protocol and checkpoint completions.
+///
+/// The end of input (as Flink's final checkpoint, FLIP-147): a source subtask whose
+/// input ended says so and keeps injecting barriers; once every source subtask has, the
+/// coordinator triggers a *final* checkpoint, after which the sources send end of
+/// stream. Tasks wait for that checkpoint to complete before they end, and only then do
+/// sinks commit the last of their output, so everything a job ever commits is covered
+/// by a completed checkpoint: a run restarted on the folder after any crash, even one
+/// during the end of input, neither loses nor repeats output.
 #[derive(Debug, Default)]
 pub(crate) struct Trigger {
     id: AtomicU64,
     at: AtomicI64,
+    /// Source subtasks of the job, and how many have reached the end of their input.
+    sources: usize,
+    sources_ended: AtomicUsize,
+    /// The final checkpoint's id once triggered (0: not yet).
+    final_id: AtomicU64,
+    /// The newest completed checkpoint (0: none in this run).
+    completed: AtomicU64,
+    /// The final checkpoint was aborted: why.
+    final_failed: Mutex<Option<String>>,
+    /// A subtask failed: tasks waiting on the protocol stop.
+    job_failed: AtomicBool,
 }
 
 impl Trigger {
+    fn new(sources: usize) -> Self {
+        Trigger {
+            sources,
+            ..Trigger::default()
+        }
+    }
+
+    /// A source subtask reached the end of its input (once per subtask).
+    pub(crate) fn source_ended(&self) {
+        self.sources_ended.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn all_sources_ended(&self) -> bool {
+        self.sources_ended.load(Ordering::Acquire) >= self.sources
+    }
+
+    /// Whether `b` is the final checkpoint's barrier.
+    pub(crate) fn is_final(&self, b: CheckpointId) -> bool {
+        let f = self.final_id.load(Ordering::Acquire);
+        f != 0 && b.0 >= f
+    }
+
+    /// The newest checkpoint completed in this run, if any.
+    pub(crate) fn completed(&self) -> Option<CheckpointId> {
+        let c = self.completed.load(Ordering::Acquire);
+        (c != 0).then_some(CheckpointId(c))
+    }
+
+    /// A subtask failed.
+    pub(crate) fn fail_job(&self) {
+        self.job_failed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn job_failed(&self) -> bool {
+        self.job_failed.load(Ordering::Acquire)
+    }
+
+    /// Where the final checkpoint stands: `Ok(Some(id))` complete, `Ok(None)` not yet,
+    /// `Err` aborted (with the reason).
+    pub(crate) fn final_outcome(&self) -> std::result::Result<Option<CheckpointId>, String> {
+        if let Some(why) = self
+            .final_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(why);
+        }
+        let f = self.final_id.load(Ordering::Acquire);
+        Ok(self.completed().filter(|c| f != 0 && c.0 >= f))
+    }
+
     /// The newest triggered barrier, if newer than `last`.
     pub(crate) fn newer_than(&self, last: u64) -> Option<CheckpointBarrier> {
         let id = self.id.load(Ordering::Acquire);
@@ -127,6 +199,19 @@ impl TaskCheckpoints {
     pub(crate) fn finished(&self) {
         let _ = self.reports.send(Report::Finished(self.task));
     }
+
+    /// After the task's input ended: waits until the final checkpoint completed (its id)
+    /// or was aborted, or the job failed.
+    pub(crate) fn await_final(&self) -> Result<CheckpointId> {
+        loop {
+            match self.trigger.final_outcome() {
+                Ok(Some(id)) => return Ok(id),
+                Err(reason) => return Err(RuntimeError::FinalCheckpoint { reason }),
+                Ok(None) if self.trigger.job_failed() => return Err(RuntimeError::Cancelled),
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
 }
 
 /// The running coordinator: a thread deciding checkpoints.
@@ -143,12 +228,13 @@ impl CoordinatorThread {
         settings: &CheckpointSettings,
         storage: LocalStorage,
         tasks: usize,
+        sources: usize,
         restored: Option<&Manifest>,
         clock: Arc<dyn Clock>,
         meta: BTreeMap<String, String>,
     ) -> Result<(CoordinatorThread, TaskCheckpoints)> {
         let (reports, rx) = std::sync::mpsc::channel();
-        let trigger = Arc::new(Trigger::default());
+        let trigger = Arc::new(Trigger::new(sources));
         let config = CoordinatorConfig::every(settings.interval)
             .with_timeout(settings.timeout)
             .with_retain(settings.retain);
@@ -179,6 +265,7 @@ impl CoordinatorThread {
             aborted: Vec::new(),
             clock,
             meta,
+            final_requested: false,
             tick: (settings.interval / 10)
                 .clamp(Duration::from_millis(1), Duration::from_millis(50)),
             completed: completed.clone(),
@@ -241,6 +328,8 @@ struct Loop {
     aborted: Vec<CheckpointId>,
     clock: Arc<dyn Clock>,
     meta: BTreeMap<String, String>,
+    /// Every source ended: the next checkpoint triggered is the final one.
+    final_requested: bool,
     tick: Duration,
     completed: Arc<Mutex<Vec<CheckpointId>>>,
 }
@@ -253,8 +342,12 @@ impl Loop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            // Once a task has ended it can take part in no new checkpoint: the job is
-            // draining, so no new one starts.
+            if !self.final_requested && self.trigger.all_sources_ended() {
+                self.final_requested = true;
+                self.coordinator.trigger_asap();
+            }
+            // Once a task has ended it can take part in no new checkpoint (it ends after
+            // the final checkpoint, or because the job failed): no new one starts.
             if self.finished == 0 {
                 self.coordinator.tick(self.clock.now_ms());
             }
@@ -282,9 +375,9 @@ impl Loop {
             Report::Finished(task) => {
                 tracing::debug!(task, "task finished: no new checkpoints");
                 self.finished += 1;
-                let pending: Vec<CheckpointId> = self.writers.keys().copied().collect();
-                for id in pending {
-                    self.coordinator.decline(0, id, "a task finished")?;
+                // It acknowledges nothing any more: what it still owes cannot complete.
+                for id in self.coordinator.unacknowledged_by(task) {
+                    self.coordinator.decline(task, id, "a task finished")?;
                 }
             }
         }
@@ -297,6 +390,12 @@ impl Loop {
                 Command::Trigger(b) => {
                     // The folder exists before any task writes into it.
                     self.writers.insert(b.id, self.storage.begin(b.id)?);
+                    if self.final_requested && self.trigger.final_id.load(Ordering::Acquire) == 0 {
+                        // Published before the barrier: a source that sees the barrier
+                        // knows it is the final one.
+                        self.trigger.final_id.store(b.id.0, Ordering::Release);
+                        tracing::debug!(checkpoint = %b.id, "final checkpoint triggered");
+                    }
                     self.trigger.fire(b);
                     tracing::debug!(checkpoint = %b.id, "checkpoint triggered");
                 }
@@ -311,6 +410,7 @@ impl Loop {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push(id);
+                        self.trigger.completed.store(id.0, Ordering::Release);
                         // Every task passed this barrier: none writes into older folders.
                         let (old, newer): (Vec<_>, Vec<_>) =
                             self.aborted.drain(..).partition(|a| *a < id);
@@ -322,6 +422,14 @@ impl Loop {
                 }
                 Command::Abort(id, cause) => {
                     tracing::info!(checkpoint = %id, ?cause, "checkpoint aborted");
+                    if self.trigger.is_final(id) {
+                        *self
+                            .trigger
+                            .final_failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("final checkpoint {id} aborted: {cause:?}"));
+                    }
                     self.writers.remove(&id);
                     self.aborted.push(id);
                 }

@@ -77,6 +77,21 @@ pub enum RuntimeError {
     #[error("upstream subtasks went away before end of stream")]
     UpstreamLost,
 
+    /// Another subtask failed while this one waited for the end-of-input protocol.
+    #[error("stopped: another subtask failed")]
+    Cancelled,
+
+    /// The checkpoint taken at the end of input did not complete, so the output since
+    /// the last completed checkpoint was not committed; a run on the same checkpoint
+    /// folder continues from that one.
+    #[error(
+        "{reason}: output since the previous checkpoint is not committed; run the job again on the same checkpoint folder to continue"
+    )]
+    FinalCheckpoint {
+        /// What happened to it.
+        reason: String,
+    },
+
     /// The OS refused to start a thread.
     #[error("cannot start thread for {task}: {source}")]
     Spawn {
@@ -92,7 +107,9 @@ impl RuntimeError {
     /// Whether this error is only a consequence of another subtask's failure.
     pub(crate) fn is_secondary(&self) -> bool {
         match self {
-            RuntimeError::DownstreamClosed { .. } | RuntimeError::UpstreamLost => true,
+            RuntimeError::DownstreamClosed { .. }
+            | RuntimeError::UpstreamLost
+            | RuntimeError::Cancelled => true,
             RuntimeError::Subtask { source, .. } => source.is_secondary(),
             _ => false,
         }

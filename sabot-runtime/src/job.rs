@@ -503,10 +503,17 @@ impl Job {
                 ("parallelism".to_string(), p.to_string()),
                 ("max_parallelism".to_string(), c.max_parallelism.to_string()),
             ]);
+            let sources = self
+                .graph
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.kind, NodeKind::Source(_)))
+                .count();
             let (thread, base) = CoordinatorThread::start(
                 cs,
                 storage,
                 heads * p,
+                sources * p,
                 latest.as_ref(),
                 c.clock.clone(),
                 meta,
@@ -626,7 +633,17 @@ impl Job {
                             checkpoints,
                         ),
                     };
+                    let result = match (result, &done) {
+                        // Every output is committed with the final checkpoint.
+                        (Ok(()), Some(c)) => c
+                            .await_final()
+                            .and_then(|id| task::notify_complete(&mut chain, id)),
+                        (r, _) => r,
+                    };
                     if let Some(c) = done {
+                        if result.is_err() {
+                            c.trigger.fail_job();
+                        }
                         c.finished();
                     }
                     result

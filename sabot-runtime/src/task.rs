@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sabot_core::metrics::Counter;
-use sabot_core::{Message, Timestamp};
+use sabot_core::{CheckpointBarrier, CheckpointId, Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
 use sabot_shuffle::flight::{Delivery, RemoteSender};
 use sabot_shuffle::queue::{FanInReceiver, FanInSender};
@@ -121,6 +121,43 @@ impl ChainNode {
                     c.tick(now)?;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoint `id` completed: every sink in the chain may commit what it covers.
+pub(crate) fn notify_complete(nodes: &mut [ChainNode], id: CheckpointId) -> Result<()> {
+    for n in nodes.iter_mut() {
+        match n {
+            ChainNode::Operator {
+                children, sides, ..
+            } => {
+                notify_complete(children, id)?;
+                for (_, side) in sides.iter_mut() {
+                    notify_complete(side, id)?;
+                }
+            }
+            ChainNode::Sink { sink, .. } => sink.notify_checkpoint_complete(id)?,
+            ChainNode::Exchange(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Tells the chain's sinks about checkpoints completed since the last call.
+struct Completions {
+    notified: Option<CheckpointId>,
+}
+
+impl Completions {
+    fn poll(&mut self, ckpt: &TaskCheckpoints, chain: &mut [ChainNode]) -> Result<()> {
+        let done = ckpt.trigger.completed();
+        if done > self.notified
+            && let Some(id) = done
+        {
+            self.notified = done;
+            notify_complete(chain, id)?;
         }
         Ok(())
     }
@@ -282,21 +319,32 @@ pub(crate) fn run_source(
         source.restore(positions)?;
     }
     let mut last_barrier = 0;
+    let mut completions = Completions { notified: None };
+    // Writes the source's position into checkpoint `b`, then sends the barrier on.
+    let inject = |b: CheckpointBarrier,
+                  c: &SourceCheckpoints,
+                  source: &mut Box<dyn sabot_operators::Source>,
+                  chain: &mut [ChainNode]|
+     -> Result<()> {
+        let position = source
+            .position()?
+            .ok_or_else(|| RuntimeError::InvalidGraph {
+                reason: format!("source `{}` cannot be checkpointed", factory.name()),
+            })?;
+        let path = c.ckpt.dir(b.id).join(&c.name);
+        std::fs::write(&path, position)
+            .map_err(|source| sabot_checkpoint::CheckpointError::Io { path, source })?;
+        push_all(chain, Message::Barrier(b))?;
+        c.ckpt.ack(b.id);
+        Ok(())
+    };
     loop {
-        if let Some(c) = &checkpoints
-            && let Some(b) = c.ckpt.trigger.newer_than(last_barrier)
-        {
-            last_barrier = b.id.0;
-            let position = source
-                .position()?
-                .ok_or_else(|| RuntimeError::InvalidGraph {
-                    reason: format!("source `{}` cannot be checkpointed", factory.name()),
-                })?;
-            let path = c.ckpt.dir(b.id).join(&c.name);
-            std::fs::write(&path, position)
-                .map_err(|source| sabot_checkpoint::CheckpointError::Io { path, source })?;
-            push_all(chain, Message::Barrier(b))?;
-            c.ckpt.ack(b.id);
+        if let Some(c) = &checkpoints {
+            if let Some(b) = c.ckpt.trigger.newer_than(last_barrier) {
+                last_barrier = b.id.0;
+                inject(b, c, &mut source, chain)?;
+            }
+            completions.poll(&c.ckpt, chain)?;
         }
         match source.poll_next()? {
             SourcePoll::Batch(b) => {
@@ -313,7 +361,28 @@ pub(crate) fn run_source(
         }
         ticker.maybe_tick(chain)?;
     }
+    // Event time ends: every window and event-time timer fires now, so all the output
+    // is produced before the final checkpoint's barrier.
     push_all(chain, Message::Watermark(Timestamp::MAX))?;
+    if let Some(c) = &checkpoints {
+        // Keep taking part in checkpoints until the final one (see `Trigger`).
+        c.ckpt.trigger.source_ended();
+        loop {
+            if let Some(b) = c.ckpt.trigger.newer_than(last_barrier) {
+                last_barrier = b.id.0;
+                inject(b, c, &mut source, chain)?;
+                if c.ckpt.trigger.is_final(b.id) {
+                    break;
+                }
+            }
+            completions.poll(&c.ckpt, chain)?;
+            if c.ckpt.trigger.job_failed() {
+                return Err(RuntimeError::Cancelled);
+            }
+            std::thread::sleep(IDLE_BACKOFF);
+            ticker.maybe_tick(chain)?;
+        }
+    }
     push_all(chain, Message::EndOfStream)
 }
 
@@ -336,7 +405,11 @@ pub(crate) fn run_exchange_input(
         .as_ref()
         .map(|c| BarrierAligner::new(upstreams, c.mode, c.max_buffered));
     let mut ready: std::collections::VecDeque<(usize, Message)> = Default::default();
+    let mut completions = Completions { notified: None };
     loop {
+        if let Some(c) = &checkpoints {
+            completions.poll(c, chain)?;
+        }
         if ready.is_empty() {
             let msg = match input.pop_timeout(ticker.interval) {
                 Ok(Some(m)) => Some(m),

@@ -225,3 +225,31 @@ fn a_changed_max_parallelism_is_a_clear_error() {
     let e = g.build().and_then(|j| j.start()).unwrap_err();
     assert!(e.to_string().contains("max parallelism"), "{e}");
 }
+
+#[test]
+fn a_job_ends_with_a_final_checkpoint_covering_all_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, epochs) = job(Some(dir.path()), &StateConfig::memory(), None, 2);
+    let result = run(g).unwrap();
+    let last = *result.checkpoints.last().expect("a final checkpoint");
+    let all = epochs.all();
+    assert!(all.len() > 5_000, "{} windows", all.len());
+    assert_eq!(
+        epochs.committed_up_to(last).len(),
+        all.len(),
+        "rows after the last completed checkpoint"
+    );
+    let newest = LocalStorage::open(dir.path())
+        .unwrap()
+        .latest()
+        .unwrap()
+        .unwrap();
+    assert_eq!(newest.id, last);
+
+    // Started again on the folder, the finished job continues from its final checkpoint:
+    // its sources are at their end, and nothing is produced twice.
+    let (g, again) = job(Some(dir.path()), &StateConfig::memory(), None, 2);
+    let result = run(g).unwrap();
+    assert_eq!(result.restored_from, Some(last));
+    assert!(again.all().is_empty(), "{} rows again", again.all().len());
+}

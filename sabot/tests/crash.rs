@@ -3,6 +3,8 @@
 //! run that never crashed (no alert lost, none duplicated).
 
 use std::path::Path;
+
+use sabot::checkpoint::storage::LocalStorage;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,23 +70,48 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
             .unwrap()
     };
     let mut kills = 0;
-    // Kill moments (ms), spread over a run; a run that finishes first is not killed.
-    for delay in [700u64, 1300, 1000] {
+    // Each run is killed at a random moment after it completed a checkpoint of its own
+    // (so every run makes progress, whatever the machine's speed). The seed is printed:
+    // a seed reproduces the moments.
+    let seed = std::env::var("SABOT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("SABOT_CRASH_SEED={seed}");
+    let mut rng = sabot::core::random::SplitMix64::new(seed, 0);
+    let latest = || {
+        LocalStorage::open(&ckpt)
+            .ok()
+            .and_then(|s| s.latest().ok().flatten())
+            .map(|m| m.id)
+    };
+    for _ in 0..3 {
+        let before = latest();
         let mut child = run();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(delay) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while latest() == before && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no checkpoint completed in 60 s");
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let delay = rng.next_u64() % 250;
+        println!(
+            "run {}: killed {delay} ms after checkpoint {:?}",
+            kills + 1,
+            latest()
+        );
+        std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         let _ = child.wait();
     }
-    assert!(kills >= 2, "only {kills} runs were still going when killed");
+    assert_eq!(kills, 3, "runs ended before they were killed");
     let last = run().wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&last.stdout);
     assert!(
@@ -100,6 +127,16 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
         let got = committed(&out, kind);
         assert_eq!(got.len(), want.len(), "{kind}: rows lost or duplicated");
         assert_eq!(got, want, "{kind} differ");
+    }
+    // The job is finished: started again on the same folder, it adds nothing.
+    let again = run().wait_with_output().unwrap();
+    assert!(again.status.success());
+    for kind in ["window-alerts", "spike-alerts"] {
+        assert_eq!(
+            committed(&out, kind),
+            committed(&reference, kind),
+            "{kind}: a rerun of the finished job changed the output"
+        );
     }
     // Nothing half-written is visible: hidden files only.
     for e in std::fs::read_dir(&out).unwrap() {
