@@ -63,8 +63,8 @@ pub use stateless::{
     WatermarkFactory,
 };
 pub use traits::{
-    Operator, OperatorFactory, Output, Sink, SinkFactory, Source, SourceFactory, SourcePoll,
-    TaskContext,
+    Operator, OperatorFactory, Output, Sink, SinkFactory, SnapshotWrite, Source, SourceFactory,
+    SourcePoll, TaskContext,
 };
 pub use window::{
     AggKind, Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory,

@@ -14,7 +14,7 @@ use sabot_state::{KeyedState, StateBackend};
 use sabot_time::{Clock, TimeDomain, TimerService};
 
 use crate::keys::KeyColumns;
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// The keyed state a process function reads and writes, in the job's backend.
 pub type ProcessState = KeyedState<Box<dyn StateBackend>>;
@@ -491,10 +491,17 @@ impl Operator for KeyedProcessOp {
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        match self.snapshot_async(dir)? {
+            Some(w) => w.run(),
+            None => Ok(()),
+        }
+    }
+
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
         // The keyed state's snapshot also drops expired TTL entries.
         let state = &mut self.state;
-        let write = |d: &std::path::Path| state.snapshot(d).map(|_| ()).map_err(Into::into);
-        crate::snapshot::write(dir, write, &self.timers, self.watermark)
+        let write = |d: &std::path::Path| state.snapshot_async(d).map_err(Into::into);
+        crate::snapshot::write_async(dir, write, &self.timers, self.watermark).map(Some)
     }
 
     fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {

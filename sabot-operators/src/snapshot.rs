@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use sabot_core::{KeyGroupRange, Timestamp};
 use sabot_time::{TimerCodec, TimerKey, TimerService};
 
-use crate::{OperatorError, Result};
+use sabot_state::PendingSnapshot;
+
+use crate::{OperatorError, Result, SnapshotWrite};
 
 const STATE_DIR: &str = "state";
 const TIMERS_FILE: &str = "timers.sbtm";
@@ -30,32 +32,38 @@ fn io_error(path: &Path, e: std::io::Error) -> OperatorError {
     }
 }
 
-/// Writes a keyed operator's state (through `state`, given the folder), timers and
-/// watermark into `dir`.
-pub(crate) fn write<K, N>(
+/// Snapshots a keyed operator into `dir` in two phases: the state snapshot begins now
+/// (through `state`, given its folder) and the timers and watermark are taken now; the
+/// returned work writes the files (state, timers, watermark), on any thread.
+pub(crate) fn write_async<K, N>(
     dir: &Path,
-    state: impl FnOnce(&Path) -> Result<()>,
+    state: impl FnOnce(&Path) -> Result<PendingSnapshot>,
     timers: &TimerService<K, N>,
     watermark: Timestamp,
-) -> Result<()>
+) -> Result<SnapshotWrite>
 where
     K: TimerKey,
     N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
 {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    state(&dir.join(STATE_DIR))?;
-    let path = dir.join(TIMERS_FILE);
-    std::fs::write(&path, timers.snapshot()).map_err(|e| io_error(&path, e))?;
-    let mut op = Vec::with_capacity(17);
-    op.extend_from_slice(MAGIC);
-    op.push(VERSION);
-    op.extend_from_slice(&watermark.millis().to_le_bytes());
-    op.extend_from_slice(&crc32fast::hash(&op).to_le_bytes());
-    let path = dir.join(OPERATOR_FILE);
-    std::fs::write(&path, op).map_err(|e| io_error(&path, e))
+    let pending = state(&dir.join(STATE_DIR))?;
+    let timer_bytes = timers.snapshot();
+    let dir = dir.to_path_buf();
+    Ok(SnapshotWrite::new(move || {
+        pending.finish()?;
+        let path = dir.join(TIMERS_FILE);
+        std::fs::write(&path, timer_bytes).map_err(|e| io_error(&path, e))?;
+        let mut op = Vec::with_capacity(17);
+        op.extend_from_slice(MAGIC);
+        op.push(VERSION);
+        op.extend_from_slice(&watermark.millis().to_le_bytes());
+        op.extend_from_slice(&crc32fast::hash(&op).to_le_bytes());
+        let path = dir.join(OPERATOR_FILE);
+        std::fs::write(&path, op).map_err(|e| io_error(&path, e))
+    }))
 }
 
-/// Restores what [`write`] wrote into `dirs` (the state through `state`, given its
+/// Restores what [`write_async`] wrote into `dirs` (the state through `state`, given its
 /// folders), keeping the key groups of `range`; returns the watermark to continue from.
 pub(crate) fn read<K, N>(
     dirs: &[PathBuf],

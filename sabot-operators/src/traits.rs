@@ -189,12 +189,43 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// [`Operator::snapshot`] in two phases, as Flink's asynchronous snapshots: what must
+    /// see the state as of the barrier runs now (cheap where the backend shares its state
+    /// copy-on-write), and the returned [`SnapshotWrite`] writes the files on another
+    /// thread while the operator goes on processing. `None`: everything is written
+    /// already. The default runs [`Operator::snapshot`].
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+        self.snapshot(dir).map(|()| None)
+    }
+
     /// Continues from snapshots written by [`Operator::snapshot`]: one folder per subtask
     /// snapshot that holds key groups of this subtask (one when the parallelism is
     /// unchanged, several after a rescale; each operator keeps the key groups of its own
     /// range). Called once, right after creation, before any input.
     fn restore(&mut self, _dirs: &[std::path::PathBuf]) -> Result<()> {
         Ok(())
+    }
+}
+
+/// The deferred part of an operator's snapshot ([`Operator::snapshot_async`]): `Send`, so
+/// the runtime runs it on a snapshot thread.
+pub struct SnapshotWrite(Box<dyn FnOnce() -> Result<()> + Send>);
+
+impl SnapshotWrite {
+    /// Work that writes the rest of a snapshot.
+    pub fn new(write: impl FnOnce() -> Result<()> + Send + 'static) -> Self {
+        SnapshotWrite(Box::new(write))
+    }
+
+    /// Writes it.
+    pub fn run(self) -> Result<()> {
+        (self.0)()
+    }
+}
+
+impl Debug for SnapshotWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotWrite")
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use sabot_checkpoint::storage::{CheckpointWriter, LocalStorage, Manifest};
 use sabot_checkpoint::{CheckpointCoordinator, CheckpointingMode, Command, CoordinatorConfig};
 use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
+use sabot_operators::SnapshotWrite;
 use sabot_time::Clock;
 
 use crate::{Result, RuntimeError};
@@ -164,6 +165,52 @@ impl Trigger {
     }
 }
 
+/// Work for the snapshot thread, done in the order the tasks sent it, so a task's
+/// acknowledgement of a checkpoint follows the writing of its snapshots.
+enum WriterJob {
+    /// The deferred part of an operator's snapshot (task, checkpoint, what it writes).
+    Write(usize, CheckpointId, SnapshotWrite),
+    /// The task's part of the checkpoint is done once its writes are.
+    Ack(usize, CheckpointId),
+    /// The task ended.
+    Finished(usize),
+}
+
+/// The snapshot thread: writes what operators deferred (their asynchronous snapshot
+/// phase) while their tasks go on processing, then acknowledges for the task, or
+/// declines the checkpoint if a write failed.
+fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, trigger: Arc<Trigger>) {
+    // Checkpoints with a failed write: every acknowledgement of one becomes a decline.
+    let mut failed: BTreeMap<CheckpointId, String> = BTreeMap::new();
+    for job in jobs {
+        match job {
+            WriterJob::Write(task, id, w) => {
+                if trigger.job_failed() {
+                    // Nothing will complete: the job is stopping.
+                    continue;
+                }
+                if let Err(e) = w.run() {
+                    tracing::warn!(checkpoint = %id, task, error = %e, "asynchronous snapshot failed");
+                    failed.insert(id, e.to_string());
+                }
+            }
+            WriterJob::Ack(task, id) => {
+                let r = if trigger.job_failed() {
+                    Report::Decline(task, id, "the job failed".into())
+                } else if let Some(reason) = failed.get(&id) {
+                    Report::Decline(task, id, reason.clone())
+                } else {
+                    Report::Ack(task, id)
+                };
+                let _ = reports.send(r);
+            }
+            WriterJob::Finished(task) => {
+                let _ = reports.send(Report::Finished(task));
+            }
+        }
+    }
+}
+
 /// A task's handle on checkpointing.
 #[derive(Clone, Debug)]
 pub(crate) struct TaskCheckpoints {
@@ -172,7 +219,18 @@ pub(crate) struct TaskCheckpoints {
     pub(crate) mode: CheckpointingMode,
     pub(crate) max_buffered: usize,
     reports: Sender<Report>,
+    writer: Sender<WriterJob>,
     pub(crate) task: usize,
+}
+
+impl std::fmt::Debug for WriterJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterJob::Write(t, id, _) => write!(f, "Write({t}, {id})"),
+            WriterJob::Ack(t, id) => write!(f, "Ack({t}, {id})"),
+            WriterJob::Finished(t) => write!(f, "Finished({t})"),
+        }
+    }
 }
 
 impl TaskCheckpoints {
@@ -188,8 +246,14 @@ impl TaskCheckpoints {
         self.storage.dir(id)
     }
 
+    /// Hands the deferred part of an operator's snapshot for `id` to the snapshot thread.
+    pub(crate) fn write_later(&self, id: CheckpointId, w: SnapshotWrite) {
+        let _ = self.writer.send(WriterJob::Write(self.task, id, w));
+    }
+
+    /// The task's part of `id` is done once what it handed to the snapshot thread is.
     pub(crate) fn ack(&self, id: CheckpointId) {
-        let _ = self.reports.send(Report::Ack(self.task, id));
+        let _ = self.writer.send(WriterJob::Ack(self.task, id));
     }
 
     pub(crate) fn decline(&self, id: CheckpointId, reason: String) {
@@ -197,7 +261,7 @@ impl TaskCheckpoints {
     }
 
     pub(crate) fn finished(&self) {
-        let _ = self.reports.send(Report::Finished(self.task));
+        let _ = self.writer.send(WriterJob::Finished(self.task));
     }
 
     /// After the task's input ended: waits until the final checkpoint completed (its id)
@@ -219,6 +283,8 @@ impl TaskCheckpoints {
 pub(crate) struct CoordinatorThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// Ends once every task has (they hold its queue).
+    writer: Option<JoinHandle<()>>,
     completed: Arc<Mutex<Vec<CheckpointId>>>,
 }
 
@@ -242,12 +308,24 @@ impl CoordinatorThread {
         let coordinator = CheckpointCoordinator::new(tasks, config, &done);
         let stop = Arc::new(AtomicBool::new(false));
         let completed = Arc::new(Mutex::new(Vec::new()));
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let writer_thread = {
+            let (reports, trigger) = (reports.clone(), trigger.clone());
+            std::thread::Builder::new()
+                .name("sabot-snapshots".into())
+                .spawn(move || run_writer(jobs, reports, trigger))
+                .map_err(|source| RuntimeError::Spawn {
+                    task: "snapshot writer".into(),
+                    source,
+                })?
+        };
         let handle = TaskCheckpoints {
             storage: storage.clone(),
             trigger: trigger.clone(),
             mode: settings.mode,
             max_buffered: settings.max_buffered,
             reports,
+            writer,
             task: 0,
         };
         if let Some(m) = restored {
@@ -281,6 +359,7 @@ impl CoordinatorThread {
             CoordinatorThread {
                 stop,
                 thread: Some(thread),
+                writer: Some(writer_thread),
                 completed,
             },
             handle,
@@ -290,6 +369,15 @@ impl CoordinatorThread {
     /// Stops the coordinator (after the tasks ended) and returns the checkpoints it
     /// completed, or its error.
     pub(crate) fn stop(mut self) -> Result<Vec<CheckpointId>> {
+        // The tasks have ended: the snapshot thread finishes what they handed it.
+        if let Some(w) = self.writer.take()
+            && w.join().is_err()
+        {
+            return Err(RuntimeError::Panicked {
+                task: "snapshot writer".into(),
+                message: "panicked".into(),
+            });
+        }
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             match t.join() {

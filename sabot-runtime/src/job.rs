@@ -544,8 +544,13 @@ impl Job {
                 if let Some(cs) = &c.checkpoints {
                     ctx = ctx.with_checkpoints(&cs.dir, restored_from);
                 }
+                // The chain's operators hand their snapshots over as this task.
+                let task_ckpt = chain_ckpt.as_ref().map(|ck| ChainCheckpoints {
+                    base: ck.base.for_task(plans.len()),
+                    restore: ck.restore.clone(),
+                });
                 let chain = self
-                    .build_chain(NodeId(id), &ctx, &mut senders, chain_ckpt.as_ref())
+                    .build_chain(NodeId(id), &ctx, &mut senders, task_ckpt.as_ref())
                     .map_err(|e| e.in_node(node.kind.name()))?;
                 let input = match (&source, input_rx) {
                     (Some(f), _) => SubtaskInput::Source(f.clone()),

@@ -68,8 +68,12 @@ impl ChainNode {
                     Message::Barrier(b) => {
                         // Everything before the barrier is in the operator: snapshot it,
                         // then pass the barrier on.
-                        if let Some((c, name)) = ckpt {
-                            op.snapshot(&c.dir(b.id).join(name.as_str()))?;
+                        if let Some((c, name)) = ckpt
+                            && let Some(w) = op.snapshot_async(&c.dir(b.id).join(name.as_str()))?
+                        {
+                            // Written on the snapshot thread; the task acknowledges the
+                            // checkpoint after that.
+                            c.write_later(b.id, w);
                         }
                         out.message(Message::Barrier(b));
                     }

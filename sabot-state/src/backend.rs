@@ -24,6 +24,50 @@ pub struct SnapshotInfo {
     pub entries: Option<u64>,
 }
 
+/// A snapshot begun with [`StateBackend::snapshot_async`]: it holds the state as it was
+/// when it began, and [`finish`](Self::finish) writes it, on any thread, while the
+/// backend goes on changing.
+pub struct PendingSnapshot(PendingInner);
+
+enum PendingInner {
+    Done(SnapshotInfo),
+    Write(Box<dyn FnOnce() -> Result<SnapshotInfo> + Send>),
+}
+
+impl PendingSnapshot {
+    /// A snapshot already written (backends that cannot defer the work).
+    pub fn done(info: SnapshotInfo) -> Self {
+        PendingSnapshot(PendingInner::Done(info))
+    }
+
+    /// A snapshot whose files `write` writes later.
+    pub fn deferred(write: impl FnOnce() -> Result<SnapshotInfo> + Send + 'static) -> Self {
+        PendingSnapshot(PendingInner::Write(Box::new(write)))
+    }
+
+    /// Whether work is left for [`finish`](Self::finish).
+    pub fn is_deferred(&self) -> bool {
+        matches!(self.0, PendingInner::Write(_))
+    }
+
+    /// Writes the snapshot (every file fsynced and published), if not done yet.
+    pub fn finish(self) -> Result<SnapshotInfo> {
+        match self.0 {
+            PendingInner::Done(info) => Ok(info),
+            PendingInner::Write(w) => w(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            PendingInner::Done(info) => f.debug_tuple("PendingSnapshot::Done").field(info).finish(),
+            PendingInner::Write(_) => f.write_str("PendingSnapshot::Deferred"),
+        }
+    }
+}
+
 /// Visits one entry of a scan: `(namespace, value)`; return `false` to stop.
 pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
 
@@ -140,6 +184,14 @@ pub trait StateBackend: Send + Debug {
     /// missing): every file fsynced and published by an atomic rename.
     fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo>;
 
+    /// Begins a snapshot of `range` into `dir` that [`PendingSnapshot::finish`] writes,
+    /// possibly on another thread while processing goes on (Flink's asynchronous
+    /// snapshot phase). Backends that can share their state copy-on-write (the memory
+    /// backend) defer the writing; the default writes at once.
+    fn snapshot_async(&mut self, dir: &Path, range: KeyGroupRange) -> Result<PendingSnapshot> {
+        self.snapshot(dir, range).map(PendingSnapshot::done)
+    }
+
     /// Loads the key groups of this backend's range from the snapshots in `dirs`
     /// (several, after a rescale), replacing what it held for them.
     fn restore(&mut self, dirs: &[PathBuf]) -> Result<()>;
@@ -226,6 +278,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo> {
         (**self).snapshot(dir, range)
+    }
+    fn snapshot_async(&mut self, dir: &Path, range: KeyGroupRange) -> Result<PendingSnapshot> {
+        (**self).snapshot_async(dir, range)
     }
     fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
         (**self).restore(dirs)

@@ -11,7 +11,7 @@ use sabot_core::{KeyGroup, KeyGroupRange, duration_millis};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Result, SnapshotInfo, StateBackend, StateError, StateId};
+use crate::{PendingSnapshot, Result, SnapshotInfo, StateBackend, StateError, StateId};
 
 /// Which clock a TTL follows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -417,6 +417,14 @@ impl<B: StateBackend> KeyedState<B> {
     /// The key groups this state holds (its backend's).
     pub fn key_groups(&self) -> KeyGroupRange {
         self.backend.key_groups()
+    }
+
+    /// [`snapshot`](Self::snapshot) with the writing deferred where the backend allows
+    /// ([`StateBackend::snapshot_async`]); expired entries are removed first.
+    pub fn snapshot_async(&mut self, dir: &Path) -> Result<PendingSnapshot> {
+        self.cleanup_expired()?;
+        let range = self.backend.key_groups();
+        self.backend.snapshot_async(dir, range)
     }
 
     /// Restores the backend's key groups from `dirs`.

@@ -35,7 +35,9 @@ mod memory;
 mod rocks;
 pub mod snapshot;
 
-pub use backend::{GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn};
+pub use backend::{
+    GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn,
+};
 pub use config::{BackendKind, StateConfig};
 pub use error::{Result, StateError};
 pub use keyed::{

@@ -10,8 +10,8 @@ use sabot_core::{KeyGroup, KeyGroupRange};
 use smallvec::SmallVec;
 
 use crate::backend::{
-    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn, composite, split_composite,
-    with_composite,
+    GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn, composite,
+    split_composite, with_composite,
 };
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
@@ -524,6 +524,12 @@ impl StateBackend for MemoryBackend {
 
     fn snapshot(&mut self, dir: &Path, range: KeyGroupRange) -> Result<SnapshotInfo> {
         self.begin_snapshot(range).write(dir)
+    }
+
+    fn snapshot_async(&mut self, dir: &Path, range: KeyGroupRange) -> Result<PendingSnapshot> {
+        let snapshot = self.begin_snapshot(range);
+        let dir = dir.to_path_buf();
+        Ok(PendingSnapshot::deferred(move || snapshot.write(&dir)))
     }
 
     fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {

@@ -154,6 +154,40 @@ macro_rules! conformance_inner {
             }
 
             #[test]
+            fn async_snapshot_holds_the_state_as_it_was_when_it_began() {
+                let dir = scratch_dir();
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                for i in 0..300u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    b.put(s, KeyGroup(kg), &i.to_le_bytes(), b"", b"before").unwrap();
+                }
+                let pending = b.snapshot_async(dir.path(), all()).unwrap();
+                // The job goes on while the snapshot is written (on another thread).
+                for i in 0..300u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    if i % 2 == 0 {
+                        b.put(s, KeyGroup(kg), &i.to_le_bytes(), b"", b"after").unwrap();
+                    } else {
+                        b.delete(s, KeyGroup(kg), &i.to_le_bytes(), b"").unwrap();
+                    }
+                    b.put(s, KeyGroup(kg), &(1000 + i).to_le_bytes(), b"", b"new").unwrap();
+                }
+                std::thread::spawn(move || pending.finish().unwrap()).join().unwrap();
+                let mut r = backend(all());
+                r.restore(&[dir.path().to_owned()]).unwrap();
+                let s2 = r.register("s", "v1").unwrap();
+                for i in 0..300u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    assert_eq!(get(&r, s2, kg, &i.to_le_bytes(), b"").as_deref(), Some(&b"before"[..]));
+                    assert_eq!(get(&r, s2, kg, &(1000 + i).to_le_bytes(), b""), None);
+                    // The live backend kept its own changes.
+                    let now = get(&b, s, kg, &i.to_le_bytes(), b"");
+                    assert_eq!(now.as_deref(), (i % 2 == 0).then_some(&b"after"[..]));
+                }
+            }
+
+            #[test]
             fn ten_key_groups_restore_split_two_by_five() {
                 let max_p = 10;
                 let dir = scratch_dir();

@@ -17,7 +17,7 @@ use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
 use super::groups::GroupTable;
 use crate::keys::{BatchKeys, KeyColumns};
 use crate::time_column::{check_time_field, event_times};
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// Name of the window start column in a window's output (ms, inclusive).
 pub const WINDOW_START: &str = "window_start";
@@ -660,12 +660,19 @@ impl Operator for TumblingWindowOp {
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        match self.snapshot_async(dir)? {
+            Some(w) => w.run(),
+            None => Ok(()),
+        }
+    }
+
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
         let backend = &mut self.backend;
         let state = |d: &std::path::Path| {
             let range = backend.key_groups();
-            backend.snapshot(d, range).map(|_| ()).map_err(Into::into)
+            backend.snapshot_async(d, range).map_err(Into::into)
         };
-        crate::snapshot::write(dir, state, &self.timers, self.watermark)
+        crate::snapshot::write_async(dir, state, &self.timers, self.watermark).map(Some)
     }
 
     fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
