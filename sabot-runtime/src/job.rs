@@ -465,6 +465,14 @@ impl Job {
         if let Some(cs) = &c.checkpoints {
             let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
             let latest = storage.latest()?;
+            // The graph's nodes, one per line: what operator state belongs to.
+            let graph: String = self
+                .graph
+                .nodes
+                .iter()
+                .map(|n| n.kind.name().replace('\n', " "))
+                .collect::<Vec<_>>()
+                .join("\n");
             let mut restore = None;
             if let Some(m) = &latest {
                 let meta = |k: &str| m.meta.get(k).and_then(|v| v.parse::<usize>().ok());
@@ -486,6 +494,28 @@ impl Job {
                     }
                     .into());
                 };
+                // Operator state is found by node: a changed graph would silently start
+                // some operators empty.
+                if let Some(old) = m.meta.get("graph")
+                    && *old != graph
+                {
+                    let (was, now): (Vec<&str>, Vec<&str>) =
+                        (old.split('\n').collect(), graph.split('\n').collect());
+                    let at = (0..was.len().max(now.len()))
+                        .find(|&i| was.get(i) != now.get(i))
+                        .unwrap_or(0);
+                    return Err(CoreError::InvalidConfig {
+                        name: "checkpoints".into(),
+                        reason: format!(
+                            "checkpoint {} in {} was taken by a different job graph: node {at} was `{}`, is now `{}`; use another checkpoint folder for a changed job",
+                            m.id,
+                            cs.dir.display(),
+                            was.get(at).copied().unwrap_or("(none)"),
+                            now.get(at).copied().unwrap_or("(none)"),
+                        ),
+                    }
+                    .into());
+                }
                 if old_p != p {
                     tracing::info!(checkpoint = %m.id, from = old_p, to = p, "rescaling from checkpoint");
                 }
@@ -502,6 +532,7 @@ impl Job {
                 ("job".to_string(), c.name.clone()),
                 ("parallelism".to_string(), p.to_string()),
                 ("max_parallelism".to_string(), c.max_parallelism.to_string()),
+                ("graph".to_string(), graph),
             ]);
             let sources = self
                 .graph
