@@ -51,6 +51,19 @@ pub struct RocksDbConfig {
     /// Whether writes go to RocksDB's write-ahead log. Off by default: durability comes
     /// from Sabot's checkpoints, and recovery restores the last one.
     pub use_wal: bool,
+    /// Snapshots whose files add up to at least this many bytes are restored by linking
+    /// their SST files into the database and reopening it (no data is read: the cost
+    /// does not grow with the state); smaller ones are copied entry by entry, which is
+    /// cheaper than reopening a database. Default 16 MiB; 0 links always.
+    pub link_restore_bytes: u64,
+}
+
+impl RocksDbConfig {
+    /// Sets [`RocksDbConfig::link_restore_bytes`].
+    pub fn with_link_restore_bytes(mut self, bytes: u64) -> Self {
+        self.link_restore_bytes = bytes;
+        self
+    }
 }
 
 impl Default for RocksDbConfig {
@@ -61,6 +74,7 @@ impl Default for RocksDbConfig {
             compression: Compression::Lz4,
             background_jobs: 2,
             use_wal: false,
+            link_restore_bytes: 16 << 20,
         }
     }
 }
@@ -77,7 +91,8 @@ fn concat_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) 
 /// State in RocksDB: a column family per state; entry keys are the key group (u16
 /// big-endian, so a key group is one contiguous range) then the composite key.
 pub struct RocksDbBackend {
-    db: DB,
+    /// `None` only if reopening the database after a failed restore failed too.
+    db: Option<DB>,
     path: PathBuf,
     config: RocksDbConfig,
     cf_options: Options,
@@ -116,6 +131,19 @@ fn cf_name_in(buf: &mut [u8; 24], i: usize) -> &str {
     std::str::from_utf8(&buf[..n]).unwrap_or("state-?")
 }
 
+/// The bytes of the files in `dir`.
+fn folder_bytes(dir: &Path) -> Result<u64> {
+    let io = |source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut n = 0;
+    for e in fs::read_dir(dir).map_err(io)? {
+        n += e.map_err(io)?.metadata().map_err(io)?.len();
+    }
+    Ok(n)
+}
+
 fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
     move |e| StateError::Io {
         path: path.to_owned(),
@@ -138,17 +166,12 @@ impl RocksDbBackend {
                 source,
             })?;
         }
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.increase_parallelism(config.background_jobs.max(1));
         let cf_options = Self::cf_options(&config).map_err(db_err(path))?;
-        let db = DB::open_cf_descriptors(&db_opts, path, Vec::<ColumnFamilyDescriptor>::new())
-            .map_err(db_err(path))?;
+        let db = Self::open_db(path, &config, &cf_options, 0)?;
         let mut write = WriteOptions::default();
         write.disable_wal(!config.use_wal);
         Ok(RocksDbBackend {
-            db,
+            db: Some(db),
             path: path.to_owned(),
             config,
             cf_options,
@@ -185,6 +208,98 @@ impl RocksDbBackend {
         Ok(b)
     }
 
+    /// Opens (or creates) the database in `path` with column families for `states`
+    /// states.
+    fn open_db(
+        path: &Path,
+        config: &RocksDbConfig,
+        cf_options: &Options,
+        states: usize,
+    ) -> Result<DB> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(config.background_jobs.max(1));
+        let cfs = (0..states).map(|i| ColumnFamilyDescriptor::new(cf_name(i), cf_options.clone()));
+        DB::open_cf_descriptors(&db_opts, path, cfs).map_err(db_err(path))
+    }
+
+    /// The open database.
+    fn db(&self) -> Result<&DB> {
+        self.db.as_ref().ok_or_else(|| StateError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(
+                "the database could not be reopened after a failed restore",
+            ),
+        })
+    }
+
+    /// Replaces the database with the RocksDB checkpoint in `checkpoint` (holding
+    /// `states` column families): its SST files are hard-linked into the working folder
+    /// (copied across file systems), the small metadata files copied, and the database
+    /// reopened on them; nothing is read through. Key groups outside this backend's range
+    /// are then dropped with range deletions.
+    fn reopen_from(&mut self, checkpoint: &Path, states: usize) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        // Closed before its files go.
+        self.db = None;
+        let result = (|| {
+            fs::remove_dir_all(&self.path).map_err(io(&self.path))?;
+            fs::create_dir_all(&self.path).map_err(io(&self.path))?;
+            for e in fs::read_dir(checkpoint).map_err(io(checkpoint))? {
+                let from = e.map_err(io(checkpoint))?.path();
+                let Some(name) = from.file_name() else {
+                    continue;
+                };
+                let to = self.path.join(name);
+                let immutable = from.extension().is_some_and(|x| x == "sst" || x == "blob");
+                // SST files never change: a link shares them with the checkpoint. The
+                // manifest, CURRENT and OPTIONS are rewritten by RocksDB: copies.
+                if !(immutable && fs::hard_link(&from, &to).is_ok()) {
+                    fs::copy(&from, &to).map_err(io(&from))?;
+                }
+            }
+            let db = Self::open_db(&self.path, &self.config, &self.cf_options, states)?;
+            for i in 0..states {
+                let cf = db
+                    .cf_handle(&cf_name(i))
+                    .ok_or_else(|| StateError::Corrupt {
+                        path: checkpoint.to_owned(),
+                        reason: format!("column family {} is missing", cf_name(i)),
+                    })?;
+                let (start, end) = (self.range.start.to_be_bytes(), self.range.end.to_be_bytes());
+                if self.range.start > 0 {
+                    db.delete_range_cf(cf, [0u8, 0].as_slice(), start.as_slice())
+                        .map_err(db_err(&self.path))?;
+                }
+                db.delete_range_cf(cf, end.as_slice(), [0xffu8; 8].as_slice())
+                    .map_err(db_err(&self.path))?;
+            }
+            Ok(db)
+        })();
+        match result {
+            Ok(db) => {
+                self.db = Some(db);
+                Ok(())
+            }
+            Err(e) => {
+                // Leave an empty, usable database behind: the restore failed as a whole.
+                let _ = fs::remove_dir_all(&self.path);
+                self.db = Self::open_db(
+                    &self.path,
+                    &self.config,
+                    &self.cf_options,
+                    self.tables.len(),
+                )
+                .ok();
+                Err(e)
+            }
+        }
+    }
+
     fn cf_options(config: &RocksDbConfig) -> Result<Options, rocksdb::Error> {
         let mut o = Options::default();
         o.set_write_buffer_size(config.write_buffer_size);
@@ -204,7 +319,7 @@ impl RocksDbBackend {
     /// A RocksDB integer property of `state`'s column family (for metrics and tests),
     /// e.g. `rocksdb.estimate-num-keys` or `rocksdb.num-running-compactions`.
     pub fn property(&self, state: StateId, name: &str) -> Result<Option<u64>> {
-        self.db
+        self.db()?
             .property_int_value_cf(self.cf(state)?, name)
             .map_err(db_err(&self.path))
     }
@@ -250,14 +365,14 @@ impl RocksDbBackend {
         Self::entry_key(&mut k, kg, key, namespace);
         let r = self
             .cf(state)
-            .and_then(|cf| f(&self.db, cf, &k, &self.write).map_err(db_err(&self.path)));
+            .and_then(|cf| f(self.db()?, cf, &k, &self.write).map_err(db_err(&self.path)));
         self.scratch = k;
         r
     }
 
     fn cf(&self, state: StateId) -> Result<&rocksdb::ColumnFamily> {
         let mut buf = [0u8; 24];
-        self.db
+        self.db()?
             .cf_handle(cf_name_in(&mut buf, state.0 as usize))
             .ok_or(StateError::UnknownState(state.0))
     }
@@ -270,7 +385,7 @@ impl RocksDbBackend {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         let cf = self.cf(state)?;
-        let mut it = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
+        let mut it = self.db()?.raw_iterator_cf_opt(cf, ReadOptions::default());
         it.seek(prefix);
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -296,6 +411,13 @@ impl StateBackend for RocksDbBackend {
         }
         let i = self.tables.len();
         self.db
+            .as_mut()
+            .ok_or_else(|| StateError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(
+                    "the database could not be reopened after a failed restore",
+                ),
+            })?
             .create_cf(cf_name(i), &self.cf_options)
             .map_err(db_err(&self.path))?;
         self.tables.push(TableMeta {
@@ -316,9 +438,10 @@ impl StateBackend for RocksDbBackend {
         self.check(state, kg)?;
         out.clear();
         let cf = self.cf(state)?;
+        let db = self.db()?;
         with_composite(&kg.0.to_be_bytes(), key, namespace, |k| {
             // Copied out while the pinned slice lives.
-            let v = self.db.get_pinned_cf(cf, k)?;
+            let v = db.get_pinned_cf(cf, k)?;
             if let Some(v) = &v {
                 out.extend_from_slice(v);
             }
@@ -415,9 +538,9 @@ impl StateBackend for RocksDbBackend {
         // Without a WAL, unflushed memtables would be missing from the checkpoint.
         for i in 0..self.tables.len() {
             let cf = self.cf(StateId(i as u32))?;
-            self.db.flush_cf(cf).map_err(db_err(&self.path))?;
+            self.db()?.flush_cf(cf).map_err(db_err(&self.path))?;
         }
-        Checkpoint::new(&self.db)
+        Checkpoint::new(self.db()?)
             .and_then(|c| c.create_checkpoint(&target))
             .map_err(db_err(&target))?;
         // The state layout, written last: a snapshot folder without it is not a snapshot.
@@ -449,7 +572,8 @@ impl StateBackend for RocksDbBackend {
         if dirs.is_empty() {
             return Err(StateError::NothingToRestore);
         }
-        let mut sources = Vec::new();
+        // Check every snapshot before changing anything.
+        let mut metas = Vec::new();
         for dir in dirs {
             let meta = snapshot::read(&dir.join(ROCKSDB_META_FILE))?;
             if meta.max_parallelism != self.max_parallelism {
@@ -460,45 +584,72 @@ impl StateBackend for RocksDbBackend {
                 });
             }
             snapshot::check_layouts(self.tables.iter(), &meta.tables)?;
-            let checkpoint = dir.join(ROCKSDB_CHECKPOINT_DIR);
-            // Merge operands in the checkpoint need the merge operator to be read.
-            let cfs = (0..meta.tables.len())
-                .map(|i| ColumnFamilyDescriptor::new(cf_name(i), self.cf_options.clone()));
-            let db =
-                DB::open_cf_descriptors_read_only(&Options::default(), &checkpoint, cfs, false)
-                    .map_err(db_err(&checkpoint))?;
-            sources.push((meta.tables, db, checkpoint));
+            metas.push(meta);
         }
-        // Copy this backend's key groups out of every snapshot (a rescale reads several).
-        for (tables, db, checkpoint) in sources {
-            for (i, t) in tables.iter().enumerate() {
-                let id = self.register(&t.name, &t.fingerprint)?;
-                let src = db
-                    .cf_handle(&cf_name(i))
-                    .ok_or_else(|| StateError::Corrupt {
-                        path: checkpoint.clone(),
-                        reason: format!("column family for state `{}` is missing", t.name),
-                    })?;
-                let dst = self.cf(id)?;
-                let mut batch = rocksdb::WriteBatch::default();
-                let mut it = db.raw_iterator_cf(src);
-                it.seek(self.range.start.to_be_bytes());
-                while it.valid() {
-                    let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                        break;
-                    };
-                    let kg = u16::from_be_bytes([k[0], *k.get(1).unwrap_or(&0)]);
-                    if kg >= self.range.end {
-                        break;
-                    }
-                    batch.put_cf(dst, k, v);
-                    it.next();
+        // The first snapshot becomes the database itself (its files linked, not read)
+        // when the states registered so far are its first ones, in its order, so the
+        // ids handed out stay valid.
+        let mut rest = dirs.iter().zip(metas).peekable();
+        if let Some((dir, meta)) = rest.peek()
+            && folder_bytes(&dir.join(ROCKSDB_CHECKPOINT_DIR))? >= self.config.link_restore_bytes
+            && meta.tables.len() >= self.tables.len()
+            && meta.tables[..self.tables.len()] == self.tables[..]
+        {
+            let states = meta.tables.len();
+            self.reopen_from(&dir.join(ROCKSDB_CHECKPOINT_DIR), states)?;
+            self.tables = meta.tables.clone();
+            rest.next();
+        }
+        for (dir, meta) in rest {
+            self.copy_from(dir, &meta.tables)?;
+        }
+        Ok(())
+    }
+}
+
+impl RocksDbBackend {
+    /// Copies this backend's key groups out of the snapshot in `dir` (another subtask's,
+    /// after a rescale), in write batches of bounded size.
+    fn copy_from(&mut self, dir: &Path, tables: &[TableMeta]) -> Result<()> {
+        const BATCH_BYTES: usize = 32 << 20;
+        let checkpoint = dir.join(ROCKSDB_CHECKPOINT_DIR);
+        // Merge operands in the checkpoint need the merge operator to be read.
+        let cfs = (0..tables.len())
+            .map(|i| ColumnFamilyDescriptor::new(cf_name(i), self.cf_options.clone()));
+        let src_db =
+            DB::open_cf_descriptors_read_only(&Options::default(), &checkpoint, cfs, false)
+                .map_err(db_err(&checkpoint))?;
+        for (i, t) in tables.iter().enumerate() {
+            let id = self.register(&t.name, &t.fingerprint)?;
+            let src = src_db
+                .cf_handle(&cf_name(i))
+                .ok_or_else(|| StateError::Corrupt {
+                    path: checkpoint.clone(),
+                    reason: format!("column family for state `{}` is missing", t.name),
+                })?;
+            let dst = self.cf(id)?;
+            let db = self.db()?;
+            let mut batch = rocksdb::WriteBatch::default();
+            let mut it = src_db.raw_iterator_cf(src);
+            it.seek(self.range.start.to_be_bytes());
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                let kg = u16::from_be_bytes([k[0], *k.get(1).unwrap_or(&0)]);
+                if kg >= self.range.end {
+                    break;
                 }
-                it.status().map_err(db_err(&checkpoint))?;
-                self.db
-                    .write_opt(batch, &self.write)
-                    .map_err(db_err(&self.path))?;
+                batch.put_cf(dst, k, v);
+                if batch.size_in_bytes() >= BATCH_BYTES {
+                    db.write_opt(std::mem::take(&mut batch), &self.write)
+                        .map_err(db_err(&self.path))?;
+                }
+                it.next();
             }
+            it.status().map_err(db_err(&checkpoint))?;
+            db.write_opt(batch, &self.write)
+                .map_err(db_err(&self.path))?;
         }
         Ok(())
     }

@@ -37,7 +37,7 @@ fn scratch_dir() -> tempfile::TempDir {
 }
 
 macro_rules! conformance_inner {
-    ($module:ident, $make:expr, $make_p:expr) => {
+    ($module:ident, $make:expr, $make_p:expr, $cases:expr) => {
         mod $module {
             use super::*;
 
@@ -188,6 +188,63 @@ macro_rules! conformance_inner {
             }
 
             #[test]
+            fn a_restored_backend_changing_leaves_its_snapshot_intact() {
+                let dir = scratch_dir();
+                let second = scratch_dir();
+                let mut b = backend(all());
+                let s = b.register("s", "v1").unwrap();
+                for i in 0..2_000u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    b.put(s, KeyGroup(kg), &i.to_le_bytes(), b"", b"original").unwrap();
+                }
+                b.snapshot(dir.path(), all()).unwrap();
+                // Restored, then changed everywhere and snapshotted again (which flushes).
+                let mut r = backend(all());
+                let s2 = r.register("s", "v1").unwrap();
+                r.restore(&[dir.path().to_owned()]).unwrap();
+                for i in 0..2_000u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    r.put(s2, KeyGroup(kg), &i.to_le_bytes(), b"", b"changed").unwrap();
+                }
+                r.snapshot(second.path(), all()).unwrap();
+                drop(r);
+                // The first snapshot still restores what it recorded.
+                let mut again = backend(all());
+                let s3 = again.register("s", "v1").unwrap();
+                again.restore(&[dir.path().to_owned()]).unwrap();
+                for i in 0..2_000u32 {
+                    let kg = (i % MAX_P as u32) as u16;
+                    assert_eq!(get(&again, s3, kg, &i.to_le_bytes(), b"").as_deref(), Some(&b"original"[..]));
+                }
+            }
+
+            #[test]
+            fn a_restore_keeps_only_its_own_key_groups() {
+                let (first, second) = (scratch_dir(), scratch_dir());
+                let max_p = 10;
+                let whole = KeyGroupRange::for_subtask(max_p, 1, 0);
+                let mut b = ($make_p)(max_p, whole);
+                let s = b.register("s", "v1").unwrap();
+                for kg in 0..10u16 {
+                    b.put(s, KeyGroup(kg), b"k", b"", &[kg as u8]).unwrap();
+                }
+                b.snapshot(first.path(), whole).unwrap();
+                // Subtask 0 of 2 takes key groups 0..5, then snapshots them.
+                let half = KeyGroupRange::for_subtask(max_p, 2, 0);
+                let mut h = ($make_p)(max_p, half);
+                h.restore(&[first.path().to_owned()]).unwrap();
+                h.snapshot(second.path(), half).unwrap();
+                // Its snapshot holds its own key groups and nothing of the others.
+                let mut w = ($make_p)(max_p, whole);
+                w.restore(&[second.path().to_owned()]).unwrap();
+                let s = w.register("s", "v1").unwrap();
+                for kg in 0..10u16 {
+                    let want = (kg < 5).then(|| vec![kg as u8]);
+                    assert_eq!(get(&w, s, kg, b"k", b""), want, "key group {kg}");
+                }
+            }
+
+            #[test]
             fn ten_key_groups_restore_split_two_by_five() {
                 let max_p = 10;
                 let dir = scratch_dir();
@@ -312,7 +369,7 @@ macro_rules! conformance_inner {
 
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(
-                    std::env::var("SABOT_STATE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+                    std::env::var("SABOT_STATE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or($cases)
                 ))]
 
                 /// Random operations against a `BTreeMap`; "crash" drops the backend and
@@ -389,15 +446,19 @@ fn memory_p(max_p: usize, range: KeyGroupRange) -> MemoryBackend {
 }
 
 macro_rules! conformance_with {
-    ($module:ident, $make:expr, $make_p:expr) => {
-        conformance_inner!($module, $make, $make_p);
+    ($module:ident, $make:expr, $make_p:expr, $cases:expr) => {
+        conformance_inner!($module, $make, $make_p, $cases);
     };
 }
 
-conformance_with!(memory_backend, memory, memory_p);
+conformance_with!(memory_backend, memory, memory_p, 10_000);
 
 #[cfg(feature = "rocksdb")]
-fn rocks_p(max_p: usize, range: KeyGroupRange) -> sabot_state::RocksDbBackend {
+fn rocks_with(
+    config: sabot_state::RocksDbConfig,
+    max_p: usize,
+    range: KeyGroupRange,
+) -> sabot_state::RocksDbBackend {
     // Its own folder, removed when the backend is dropped.
     let shm = Path::new("/dev/shm");
     let parent = if shm.is_dir() {
@@ -405,14 +466,14 @@ fn rocks_p(max_p: usize, range: KeyGroupRange) -> sabot_state::RocksDbBackend {
     } else {
         std::env::temp_dir()
     };
-    sabot_state::RocksDbBackend::open_temporary(
-        &parent,
-        "sabot-conformance-",
-        sabot_state::RocksDbConfig::default(),
-        max_p,
-        range,
-    )
-    .unwrap()
+    sabot_state::RocksDbBackend::open_temporary(&parent, "sabot-conformance-", config, max_p, range)
+        .unwrap()
+}
+
+/// RocksDB as configured by default: the small snapshots here are restored by copying.
+#[cfg(feature = "rocksdb")]
+fn rocks_p(max_p: usize, range: KeyGroupRange) -> sabot_state::RocksDbBackend {
+    rocks_with(sabot_state::RocksDbConfig::default(), max_p, range)
 }
 
 #[cfg(feature = "rocksdb")]
@@ -420,8 +481,28 @@ fn rocks(range: KeyGroupRange) -> sabot_state::RocksDbBackend {
     rocks_p(MAX_P, range)
 }
 
+/// RocksDB restoring every snapshot by linking its files (the path of large states).
 #[cfg(feature = "rocksdb")]
-conformance_with!(rocksdb_backend, rocks, rocks_p);
+fn rocks_linked_p(max_p: usize, range: KeyGroupRange) -> sabot_state::RocksDbBackend {
+    rocks_with(
+        sabot_state::RocksDbConfig::default().with_link_restore_bytes(0),
+        max_p,
+        range,
+    )
+}
+
+#[cfg(feature = "rocksdb")]
+fn rocks_linked(range: KeyGroupRange) -> sabot_state::RocksDbBackend {
+    rocks_linked_p(MAX_P, range)
+}
+
+#[cfg(feature = "rocksdb")]
+conformance_with!(rocksdb_backend, rocks, rocks_p, 10_000);
+
+// Reopening a database per restore costs more than copying these tiny states: fewer
+// cases, the same operations.
+#[cfg(feature = "rocksdb")]
+conformance_with!(rocksdb_linked_restore, rocks_linked, rocks_linked_p, 1_000);
 
 #[test]
 fn memory_snapshot_is_copy_on_write() {
