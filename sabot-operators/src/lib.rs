@@ -42,6 +42,7 @@
 //! ```
 
 mod builtin;
+mod columns;
 mod error;
 mod file_sink;
 mod keys;
@@ -53,6 +54,7 @@ mod traits;
 mod window;
 
 pub use builtin::{ChunkCursor, CollectSink, Collected, VecSource};
+pub use columns::{ColumnFn, FlatMapFactory, FlatMapFn, WithColumnFactory};
 pub use error::{BoxError, OperatorError, Result};
 pub use file_sink::TransactionalCsvSink;
 pub use process::{

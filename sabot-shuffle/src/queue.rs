@@ -19,16 +19,25 @@ use crate::event::Event;
 use crate::ring::{self, MpscConsumer, MpscProducer, SpscConsumer, SpscProducer};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 
-/// Spins briefly while `waiting()` holds, before a thread goes to sleep (not under loom,
-/// which does not model spinning).
+/// Backs off while `waiting()` holds, before a thread goes to sleep (not under loom,
+/// which does not model spinning): spins doubling each round up to 2^6 pauses, then
+/// yields the core a few times (crossbeam's `Backoff::snooze`). Going to sleep costs a
+/// futex wait and a wake-up on the other side, several microseconds; the other thread is
+/// usually about to push or pop by then.
 #[inline]
 fn spin_while(mut waiting: impl FnMut() -> bool) {
     #[cfg(not(sabot_loom))]
-    for _ in 0..64 {
+    for round in 0..10u32 {
         if !waiting() {
             return;
         }
-        std::hint::spin_loop();
+        if round <= 6 {
+            for _ in 0..1u32 << round {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
     }
     #[cfg(sabot_loom)]
     let _ = &mut waiting;

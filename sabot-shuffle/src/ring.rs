@@ -1,11 +1,11 @@
 //! Lock-free bounded rings: the only `unsafe` code of the crate.
 //!
-//! - MPSC: Vyukov's bounded queue: a sequence number per slot says whether it is free for
-//!   the producer of position `pos` (`seq == pos`) or holds that producer's value
-//!   (`seq == pos + 1`); producers claim a position with a compare-and-swap on the
-//!   enqueue index.
-//! - SPSC: Lamport's two-index ring, each side caching the other's index, so the two
-//!   threads share no cache line but the slots handed over between index reads.
+//! Vyukov's bounded queue: a sequence number per slot says whether it is free for the
+//! producer of position `pos` (`seq == pos`) or holds that producer's value
+//! (`seq == pos + 1`), so producer and consumer meet only in the slot they hand over, never
+//! on a shared index.
+//! - MPSC: producers claim a position with a compare-and-swap on the enqueue index.
+//! - SPSC: the one producer takes the next position without one.
 //!
 //! Safety rests on the handle types: an SPSC producer and every consumer are unique
 //! (not `Clone`) and `!Sync` (a `PhantomData<Cell<()>>`), so at most one thread at a time
@@ -30,88 +30,29 @@ fn capacity_for(requested: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// SPSC: two indices, each side caching the other's
-
-/// A single-producer single-consumer ring (Lamport's queue with cached indices, as in
-/// Rigtorp's `SPSCQueue`): the producer owns `tail`, the consumer owns `head`, and each
-/// keeps the last value it read of the other's index, reading the shared one again only
-/// when the ring looks full (producer) or empty (consumer). Between those reads the two
-/// threads touch no common cache line but the slots they hand over.
-struct Spsc<T> {
-    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
-    mask: usize,
-    /// The next position the consumer reads: written by the consumer alone.
-    head: Padded<AtomicUsize>,
-    /// The next position the producer writes: written by the producer alone.
-    tail: Padded<AtomicUsize>,
-}
-
-// SAFETY: values of `T` move between threads (hence `T: Send`); slot `p` is written only
-// by the one producer while `p` is in `[tail, head + capacity)` and read only by the one
-// consumer while `p` is in `[head, tail)`; publishing `tail` (Release) after the write and
-// reading it (Acquire) before the read orders the two, and the same holds for `head` in
-// the other direction.
-unsafe impl<T: Send> Send for Spsc<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Spsc<T> {}
-
-impl<T> Drop for Spsc<T> {
-    fn drop(&mut self) {
-        let mut pos = self.head.0.load(Ordering::Relaxed);
-        let end = self.tail.0.load(Ordering::Relaxed);
-        while pos != end {
-            // SAFETY: `&mut self`: no handle is left; positions in `[head, tail)` were
-            // written and never read.
-            self.slots[pos & self.mask].with_mut(|p| unsafe { (*p).assume_init_drop() });
-            pos = pos.wrapping_add(1);
-        }
-    }
-}
+// SPSC: the same slots, without the compare-and-swap
 
 /// The producing end of an SPSC ring.
 pub(crate) struct SpscProducer<T> {
-    ring: Arc<Spsc<T>>,
-    /// The producer's own `tail` (it alone writes it).
-    tail: Cell<usize>,
-    /// The consumer's `head` as last read.
-    head_seen: Cell<usize>,
+    ring: Arc<Mpsc<T>>,
     _not_sync: NotSync,
 }
 
 /// The consuming end of an SPSC ring.
 pub(crate) struct SpscConsumer<T> {
-    ring: Arc<Spsc<T>>,
-    head: Cell<usize>,
-    /// The producer's `tail` as last read.
-    tail_seen: Cell<usize>,
-    _not_sync: NotSync,
+    inner: MpscConsumer<T>,
 }
 
 /// A single-producer single-consumer ring of at least `capacity` slots (a power of two,
 /// at least 2).
 pub(crate) fn spsc<T>(capacity: usize) -> (SpscProducer<T>, SpscConsumer<T>) {
-    let cap = capacity_for(capacity.max(2));
-    let ring = Arc::new(Spsc {
-        slots: (0..cap)
-            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-            .collect(),
-        mask: cap - 1,
-        head: Padded(AtomicUsize::new(0)),
-        tail: Padded(AtomicUsize::new(0)),
-    });
+    let (p, c) = mpsc(capacity);
     (
         SpscProducer {
-            ring: ring.clone(),
-            tail: Cell::new(0),
-            head_seen: Cell::new(0),
+            ring: p.ring,
             _not_sync: PhantomData,
         },
-        SpscConsumer {
-            ring,
-            head: Cell::new(0),
-            tail_seen: Cell::new(0),
-            _not_sync: PhantomData,
-        },
+        SpscConsumer { inner: c },
     )
 }
 
@@ -120,34 +61,29 @@ impl<T> SpscProducer<T> {
     #[inline]
     pub(crate) fn push(&self, value: T) -> Result<(), T> {
         let r = &*self.ring;
-        let tail = self.tail.get();
-        if tail.wrapping_sub(self.head_seen.get()) > r.mask {
-            self.head_seen.set(r.head.0.load(Ordering::Acquire));
-            if tail.wrapping_sub(self.head_seen.get()) > r.mask {
-                return Err(value);
-            }
+        // Only this producer moves `enqueue` (not Clone, not Sync): no claim needed.
+        let pos = r.enqueue.0.load(Ordering::Relaxed);
+        let slot = &r.slots[pos & r.mask];
+        if slot.seq.load(Ordering::Acquire) != pos {
+            return Err(value);
         }
-        // SAFETY: `tail - head < capacity` with `head` read (Acquire) after the consumer
-        // published it: the consumer is done with this slot's previous value, and no
-        // other producer exists (not Clone, not Sync).
-        r.slots[tail & r.mask].with_mut(|p| unsafe { (*p).write(value) });
-        let next = tail.wrapping_add(1);
-        self.tail.set(next);
-        r.tail.0.store(next, Ordering::Release);
+        // SAFETY: the slot's sequence (== pos, Acquire) says the consumer has read the
+        // previous lap's value, and no other producer exists.
+        slot.value.with_mut(|p| unsafe { (*p).write(value) });
+        slot.seq.store(pos.wrapping_add(1), Ordering::Release);
+        r.enqueue.0.store(pos.wrapping_add(1), Ordering::Relaxed);
         Ok(())
     }
 
     /// Whether the ring looked full just now.
     pub(crate) fn is_full(&self) -> bool {
         let r = &*self.ring;
-        self.tail
-            .get()
-            .wrapping_sub(r.head.0.load(Ordering::Acquire))
-            > r.mask
+        let pos = r.enqueue.0.load(Ordering::Relaxed);
+        r.slots[pos & r.mask].seq.load(Ordering::Acquire) != pos
     }
 
     pub(crate) fn len(&self) -> usize {
-        len(&self.ring.tail.0, &self.ring.head.0)
+        len(&self.ring.enqueue.0, &self.ring.dequeue.0)
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -159,30 +95,16 @@ impl<T> SpscConsumer<T> {
     /// The next value, if one is there.
     #[inline]
     pub(crate) fn pop(&self) -> Option<T> {
-        let r = &*self.ring;
-        let head = self.head.get();
-        if head == self.tail_seen.get() {
-            self.tail_seen.set(r.tail.0.load(Ordering::Acquire));
-            if head == self.tail_seen.get() {
-                return None;
-            }
-        }
-        // SAFETY: `head < tail` with `tail` read (Acquire) after the producer published
-        // it: the slot holds a written value, and this consumer is the only one.
-        let v = r.slots[head & r.mask].with_mut(|p| unsafe { (*p).assume_init_read() });
-        let next = head.wrapping_add(1);
-        self.head.set(next);
-        r.head.0.store(next, Ordering::Release);
-        Some(v)
+        self.inner.pop()
     }
 
     /// Whether a value is ready to pop.
     pub(crate) fn has_next(&self) -> bool {
-        self.head.get() != self.ring.tail.0.load(Ordering::Acquire)
+        self.inner.has_next()
     }
 
     pub(crate) fn len(&self) -> usize {
-        len(&self.ring.tail.0, &self.ring.head.0)
+        self.inner.len()
     }
 }
 

@@ -6,12 +6,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::BooleanArray;
+use sabot_core::arrow::array::{ArrayRef, BooleanArray};
+use sabot_core::arrow::datatypes::DataType;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
-    Aggregate, BoxError, CollectSink, Collected, FilterFactory, KeyedProcessFactory,
-    KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory, ProjectFactory, SinkFactory,
-    SourceFactory, TumblingWindowFactory, WatermarkFactory,
+    Aggregate, BoxError, CollectSink, Collected, FilterFactory, FlatMapFactory,
+    KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory,
+    ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory, WatermarkFactory,
+    WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
 use sabot_state::StateConfig;
@@ -219,6 +221,52 @@ impl Stream {
     ) -> Stream {
         let t = self.time_column.clone();
         self.then(FilterFactory::new("filter", predicate), t)
+    }
+
+    /// Turns every batch into zero or more batches of schema `schema` (checked per
+    /// batch; empty ones are dropped): Flink's `flatMap`, a batch at a time.
+    pub fn flat_map(
+        self,
+        schema: SchemaRef,
+        f: impl Fn(RecordBatch) -> Result<Vec<RecordBatch>, BoxError> + Send + Sync + 'static,
+    ) -> Stream {
+        let t = self
+            .time_column
+            .clone()
+            .filter(|c| schema.index_of(c).is_ok());
+        self.then(FlatMapFactory::new("flat_map", schema, f), t)
+    }
+
+    /// Adds column `name` of type `data_type` computed from each whole batch (typically
+    /// an Arrow kernel over its columns), or replaces the column of that name.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sabot::arrow::array::{Array, Int64Array};
+    /// use sabot::arrow::compute::kernels::numeric::mul;
+    /// use sabot::arrow::datatypes::DataType;
+    /// use sabot::operators::VecSource;
+    /// use sabot::core::test_util::{keyed_batches, keyed_schema};
+    ///
+    /// let env = sabot::StreamEnv::new();
+    /// let doubled = env
+    ///     .source(VecSource::new(keyed_schema(), keyed_batches(1, 10, 10, 2, 1, 0)))
+    ///     .with_column("double", DataType::Int64, |b| {
+    ///         Ok(mul(b.column_by_name("value").unwrap(), &Int64Array::new_scalar(2))?)
+    ///     })
+    ///     .collect();
+    /// env.execute().unwrap();
+    /// let b = &doubled.batches()[0];
+    /// assert_eq!(b.schema().field(3).name(), "double");
+    /// ```
+    pub fn with_column(
+        self,
+        name: &str,
+        data_type: DataType,
+        f: impl Fn(&RecordBatch) -> Result<ArrayRef, BoxError> + Send + Sync + 'static,
+    ) -> Stream {
+        let t = self.time_column.clone();
+        self.then(WithColumnFactory::new(name, data_type, f), t)
     }
 
     /// Keeps the named columns, in this order.

@@ -105,3 +105,69 @@ fn map_that_breaks_its_declared_schema_fails_the_job() {
     let err = env.execute().unwrap_err().to_string();
     assert!(err.contains("declared"), "{err}");
 }
+
+#[test]
+fn flat_map_explodes_rows_and_with_column_computes_a_column() {
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    // Each row becomes `value % 3` copies of (key, value).
+    let pairs = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("value", DataType::Int64, false),
+    ]));
+    let s = pairs.clone();
+    let out = env
+        .source(VecSource::new(keyed_schema(), input()))
+        .flat_map(pairs, move |b| {
+            let values = b.column(1).as_primitive::<Int64Type>();
+            let idx: Vec<u32> = (0..b.num_rows() as u32)
+                .flat_map(|r| std::iter::repeat_n(r, (values.value(r as usize) % 3) as usize))
+                .collect();
+            let idx = sabot::arrow::array::UInt32Array::from(idx);
+            let cols = vec![
+                sabot::arrow::compute::take(b.column(0), &idx, None)?,
+                sabot::arrow::compute::take(b.column(1), &idx, None)?,
+            ];
+            // Two output batches per input batch: the copies, then nothing.
+            Ok(vec![
+                RecordBatch::try_new(s.clone(), cols)?,
+                RecordBatch::new_empty(s.clone()),
+            ])
+        })
+        .with_column("triple", DataType::Int64, |b| {
+            Ok(mul(b.column(1), &Int64Array::new_scalar(3))?)
+        })
+        .collect();
+    env.execute().unwrap();
+
+    let mut want: Vec<i64> = input()
+        .iter()
+        .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+        .flat_map(|v| std::iter::repeat_n(v * 3, (v % 3) as usize))
+        .collect();
+    want.sort_unstable();
+    let batches = out.batches();
+    assert!(
+        batches.iter().all(|b| b.num_rows() > 0),
+        "empty batches are dropped"
+    );
+    assert_eq!(ints(&batches, "triple"), want);
+}
+
+#[test]
+fn a_computed_column_of_the_wrong_type_or_length_is_a_clear_error() {
+    for (data_type, rows_off) in [(DataType::Int32, 0), (DataType::Int64, 1)] {
+        let env = StreamEnv::new();
+        env.set_parallelism(1);
+        env.source(VecSource::new(keyed_schema(), input()))
+            .with_column("x", data_type, move |b| {
+                Ok(Arc::new(Int64Array::from_iter_values(
+                    0..(b.num_rows() + rows_off) as i64,
+                )) as ArrayRef)
+            })
+            .collect();
+        let e = env.execute().unwrap_err().to_string();
+        assert!(e.contains("with_column(x)"), "{e}");
+        assert!(e.contains("declared") || e.contains("rows"), "{e}");
+    }
+}
