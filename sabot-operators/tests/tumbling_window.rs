@@ -66,8 +66,9 @@ fn batch(rows: &[Row]) -> RecordBatch {
     RecordBatch::try_new(schema(), cols).unwrap()
 }
 
-/// (key, shard, window_start) -> (count, count(value), sum(value), min(value), max(price) as bits)
-type Result = BTreeMap<(String, i64, i64), (i64, i64, Option<i64>, Option<i64>, u64)>;
+/// (key, shard, window_start) -> (count, count(value), sum(value), min(value), max(price) as
+/// bits, avg(value) as bits)
+type Result = BTreeMap<(String, i64, i64), (i64, i64, Option<i64>, Option<i64>, u64, Option<u64>)>;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
@@ -98,6 +99,7 @@ proptest! {
                 Aggregate::sum("value"),
                 Aggregate::min("value"),
                 Aggregate::max("price"),
+                Aggregate::avg("value"),
             ],
         )
         .with_allowed_lateness(Duration::from_millis(lateness_ms as u64));
@@ -142,7 +144,7 @@ proptest! {
                     continue;
                 }
                 let k = if int_key_only { String::new() } else { r.key.clone() };
-                let e = expected.entry((k, r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits()));
+                let e = expected.entry((k, r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits(), None));
                 e.0 += 1;
                 if let Some(v) = r.value {
                     e.1 += 1;
@@ -150,6 +152,7 @@ proptest! {
                     e.3 = Some(e.3.map_or(v, |m: i64| m.min(v)));
                 }
                 e.4 = f64::from_bits(e.4).max(r.price).to_bits();
+                e.5 = e.2.map(|s| (s as f64 / e.1 as f64).to_bits());
             }
             let b = batch(chunk);
             op.on_batch(b.clone(), &mut out).unwrap();
@@ -190,6 +193,7 @@ proptest! {
                     let sum = b.column(o + 5).as_primitive::<Int64Type>();
                     let min = b.column(o + 6).as_primitive::<Int64Type>();
                     let max = b.column(o + 7).as_primitive::<Float64Type>();
+                    let avg = b.column(o + 8).as_primitive::<Float64Type>();
                     for i in 0..b.num_rows() {
                         prop_assert_eq!(we.value(i) - ws.value(i), size_ms);
                         // Fired only once the watermark reached the window's last millisecond.
@@ -198,7 +202,7 @@ proptest! {
                         // A later row for the same key and window is an update.
                         let prev = actual.insert(
                             (key(i), shard.value(i), ws.value(i)),
-                            (count.value(i), count_v.value(i), opt(sum), opt(min), max.value(i).to_bits()),
+                            (count.value(i), count_v.value(i), opt(sum), opt(min), max.value(i).to_bits(), (!avg.is_null(i)).then(|| avg.value(i).to_bits())),
                         );
                         if lateness_ms == 0 {
                             prop_assert!(prev.is_none(), "window emitted twice without lateness");

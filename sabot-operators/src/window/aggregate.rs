@@ -26,6 +26,9 @@ pub enum AggKind {
     Min,
     /// Largest non-null value.
     Max,
+    /// Mean of the non-null values, as Float64 (null when there are none). Integer
+    /// inputs are summed exactly (wrapping i64) and divided once, at the end.
+    Avg,
 }
 
 /// One aggregate in a window: a function, its input column and its output name.
@@ -73,6 +76,11 @@ impl Aggregate {
         Self::of(AggKind::Max, column)
     }
 
+    /// Mean of `column` (Float64).
+    pub fn avg(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Avg, column)
+    }
+
     fn of(kind: AggKind, column: impl Into<String>) -> Self {
         Aggregate {
             kind,
@@ -97,6 +105,7 @@ impl Aggregate {
             AggKind::Sum => "sum",
             AggKind::Min => "min",
             AggKind::Max => "max",
+            AggKind::Avg => "avg",
         };
         match &self.column {
             Some(c) => format!("{f}_{c}"),
@@ -129,9 +138,9 @@ impl Aggregate {
                 }
             }
         };
-        let data_type = match numeric {
-            Numeric::I64 => DataType::Int64,
-            Numeric::F64 => DataType::Float64,
+        let data_type = match (self.kind, numeric) {
+            (AggKind::Avg, _) | (_, Numeric::F64) => DataType::Float64,
+            (_, Numeric::I64) => DataType::Int64,
         };
         let nullable = self.kind != AggKind::Count;
         Ok(BoundAggregate {
@@ -186,6 +195,7 @@ impl BoundAggregate {
             AggKind::Sum => "sum",
             AggKind::Min => "min",
             AggKind::Max => "max",
+            AggKind::Avg => "avg",
         };
         let t = match self.numeric {
             Numeric::I64 => "i64",
@@ -197,6 +207,12 @@ impl BoundAggregate {
     pub(crate) fn new_accumulator(&self) -> Accumulator {
         match (self.kind, self.numeric) {
             (AggKind::Count, _) => Accumulator::Count(Vec::new()),
+            (AggKind::Avg, Numeric::I64) => {
+                Accumulator::AvgI64(NumAcc::new(AggKind::Sum), Vec::new())
+            }
+            (AggKind::Avg, Numeric::F64) => {
+                Accumulator::AvgF64(NumAcc::new(AggKind::Sum), Vec::new())
+            }
             (kind, Numeric::I64) => Accumulator::I64(NumAcc::new(kind)),
             (kind, Numeric::F64) => Accumulator::F64(NumAcc::new(kind)),
         }
@@ -208,6 +224,9 @@ pub(crate) enum Accumulator {
     Count(Vec<i64>),
     I64(NumAcc<Int64Type>),
     F64(NumAcc<Float64Type>),
+    /// A sum and the number of values it holds.
+    AvgI64(NumAcc<Int64Type>, Vec<i64>),
+    AvgF64(NumAcc<Float64Type>, Vec<i64>),
 }
 
 pub(crate) struct NumAcc<T: ArrowPrimitiveType> {
@@ -299,6 +318,7 @@ impl Accumulator {
         match self {
             Accumulator::Count(_) => COUNT_WIDTH,
             Accumulator::I64(_) | Accumulator::F64(_) => NUM_WIDTH,
+            Accumulator::AvgI64(..) | Accumulator::AvgF64(..) => NUM_WIDTH + COUNT_WIDTH,
         }
     }
 
@@ -315,6 +335,14 @@ impl Accumulator {
             Accumulator::Count(v) => out.extend_from_slice(&v[g].to_le_bytes()),
             Accumulator::I64(a) => num(a, g, out),
             Accumulator::F64(a) => num(a, g, out),
+            Accumulator::AvgI64(a, n) => {
+                num(a, g, out);
+                out.extend_from_slice(&n[g].to_le_bytes());
+            }
+            Accumulator::AvgF64(a, n) => {
+                num(a, g, out);
+                out.extend_from_slice(&n[g].to_le_bytes());
+            }
         }
     }
 
@@ -338,7 +366,7 @@ impl Accumulator {
                             AggKind::Sum => x.sum(y),
                             AggKind::Min => Combine::min(x, y),
                             AggKind::Max => Combine::max(x, y),
-                            AggKind::Count => y,
+                            AggKind::Count | AggKind::Avg => y,
                         }
                     } else {
                         x
@@ -349,19 +377,26 @@ impl Accumulator {
                 _ => false,
             }
         }
+        fn count(v: &mut [i64], g: usize, stored: &[u8]) -> bool {
+            let Ok(b) = <[u8; 8]>::try_from(stored) else {
+                return false;
+            };
+            v[g] = v[g].wrapping_add(i64::from_le_bytes(b));
+            true
+        }
         if stored.len() != self.width() {
             return false;
         }
         match self {
-            Accumulator::Count(v) => {
-                let Ok(b) = <[u8; 8]>::try_from(stored) else {
-                    return false;
-                };
-                v[g] = v[g].wrapping_add(i64::from_le_bytes(b));
-                true
-            }
+            Accumulator::Count(v) => count(v, g, stored),
             Accumulator::I64(a) => num(a, g, stored),
             Accumulator::F64(a) => num(a, g, stored),
+            Accumulator::AvgI64(a, n) => {
+                num(a, g, &stored[..NUM_WIDTH]) && count(n, g, &stored[NUM_WIDTH..])
+            }
+            Accumulator::AvgF64(a, n) => {
+                num(a, g, &stored[..NUM_WIDTH]) && count(n, g, &stored[NUM_WIDTH..])
+            }
         }
     }
 
@@ -383,14 +418,29 @@ impl Accumulator {
                 a.values.resize(groups, 0.0);
                 a.seen.resize(groups, false);
             }
+            Accumulator::AvgI64(a, n) => {
+                a.values.resize(groups, 0);
+                a.seen.resize(groups, false);
+                n.resize(groups, 0);
+            }
+            Accumulator::AvgF64(a, n) => {
+                a.values.resize(groups, 0.0);
+                a.seen.resize(groups, false);
+                n.resize(groups, 0);
+            }
         }
     }
 
     /// Adds the selected rows of `values` to their groups (`groups[i]` is the group of the
     /// i-th selected row).
     pub(crate) fn update(&mut self, values: Option<&ArrayRef>, rows: RowSel<'_>, groups: &[u32]) {
-        match self {
-            Accumulator::Count(counts) => match values.and_then(|v| v.logical_nulls()) {
+        fn count_valid(
+            counts: &mut [i64],
+            values: Option<&ArrayRef>,
+            rows: RowSel<'_>,
+            groups: &[u32],
+        ) {
+            match values.and_then(|v| v.logical_nulls()) {
                 None => {
                     for &g in groups {
                         counts[g as usize] += 1;
@@ -399,7 +449,22 @@ impl Accumulator {
                 Some(nulls) => for_each(rows, groups, |row, g| {
                     counts[g] += i64::from(nulls.is_valid(row));
                 }),
-            },
+            }
+        }
+        match self {
+            Accumulator::Count(counts) => count_valid(counts, values, rows, groups),
+            Accumulator::AvgI64(acc, counts) => {
+                if let Some(v) = values {
+                    update_num(acc, v.as_primitive::<Int64Type>(), rows, groups);
+                    count_valid(counts, values, rows, groups);
+                }
+            }
+            Accumulator::AvgF64(acc, counts) => {
+                if let Some(v) = values {
+                    update_num(acc, v.as_primitive::<Float64Type>(), rows, groups);
+                    count_valid(counts, values, rows, groups);
+                }
+            }
             Accumulator::I64(acc) => {
                 if let Some(v) = values {
                     update_num(acc, v.as_primitive::<Int64Type>(), rows, groups);
@@ -431,8 +496,20 @@ impl Accumulator {
                 pick(&a.values, groups).into(),
                 Some(NullBuffer::from(pick(&a.seen, groups))),
             )),
+            Accumulator::AvgI64(a, n) => avg(
+                pick(&a.values, groups).into_iter().map(|s| s as f64),
+                pick(n, groups),
+            ),
+            Accumulator::AvgF64(a, n) => avg(pick(&a.values, groups).into_iter(), pick(n, groups)),
         }
     }
+}
+
+/// Sums divided by counts; null where the count is 0.
+fn avg(sums: impl Iterator<Item = f64>, counts: Vec<i64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter(
+        sums.zip(counts).map(|(s, n)| (n > 0).then(|| s / n as f64)),
+    ))
 }
 
 #[inline]
@@ -475,6 +552,6 @@ where
         AggKind::Sum => run!(Combine::sum),
         AggKind::Min => run!(Combine::min),
         AggKind::Max => run!(Combine::max),
-        AggKind::Count => {}
+        AggKind::Count | AggKind::Avg => {}
     }
 }
