@@ -14,10 +14,7 @@ use sabot::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job_w
 use sabot::runtime::CheckpointSettings;
 
 fn events() -> u64 {
-    std::env::var("SABOT_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000)
+    sabot_benches::env_u64("SABOT_BENCH_EVENTS", 10_000_000)
 }
 
 /// One run; returns its wall-clock time and the checkpoints it completed.

@@ -21,10 +21,7 @@ use sabot::state::{ROCKSDB_CHECKPOINT_DIR, RocksDbBackend, RocksDbConfig, StateB
 const MAX_P: usize = 128;
 
 fn keys() -> u64 {
-    std::env::var("SABOT_RECOVERY_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000)
+    sabot_benches::env_u64("SABOT_RECOVERY_KEYS", 10_000_000)
 }
 
 /// A fresh backend for `range` restored from `snapshot`; returns the time taken.

@@ -21,10 +21,7 @@ const MAX_P: usize = 128;
 const OPS: usize = 10_000;
 
 fn keys() -> u64 {
-    std::env::var("SABOT_ROCKS_KEYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000)
+    sabot_benches::env_u64("SABOT_ROCKS_KEYS", 10_000_000)
 }
 
 /// The raw database, tuned as `RocksDbConfig::default()` tunes Sabot's column families.

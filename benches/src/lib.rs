@@ -7,6 +7,14 @@ use sabot::arrow::array::AsArray;
 use sabot::arrow::datatypes::Int64Type;
 use sabot::demo::{FraudRules, TransactionGenerator};
 
+/// A bench size from environment variable `var`, else `default`.
+pub fn env_u64(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Counts of what the fraud rules found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FraudCounts {

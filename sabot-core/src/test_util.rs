@@ -67,3 +67,19 @@ pub fn int64_batch(columns: &[(&str, Vec<i64>)]) -> RecordBatch {
         .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length")
 }
+
+/// The seed of a randomized test: the environment variable `var` if set (to reproduce a
+/// run), else one drawn from the clock. Printed either way, as `var=<seed>`, so a failing
+/// run says how to reproduce it.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("{var}={seed}");
+    seed
+}

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sabot_core::random::SplitMix64;
+use sabot_core::test_util::seed_from_env;
 use sabot_state::{RocksDbConfig, StateConfig};
 
 use common::{Chaos, Epochs, Fault, Setup, run};
@@ -31,17 +32,8 @@ fn expected() -> &'static Vec<String> {
 }
 
 fn rng(test: &str) -> SplitMix64 {
-    let seed = std::env::var("SABOT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{test}: SABOT_FAULT_SEED={seed}");
-    SplitMix64::new(seed, 0)
+    println!("{test}:");
+    SplitMix64::new(seed_from_env("SABOT_FAULT_SEED"), 0)
 }
 
 /// Runs the job on one folder with the faults of `runs` in turn (one fault per run,
