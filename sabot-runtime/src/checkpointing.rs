@@ -331,6 +331,7 @@ impl CoordinatorThread {
         if let Some(m) = restored {
             tracing::info!(checkpoint = %m.id, "restored from checkpoint");
         }
+        let failed = trigger.clone();
         let run = Loop {
             coordinator,
             storage,
@@ -350,7 +351,15 @@ impl CoordinatorThread {
         };
         let thread = std::thread::Builder::new()
             .name("sabot-checkpoints".into())
-            .spawn(move || run.run())
+            .spawn(move || {
+                let r = run.run();
+                if let Err(e) = &r {
+                    // Tasks waiting for the final checkpoint must not wait forever.
+                    tracing::error!(error = %e, "checkpoint coordinator failed");
+                    failed.fail_job();
+                }
+                r
+            })
             .map_err(|source| RuntimeError::Spawn {
                 task: "checkpoint coordinator".into(),
                 source,

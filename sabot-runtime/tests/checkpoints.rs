@@ -127,3 +127,43 @@ fn a_changed_job_graph_is_a_clear_error_not_empty_state() {
         "{e}"
     );
 }
+
+#[test]
+fn a_failing_checkpoint_folder_fails_the_job_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    // The first checkpoint comes at once, the next 300 ms later: none is in flight
+    // while the folder is swapped, so only the coordinator meets the broken folder.
+    let setup = Setup {
+        interval: std::time::Duration::from_millis(300),
+        ..Setup::new(1_000_000, 2, StateConfig::memory())
+    };
+    let job = setup
+        .job(Some(&ckpt), None, &Epochs::default())
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while LocalStorage::open(&ckpt)
+        .and_then(|s| s.completed())
+        .map_or(true, |c| c.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint completed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The folder turns into a file: the next checkpoint cannot be begun.
+    std::fs::rename(&ckpt, dir.path().join("moved")).unwrap();
+    std::fs::write(&ckpt, b"not a folder").unwrap();
+    // A watchdog: a hang fails the test instead of holding up the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(job.join()));
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the job hung after its checkpoint coordinator failed");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains(&ckpt.display().to_string()), "{e}");
+}
