@@ -82,7 +82,12 @@ proptest! {
         int_key_only in any::<bool>(),
         lateness_ms in prop_oneof![Just(0i64), 0i64..400],
         rocksdb in any::<bool>(),
+        // Windows per pane: 1 is tumbling; 5 and 60 slide (without lateness).
+        ratio in prop_oneof![Just(1i64), Just(5), Just(60)],
     ) {
+        let slide_ms = if ratio == 1 { size_ms } else { (size_ms / ratio).max(1) };
+        let size_ms = slide_ms * ratio;
+        let lateness_ms = if ratio == 1 { lateness_ms } else { 0 };
         // A single Int64 key takes the integer fast path; two keys take the row format.
         let keys: Vec<String> = if int_key_only {
             vec!["shard".into()]
@@ -102,6 +107,7 @@ proptest! {
                 Aggregate::avg("value"),
             ],
         )
+        .with_slide(Duration::from_millis(slide_ms as u64))
         .with_allowed_lateness(Duration::from_millis(lateness_ms as u64));
         let metrics = Metrics::new();
         // Window contents live in the state backend: run the model against both.
@@ -134,15 +140,22 @@ proptest! {
             let end = (start + cut.next().unwrap()).min(rows.len());
             let chunk = &rows[start..end];
             for r in chunk {
-                let ws = r.ts.div_euclid(size_ms) * size_ms;
-                if ws + size_ms - 1 <= wm {
+                let pane = r.ts.div_euclid(slide_ms) * slide_ms;
+                if pane + slide_ms - 1 <= wm {
                     late += 1;
                 }
-                if ws + size_ms - 1 + lateness_ms <= wm {
+                if pane + size_ms - 1 + lateness_ms <= wm {
                     too_late += 1;
                     expected_side.push((r.key.clone(), r.shard, r.ts));
                     continue;
                 }
+                // Every window holding the row that has not fired yet (tumbling: its own
+                // window, updated within the allowed lateness).
+                let windows: Vec<i64> = (0..ratio)
+                    .map(|i| pane - i * slide_ms)
+                    .filter(|&ws| ratio == 1 || ws + size_ms - 1 > wm)
+                    .collect();
+                for ws in windows {
                 let k = if int_key_only { String::new() } else { r.key.clone() };
                 let e = expected.entry((k, r.shard, ws)).or_insert((0, 0, None, None, f64::NEG_INFINITY.to_bits(), None));
                 e.0 += 1;
@@ -153,6 +166,7 @@ proptest! {
                 }
                 e.4 = f64::from_bits(e.4).max(r.price).to_bits();
                 e.5 = e.2.map(|s| (s as f64 / e.1 as f64).to_bits());
+                }
             }
             let b = batch(chunk);
             op.on_batch(b.clone(), &mut out).unwrap();

@@ -62,7 +62,9 @@ mod stream;
 pub use sabot_core::arrow;
 pub use sabot_operators::Aggregate;
 pub use sabot_runtime::{JobConfig, JobResult, RuntimeError as Error};
-pub use stream::{KeyedStream, Stream, StreamEnv, TumblingWindow, WindowedStream};
+pub use stream::{
+    KeyedStream, SlidingWindow, Stream, StreamEnv, TumblingWindow, WindowedStream, Windows,
+};
 
 /// Result alias of the facade.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

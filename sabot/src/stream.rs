@@ -382,11 +382,12 @@ impl KeyedStream {
         &self.keys
     }
 
-    /// Groups the stream into event-time windows per key.
-    pub fn window(self, window: TumblingWindow) -> WindowedStream {
+    /// Groups the stream into event-time windows per key: [`TumblingWindow`] or
+    /// [`SlidingWindow`].
+    pub fn window(self, window: impl Into<Windows>) -> WindowedStream {
         WindowedStream {
             keyed: self,
-            window,
+            window: window.into(),
             allowed_lateness: Duration::ZERO,
         }
     }
@@ -439,11 +440,69 @@ impl TumblingWindow {
     }
 }
 
+/// Sliding event-time windows: a window of `size` every `slide` (which must divide
+/// `size`), aligned to the epoch. Each record is aggregated once, into its pane of
+/// length `slide`; a window combines its `size / slide` panes when it fires.
+///
+/// ```
+/// use std::time::Duration;
+/// use sabot::{Aggregate, SlidingWindow, StreamEnv};
+/// use sabot::operators::VecSource;
+/// use sabot::core::test_util::{keyed_batches, keyed_schema};
+///
+/// let env = StreamEnv::new();
+/// let per_minute_every_10s = env
+///     .source(VecSource::new(keyed_schema(), keyed_batches(1, 1_000, 100, 3, 100, 0)))
+///     .with_watermarks("ts", Duration::ZERO)
+///     .key_by(&["key"])
+///     .window(SlidingWindow::of(Duration::from_secs(60), Duration::from_secs(10)))
+///     .aggregate([Aggregate::count()])
+///     .collect();
+/// env.execute().unwrap();
+/// let rows: usize = per_minute_every_10s.batches().iter().map(|b| b.num_rows()).sum();
+/// // 100 s of events, 3 keys, one window every 10 s covering each instant 6 times.
+/// assert!(rows > 3 * 10);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SlidingWindow {
+    size: Duration,
+    slide: Duration,
+}
+
+impl SlidingWindow {
+    /// Windows of `size` starting every `slide`.
+    pub fn of(size: Duration, slide: Duration) -> Self {
+        SlidingWindow { size, slide }
+    }
+}
+
+/// The window kinds [`KeyedStream::window`] takes.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Windows {
+    /// Fixed, non-overlapping windows.
+    Tumbling(TumblingWindow),
+    /// Overlapping windows, one every slide.
+    Sliding(SlidingWindow),
+}
+
+impl From<TumblingWindow> for Windows {
+    fn from(w: TumblingWindow) -> Self {
+        Windows::Tumbling(w)
+    }
+}
+
+impl From<SlidingWindow> for Windows {
+    fn from(w: SlidingWindow) -> Self {
+        Windows::Sliding(w)
+    }
+}
+
 /// A keyed stream grouped into windows, from [`KeyedStream::window`].
 #[derive(Clone, Debug)]
 pub struct WindowedStream {
     keyed: KeyedStream,
-    window: TumblingWindow,
+    window: Windows,
     allowed_lateness: Duration,
 }
 
@@ -460,13 +519,20 @@ impl WindowedStream {
     /// `window_start`, `window_end` and one column per aggregate.
     pub fn aggregate(self, aggregates: impl IntoIterator<Item = Aggregate>) -> Stream {
         let KeyedStream { stream, keys } = self.keyed;
-        let factory = TumblingWindowFactory::new(
+        let (size, slide) = match self.window {
+            Windows::Tumbling(w) => (w.size, None),
+            Windows::Sliding(w) => (w.size, Some(w.slide)),
+        };
+        let mut factory = TumblingWindowFactory::new(
             keys,
             stream.time_column.clone(),
-            self.window.size,
+            size,
             aggregates.into_iter().collect(),
         )
         .with_allowed_lateness(self.allowed_lateness);
+        if let Some(slide) = slide {
+            factory = factory.with_slide(slide);
+        }
         stream.then(factory, None)
     }
 }

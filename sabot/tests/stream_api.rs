@@ -171,3 +171,57 @@ fn a_computed_column_of_the_wrong_type_or_length_is_a_clear_error() {
         assert!(e.contains("declared") || e.contains("rows"), "{e}");
     }
 }
+
+#[test]
+fn sliding_windows_at_parallelism_three_match_a_naive_count_per_window() {
+    // 2 s windows every 250 ms; the watermark trails by more than the jitter, so no
+    // record is late and every window holds exactly the records whose time it covers.
+    let (size, slide) = (2_000i64, 250i64);
+    let env = StreamEnv::new();
+    env.set_parallelism(3);
+    let out = env
+        .source(VecSource::new(keyed_schema(), input()))
+        .with_watermarks("ts", Duration::from_millis(50))
+        .key_by(&["key"])
+        .window(sabot::SlidingWindow::of(
+            Duration::from_millis(size as u64),
+            Duration::from_millis(slide as u64),
+        ))
+        .aggregate([Aggregate::count().alias("n"), Aggregate::sum("value")])
+        .collect();
+    env.execute().unwrap();
+
+    let mut want = std::collections::BTreeMap::<(i64, i64), (i64, i64)>::new();
+    for b in input() {
+        let (k, v, t) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            b.column(2).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let pane = t.value(i).div_euclid(slide) * slide;
+            for j in 0..size / slide {
+                let e = want.entry((k.value(i), pane - j * slide)).or_default();
+                e.0 += 1;
+                e.1 += v.value(i);
+            }
+        }
+    }
+    let mut got = std::collections::BTreeMap::new();
+    for b in out.batches() {
+        let col = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().clone();
+        let (k, ws, we, n, sum) = (
+            col("key"),
+            col("window_start"),
+            col("window_end"),
+            col("n"),
+            col("sum_value"),
+        );
+        for i in 0..b.num_rows() {
+            assert_eq!(we.value(i) - ws.value(i), size);
+            let prev = got.insert((k.value(i), ws.value(i)), (n.value(i), sum.value(i)));
+            assert!(prev.is_none(), "window emitted twice");
+        }
+    }
+    assert_eq!(got, want);
+}

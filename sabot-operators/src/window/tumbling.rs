@@ -52,6 +52,8 @@ pub struct TumblingWindowFactory {
     keys: Vec<String>,
     time_column: Option<String>,
     size: Duration,
+    /// Sliding windows: a new window every `slide` (a divisor of `size`).
+    slide: Option<Duration>,
     allowed_lateness: Duration,
     aggregates: Vec<Aggregate>,
 }
@@ -69,9 +71,26 @@ impl TumblingWindowFactory {
             keys,
             time_column,
             size,
+            slide: None,
             allowed_lateness: Duration::ZERO,
             aggregates,
         }
+    }
+
+    /// Makes the windows slide: a window of `size` starts every `slide` (which must
+    /// divide `size`), so each record is in `size / slide` windows (Flink's
+    /// `SlidingEventTimeWindows`, aligned to the epoch).
+    ///
+    /// Records are aggregated once, into the *pane* of length `slide` they fall in; a
+    /// window firing combines the stored aggregates of its `size / slide` panes per key,
+    /// so a record's contribution is computed once however many windows it is in
+    /// (Arroyo's sliding windows). A pane is dropped when the last window containing it
+    /// fires. A record arriving after some of its windows fired still counts in the
+    /// later ones; one after all of them goes to [`LATE_DATA`]. Allowed lateness is not
+    /// supported with sliding windows yet (a build error).
+    pub fn with_slide(mut self, slide: Duration) -> Self {
+        self.slide = Some(slide);
+        self
     }
 
     /// Keeps windows open for late updates for `lateness` after they fire.
@@ -100,6 +119,24 @@ impl TumblingWindowFactory {
                 self.size
             )));
         }
+        let slide_ms = match self.slide {
+            None => size_ms,
+            Some(slide) => {
+                let slide_ms = duration_millis(slide);
+                if slide_ms <= 0 || size_ms % slide_ms != 0 {
+                    return Err(self.invalid(format!(
+                        "the slide must be at least 1 ms and divide the window size: size {:?}, slide {slide:?}",
+                        self.size
+                    )));
+                }
+                if slide_ms < size_ms && !self.allowed_lateness.is_zero() {
+                    return Err(
+                        self.invalid("allowed lateness is not supported with sliding windows yet")
+                    );
+                }
+                slide_ms
+            }
+        };
         if self.keys.is_empty() {
             return Err(self.invalid("a keyed window needs at least one key column"));
         }
@@ -136,6 +173,7 @@ impl TumblingWindowFactory {
             key_idx,
             time_idx,
             size_ms,
+            slide_ms,
             lateness_ms: duration_millis(self.allowed_lateness).max(0),
             aggs,
             schema: Arc::new(Schema::new(fields)),
@@ -147,6 +185,8 @@ struct Bound {
     key_idx: Vec<usize>,
     time_idx: usize,
     size_ms: i64,
+    /// Panes (and window starts) every `slide_ms`; `== size_ms` for tumbling windows.
+    slide_ms: i64,
     lateness_ms: i64,
     aggs: Vec<BoundAggregate>,
     schema: SchemaRef,
@@ -154,7 +194,13 @@ struct Bound {
 
 impl OperatorFactory for TumblingWindowFactory {
     fn name(&self) -> String {
-        format!("tumbling_window({:?}, keys={:?})", self.size, self.keys)
+        match self.slide {
+            Some(slide) if slide != self.size => format!(
+                "sliding_window({:?} every {slide:?}, keys={:?})",
+                self.size, self.keys
+            ),
+            _ => format!("tumbling_window({:?}, keys={:?})", self.size, self.keys),
+        }
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
@@ -171,8 +217,13 @@ impl OperatorFactory for TumblingWindowFactory {
         let mut backend = ctx.open_state(&format!("window-{}", self.keys.join("-")))?;
         // The stored layout: key columns' types and each aggregate's slot. Restoring
         // state written with other keys or aggregates is a clear error.
+        let panes = if b.slide_ms < b.size_ms {
+            format!("/panes={}ms", b.slide_ms)
+        } else {
+            String::new()
+        };
         let fingerprint = format!(
-            "window-acc/1/keys={:?}/aggs={}",
+            "window-acc/1{panes}/keys={:?}/aggs={}",
             b.key_idx
                 .iter()
                 .map(|&i| input.field(i).data_type().to_string())
@@ -321,9 +372,45 @@ fn bad_value(reason: String) -> StateError {
 }
 
 impl TumblingWindowOp {
+    /// The pane of `ts`: its window's start for tumbling windows.
     #[inline]
     fn window_start(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.bound.size_ms)
+        ts - ts.rem_euclid(self.bound.slide_ms)
+    }
+
+    /// Whether windows slide (panes shorter than windows).
+    #[inline]
+    fn sliding(&self) -> bool {
+        self.bound.slide_ms < self.bound.size_ms
+    }
+
+    /// The first window containing pane `pane` that has not fired (its start); the pane
+    /// itself for tumbling windows. The pane must not be too late.
+    fn first_open_window(&self, pane: i64) -> i64 {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        let first = pane.saturating_sub(size - slide);
+        if self.watermark == Timestamp::MIN {
+            return first;
+        }
+        // The smallest window start `s` with `s + size - 1 > watermark`.
+        let need = self
+            .watermark
+            .millis()
+            .saturating_sub(size)
+            .saturating_add(2);
+        let aligned = need.saturating_sub(need.rem_euclid(slide));
+        let s = if aligned < need {
+            aligned.saturating_add(slide)
+        } else {
+            aligned
+        };
+        first.max(s)
+    }
+
+    /// Some window containing pane `pane` has fired already.
+    #[inline]
+    fn partly_late(&self, pane: i64) -> bool {
+        Timestamp::from_millis(pane.saturating_add(self.bound.slide_ms - 1)) <= self.watermark
     }
 
     /// The window's last millisecond: when it fires.
@@ -381,6 +468,10 @@ impl TumblingWindowOp {
             if self.firing.start.is_some_and(|s| s != start) {
                 self.emit_firing(out)?;
             }
+            if self.sliding() {
+                self.gather_panes(t.key, start)?;
+                continue;
+            }
             let wk = window_key(start);
             let first = self.firing.len();
             let width = self.width();
@@ -417,16 +508,87 @@ impl TumblingWindowOp {
         self.emit_firing(out)
     }
 
+    /// Sliding windows: gathers window `start` of key group `kg` from its panes, drops
+    /// the oldest pane (this was its last window) and registers the key group's next
+    /// window if a later pane holds anything.
+    fn gather_panes(&mut self, kg: KeyGroup, start: i64) -> Result<()> {
+        let (lo, hi) = (
+            window_key(start),
+            window_key(start.saturating_add(self.bound.size_ms)),
+        );
+        let width = self.width();
+        let firing = &mut self.firing;
+        let mut oldest: Vec<Vec<u8>> = Vec::new();
+        let mut later = false;
+        let mut bad = None;
+        self.backend
+            .scan_key_group(self.state, kg, &mut |pane, ns, value| {
+                if pane >= hi.as_slice() {
+                    return false;
+                }
+                if pane < lo.as_slice() {
+                    return true;
+                }
+                if value.is_empty() || !value.len().is_multiple_of(width) {
+                    bad = Some(value.len());
+                    return false;
+                }
+                firing.push(ns, value);
+                if pane == lo.as_slice() {
+                    oldest.push(ns.to_vec());
+                } else {
+                    later = true;
+                }
+                true
+            })?;
+        if let Some(len) = bad {
+            return Err(bad_value(format!(
+                "pane of window {start}: {len} bytes of aggregates, not a multiple of {width}"
+            ))
+            .into());
+        }
+        for ns in &oldest {
+            self.backend.delete(self.state, kg, &lo, ns)?;
+        }
+        if later {
+            let next = start.saturating_add(self.bound.slide_ms);
+            self.timers.register_event_time_timer(
+                kg,
+                (next, false),
+                Timestamp::from_millis(self.fire_time(next)),
+            );
+        }
+        self.firing.start = Some(start);
+        Ok(())
+    }
+
     /// Emits the window gathered in `firing`, if any.
     fn emit_firing(&mut self, out: &mut Output) -> Result<()> {
         let Some(start) = self.firing.start else {
             self.firing.clear();
             return Ok(());
         };
-        let n = self.firing.len();
+        let entries = self.firing.len();
+        // Tumbling: one entry per key. Sliding: one per key and pane, combined per key.
+        let (firsts, group_of): (Vec<usize>, Vec<usize>) = if self.sliding() {
+            let mut index: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::new();
+            let mut firsts = Vec::new();
+            let group_of = (0..entries)
+                .map(|i| {
+                    *index.entry(self.firing.key(i)).or_insert_with(|| {
+                        firsts.push(i);
+                        firsts.len() - 1
+                    })
+                })
+                .collect();
+            (firsts, group_of)
+        } else {
+            ((0..entries).collect(), (0..entries).collect())
+        };
+        let n = firsts.len();
         let keys: Vec<ArrayRef> = if self.keys.is_int64() {
             let mut ints = Vec::with_capacity(n);
-            for i in 0..n {
+            for &i in &firsts {
                 let k = self.firing.key(i);
                 let b = <[u8; 8]>::try_from(k).map_err(|_| {
                     bad_value(format!("window {start}: a {}-byte integer key", k.len()))
@@ -438,7 +600,7 @@ impl TumblingWindowOp {
             let parser = self.keys.converter().parser();
             self.keys
                 .converter()
-                .convert_rows((0..n).map(|i| parser.parse(self.firing.key(i))))?
+                .convert_rows(firsts.iter().map(|&i| parser.parse(self.firing.key(i))))?
         };
         let mut accs: Vec<Accumulator> = self
             .bound
@@ -448,8 +610,8 @@ impl TumblingWindowOp {
             .collect();
         accs.iter_mut().for_each(|a| a.reset(n));
         let width = self.width();
-        for i in 0..n {
-            if !merge_value(&mut accs, i, self.firing.value(i), width) {
+        for (i, &g) in group_of.iter().enumerate() {
+            if !merge_value(&mut accs, g, self.firing.value(i), width) {
                 return Err(bad_value(format!("window {start}: malformed aggregates")).into());
             }
         }
@@ -465,7 +627,10 @@ impl TumblingWindowOp {
         let words = self.max_parallelism.div_ceil(64);
         self.seen_key_groups.clear();
         self.seen_key_groups.resize(words, 0);
-        let (fire, cleanup) = (self.fire_time(start), self.cleanup_time(start));
+        // The pane's first window that has not fired (the pane's own for tumbling).
+        let window = self.first_open_window(start);
+        let sliding = self.sliding();
+        let (fire, cleanup) = (self.fire_time(window), self.cleanup_time(start));
         let mut register = |h: u64| {
             let kg = KeyGroup::of_hash(h, self.max_parallelism);
             let (word, bit) = (usize::from(kg.0) / 64, usize::from(kg.0) % 64);
@@ -474,11 +639,12 @@ impl TumblingWindowOp {
                 if !due {
                     self.timers.register_event_time_timer(
                         kg,
-                        (start, false),
+                        (window, false),
                         Timestamp::from_millis(fire),
                     );
                 }
-                if cleanup != fire {
+                // Sliding panes are dropped by their last window instead (no lateness).
+                if cleanup != fire && !sliding {
                     self.timers.register_event_time_timer(
                         kg,
                         (start, true),
@@ -630,7 +796,8 @@ impl Operator for TumblingWindowOp {
                 Some(rows) => RowSel::Some(rows),
             };
             let due = self.is_due(start);
-            if due {
+            // Late for at least one of its windows (for tumbling windows: its window).
+            if self.partly_late(start) {
                 self.late.add(match sel {
                     RowSel::All => ts.len(),
                     RowSel::Some(rows) => rows.len(),
