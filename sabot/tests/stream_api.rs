@@ -209,7 +209,12 @@ fn sliding_windows_at_parallelism_three_match_a_naive_count_per_window() {
     }
     let mut got = std::collections::BTreeMap::new();
     for b in out.batches() {
-        let col = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().clone();
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
         let (k, ws, we, n, sum) = (
             col("key"),
             col("window_start"),
