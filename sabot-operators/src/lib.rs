@@ -69,6 +69,7 @@ pub use traits::{
     SourcePoll, TaskContext,
 };
 pub use window::{
-    AggKind, Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory,
-    WINDOW_END, WINDOW_START, WINDOW_STATE,
+    AggKind, Aggregate, COUNT_WINDOW_STATE, CountWindowFactory, LATE_DATA, LATE_RECORDS,
+    LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_INDEX, WINDOW_START,
+    WINDOW_STATE,
 };

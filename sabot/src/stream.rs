@@ -10,7 +10,7 @@ use sabot_core::arrow::array::{ArrayRef, BooleanArray};
 use sabot_core::arrow::datatypes::DataType;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
-    Aggregate, BoxError, CollectSink, Collected, FilterFactory, FlatMapFactory,
+    Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
     KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory,
     ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory, WatermarkFactory,
     WithColumnFactory,
@@ -382,8 +382,9 @@ impl KeyedStream {
         &self.keys
     }
 
-    /// Groups the stream into event-time windows per key: [`TumblingWindow`] or
-    /// [`SlidingWindow`].
+    /// Groups the stream into windows per key: event-time [`TumblingWindow`] or
+    /// [`SlidingWindow`], or [`CountWindow`] (allowed lateness applies to event-time
+    /// windows only).
     pub fn window(self, window: impl Into<Windows>) -> WindowedStream {
         WindowedStream {
             keyed: self,
@@ -476,6 +477,21 @@ impl SlidingWindow {
     }
 }
 
+/// Count windows: every `size` records of a key, in arrival order, make one window
+/// (Flink's `countWindow`). Output: the key columns, `window_index` (0, 1, ... per key)
+/// and the aggregates; a key's unfinished window is not emitted at the end of input.
+#[derive(Clone, Copy, Debug)]
+pub struct CountWindow {
+    size: u64,
+}
+
+impl CountWindow {
+    /// Windows of `size` records per key.
+    pub fn of(size: u64) -> Self {
+        CountWindow { size }
+    }
+}
+
 /// The window kinds [`KeyedStream::window`] takes.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -484,6 +500,14 @@ pub enum Windows {
     Tumbling(TumblingWindow),
     /// Overlapping windows, one every slide.
     Sliding(SlidingWindow),
+    /// Windows of a number of records.
+    Count(CountWindow),
+}
+
+impl From<CountWindow> for Windows {
+    fn from(w: CountWindow) -> Self {
+        Windows::Count(w)
+    }
 }
 
 impl From<TumblingWindow> for Windows {
@@ -522,6 +546,11 @@ impl WindowedStream {
         let (size, slide) = match self.window {
             Windows::Tumbling(w) => (w.size, None),
             Windows::Sliding(w) => (w.size, Some(w.slide)),
+            Windows::Count(w) => {
+                let factory =
+                    CountWindowFactory::new(keys, w.size, aggregates.into_iter().collect());
+                return stream.then(factory, None);
+            }
         };
         let mut factory = TumblingWindowFactory::new(
             keys,

@@ -230,3 +230,43 @@ fn sliding_windows_at_parallelism_three_match_a_naive_count_per_window() {
     }
     assert_eq!(got, want);
 }
+
+#[test]
+fn count_windows_at_parallelism_two_close_every_n_records_per_key() {
+    let n = 7i64;
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    let out = env
+        .source(VecSource::new(keyed_schema(), input()))
+        .key_by(&["key"])
+        .window(sabot::CountWindow::of(n as u64))
+        .aggregate([Aggregate::count().alias("n"), Aggregate::sum("value")])
+        .collect();
+    env.execute().unwrap();
+
+    let mut per_key = std::collections::BTreeMap::<i64, i64>::new();
+    for b in input() {
+        for k in b.column(0).as_primitive::<Int64Type>().values() {
+            *per_key.entry(*k).or_default() += 1;
+        }
+    }
+    let mut windows = std::collections::BTreeMap::<i64, Vec<i64>>::new();
+    for b in out.batches() {
+        let col = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let (k, idx, cnt) = (col("key"), col("window_index"), col("n"));
+        for i in 0..b.num_rows() {
+            assert_eq!(cnt.value(i), n, "a count window holds exactly n records");
+            windows.entry(k.value(i)).or_default().push(idx.value(i));
+        }
+    }
+    for (k, total) in per_key {
+        let mut idx = windows.remove(&k).unwrap_or_default();
+        idx.sort_unstable();
+        assert_eq!(idx, (0..total / n).collect::<Vec<_>>(), "key {k}");
+    }
+}

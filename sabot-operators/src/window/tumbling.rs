@@ -323,7 +323,7 @@ impl Firing {
 /// Combines a stored value into group `g` of `accs`: one or more slot sets (one per
 /// merged partial aggregate; see [`StateBackend::prefers_merge`]). Returns `false` if the
 /// bytes are not whole slot sets.
-fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -> bool {
+pub(super) fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -> bool {
     if value.is_empty() || !value.len().is_multiple_of(width) {
         return false;
     }

@@ -1,0 +1,325 @@
+//! Keyed count windows: one result per key for every `size` records of that key.
+
+use std::sync::Arc;
+
+use sabot_core::arrow::array::{ArrayRef, Int64Array};
+use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::key::{KeyGroup, check_key_field};
+use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index};
+use sabot_state::{StateBackend, StateError, StateId};
+use sabot_time::TimerService;
+
+use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
+use super::groups::GroupTable;
+use super::tumbling::merge_value;
+use crate::keys::KeyColumns;
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+
+/// Name of the output column numbering a key's count windows (0, 1, 2, ...).
+pub const WINDOW_INDEX: &str = "window_index";
+/// Name of the count windows' state in the state backend (and in snapshots).
+pub const COUNT_WINDOW_STATE: &str = "count-window";
+
+/// Keyed count windows (Flink's `countWindow(size)`): every `size` records of a key, in
+/// the order the subtask receives them, make one window, emitted at once as one row —
+/// the key columns, [`WINDOW_INDEX`] and one column per aggregate. A key's unfinished
+/// window stays in the job's state backend (checkpointed and rescaled with its key
+/// group); it is not emitted at the end of input, as in Flink.
+///
+/// Arrival order decides which records share a window: with several upstream subtasks
+/// it is the order in which their batches happen to interleave.
+#[derive(Clone, Debug)]
+pub struct CountWindowFactory {
+    keys: Vec<String>,
+    size: u64,
+    aggregates: Vec<Aggregate>,
+}
+
+impl CountWindowFactory {
+    /// Windows of `size` records per key of `keys`, computing `aggregates`.
+    pub fn new(keys: Vec<String>, size: u64, aggregates: Vec<Aggregate>) -> Self {
+        CountWindowFactory {
+            keys,
+            size,
+            aggregates,
+        }
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> OperatorError {
+        OperatorError::InvalidPlan {
+            operator: self.name(),
+            reason: reason.into(),
+        }
+    }
+
+    fn bind(&self, input: &SchemaRef) -> Result<(Vec<usize>, Vec<BoundAggregate>, SchemaRef)> {
+        if self.size == 0 || self.size > i64::MAX as u64 {
+            return Err(self.invalid("a count window holds at least 1 record"));
+        }
+        if self.keys.is_empty() {
+            return Err(self.invalid("a keyed window needs at least one key column"));
+        }
+        if self.aggregates.is_empty() {
+            return Err(self.invalid("a window needs at least one aggregate"));
+        }
+        let mut key_idx = Vec::new();
+        let mut fields = Vec::new();
+        for k in &self.keys {
+            let i = column_index(input, k)?;
+            check_key_field(input.field(i))?;
+            key_idx.push(i);
+            fields.push(input.field(i).clone());
+        }
+        fields.push(Field::new(WINDOW_INDEX, DataType::Int64, false));
+        let aggs = self
+            .aggregates
+            .iter()
+            .map(|a| a.bind(input))
+            .collect::<Result<Vec<_>>>()?;
+        fields.extend(aggs.iter().map(|a| a.field.clone()));
+        let mut names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(self.invalid(format!(
+                "output column `{}` appears twice: give the aggregate an alias",
+                w[0]
+            )));
+        }
+        Ok((key_idx, aggs, Arc::new(Schema::new(fields))))
+    }
+}
+
+impl OperatorFactory for CountWindowFactory {
+    fn name(&self) -> String {
+        format!("count_window({}, keys={:?})", self.size, self.keys)
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.bind(input)?.2)
+    }
+
+    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
+        let (key_idx, aggs, schema) = self.bind(input)?;
+        let keys = KeyColumns::new(input, key_idx.clone())?;
+        let mut backend = ctx.open_state(&format!("count-window-{}", self.keys.join("-")))?;
+        let fingerprint = format!(
+            "count-window/1/size={}/keys={:?}/aggs={}",
+            self.size,
+            key_idx
+                .iter()
+                .map(|&i| input.field(i).data_type().to_string())
+                .collect::<Vec<_>>(),
+            aggs.iter()
+                .map(BoundAggregate::layout)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let state = backend.register(COUNT_WINDOW_STATE, &fingerprint)?;
+        let table = if keys.is_int64() {
+            GroupTable::for_int64()
+        } else {
+            GroupTable::for_rows(keys.converter())
+        };
+        Ok(Box::new(CountWindowOp {
+            size: self.size as i64,
+            accs: aggs.iter().map(BoundAggregate::new_accumulator).collect(),
+            aggs,
+            schema,
+            keys,
+            backend,
+            state,
+            table,
+            max_parallelism: ctx.max_parallelism,
+            timers: TimerService::new(ctx.max_parallelism),
+            watermark: Timestamp::MIN,
+            hashes: Vec::new(),
+        }))
+    }
+}
+
+struct CountWindowOp {
+    size: i64,
+    aggs: Vec<BoundAggregate>,
+    accs: Vec<Accumulator>,
+    schema: SchemaRef,
+    keys: KeyColumns,
+    /// Per key group and key: its next window's index (i64 LE), the records already in
+    /// that window (i64 LE) and, if any, their aggregates' slots.
+    backend: Box<dyn StateBackend>,
+    state: StateId,
+    table: GroupTable,
+    max_parallelism: usize,
+    /// Count windows have no timers; kept for the common snapshot layout.
+    timers: TimerService<KeyGroup, (i64, bool)>,
+    watermark: Timestamp,
+    hashes: Vec<u64>,
+}
+
+fn bad_value(reason: String) -> StateError {
+    StateError::BadValue {
+        state: COUNT_WINDOW_STATE.into(),
+        reason,
+    }
+}
+
+/// No slot yet for a key in this batch.
+const NONE: u32 = u32::MAX;
+
+impl Operator for CountWindowOp {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let keys = self.keys.of(&batch, &mut self.hashes)?;
+        self.table.clear();
+        let (table, hashes) = (&mut self.table, &self.hashes);
+        let key_of_row: Vec<u32> = (0..rows)
+            .map(|r| match &keys {
+                crate::keys::BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
+                crate::keys::BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
+            })
+            .collect();
+        let n = self.table.len();
+        let width: usize = self.accs.iter().map(Accumulator::width).sum();
+
+        // Each key's stored window: next index, records in it, their slots.
+        let mut index = vec![0i64; n];
+        let mut count = vec![0i64; n];
+        let mut stored: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut ns = Vec::new();
+        let mut buf = Vec::new();
+        for g in 0..n {
+            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            ns.clear();
+            self.table.key_bytes(g, &mut ns);
+            if self.backend.get(self.state, kg, &ns, b"", &mut buf)? {
+                let head = |at: usize| {
+                    buf.get(at..at + 8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(i64::from_le_bytes)
+                };
+                let (Some(i), Some(c)) = (head(0), head(8)) else {
+                    return Err(
+                        bad_value(format!("{} bytes, not a count window", buf.len())).into(),
+                    );
+                };
+                let slots = &buf[16..];
+                if (c == 0) != slots.is_empty() || (c > 0 && slots.len() != width) {
+                    return Err(bad_value(format!(
+                        "{c} records with {} bytes of aggregates, expected {width}",
+                        slots.len()
+                    ))
+                    .into());
+                }
+                index[g] = i;
+                count[g] = c;
+                stored[g] = (c > 0).then(|| slots.to_vec());
+            }
+        }
+
+        // Rows to window slots, in arrival order: a key's slot completes at `size`.
+        let mut slot_of_row = Vec::with_capacity(rows);
+        let mut slot_key: Vec<u32> = Vec::new();
+        let mut slot_index: Vec<i64> = Vec::new();
+        let mut first_slot = vec![NONE; n];
+        let mut current = vec![NONE; n];
+        let mut complete: Vec<u32> = Vec::new();
+        for &g in &key_of_row {
+            let g = g as usize;
+            if current[g] == NONE {
+                current[g] = slot_key.len() as u32;
+                slot_key.push(g as u32);
+                slot_index.push(index[g]);
+                if first_slot[g] == NONE {
+                    first_slot[g] = current[g];
+                }
+            }
+            slot_of_row.push(current[g]);
+            count[g] += 1;
+            if count[g] == self.size {
+                complete.push(current[g]);
+                current[g] = NONE;
+                count[g] = 0;
+                index[g] += 1;
+            }
+        }
+        let slots = slot_key.len();
+        let values = self
+            .aggs
+            .iter()
+            .map(|a| a.values(batch.columns()))
+            .collect::<Result<Vec<_>>>()?;
+        for (acc, v) in self.accs.iter_mut().zip(&values) {
+            acc.reset(slots);
+            acc.update(v.as_ref(), RowSel::All, &slot_of_row);
+        }
+        // A key's records from earlier batches belong to its first slot here.
+        for g in 0..n {
+            if let Some(s) = &stored[g]
+                && !merge_value(&mut self.accs, first_slot[g] as usize, s, width)
+            {
+                return Err(bad_value("malformed aggregates".into()).into());
+            }
+        }
+
+        if !complete.is_empty() {
+            let keys_of: Vec<u32> = complete.iter().map(|&s| slot_key[s as usize]).collect();
+            let mut cols = self
+                .table
+                .key_columns(self.keys.converter(), Some(&keys_of))?;
+            cols.push(Arc::new(Int64Array::from_iter_values(
+                complete.iter().map(|&s| slot_index[s as usize]),
+            )) as ArrayRef);
+            cols.extend(self.accs.iter().map(|a| a.finish(Some(&complete))));
+            out.batch(RecordBatch::try_new(self.schema.clone(), cols)?);
+        }
+
+        // What stays open per key.
+        let mut value = Vec::with_capacity(16 + width);
+        for g in 0..n {
+            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            ns.clear();
+            self.table.key_bytes(g, &mut ns);
+            value.clear();
+            value.extend_from_slice(&index[g].to_le_bytes());
+            value.extend_from_slice(&count[g].to_le_bytes());
+            if current[g] != NONE {
+                let s = current[g] as usize;
+                self.accs.iter().for_each(|a| a.encode(s, &mut value));
+            }
+            self.backend.put(self.state, kg, &ns, b"", &value)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(wm);
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        match self.snapshot_async(dir)? {
+            Some(w) => w.run(),
+            None => Ok(()),
+        }
+    }
+
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+        let backend = &mut self.backend;
+        let state = |d: &std::path::Path| {
+            let range = backend.key_groups();
+            backend.snapshot_async(d, range).map_err(Into::into)
+        };
+        crate::snapshot::write_async(dir, state, &self.timers, self.watermark).map(Some)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        let range = self.backend.key_groups();
+        let backend = &mut self.backend;
+        let state = |d: &[std::path::PathBuf]| backend.restore(d).map_err(Into::into);
+        self.watermark = crate::snapshot::read(dirs, state, &mut self.timers, range)?;
+        Ok(())
+    }
+}
