@@ -8,7 +8,9 @@ use sabot_core::arrow::array::ArrayRef;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::{RecordBatch, SchemaRef};
 
-use crate::{BoxError, Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
+use crate::{
+    BoxError, Morsels, Operator, OperatorError, OperatorFactory, Output, Result, TaskContext,
+};
 
 /// A user function from one batch to any number of batches of the declared schema.
 pub type FlatMapFn = dyn Fn(RecordBatch) -> Result<Vec<RecordBatch>, BoxError> + Send + Sync;
@@ -95,6 +97,7 @@ pub struct WithColumnFactory {
     data_type: DataType,
     nullable: bool,
     f: Arc<ColumnFn>,
+    morsels: Option<Morsels>,
 }
 
 impl WithColumnFactory {
@@ -109,7 +112,15 @@ impl WithColumnFactory {
             data_type,
             nullable: true,
             f: Arc::new(f),
+            morsels: None,
         }
+    }
+
+    /// Splits large batches into morsels computed on several threads (see [`Morsels`]);
+    /// the output batches keep the input's row order.
+    pub fn with_morsels(mut self, morsels: Morsels) -> Self {
+        self.morsels = Some(morsels);
+        self
     }
 
     fn op_name(&self) -> String {
@@ -165,6 +176,20 @@ struct WithColumnOp {
 
 impl Operator for WithColumnOp {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        match self.factory.morsels {
+            Some(m) => {
+                for b in m.run(&batch, |b| self.apply(b))? {
+                    out.batch(b);
+                }
+            }
+            None => out.batch(self.apply(batch)?),
+        }
+        Ok(())
+    }
+}
+
+impl WithColumnOp {
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let f = &self.factory;
         let column = (f.f)(&batch).map_err(|e| OperatorError::user(f.op_name(), e))?;
         let bad = |reason: String| OperatorError::InvalidPlan {
@@ -190,7 +215,6 @@ impl Operator for WithColumnOp {
             Some(i) => columns[i] = column,
             None => columns.push(column),
         }
-        out.batch(RecordBatch::try_new(self.schema.clone(), columns)?);
-        Ok(())
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }

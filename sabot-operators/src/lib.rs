@@ -46,6 +46,7 @@ mod columns;
 mod error;
 mod file_sink;
 mod keys;
+mod morsel;
 mod process;
 mod snapshot;
 mod stateless;
@@ -57,6 +58,7 @@ pub use builtin::{ChunkCursor, CollectSink, Collected, VecSource};
 pub use columns::{ColumnFn, FlatMapFactory, FlatMapFn, WithColumnFactory};
 pub use error::{BoxError, OperatorError, Result};
 pub use file_sink::TransactionalCsvSink;
+pub use morsel::Morsels;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
 };

@@ -11,7 +11,9 @@ use sabot_core::{BadRecordPolicy, Message, RecordBatch, SchemaRef, Timestamp, co
 use sabot_time::{WatermarkGenerator, WatermarkStrategy, WatermarkTracker};
 
 use crate::time_column::{check_time_field, event_times};
-use crate::{BoxError, Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
+use crate::{
+    BoxError, Morsels, Operator, OperatorError, OperatorFactory, Output, Result, TaskContext,
+};
 
 /// A user function from batch to batch.
 pub type MapFn = dyn Fn(RecordBatch) -> Result<RecordBatch, BoxError> + Send + Sync;
@@ -26,6 +28,7 @@ pub struct MapFactory {
     name: String,
     schema: Option<SchemaRef>,
     f: Arc<MapFn>,
+    morsels: Option<Morsels>,
 }
 
 impl MapFactory {
@@ -38,7 +41,15 @@ impl MapFactory {
             name: name.into(),
             schema: None,
             f: Arc::new(f),
+            morsels: None,
         }
+    }
+
+    /// Splits large batches into morsels mapped on several threads (see [`Morsels`]);
+    /// the output batches keep the input's row order.
+    pub fn with_morsels(mut self, morsels: Morsels) -> Self {
+        self.morsels = Some(morsels);
+        self
     }
 
     /// A map whose output has schema `schema`.
@@ -51,6 +62,7 @@ impl MapFactory {
             name: name.into(),
             schema: Some(schema),
             f: Arc::new(f),
+            morsels: None,
         }
     }
 }
@@ -78,6 +90,7 @@ impl OperatorFactory for MapFactory {
             name: self.name.clone(),
             schema: self.output_schema(input)?,
             f: self.f.clone(),
+            morsels: self.morsels,
         }))
     }
 }
@@ -86,10 +99,11 @@ struct MapOp {
     name: String,
     schema: SchemaRef,
     f: Arc<MapFn>,
+    morsels: Option<Morsels>,
 }
 
-impl Operator for MapOp {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+impl MapOp {
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let result = (self.f)(batch).map_err(|e| OperatorError::user(&self.name, e))?;
         let actual = result.schema();
         if !Arc::ptr_eq(&actual, &self.schema) && actual.fields() != self.schema.fields() {
@@ -99,7 +113,20 @@ impl Operator for MapOp {
                 actual,
             });
         }
-        out.batch(result);
+        Ok(result)
+    }
+}
+
+impl Operator for MapOp {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        match self.morsels {
+            Some(m) => {
+                for b in m.run(&batch, |b| self.apply(b))? {
+                    out.batch(b);
+                }
+            }
+            None => out.batch(self.apply(batch)?),
+        }
         Ok(())
     }
 }
@@ -110,6 +137,7 @@ impl Operator for MapOp {
 pub struct FilterFactory {
     name: String,
     predicate: Arc<PredicateFn>,
+    morsels: Option<Morsels>,
 }
 
 impl FilterFactory {
@@ -121,7 +149,15 @@ impl FilterFactory {
         FilterFactory {
             name: name.into(),
             predicate: Arc::new(predicate),
+            morsels: None,
         }
+    }
+
+    /// Splits large batches into morsels filtered on several threads (see [`Morsels`]);
+    /// the kept rows stay in order.
+    pub fn with_morsels(mut self, morsels: Morsels) -> Self {
+        self.morsels = Some(morsels);
+        self
     }
 }
 
@@ -146,6 +182,7 @@ impl OperatorFactory for FilterFactory {
         Ok(Box::new(FilterOp {
             name: self.name.clone(),
             predicate: self.predicate.clone(),
+            morsels: self.morsels,
         }))
     }
 }
@@ -153,10 +190,27 @@ impl OperatorFactory for FilterFactory {
 struct FilterOp {
     name: String,
     predicate: Arc<PredicateFn>,
+    morsels: Option<Morsels>,
 }
 
 impl Operator for FilterOp {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        match self.morsels {
+            Some(m) => {
+                for b in m.run(&batch, |b| self.apply(b))? {
+                    if b.num_rows() > 0 {
+                        out.batch(b);
+                    }
+                }
+            }
+            None => out.batch(self.apply(batch)?),
+        }
+        Ok(())
+    }
+}
+
+impl FilterOp {
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let mask = (self.predicate)(&batch).map_err(|e| OperatorError::user(&self.name, e))?;
         if mask.len() != batch.num_rows() {
             return Err(OperatorError::InvalidPlan {
@@ -169,11 +223,10 @@ impl Operator for FilterOp {
             });
         }
         if mask.null_count() == 0 && mask.true_count() == batch.num_rows() {
-            out.batch(batch);
+            Ok(batch)
         } else {
-            out.batch(filter_record_batch(&batch, &mask)?);
+            Ok(filter_record_batch(&batch, &mask)?)
         }
-        Ok(())
     }
 }
 
