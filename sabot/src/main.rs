@@ -402,6 +402,12 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     );
     if let Some(restored) = result.restored_from {
         println!("Continued from checkpoint {}", restored.0);
+        if events == 0 {
+            println!(
+                "All the input was already covered by checkpoint {}: this run only finished the job (no new output rows)",
+                restored.0
+            );
+        }
     }
     if args.checkpoint_dir.is_some() {
         println!("Checkpoints completed: {}", result.checkpoints.len());

@@ -122,6 +122,8 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
     // The job is finished: started again on the same folder, it adds nothing.
     let again = run().wait_with_output().unwrap();
     assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(text.contains("no new output rows"), "{text}");
     for kind in ["window-alerts", "spike-alerts"] {
         assert_eq!(
             committed(&out, kind),
