@@ -112,3 +112,36 @@ where
     }
     Ok(watermark)
 }
+
+/// [`write_async`] for an operator whose state is one backend.
+pub(crate) fn backend_write_async<K, N>(
+    dir: &Path,
+    backend: &mut Box<dyn sabot_state::StateBackend>,
+    timers: &TimerService<K, N>,
+    watermark: Timestamp,
+) -> Result<Option<SnapshotWrite>>
+where
+    K: TimerKey,
+    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+{
+    let state = |d: &Path| {
+        let range = backend.key_groups();
+        backend.snapshot_async(d, range).map_err(Into::into)
+    };
+    write_async(dir, state, timers, watermark).map(Some)
+}
+
+/// [`read`] for an operator whose state is one backend.
+pub(crate) fn backend_read<K, N>(
+    dirs: &[PathBuf],
+    backend: &mut Box<dyn sabot_state::StateBackend>,
+    timers: &mut TimerService<K, N>,
+) -> Result<Timestamp>
+where
+    K: TimerKey,
+    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+{
+    let range = backend.key_groups();
+    let state = |d: &[PathBuf]| backend.restore(d).map_err(Into::into);
+    read(dirs, state, timers, range)
+}

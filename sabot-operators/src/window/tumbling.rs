@@ -7,7 +7,7 @@ use std::time::Duration;
 use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
-use sabot_core::key::{KeyGroup, check_key_field};
+use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
@@ -145,30 +145,17 @@ impl TumblingWindowFactory {
         }
         let time_idx = column_index(input, time_column)?;
         check_time_field(input.field(time_idx))?;
-        let mut key_idx = Vec::with_capacity(self.keys.len());
-        let mut fields: Vec<Field> = Vec::new();
-        for k in &self.keys {
-            let i = column_index(input, k)?;
-            check_key_field(input.field(i))?;
-            key_idx.push(i);
-            fields.push(input.field(i).clone());
-        }
-        fields.push(Field::new(WINDOW_START, DataType::Int64, false));
-        fields.push(Field::new(WINDOW_END, DataType::Int64, false));
-        let aggs = self
-            .aggregates
-            .iter()
-            .map(|a| a.bind(input))
-            .collect::<Result<Vec<_>>>()?;
-        fields.extend(aggs.iter().map(|a| a.field.clone()));
-        let mut names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(self.invalid(format!(
-                "output column `{}` appears twice: give the aggregate an alias",
-                w[0]
-            )));
-        }
+        let window = vec![
+            Field::new(WINDOW_START, DataType::Int64, false),
+            Field::new(WINDOW_END, DataType::Int64, false),
+        ];
+        let super::KeyedOutput {
+            key_idx,
+            aggs,
+            fields,
+        } = super::keyed_output(input, &self.keys, window, &self.aggregates, |r| {
+            self.invalid(r)
+        })?;
         Ok(Bound {
             key_idx,
             time_idx,
@@ -834,19 +821,11 @@ impl Operator for TumblingWindowOp {
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
-        let backend = &mut self.backend;
-        let state = |d: &std::path::Path| {
-            let range = backend.key_groups();
-            backend.snapshot_async(d, range).map_err(Into::into)
-        };
-        crate::snapshot::write_async(dir, state, &self.timers, self.watermark).map(Some)
+        crate::snapshot::backend_write_async(dir, &mut self.backend, &self.timers, self.watermark)
     }
 
     fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
-        let range = self.backend.key_groups();
-        let backend = &mut self.backend;
-        let state = |d: &[std::path::PathBuf]| backend.restore(d).map_err(Into::into);
-        self.watermark = crate::snapshot::read(dirs, state, &mut self.timers, range)?;
+        self.watermark = crate::snapshot::backend_read(dirs, &mut self.backend, &mut self.timers)?;
         Ok(())
     }
 }
