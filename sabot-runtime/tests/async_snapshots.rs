@@ -28,6 +28,10 @@ struct Probe {
     fail_first: bool,
     /// The first snapshot's write finished.
     first_written: AtomicBool,
+    /// Writes of snapshots taken after the final watermark (the end of input) fail.
+    fail_after_end: bool,
+    /// The final watermark passed.
+    ended: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -48,6 +52,18 @@ impl OperatorFactory for ProbeFactory {
 }
 
 impl Operator for ProbeOp {
+    fn on_watermark(
+        &mut self,
+        wm: sabot_core::Timestamp,
+        out: &mut Output,
+    ) -> sabot_operators::Result<()> {
+        if wm == sabot_core::Timestamp::MAX {
+            self.0.ended.store(true, Ordering::SeqCst);
+        }
+        out.watermark(wm);
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> sabot_operators::Result<()> {
         self.0.processed.fetch_add(1, Ordering::SeqCst);
         out.batch(batch);
@@ -62,7 +78,14 @@ impl Operator for ProbeOp {
         let probe = self.0.clone();
         let dir = dir.to_path_buf();
         let at = probe.processed.load(Ordering::SeqCst);
+        let after_end = probe.ended.load(Ordering::SeqCst);
         Ok(Some(SnapshotWrite::new(move || {
+            if probe.fail_after_end && after_end {
+                return Err(failed(
+                    &dir,
+                    "injected failure after the end of input".into(),
+                ));
+            }
             if n == 0 {
                 // Wait (up to 5 s) for the task to process 20 more batches: it can only
                 // if this write does not hold it up.
@@ -93,6 +116,16 @@ fn failed(path: &std::path::Path, reason: String) -> OperatorError {
 }
 
 fn run(probe: Arc<Probe>, dir: &std::path::Path) -> sabot_runtime::JobResult {
+    let (r, rows) = try_run(probe, dir);
+    assert_eq!(rows, 400_000);
+    r.unwrap()
+}
+
+/// Runs the job; returns its result and the rows the sink received.
+fn try_run(
+    probe: Arc<Probe>,
+    dir: &std::path::Path,
+) -> (sabot_runtime::Result<sabot_runtime::JobResult>, usize) {
     let mut c = JobConfig::default();
     c.parallelism = 1;
     c.checkpoints = Some(CheckpointSettings::new(dir, Duration::from_millis(20)));
@@ -113,10 +146,9 @@ fn run(probe: Arc<Probe>, dir: &std::path::Path) -> sabot_runtime::JobResult {
     let p = g.add_operator(ex, Arc::new(ProbeFactory(probe)));
     let (sink, collected) = CollectSink::new();
     g.add_sink(p, Arc::new(sink));
-    let r = g.build().unwrap().run().unwrap();
+    let r = g.build().unwrap().run();
     let rows: usize = collected.batches().iter().map(|b| b.num_rows()).sum();
-    assert_eq!(rows, 400_000);
-    r
+    (r, rows)
 }
 
 #[test]
@@ -168,4 +200,24 @@ fn a_failed_snapshot_write_declines_its_checkpoint_and_the_job_goes_on() {
             .iter()
             .all(|m| m.id != CheckpointId(1))
     );
+}
+
+#[test]
+fn a_failed_final_checkpoint_fails_the_job_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Arc::new(Probe {
+        fail_after_end: true,
+        ..Probe::default()
+    });
+    // A watchdog: waiting forever for the final checkpoint fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || tx.send(try_run(probe, &path).0.map(|r| r.checkpoints)));
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the job hung when its final checkpoint failed");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("final checkpoint"), "{e}");
+    assert!(e.contains("injected failure after the end of input"), "{e}");
+    assert!(e.contains("run the job again"), "{e}");
 }
