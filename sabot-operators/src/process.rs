@@ -491,10 +491,7 @@ impl Operator for KeyedProcessOp {
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        match self.snapshot_async(dir)? {
-            Some(w) => w.run(),
-            None => Ok(()),
-        }
+        SnapshotWrite::finish(self.snapshot_async(dir)?)
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {

@@ -221,6 +221,12 @@ impl SnapshotWrite {
     pub fn run(self) -> Result<()> {
         (self.0)()
     }
+
+    /// Writes what [`Operator::snapshot_async`] left to write, if anything: how an
+    /// operator that snapshots in two phases implements [`Operator::snapshot`].
+    pub fn finish(write: Option<SnapshotWrite>) -> Result<()> {
+        write.map_or(Ok(()), SnapshotWrite::run)
+    }
 }
 
 impl Debug for SnapshotWrite {

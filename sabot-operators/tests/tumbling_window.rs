@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use sabot_core::KeyGroupRange;
 use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use sabot_core::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use sabot_core::metrics::Metrics;
@@ -14,7 +15,7 @@ use sabot_operators::{
     Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
     TumblingWindowFactory,
 };
-use sabot_state::{RocksDbConfig, StateConfig};
+use sabot_state::{MemoryBackend, RocksDbConfig, StateBackend, StateConfig};
 use sabot_time::{WatermarkGenerator, WatermarkStrategy};
 
 #[derive(Clone, Debug)]
@@ -191,6 +192,15 @@ proptest! {
         }
         op.on_end(&mut out).unwrap();
         emitted.extend(out.drain().map(|m| (i64::MAX, m)));
+        if !rocksdb {
+            // Every window (and sliding pane) fired is dropped from the state: nothing
+            // is left after the end of input.
+            let snap = dir.path().join("after-end");
+            op.snapshot(&snap).unwrap();
+            let mut left = MemoryBackend::new(128, KeyGroupRange::for_subtask(128, 1, 0));
+            left.restore(&[snap.join("state")]).unwrap();
+            prop_assert_eq!(left.len(), 0, "window state left after the end of input");
+        }
 
         let mut actual = Result::new();
         for (input_wm, m) in emitted {

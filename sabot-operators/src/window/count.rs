@@ -171,7 +171,10 @@ impl Operator for CountWindowOp {
         // Each key's stored window: next index, records in it, their slots.
         let mut index = vec![0i64; n];
         let mut count = vec![0i64; n];
-        let mut stored: Vec<Option<Vec<u8>>> = vec![None; n];
+        // The stored slots of every key's open window, back to back (no allocation
+        // per key), and where each key's are.
+        let mut stored: Vec<u8> = Vec::new();
+        let mut stored_at: Vec<Option<std::ops::Range<usize>>> = vec![None; n];
         let mut ns = Vec::new();
         let mut buf = Vec::new();
         for g in 0..n {
@@ -199,7 +202,10 @@ impl Operator for CountWindowOp {
                 }
                 index[g] = i;
                 count[g] = c;
-                stored[g] = (c > 0).then(|| slots.to_vec());
+                if c > 0 {
+                    stored_at[g] = Some(stored.len()..stored.len() + slots.len());
+                    stored.extend_from_slice(slots);
+                }
             }
         }
 
@@ -241,7 +247,8 @@ impl Operator for CountWindowOp {
         }
         // A key's records from earlier batches belong to its first slot here.
         for g in 0..n {
-            if let Some(s) = &stored[g]
+            if let Some(at) = stored_at[g].clone()
+                && let s = &stored[at]
                 && !merge_value(&mut self.accs, first_slot[g] as usize, s, width)
             {
                 return Err(bad_value("malformed aggregates".into()).into());
@@ -285,10 +292,7 @@ impl Operator for CountWindowOp {
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        match self.snapshot_async(dir)? {
-            Some(w) => w.run(),
-            None => Ok(()),
-        }
+        SnapshotWrite::finish(self.snapshot_async(dir)?)
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {

@@ -505,7 +505,9 @@ impl TumblingWindowOp {
         );
         let width = self.width();
         let firing = &mut self.firing;
-        let mut oldest: Vec<Vec<u8>> = Vec::new();
+        // The oldest pane's keys, back to back: they are deleted after the scan.
+        let mut oldest: Vec<u8> = Vec::new();
+        let mut oldest_ends: Vec<usize> = Vec::new();
         let mut later = false;
         let mut bad = None;
         self.backend
@@ -522,7 +524,8 @@ impl TumblingWindowOp {
                 }
                 firing.push(ns, value);
                 if pane == lo.as_slice() {
-                    oldest.push(ns.to_vec());
+                    oldest.extend_from_slice(ns);
+                    oldest_ends.push(oldest.len());
                 } else {
                     later = true;
                 }
@@ -534,8 +537,11 @@ impl TumblingWindowOp {
             ))
             .into());
         }
-        for ns in &oldest {
-            self.backend.delete(self.state, kg, &lo, ns)?;
+        let mut from = 0;
+        for end in oldest_ends {
+            self.backend
+                .delete(self.state, kg, &lo, &oldest[from..end])?;
+            from = end;
         }
         if later {
             let next = start.saturating_add(self.bound.slide_ms);
@@ -814,10 +820,7 @@ impl Operator for TumblingWindowOp {
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        match self.snapshot_async(dir)? {
-            Some(w) => w.run(),
-            None => Ok(()),
-        }
+        SnapshotWrite::finish(self.snapshot_async(dir)?)
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
