@@ -83,3 +83,23 @@ pub fn seed_from_env(var: &str) -> u64 {
     println!("{var}={seed}");
     seed
 }
+
+/// Every row of `batch` as text, cells as Arrow displays them, joined by commas (for
+/// comparing outputs as multisets of rows).
+///
+/// # Panics
+/// If a column cannot be displayed (a test helper).
+pub fn row_strings(batch: &RecordBatch) -> Vec<String> {
+    (0..batch.num_rows())
+        .map(|r| {
+            batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    arrow::util::display::array_value_to_string(c, r).expect("a displayable column")
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sabot_core::arrow::array::{ArrayRef, Int64Array};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use sabot_core::arrow::util::display::array_value_to_string;
 use sabot_core::key::hash_i64;
 use sabot_core::metrics::Metrics;
+use sabot_core::test_util::row_strings;
 use sabot_core::{KeyGroup, KeyGroupRange, Message, RecordBatch, Timestamp};
 use sabot_operators::{
     Aggregate, KeyedContext, KeyedProcessFactory, KeyedProcessFunction, Operator, OperatorFactory,
@@ -179,14 +179,7 @@ fn feed(ops: &mut [Box<dyn Operator>], msg: &Message, rows: &mut Vec<String>) {
 fn collect(out: &mut Output, rows: &mut Vec<String>) {
     for m in out.drain() {
         if let Message::Data(b) = m {
-            for r in 0..b.num_rows() {
-                let cells: Vec<String> = b
-                    .columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, r).unwrap())
-                    .collect();
-                rows.push(cells.join(","));
-            }
+            rows.extend(row_strings(&b));
         }
     }
 }

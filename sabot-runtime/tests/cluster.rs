@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::util::display::array_value_to_string;
+use sabot_core::test_util::row_strings;
 use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_operators::{
     Aggregate, CollectSink, Collected, TumblingWindowFactory, VecSource, WatermarkFactory,
@@ -51,14 +51,7 @@ fn rows(out: &[Collected]) -> Vec<String> {
     let mut rows = Vec::new();
     for c in out {
         for b in c.batches() {
-            for r in 0..b.num_rows() {
-                let cells: Vec<String> = b
-                    .columns()
-                    .iter()
-                    .map(|col| array_value_to_string(col, r).unwrap())
-                    .collect();
-                rows.push(cells.join(","));
-            }
+            rows.extend(row_strings(&b));
         }
     }
     rows.sort();

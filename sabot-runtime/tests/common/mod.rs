@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sabot_core::arrow::util::display::array_value_to_string;
+use sabot_core::test_util::row_strings;
 use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 use sabot_operators::{
@@ -81,14 +81,7 @@ impl SinkFactory for EpochSink {
 
 impl Sink for EpochWriter {
     fn write(&mut self, b: RecordBatch) -> sabot_operators::Result<()> {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, r).unwrap())
-                .collect();
-            self.rows.push(cells.join(","));
-        }
+        self.rows.extend(row_strings(&b));
         Ok(())
     }
     fn on_checkpoint(&mut self, id: CheckpointId) -> sabot_operators::Result<()> {
