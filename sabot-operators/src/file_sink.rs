@@ -72,7 +72,7 @@ impl SinkFactory for TransactionalCsvSink {
             prefix,
             current: None,
             pending: Vec::new(),
-            checkpoints: ctx.checkpoint_dir.clone(),
+            checkpointed: ctx.checkpoint_dir.is_some(),
         };
         writer.recover(ctx.restored_from)?;
         Ok(Box::new(writer))
@@ -86,7 +86,8 @@ struct CsvPartWriter {
     current: Option<BufWriter<File>>,
     /// Pre-committed parts: (checkpoint, hidden file).
     pending: Vec<(u64, PathBuf)>,
-    checkpoints: Option<PathBuf>,
+    /// Whether the job takes checkpoints (else the end of input commits everything).
+    checkpointed: bool,
 }
 
 impl CsvPartWriter {
@@ -203,7 +204,7 @@ impl Sink for CsvPartWriter {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if self.checkpoints.is_some() {
+        if self.checkpointed {
             // The final checkpoint's barrier came last and its completion commits the
             // pending parts. Rows after it would be covered by no checkpoint: a restart
             // could neither commit nor reproduce them.
