@@ -624,6 +624,10 @@ impl TumblingWindowOp {
         let window = self.first_open_window(start);
         let sliding = self.sliding();
         let (fire, cleanup) = (self.fire_time(window), self.cleanup_time(start));
+        // A cleanup timer is needed when the allowed lateness keeps the window past its
+        // own firing (compared with the window's own firing time: for a late update,
+        // `window` may be a later one).
+        let needs_cleanup = !sliding && cleanup != self.fire_time(start);
         let mut register = |h: u64| {
             let kg = KeyGroup::of_hash(h, self.max_parallelism);
             let (word, bit) = (usize::from(kg.0) / 64, usize::from(kg.0) % 64);
@@ -637,7 +641,7 @@ impl TumblingWindowOp {
                     );
                 }
                 // Sliding panes are dropped by their last window instead (no lateness).
-                if cleanup != fire && !sliding {
+                if needs_cleanup {
                     self.timers.register_event_time_timer(
                         kg,
                         (start, true),
