@@ -45,6 +45,7 @@ mod builtin;
 mod columns;
 mod error;
 mod file_sink;
+mod join;
 mod keys;
 mod morsel;
 mod process;
@@ -58,6 +59,7 @@ pub use builtin::{ChunkCursor, CollectSink, Collected, VecSource};
 pub use columns::{ColumnFn, FlatMapFactory, FlatMapFn, WithColumnFactory};
 pub use error::{BoxError, OperatorError, Result};
 pub use file_sink::TransactionalCsvSink;
+pub use join::{JOIN_LATE_RECORDS_DROPPED, JoinType, TimeJoinFactory};
 pub use morsel::Morsels;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
@@ -68,7 +70,7 @@ pub use stateless::{
 };
 pub use traits::{
     Operator, OperatorFactory, Output, Sink, SinkFactory, SnapshotWrite, Source, SourceFactory,
-    SourcePoll, TaskContext,
+    SourcePoll, TaskContext, TwoInputOperatorFactory,
 };
 pub use window::{
     AggKind, Aggregate, COUNT_WINDOW_STATE, CountWindowFactory, LATE_DATA, LATE_RECORDS,

@@ -165,6 +165,14 @@ pub trait Operator: Send {
     /// Handles a batch of records.
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()>;
 
+    /// Handles a batch from input `input` of a two-input operator (0: the first input,
+    /// 1: the second; see [`TwoInputOperatorFactory`]). The default handles it as
+    /// [`Operator::on_batch`], which is all a one-input operator ever gets.
+    fn on_batch_from(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let _ = input;
+        self.on_batch(batch, out)
+    }
+
     /// Handles a watermark: fire what it completes, then pass it on (the default).
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
         out.watermark(wm);
@@ -251,6 +259,34 @@ pub trait OperatorFactory: Send + Sync + Debug {
     fn side_outputs(&self, _input: &SchemaRef) -> Result<Vec<(&'static str, SchemaRef)>> {
         Ok(Vec::new())
     }
+}
+
+/// Describes an operator with two inputs (a join) and creates its instances.
+///
+/// Its instances are [`Operator`]s that get their batches through
+/// [`Operator::on_batch_from`] with the input's index, and one watermark: the smaller of
+/// the two inputs' (as in Flink's two-input operators). Both inputs must be partitioned
+/// the same way (both `key_by` on key columns of the same types), so that equal keys
+/// meet in the same subtask.
+pub trait TwoInputOperatorFactory: Send + Sync + Debug {
+    /// A short name for logs and errors.
+    fn name(&self) -> String;
+
+    /// The schema of the output for input schemas `left` and `right`, validating the
+    /// operator's settings against them when the job is built.
+    fn output_schema(&self, left: &SchemaRef, right: &SchemaRef) -> Result<SchemaRef>;
+
+    /// The key columns each input must be partitioned by (`key_by`), in order, or
+    /// `None` if the operator does not need co-partitioned inputs.
+    fn partition_keys(&self) -> Option<(Vec<String>, Vec<String>)>;
+
+    /// Creates the instance for one subtask.
+    fn create(
+        &self,
+        left: &SchemaRef,
+        right: &SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Box<dyn Operator>>;
 }
 
 /// What a source has to say when asked for more.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sabot_core::BadRecordPolicy;
 use sabot_core::key::DEFAULT_MAX_PARALLELISM;
-use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory};
+use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory, TwoInputOperatorFactory};
 use sabot_shuffle::flight::FlightConfig;
 use sabot_state::StateConfig;
 use sabot_time::{Clock, SystemClock};
@@ -30,6 +30,8 @@ pub enum Partitioning {
 pub(crate) enum NodeKind {
     Source(Arc<dyn SourceFactory>),
     Operator(Arc<dyn OperatorFactory>),
+    /// An operator reading two exchanges (its node's `input` and `input2`).
+    TwoInput(Arc<dyn TwoInputOperatorFactory>),
     Exchange(Partitioning),
     /// The side output `tag` of the operator it reads from.
     SideOutput(String),
@@ -41,6 +43,7 @@ impl NodeKind {
         match self {
             NodeKind::Source(f) => f.name(),
             NodeKind::Operator(f) => f.name(),
+            NodeKind::TwoInput(f) => f.name(),
             NodeKind::Exchange(Partitioning::Hash(k)) => format!("key_by({})", k.join(", ")),
             NodeKind::Exchange(Partitioning::RoundRobin) => "rebalance".into(),
             NodeKind::SideOutput(tag) => format!("side_output({tag})"),
@@ -59,6 +62,8 @@ impl fmt::Debug for NodeKind {
 pub(crate) struct Node {
     pub(crate) kind: NodeKind,
     pub(crate) input: Option<NodeId>,
+    /// The second input of a two-input operator.
+    pub(crate) input2: Option<NodeId>,
 }
 
 /// Settings of a job.
@@ -191,7 +196,11 @@ impl JobGraph {
     }
 
     fn add(&mut self, kind: NodeKind, input: Option<NodeId>) -> NodeId {
-        self.nodes.push(Node { kind, input });
+        self.nodes.push(Node {
+            kind,
+            input,
+            input2: None,
+        });
         NodeId(self.nodes.len() - 1)
     }
 
@@ -203,6 +212,20 @@ impl JobGraph {
     /// Adds an operator reading from `input`.
     pub fn add_operator(&mut self, input: NodeId, factory: Arc<dyn OperatorFactory>) -> NodeId {
         self.add(NodeKind::Operator(factory), Some(input))
+    }
+
+    /// Adds a two-input operator (a join) reading from `left` and `right`, which must
+    /// both be exchanges read by nothing else (`key_by` on the keys the operator names
+    /// in [`TwoInputOperatorFactory::partition_keys`]).
+    pub fn add_two_input(
+        &mut self,
+        left: NodeId,
+        right: NodeId,
+        factory: Arc<dyn TwoInputOperatorFactory>,
+    ) -> NodeId {
+        let id = self.add(NodeKind::TwoInput(factory), Some(left));
+        self.nodes[id.0].input2 = Some(right);
+        id
     }
 
     /// Adds an exchange reading from `input`: its output is redistributed over the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
 use sabot_core::{CoreError, SchemaRef, Timestamp};
-use sabot_operators::{Output, TaskContext};
+use sabot_operators::{Output, TaskContext, TwoInputOperatorFactory};
 use sabot_shuffle::flight::{ChannelId, ShuffleClient, ShuffleServer};
 use sabot_shuffle::queue::{self, FanInReceiver};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
@@ -116,6 +116,22 @@ impl JobGraph {
                 None => None,
             };
             let schema = match (&node.kind, input) {
+                (NodeKind::TwoInput(f), Some(left)) => {
+                    let right = match node.input2 {
+                        Some(NodeId(i)) if i < id => {
+                            children[i].push(NodeId(id));
+                            schemas[i].clone()
+                        }
+                        _ => {
+                            return Err(RuntimeError::InvalidGraph {
+                                reason: format!("`{name}` needs a second input"),
+                            });
+                        }
+                    };
+                    self.check_two_input(id, f.as_ref())?;
+                    f.output_schema(&left, &right)
+                        .map_err(|e| e.into_node(&name))?
+                }
                 (NodeKind::Source(f), None) => f.schema(),
                 (NodeKind::Operator(f), Some(input)) => {
                     f.output_schema(&input).map_err(|e| e.into_node(&name))?
@@ -168,6 +184,22 @@ impl JobGraph {
             };
             schemas.push(schema);
         }
+        // An exchange feeding a two-input operator feeds nothing else: its queues are
+        // the operator's.
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let NodeKind::TwoInput(_) = node.kind {
+                for input in [node.input, node.input2].into_iter().flatten() {
+                    if children[input.0].len() != 1 {
+                        return Err(RuntimeError::InvalidGraph {
+                            reason: format!(
+                                "`{}` reads an exchange that also feeds other nodes: key the stream again for each of them",
+                                self.nodes[id].kind.name()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         if !self
             .nodes
             .iter()
@@ -182,6 +214,36 @@ impl JobGraph {
             schemas,
             children,
         })
+    }
+}
+
+impl JobGraph {
+    /// Both inputs of two-input operator `id` are exchanges partitioned as it needs.
+    fn check_two_input(&self, id: usize, f: &dyn TwoInputOperatorFactory) -> Result<()> {
+        let node = &self.nodes[id];
+        let wanted = f.partition_keys();
+        for (side, input, keys) in [
+            ("first", node.input, wanted.as_ref().map(|w| &w.0)),
+            ("second", node.input2, wanted.as_ref().map(|w| &w.1)),
+        ] {
+            let Some(input) = input else { continue };
+            let ok = match (&self.nodes[input.0].kind, keys) {
+                (NodeKind::Exchange(Partitioning::Hash(k)), Some(keys)) => k == keys,
+                (NodeKind::Exchange(_), None) => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(RuntimeError::InvalidGraph {
+                    reason: format!(
+                        "the {side} input of `{}` must be an exchange{}",
+                        f.name(),
+                        keys.map(|k| format!(" partitioned by key_by({})", k.join(", ")))
+                            .unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -385,7 +447,8 @@ impl ChainCheckpoints {
 
 enum SubtaskInput {
     Source(Arc<dyn sabot_operators::SourceFactory>),
-    Exchange(FanInReceiver<Envelope>),
+    /// The fan-in over the task's exchanges, and how many exchanges it reads.
+    Exchange(FanInReceiver<Envelope>, usize),
 }
 
 impl Job {
@@ -420,42 +483,56 @@ impl Job {
         // `senders[exchange][downstream][upstream]`, each taken by its subtask.
         let mut senders: Senders = BTreeMap::new();
         let mut receivers: BTreeMap<usize, Vec<Option<FanInReceiver<Envelope>>>> = BTreeMap::new();
-        for (id, node) in self.graph.nodes.iter().enumerate() {
-            if !matches!(node.kind, NodeKind::Exchange(_)) {
-                continue;
+        // Each task reading exchanges gets one fan-in per subtask over all of them: an
+        // exchange's own task, or a two-input operator reading two (upstream channel
+        // `u` of its `i`-th input is the fan-in's channel `i * p + u`).
+        for (head, exchanges) in self.queue_heads() {
+            for &ex in &exchanges {
+                senders.insert(ex, Vec::with_capacity(p));
             }
-            let schema = &self.schemas[id];
-            let mut per_downstream = Vec::with_capacity(p);
             let mut inputs = Vec::with_capacity(p);
             for d in 0..p {
-                let mut row = Vec::with_capacity(p);
                 if local(d) {
-                    let (tx, rx) = queue::fan_in(p, c.queue_capacity);
-                    for (u, tx) in tx.into_iter().enumerate() {
-                        if local(u) {
-                            row.push(Some(Target::Local(tx)));
-                        } else if let Some(net) = &network {
-                            net.server
-                                .register(ChannelId::new(id, u, d), schema.clone(), tx);
-                            row.push(None);
+                    let (tx, rx) = queue::fan_in(exchanges.len() * p, c.queue_capacity);
+                    let mut tx = tx.into_iter();
+                    for &ex in &exchanges {
+                        let mut row = Vec::with_capacity(p);
+                        for (u, tx) in tx.by_ref().take(p).enumerate() {
+                            if local(u) {
+                                row.push(Some(Target::Local(tx)));
+                            } else if let Some(net) = &network {
+                                net.server.register_tagged(
+                                    ChannelId::new(ex, u, d),
+                                    self.schemas[ex].clone(),
+                                    tx,
+                                    self.exchange_tag(ex, u),
+                                );
+                                row.push(None);
+                            }
                         }
+                        senders.entry(ex).or_default().push(row);
                     }
                     inputs.push(Some(rx));
                 } else if let Some(net) = &network {
                     let client = net.client(owner(d))?;
-                    for u in 0..p {
-                        row.push(local(u).then(|| {
-                            Target::Remote(Some(
-                                client.open(ChannelId::new(id, u, d), schema.clone()),
-                            ))
-                        }));
+                    for &ex in &exchanges {
+                        let row =
+                            (0..p)
+                                .map(|u| {
+                                    local(u).then(|| {
+                                        Target::Remote(Some(client.open(
+                                            ChannelId::new(ex, u, d),
+                                            self.schemas[ex].clone(),
+                                        )))
+                                    })
+                                })
+                                .collect();
+                        senders.entry(ex).or_default().push(row);
                     }
                     inputs.push(None);
                 }
-                per_downstream.push(row);
             }
-            senders.insert(id, per_downstream);
-            receivers.insert(id, inputs);
+            receivers.insert(head, inputs);
         }
 
         // Checkpoints: continue from the newest complete one, then take new ones.
@@ -526,8 +603,9 @@ impl Job {
                 .graph
                 .nodes
                 .iter()
-                .filter(|n| matches!(n.kind, NodeKind::Source(_) | NodeKind::Exchange(_)))
-                .count();
+                .filter(|n| matches!(n.kind, NodeKind::Source(_)))
+                .count()
+                + self.queue_heads().len();
             let meta = BTreeMap::from([
                 ("job".to_string(), c.name.clone()),
                 ("parallelism".to_string(), p.to_string()),
@@ -555,12 +633,19 @@ impl Job {
 
         // Plan every subtask first, so that a creation error starts no thread.
         let mut plans = Vec::new();
+        let queue_heads: BTreeMap<usize, usize> = self
+            .queue_heads()
+            .into_iter()
+            .map(|(head, exchanges)| (head, exchanges.len()))
+            .collect();
         for (id, node) in self.graph.nodes.iter().enumerate() {
             let head_rx = receivers.get_mut(&id);
-            let source = match &node.kind {
-                NodeKind::Source(f) => Some(f.clone()),
-                NodeKind::Exchange(_) => None,
-                _ => continue,
+            let (source, inputs) = match &node.kind {
+                NodeKind::Source(f) => (Some(f.clone()), 0),
+                _ => match queue_heads.get(&id) {
+                    Some(&n) => (None, n),
+                    None => continue,
+                },
             };
             let mut head_rx = head_rx.map(std::mem::take).map(Vec::into_iter);
             for s in 0..p {
@@ -580,12 +665,32 @@ impl Job {
                     base: ck.base.for_task(plans.len()),
                     restore: ck.restore.clone(),
                 });
-                let chain = self
-                    .build_chain(NodeId(id), &ctx, &mut senders, task_ckpt.as_ref())
-                    .map_err(|e| e.in_node(node.kind.name()))?;
+                let chain = match &node.kind {
+                    NodeKind::TwoInput(f) => {
+                        let schema = |i: Option<NodeId>| i.map(|NodeId(i)| &self.schemas[i]);
+                        let (Some(left), Some(right)) = (schema(node.input), schema(node.input2))
+                        else {
+                            unreachable!("checked by build")
+                        };
+                        f.create(left, right, &ctx)
+                            .map_err(RuntimeError::from)
+                            .and_then(|op| {
+                                self.operator_node(
+                                    NodeId(id),
+                                    op,
+                                    &ctx,
+                                    &mut senders,
+                                    task_ckpt.as_ref(),
+                                )
+                            })
+                            .map(|n| vec![n])
+                    }
+                    _ => self.build_chain(NodeId(id), &ctx, &mut senders, task_ckpt.as_ref()),
+                }
+                .map_err(|e| e.in_node(node.kind.name()))?;
                 let input = match (&source, input_rx) {
                     (Some(f), _) => SubtaskInput::Source(f.clone()),
-                    (None, Some(rx)) => SubtaskInput::Exchange(rx),
+                    (None, Some(rx)) => SubtaskInput::Exchange(rx, inputs),
                     (None, None) => unreachable!("an exchange has one queue per subtask"),
                 };
                 let source_ckpt = match (&source, &chain_ckpt) {
@@ -639,7 +744,7 @@ impl Job {
             } = plan;
             let records = source_records.clone();
             let published = SharedWatermark::new();
-            if matches!(input, SubtaskInput::Exchange(_)) {
+            if matches!(input, SubtaskInput::Exchange(..)) {
                 watermarks.push(published.clone());
             }
             let tick_interval = c.tick_interval;
@@ -660,9 +765,10 @@ impl Job {
                             });
                             task::run_source(&f, &ctx, &mut chain, &records, &mut ticker, ck)
                         }
-                        SubtaskInput::Exchange(rx) => task::run_exchange_input(
+                        SubtaskInput::Exchange(rx, inputs) => task::run_exchange_input(
                             rx,
                             p,
+                            inputs,
                             &mut chain,
                             &mut ticker,
                             &published,
@@ -717,6 +823,80 @@ impl Job {
         names.join(" -> ")
     }
 
+    /// The tasks that read exchanges, each with the exchanges it reads: every exchange
+    /// not read by a two-input operator, and every two-input operator.
+    fn queue_heads(&self) -> Vec<(usize, Vec<usize>)> {
+        let nodes = &self.graph.nodes;
+        let read_by_two_input = |ex: usize| {
+            self.children[ex]
+                .iter()
+                .any(|c| matches!(nodes[c.0].kind, NodeKind::TwoInput(_)))
+        };
+        nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| match n.kind {
+                NodeKind::Exchange(_) if !read_by_two_input(id) => Some((id, vec![id])),
+                NodeKind::TwoInput(_) => Some((
+                    id,
+                    [n.input, n.input2]
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.0)
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What upstream subtask `u` of exchange `ex` tags its messages with: `u`, plus the
+    /// parallelism where the exchange is a two-input operator's second input (one
+    /// fan-in reads both).
+    fn exchange_tag(&self, ex: usize, u: usize) -> usize {
+        let second = self.children[ex].iter().any(|c| {
+            let n = &self.graph.nodes[c.0];
+            matches!(n.kind, NodeKind::TwoInput(_)) && n.input2 == Some(NodeId(ex))
+        });
+        if second {
+            u + self.graph.config.parallelism
+        } else {
+            u
+        }
+    }
+
+    /// Operator `id` with its side outputs and the chain below it, restored from the
+    /// checkpoint to continue from.
+    fn operator_node(
+        &self,
+        id: NodeId,
+        mut op: Box<dyn sabot_operators::Operator>,
+        ctx: &TaskContext,
+        senders: &mut Senders,
+        ckpt: Option<&ChainCheckpoints>,
+    ) -> Result<ChainNode> {
+        let kind = &self.graph.nodes[id.0].kind;
+        let mut sides = Vec::new();
+        for &side in &self.children[id.0] {
+            if let NodeKind::SideOutput(tag) = &self.graph.nodes[side.0].kind {
+                sides.push((tag.clone(), self.build_chain(side, ctx, senders, ckpt)?));
+            }
+        }
+        if let Some(ck) = ckpt {
+            let dirs = ck.restore_dirs(id.0, ctx.subtask, ctx.parallelism);
+            if !dirs.is_empty() {
+                op.restore(&dirs).map_err(|e| e.into_node(&kind.name()))?;
+            }
+        }
+        Ok(ChainNode::Operator {
+            op,
+            ckpt: ckpt.map(|ck| (ck.base.clone(), format!("op-{}-{}", id.0, ctx.subtask))),
+            out: Output::new(),
+            children: self.build_chain(id, ctx, senders, ckpt)?,
+            sides,
+        })
+    }
+
     /// The chain below `node`, up to the next exchanges and sinks.
     fn build_chain(
         &self,
@@ -733,34 +913,13 @@ impl Job {
                 let kind = &self.graph.nodes[child.0].kind;
                 Ok(Some(match kind {
                     NodeKind::Operator(f) => {
-                        let mut sides = Vec::new();
-                        for &side in &self.children[child.0] {
-                            if let NodeKind::SideOutput(tag) = &self.graph.nodes[side.0].kind {
-                                sides.push((
-                                    tag.clone(),
-                                    self.build_chain(side, ctx, senders, ckpt)?,
-                                ));
-                            }
-                        }
-                        let mut op = f
+                        let op = f
                             .create(input, ctx)
                             .map_err(|e| e.into_node(&kind.name()))?;
-                        if let Some(ck) = ckpt {
-                            let dirs = ck.restore_dirs(child.0, ctx.subtask, ctx.parallelism);
-                            if !dirs.is_empty() {
-                                op.restore(&dirs).map_err(|e| e.into_node(&kind.name()))?;
-                            }
-                        }
-                        ChainNode::Operator {
-                            op,
-                            ckpt: ckpt.map(|ck| {
-                                (ck.base.clone(), format!("op-{}-{}", child.0, ctx.subtask))
-                            }),
-                            out: Output::new(),
-                            children: self.build_chain(child, ctx, senders, ckpt)?,
-                            sides,
-                        }
+                        self.operator_node(child, op, ctx, senders, ckpt)?
                     }
+                    // Heads of their own tasks.
+                    NodeKind::TwoInput(_) => return Ok(None),
                     // Built with the operator it belongs to.
                     NodeKind::SideOutput(_) => return Ok(None),
                     NodeKind::Sink(f) => ChainNode::Sink {
@@ -770,7 +929,7 @@ impl Job {
                         records: ctx.metrics.counter(SINK_RECORDS),
                     },
                     NodeKind::Exchange(p) => ChainNode::Exchange(ExchangeWriter {
-                        me: ctx.subtask,
+                        me: self.exchange_tag(child.0, ctx.subtask),
                         partitioner: match p {
                             Partitioning::Hash(keys) => {
                                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();

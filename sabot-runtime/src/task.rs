@@ -52,6 +52,12 @@ pub(crate) enum ChainNode {
 
 impl ChainNode {
     pub(crate) fn push(&mut self, msg: Message) -> Result<()> {
+        self.push_from(0, msg)
+    }
+
+    /// Pushes a message that came from input `input` (a two-input operator's second
+    /// input is 1; everything else is 0).
+    pub(crate) fn push_from(&mut self, input: usize, msg: Message) -> Result<()> {
         match self {
             ChainNode::Operator {
                 op,
@@ -62,7 +68,7 @@ impl ChainNode {
             } => {
                 let end = matches!(msg, Message::EndOfStream);
                 match msg {
-                    Message::Data(b) => op.on_batch(b, out)?,
+                    Message::Data(b) => op.on_batch_from(input, b, out)?,
                     Message::Watermark(wm) => op.on_watermark(wm, out)?,
                     Message::EndOfStream => op.on_end(out)?,
                     Message::Barrier(b) => {
@@ -212,6 +218,8 @@ pub(crate) enum Partitioner {
 
 /// The upstream end of an exchange: partitions batches and broadcasts control messages.
 pub(crate) struct ExchangeWriter {
+    /// What this subtask's messages are tagged with downstream: its index, plus the
+    /// parallelism times the input's index where the reader reads two exchanges.
     pub(crate) me: usize,
     pub(crate) partitioner: Partitioner,
     pub(crate) targets: Vec<Target>,
@@ -394,12 +402,16 @@ pub(crate) fn run_source(
 /// data through the chain until every upstream subtask ended.
 pub(crate) fn run_exchange_input(
     input: FanInReceiver<Envelope>,
-    upstreams: usize,
+    parallelism: usize,
+    inputs: usize,
     chain: &mut [ChainNode],
     ticker: &mut Ticker,
     published: &SharedWatermark,
     checkpoints: Option<TaskCheckpoints>,
 ) -> Result<()> {
+    // A two-input task reads `parallelism` channels of each input: the watermark is
+    // the smallest over all of them.
+    let upstreams = parallelism * inputs;
     let mut tracker = WatermarkTracker::new(upstreams);
     tracker.start(ticker.now());
     let mut idle = false;
@@ -466,7 +478,14 @@ pub(crate) fn run_exchange_input(
             let advanced = match msg {
                 Message::Data(b) => {
                     let wm = tracker.on_data(from, now)?;
-                    push_all(chain, Message::Data(b))?;
+                    match from / parallelism.max(1) {
+                        0 => push_all(chain, Message::Data(b))?,
+                        i => {
+                            for n in chain.iter_mut() {
+                                n.push_from(i, Message::Data(b.clone()))?;
+                            }
+                        }
+                    }
                     wm
                 }
                 Message::Watermark(wm) => tracker.on_watermark(from, wm, now)?,

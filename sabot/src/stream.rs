@@ -11,9 +11,9 @@ use sabot_core::arrow::datatypes::DataType;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
-    KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory,
-    ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory, WatermarkFactory,
-    WithColumnFactory,
+    JoinType, KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory,
+    ProjectFactory, SinkFactory, SourceFactory, TimeJoinFactory, TumblingWindowFactory,
+    TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
 use sabot_state::StateConfig;
@@ -425,6 +425,119 @@ impl KeyedStream {
         let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
         let factory = KeyedProcessFactory::new(name, &keys, output, make);
         self.stream.process(factory)
+    }
+}
+
+impl KeyedStream {
+    /// Joins this stream (the left input) with `other` (the right input) where their key
+    /// columns are equal (pairwise, of the same types); then say how with
+    /// [`JoinedStreams::interval`] or [`JoinedStreams::window`]. Both streams must come
+    /// from the same [`StreamEnv`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sabot::StreamEnv;
+    /// use sabot::operators::VecSource;
+    /// use sabot::core::test_util::int64_batch;
+    ///
+    /// let env = StreamEnv::new();
+    /// let bids = int64_batch(&[("auction", vec![1, 2, 1]), ("price", vec![5, 6, 7]), ("ts", vec![10, 20, 90])]);
+    /// let auctions = int64_batch(&[("auction", vec![1, 2]), ("opened", vec![0, 15])]);
+    /// let bids = env.source(VecSource::new(bids.schema(), vec![bids]))
+    ///     .with_watermarks("ts", Duration::ZERO).key_by(&["auction"]);
+    /// let auctions = env.source(VecSource::new(auctions.schema(), vec![auctions]))
+    ///     .with_watermarks("opened", Duration::ZERO).key_by(&["auction"]);
+    /// // Bids placed within 50 ms after their auction opened.
+    /// let early = bids.join(auctions).interval(-50, 0).collect();
+    /// env.execute().unwrap();
+    /// assert_eq!(early.num_rows(), 2); // the bids at 10 and 20; not the one at 90
+    /// ```
+    pub fn join(self, other: KeyedStream) -> JoinedStreams {
+        assert!(
+            Rc::ptr_eq(&self.stream.graph, &other.stream.graph),
+            "KeyedStream::join: both streams must come from the same StreamEnv"
+        );
+        JoinedStreams {
+            left: self,
+            right: other,
+            join_type: JoinType::Inner,
+        }
+    }
+}
+
+/// Two keyed streams to join, from [`KeyedStream::join`].
+#[derive(Clone, Debug)]
+pub struct JoinedStreams {
+    left: KeyedStream,
+    right: KeyedStream,
+    join_type: JoinType,
+}
+
+impl JoinedStreams {
+    /// A left outer join: left rows that match nothing are emitted too, with nulls in the
+    /// right columns, once no partner can arrive any more (default: inner join).
+    pub fn left_outer(mut self) -> Self {
+        self.join_type = JoinType::LeftOuter;
+        self
+    }
+
+    fn add(self, factory: impl TwoInputOperatorFactory + 'static) -> Stream {
+        let time_column = self.left.stream.time_column.clone();
+        let graph = self.left.stream.graph.clone();
+        let node = graph.borrow_mut().add_two_input(
+            self.left.stream.node,
+            self.right.stream.node,
+            Arc::new(factory),
+        );
+        Stream {
+            graph,
+            node,
+            time_column,
+        }
+    }
+
+    fn key_refs(keys: &[String]) -> Vec<&str> {
+        keys.iter().map(String::as_str).collect()
+    }
+
+    /// An interval join on event time: a right row joins a left row of the same key when
+    /// `right.ts` is in `[left.ts + lower_ms, left.ts + upper_ms]` (Flink's
+    /// `intervalJoin(..).between(lower, upper)`). Output: the left columns, then the
+    /// right ones (see [`TimeJoinFactory`](sabot_operators::TimeJoinFactory)); event time
+    /// stays the left input's.
+    pub fn interval(self, lower_ms: i64, upper_ms: i64) -> Stream {
+        let factory = TimeJoinFactory::interval_ms(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+            "",
+            "",
+            lower_ms,
+            upper_ms,
+        )
+        .with_time_columns(
+            self.left.stream.time_column(),
+            self.right.stream.time_column(),
+        )
+        .with_join_type(self.join_type);
+        self.add(factory)
+    }
+
+    /// A window join: rows of the same key in the same tumbling event-time window join;
+    /// the output adds the window's `window_start` and `window_end`.
+    pub fn window(self, window: TumblingWindow) -> Stream {
+        let factory = TimeJoinFactory::window(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+            "",
+            "",
+            window.size,
+        )
+        .with_time_columns(
+            self.left.stream.time_column(),
+            self.right.stream.time_column(),
+        )
+        .with_join_type(self.join_type);
+        self.add(factory)
     }
 }
 

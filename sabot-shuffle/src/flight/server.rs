@@ -32,6 +32,8 @@ use crate::{Result, ShuffleError};
 struct Registration {
     schema: SchemaRef,
     tx: FanInSender<Delivery>,
+    /// The index deliveries are tagged with.
+    tag: usize,
 }
 
 #[derive(Default)]
@@ -152,11 +154,24 @@ impl ShuffleServer {
     /// within [`FlightConfig::connect_timeout`], `tx` gets a
     /// [`ShuffleError::NoUpstream`].
     pub fn register(&self, channel: ChannelId, schema: SchemaRef, tx: FanInSender<Delivery>) {
+        self.register_tagged(channel, schema, tx, channel.upstream as usize);
+    }
+
+    /// [`register`](Self::register), with deliveries tagged `tag` instead of the upstream
+    /// subtask's index (a subtask reading several exchanges through one fan-in tells
+    /// them apart by it).
+    pub fn register_tagged(
+        &self,
+        channel: ChannelId,
+        schema: SchemaRef,
+        tx: FanInSender<Delivery>,
+        tag: usize,
+    ) {
         self.registry
             .channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(channel, Registration { schema, tx });
+            .insert(channel, Registration { schema, tx, tag });
         self.registry.changed.notify_waiters();
         let registry = self.registry.clone();
         let timeout = self.config.connect_timeout;
@@ -164,9 +179,7 @@ impl ShuffleServer {
             tokio::time::sleep(timeout).await;
             if let Some(mut r) = registry.take_now(channel) {
                 let error = ShuffleError::NoUpstream { channel, timeout };
-                let _ =
-                    r.tx.push_async((channel.upstream as usize, Err(error)))
-                        .await;
+                let _ = r.tx.push_async((r.tag, Err(error))).await;
             }
         });
     }
@@ -237,11 +250,11 @@ async fn receive(
     mut frames: Streaming<FlightData>,
     mut decoder: FrameDecoder,
     mut tx: FanInSender<Delivery>,
+    upstream: usize,
     replies: mpsc::UnboundedSender<std::result::Result<PutResult, Status>>,
     peer: String,
 ) {
     let channel = decoder.channel();
-    let upstream = channel.upstream as usize;
     let reply = |r: Reply| {
         let _ = replies.send(Ok(PutResult {
             app_metadata: r.to_bytes(),
@@ -313,7 +326,11 @@ impl FlightService for Service {
             .ok_or_else(|| Status::invalid_argument("empty shuffle stream"))?;
         let decoder = FrameDecoder::open(&first).map_err(|e| status(&e))?;
         let channel = decoder.channel();
-        let Some(Registration { schema, mut tx }) = self
+        let Some(Registration {
+            schema,
+            mut tx,
+            tag,
+        }) = self
             .registry
             .take(channel, self.config.connect_timeout)
             .await
@@ -332,14 +349,14 @@ impl FlightService for Service {
                 ),
             };
             let s = status(&e);
-            let _ = tx.push_async((channel.upstream as usize, Err(e))).await;
+            let _ = tx.push_async((tag, Err(e))).await;
             return Err(s);
         }
         let (replies, out) = mpsc::unbounded_channel();
         let _ = replies.send(Ok(PutResult {
             app_metadata: Reply::Credit(self.config.initial_credits).to_bytes(),
         }));
-        tokio::spawn(receive(frames, decoder, tx, replies, peer));
+        tokio::spawn(receive(frames, decoder, tx, tag, replies, peer));
         self.open.fetch_add(1, Ordering::AcqRel);
         Ok(Response::new(Box::pin(Replies {
             inner: UnboundedReceiverStream::new(out),
