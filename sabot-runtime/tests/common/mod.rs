@@ -168,7 +168,7 @@ impl Chaos {
 /// A pass-through operator that fails where its [`Chaos`] says. Its snapshot writes a
 /// file, so that restores call it.
 #[derive(Debug)]
-struct ChaosFactory(Arc<Chaos>);
+pub struct ChaosFactory(pub Arc<Chaos>);
 
 struct ChaosOp(Arc<Chaos>);
 
