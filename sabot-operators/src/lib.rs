@@ -59,7 +59,7 @@ pub use builtin::{ChunkCursor, CollectSink, Collected, VecSource};
 pub use columns::{ColumnFn, FlatMapFactory, FlatMapFn, WithColumnFactory};
 pub use error::{BoxError, OperatorError, Result};
 pub use file_sink::TransactionalCsvSink;
-pub use join::{JOIN_LATE_RECORDS_DROPPED, JoinType, TimeJoinFactory};
+pub use join::{CHANGELOG_OP, JOIN_LATE_RECORDS_DROPPED, JoinFactory, JoinType, LookupJoinFactory};
 pub use morsel::Morsels;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,

@@ -13,7 +13,8 @@ use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::random::SplitMix64;
 use sabot_core::{RecordBatch, SchemaRef};
 use sabot_operators::{
-    JoinType, MapFactory, TimeJoinFactory, TwoInputOperatorFactory, VecSource, WatermarkFactory,
+    JoinFactory, JoinType, LookupJoinFactory, MapFactory, TwoInputOperatorFactory, VecSource,
+    WatermarkFactory,
 };
 use sabot_runtime::{CheckpointSettings, JobConfig, JobGraph, Partitioning};
 use sabot_state::{RocksDbConfig, StateConfig};
@@ -60,6 +61,10 @@ fn batches(schema: &SchemaRef, rows: &[(i64, i64, i64)], size: usize) -> Vec<Rec
 enum Kind {
     Interval(i64, i64),
     Window(i64),
+    /// A regular join without TTL.
+    Regular,
+    /// An event-time lookup join (every right row is an upsert).
+    Temporal,
 }
 
 struct Case {
@@ -79,12 +84,25 @@ impl Case {
         }
     }
 
-    fn factory(&self) -> TimeJoinFactory {
+    fn factory(&self) -> Arc<dyn TwoInputOperatorFactory> {
+        let join_type = if self.outer {
+            JoinType::LeftOuter
+        } else {
+            JoinType::Inner
+        };
         let f = match self.kind {
-            Kind::Interval(lo, hi) => {
-                TimeJoinFactory::interval_ms(&["key"], &["key"], "ts", "r_ts", lo, hi)
+            Kind::Regular => JoinFactory::regular(&["key"], &["key"]),
+            Kind::Temporal => {
+                return Arc::new(
+                    LookupJoinFactory::new(&["key"], &["key"])
+                        .event_time(Some("ts"), Some("r_ts"))
+                        .with_join_type(join_type),
+                );
             }
-            Kind::Window(size) => TimeJoinFactory::window(
+            Kind::Interval(lo, hi) => {
+                JoinFactory::interval_ms(&["key"], &["key"], "ts", "r_ts", lo, hi)
+            }
+            Kind::Window(size) => JoinFactory::window(
                 &["key"],
                 &["key"],
                 "ts",
@@ -92,23 +110,32 @@ impl Case {
                 Duration::from_millis(size as u64),
             ),
         };
-        f.with_join_type(if self.outer {
-            JoinType::LeftOuter
-        } else {
-            JoinType::Inner
-        })
+        Arc::new(f.with_join_type(join_type))
     }
 
     /// The nested-loop answer, rendered as the sink renders rows.
     fn expected(&self) -> Vec<String> {
         let mut out = Vec::new();
         for l in &self.left {
+            if let Kind::Temporal = self.kind {
+                let version = self
+                    .right
+                    .iter()
+                    .filter(|r| r.0 == l.0 && r.1 <= l.1)
+                    .max_by_key(|r| r.1);
+                if version.is_some() || self.outer {
+                    out.push(self.render(l, version));
+                }
+                continue;
+            }
             let mut any = false;
             for r in &self.right {
                 let hit = l.0 == r.0
                     && match self.kind {
                         Kind::Interval(lo, hi) => r.1 >= l.1 + lo && r.1 <= l.1 + hi,
                         Kind::Window(size) => l.1.div_euclid(size) == r.1.div_euclid(size),
+                        Kind::Regular => true,
+                        Kind::Temporal => unreachable!(),
                     };
                 if hit {
                     any = true;
@@ -159,7 +186,7 @@ impl Case {
         let left = g.add_exchange(left, Partitioning::Hash(vec!["key".into()]));
         let right = side(&mut g, &self.right, "r_ts", "r_value");
         let right = g.add_exchange(right, Partitioning::Hash(vec!["key".into()]));
-        let join = g.add_two_input(left, right, Arc::new(self.factory()));
+        let join = g.add_two_input(left, right, self.factory());
         g.add_sink(join, Arc::new(EpochSink(epochs.clone())));
         g
     }
@@ -234,6 +261,19 @@ fn left_outer_window_join_matches_the_model_at_parallelism_1_and_3() {
     case.check(3, rocksdb(&dir));
 }
 
+#[test]
+fn regular_and_temporal_joins_match_the_model_at_parallelism_3() {
+    let mut case = Case::new(Kind::Regular, false, N / 3);
+    case.check(1, StateConfig::memory());
+    case.check(3, StateConfig::memory());
+    case.kind = Kind::Temporal;
+    case.outer = true;
+    assert!(case.expected().iter().any(|r| r.ends_with(",,")));
+    case.check(3, StateConfig::memory());
+    let dir = tempfile::tempdir().unwrap();
+    case.check(3, rocksdb(&dir));
+}
+
 /// A failure in the middle of a checkpointed run; the job is started again on its
 /// folder: the committed rows are exactly the model's.
 fn recovers(kind: Kind, outer: bool, state: StateConfig) {
@@ -270,6 +310,11 @@ fn interval_join_recovers_exactly_once() {
 }
 
 #[test]
+fn temporal_join_recovers_exactly_once() {
+    recovers(Kind::Temporal, false, StateConfig::memory());
+}
+
+#[test]
 fn window_join_recovers_exactly_once_on_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     recovers(Kind::Window(25), false, rocksdb(&dir));
@@ -291,7 +336,7 @@ fn build_errors() {
     )));
     let a = g.add_exchange(a, Partitioning::Hash(vec!["value".into()]));
     let b = g.add_exchange(b, Partitioning::Hash(vec!["key".into()]));
-    let f = TimeJoinFactory::interval_ms(&["key"], &["key"], "ts", "ts", 0, 1);
+    let f = JoinFactory::interval_ms(&["key"], &["key"], "ts", "ts", 0, 1);
     let j = g.add_two_input(a, b, Arc::new(f.clone()));
     g.add_sink(j, Arc::new(EpochSink(Epochs::default())));
     let e = g.build().unwrap_err().to_string();

@@ -11,8 +11,8 @@ use sabot_core::arrow::datatypes::DataType;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
-    JoinType, KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, MapFactory, OperatorFactory,
-    ProjectFactory, SinkFactory, SourceFactory, TimeJoinFactory, TumblingWindowFactory,
+    JoinFactory, JoinType, KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, LookupJoinFactory,
+    MapFactory, OperatorFactory, ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory,
     TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
@@ -503,10 +503,10 @@ impl JoinedStreams {
     /// An interval join on event time: a right row joins a left row of the same key when
     /// `right.ts` is in `[left.ts + lower_ms, left.ts + upper_ms]` (Flink's
     /// `intervalJoin(..).between(lower, upper)`). Output: the left columns, then the
-    /// right ones (see [`TimeJoinFactory`](sabot_operators::TimeJoinFactory)); event time
+    /// right ones (see [`JoinFactory`](sabot_operators::JoinFactory)); event time
     /// stays the left input's.
     pub fn interval(self, lower_ms: i64, upper_ms: i64) -> Stream {
-        let factory = TimeJoinFactory::interval_ms(
+        let factory = JoinFactory::interval_ms(
             &Self::key_refs(&self.left.keys),
             &Self::key_refs(&self.right.keys),
             "",
@@ -522,10 +522,77 @@ impl JoinedStreams {
         self.add(factory)
     }
 
+    /// A regular join: every pair of rows of equal key, whatever their times, each side
+    /// kept in state for `ttl` of processing time after it arrived (`None`: for ever,
+    /// for inputs over a bounded key space). A left outer regular join is a changelog:
+    /// an `op` column says `+I` or `-D` (a left row emitted with nulls is retracted when
+    /// its first partner comes).
+    pub fn regular(self, ttl: Option<Duration>) -> Stream {
+        let mut factory = JoinFactory::regular(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+        )
+        .with_join_type(self.join_type);
+        if let Some(ttl) = ttl {
+            factory = factory.with_ttl(ttl, false);
+        }
+        self.add(factory)
+    }
+
+    /// [`JoinedStreams::regular`] with each row kept until the watermark passes its
+    /// event time plus `ttl` (deterministic, unlike a processing-time TTL).
+    pub fn regular_with_event_time_ttl(self, ttl: Duration) -> Stream {
+        let factory = JoinFactory::regular(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+        )
+        .with_ttl(ttl, true)
+        .with_time_columns(
+            self.left.stream.time_column(),
+            self.right.stream.time_column(),
+        )
+        .with_join_type(self.join_type);
+        self.add(factory)
+    }
+
+    /// A lookup join in processing time: the right input is a table's changelog (each
+    /// row upserts its key's version, or deletes it where `op_column` says `-D` or
+    /// `-U`), and each left row joins its key's current version when it arrives.
+    pub fn lookup(self, op_column: Option<&str>) -> Stream {
+        let mut factory = LookupJoinFactory::new(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+        )
+        .with_join_type(self.join_type);
+        if let Some(op) = op_column {
+            factory = factory.with_op_column(op);
+        }
+        self.add(factory)
+    }
+
+    /// A lookup join in event time (Flink's temporal table join): each left row joins
+    /// its key's version current at the left row's event time (the right input's event
+    /// time is the version time), once the watermark has passed it.
+    pub fn temporal(self, op_column: Option<&str>) -> Stream {
+        let mut factory = LookupJoinFactory::new(
+            &Self::key_refs(&self.left.keys),
+            &Self::key_refs(&self.right.keys),
+        )
+        .event_time(
+            self.left.stream.time_column(),
+            self.right.stream.time_column(),
+        )
+        .with_join_type(self.join_type);
+        if let Some(op) = op_column {
+            factory = factory.with_op_column(op);
+        }
+        self.add(factory)
+    }
+
     /// A window join: rows of the same key in the same tumbling event-time window join;
     /// the output adds the window's `window_start` and `window_end`.
     pub fn window(self, window: TumblingWindow) -> Stream {
-        let factory = TimeJoinFactory::window(
+        let factory = JoinFactory::window(
             &Self::key_refs(&self.left.keys),
             &Self::key_refs(&self.right.keys),
             "",

@@ -1,13 +1,13 @@
 //! Joins of two keyed streams.
 //!
-//! - [`TimeJoinFactory`]: event-time bounded joins, the interval join (a right row joins
-//!   a left row of the same key when `right.ts` lies in `[left.ts + lower, left.ts +
-//!   upper]`) and the window join (both rows in the same tumbling window). Rows are kept
-//!   in keyed state only while a partner can still arrive: the watermark drops them.
-//! - [`RegularJoinFactory`]: an unbounded equi-join on key columns, each side kept in
-//!   state until its time to live runs out.
+//! - [`JoinFactory`]: joins that keep both sides in keyed state. The interval join (a
+//!   right row joins a left row of the same key when `right.ts` lies in `[left.ts +
+//!   lower, left.ts + upper]`) and the window join (both rows in the same tumbling
+//!   window) keep rows only while a partner can still arrive: the watermark drops them.
+//!   The regular join keeps them for ever or for a time to live.
 //! - [`LookupJoinFactory`]: every left row looks up the right side's version of its key
-//!   that was current at the left row's event time (a table kept from a changelog).
+//!   that was current at the left row's event time (or at its arrival): the right side is
+//!   a table kept from a changelog.
 //!
 //! All of them: inner or left outer ([`JoinType`]), keys of the same types on both sides
 //! (both inputs `key_by` them, so equal keys meet in one subtask), state in the job's
@@ -18,10 +18,12 @@
 //! right column whose name the left side already has renamed to `{name}_right`. A left
 //! outer join makes the right columns nullable.
 
+mod lookup;
 mod rows;
-mod time;
+mod stored;
 
-pub use time::{JOIN_LATE_RECORDS_DROPPED, TimeJoinFactory};
+pub use lookup::LookupJoinFactory;
+pub use stored::{CHANGELOG_OP, JOIN_LATE_RECORDS_DROPPED, JoinFactory};
 
 use std::sync::Arc;
 

@@ -4,13 +4,14 @@
 //! A stored row is an entry of the side's state: key = the join key (8 bytes LE for a
 //! single `Int64` key, Arrow's row format otherwise), namespace = the row's event time
 //! (8 bytes, big-endian with the sign bit flipped, so that byte order is time order)
-//! followed by the whole row in Arrow's row format, value = how many times that row
-//! arrived (u32 LE) and whether it matched anything yet (u8, for outer joins).
+//! (or its arrival time, under a processing-time TTL) followed by the whole row in Arrow's
+//! row format, value = how many times that row arrived (u32 LE) and how many of those
+//! have matched nothing yet (u32 LE; outer joins emit or retract that many outer rows).
 //! Identical rows share one entry: the join emits them as often as they arrived.
 
 use std::sync::Arc;
 
-use sabot_core::arrow::array::{ArrayRef, Int64Array, UInt32Array, new_null_array};
+use sabot_core::arrow::array::{ArrayRef, Int64Array, StringArray, UInt32Array, new_null_array};
 use sabot_core::arrow::compute::take;
 use sabot_core::arrow::row::{RowConverter, Rows, SortField};
 use sabot_core::{RecordBatch, SchemaRef};
@@ -31,18 +32,19 @@ pub(crate) fn split_namespace(ns: &[u8]) -> Option<(i64, &[u8])> {
     Some((t as i64, row))
 }
 
-/// A stored entry's value: (count, matched).
+/// A stored entry's value: (count, unmatched).
 #[inline]
-pub(crate) fn entry(value: &[u8]) -> Option<(u32, bool)> {
+pub(crate) fn entry(value: &[u8]) -> Option<(u32, u32)> {
     let count = u32::from_le_bytes(value.get(..4)?.try_into().ok()?);
-    Some((count, *value.get(4)? != 0))
+    let unmatched = u32::from_le_bytes(value.get(4..8)?.try_into().ok()?);
+    Some((count, unmatched))
 }
 
 /// Writes an entry's value.
 #[inline]
-pub(crate) fn write_entry(out: &mut Vec<u8>, count: u32, matched: bool) {
+pub(crate) fn write_entry(out: &mut Vec<u8>, count: u32, unmatched: u32) {
     out.extend_from_slice(&count.to_le_bytes());
-    out.push(u8::from(matched));
+    out.extend_from_slice(&unmatched.to_le_bytes());
 }
 
 /// A state entry that is not what a join writes: the state is corrupt or foreign.
@@ -92,10 +94,12 @@ pub(crate) struct Pairs {
     /// Per output row: the index of its right row, or `None`.
     right_of: Vec<Option<u32>>,
     extra: Vec<Vec<i64>>,
+    /// Per output row, whether it retracts an earlier one; `None`: an append-only output.
+    retract: Option<Vec<bool>>,
 }
 
 impl Pairs {
-    pub(crate) fn new(extra_columns: usize) -> Self {
+    pub(crate) fn new(extra_columns: usize, changelog: bool) -> Self {
         Pairs {
             left: Vec::new(),
             left_ends: Vec::new(),
@@ -103,6 +107,7 @@ impl Pairs {
             right_ends: Vec::new(),
             right_of: Vec::new(),
             extra: vec![Vec::new(); extra_columns],
+            retract: changelog.then(Vec::new),
         }
     }
 
@@ -119,8 +124,18 @@ impl Pairs {
 
     /// Adds `times` output rows of `left` with right row `right` (from
     /// [`add_right`](Self::add_right)) or nulls, and these extra column values.
-    pub(crate) fn push(&mut self, left: &[u8], right: Option<u32>, extra: &[i64], times: u32) {
+    pub(crate) fn push(
+        &mut self,
+        left: &[u8],
+        right: Option<u32>,
+        extra: &[i64],
+        times: u32,
+        retract: bool,
+    ) {
         for _ in 0..times {
+            if let Some(r) = &mut self.retract {
+                r.push(retract);
+            }
             self.left.extend_from_slice(left);
             self.left_ends.push(self.left.len());
             self.right_of.push(right);
@@ -166,6 +181,11 @@ impl Pairs {
         }
         for extra in &mut self.extra {
             cols.push(Arc::new(Int64Array::from(std::mem::take(extra))));
+        }
+        if let Some(r) = &mut self.retract {
+            cols.push(Arc::new(StringArray::from_iter_values(
+                r.drain(..).map(|r| if r { "-D" } else { "+I" }),
+            )));
         }
         self.left.clear();
         self.left_ends.clear();

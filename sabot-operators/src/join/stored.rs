@@ -1,4 +1,5 @@
-//! Event-time bounded joins: interval join and window join.
+//! Joins that keep both sides in keyed state: the interval join and the window join
+//! (bounded by event time), and the regular join (bounded by a time to live, if any).
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
 use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
 use sabot_state::{StateBackend, StateId};
-use sabot_time::TimerService;
+use sabot_time::{TimeDomain, TimerService};
 
 use super::rows::{Pairs, SideRows, bad_entry, entry, split_namespace, time_key, write_entry};
 use super::{JoinColumns, JoinType, join_columns, side_fingerprint};
@@ -23,6 +24,10 @@ use crate::{
 /// passed their event time (their partners may be gone).
 pub const JOIN_LATE_RECORDS_DROPPED: &str = "join.late_records_dropped";
 
+/// The column of a changelog output (a regular left outer join): `+I` for a row
+/// inserted, `-D` for an earlier row retracted.
+pub const CHANGELOG_OP: &str = "op";
+
 /// Which rows of the other side a row can join.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Bound {
@@ -30,6 +35,17 @@ enum Bound {
     Interval { lower: i64, upper: i64 },
     /// The same tumbling window `[start, start + size)`.
     Window { size: i64 },
+    /// Any time (a regular join): a row stays `ttl` after its event time (`Event`) or its
+    /// arrival (`Processing`), or for ever.
+    Regular(Ttl),
+}
+
+/// How long a regular join keeps a row.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Ttl {
+    Forever,
+    Event(i64),
+    Processing(i64),
 }
 
 impl Bound {
@@ -40,7 +56,26 @@ impl Bound {
                 (ts.saturating_add(lower), ts.saturating_add(upper))
             }
             Bound::Window { size } => window_range(ts, size),
+            Bound::Regular(_) => (i64::MIN, i64::MAX),
         }
+    }
+
+    /// When a row stored at time `ts` (its event time, or its arrival under a
+    /// processing-time TTL) on side `right` can be deleted: the watermark reached the
+    /// last time a partner may have, or its time to live ran out.
+    fn expiry(self, right: bool, ts: i64) -> i64 {
+        match self {
+            Bound::Regular(Ttl::Forever) => i64::MAX,
+            Bound::Regular(Ttl::Event(ttl) | Ttl::Processing(ttl)) => ts.saturating_add(ttl),
+            _ if right => self.left_range(ts).1,
+            _ => self.right_range(ts).1,
+        }
+    }
+
+    /// Whether rows are bounded by event time (late ones are dropped, and outer rows
+    /// come once no partner can arrive).
+    fn is_time_bounded(self) -> bool {
+        !matches!(self, Bound::Regular(_))
     }
 
     /// The event times of left rows a right row at `ts` joins (inclusive).
@@ -50,13 +85,14 @@ impl Bound {
                 (ts.saturating_sub(upper), ts.saturating_sub(lower))
             }
             Bound::Window { size } => window_range(ts, size),
+            Bound::Regular(_) => (i64::MIN, i64::MAX),
         }
     }
 
     /// The extra output columns' values for a pair whose left row is at `ts`.
     fn extra(self, ts: i64) -> Vec<i64> {
         match self {
-            Bound::Interval { .. } => Vec::new(),
+            Bound::Interval { .. } | Bound::Regular(_) => Vec::new(),
             Bound::Window { size } => {
                 let (start, last) = window_range(ts, size);
                 vec![start, last.saturating_add(1)]
@@ -85,11 +121,11 @@ fn window_range(ts: i64, size: i64) -> (i64, i64) {
 /// use sabot_core::metrics::Metrics;
 /// use sabot_core::{Message, Timestamp};
 /// use sabot_core::test_util::int64_batch;
-/// use sabot_operators::{TaskContext, TimeJoinFactory, TwoInputOperatorFactory, Output};
+/// use sabot_operators::{TaskContext, JoinFactory, TwoInputOperatorFactory, Output};
 ///
 /// let bids = int64_batch(&[("auction", vec![1, 2]), ("ts", vec![10, 20])]);
 /// let auctions = int64_batch(&[("id", vec![1]), ("opened", vec![5])]);
-/// let join = TimeJoinFactory::interval(
+/// let join = JoinFactory::interval(
 ///     &["auction"], &["id"], "ts", "opened",
 ///     Duration::from_millis(10), Duration::ZERO, true, // auction opened up to 10 ms before
 /// );
@@ -102,7 +138,7 @@ fn window_range(ts: i64, size: i64) -> (i64, i64) {
 /// assert_eq!(pairs.num_rows(), 1); // bid on auction 1 at 10, auction opened at 5
 /// ```
 #[derive(Clone, Debug)]
-pub struct TimeJoinFactory {
+pub struct JoinFactory {
     left_keys: Vec<String>,
     right_keys: Vec<String>,
     left_time: Option<String>,
@@ -111,7 +147,7 @@ pub struct TimeJoinFactory {
     join_type: JoinType,
 }
 
-impl TimeJoinFactory {
+impl JoinFactory {
     /// An interval join: a right row joins a left row of equal key when `right.ts` lies
     /// in `[left.ts - before, left.ts + after]` (`before_negative = true`), or in
     /// `[left.ts + before, left.ts + after]` (`false`): Flink's `between(lower, upper)`
@@ -146,7 +182,7 @@ impl TimeJoinFactory {
         lower: i64,
         upper: i64,
     ) -> Self {
-        TimeJoinFactory {
+        JoinFactory {
             left_keys: left_keys.iter().map(|k| (*k).to_owned()).collect(),
             right_keys: right_keys.iter().map(|k| (*k).to_owned()).collect(),
             left_time: Some(left_time.to_owned()),
@@ -165,7 +201,7 @@ impl TimeJoinFactory {
         right_time: &str,
         size: Duration,
     ) -> Self {
-        TimeJoinFactory {
+        JoinFactory {
             left_keys: left_keys.iter().map(|k| (*k).to_owned()).collect(),
             right_keys: right_keys.iter().map(|k| (*k).to_owned()).collect(),
             left_time: Some(left_time.to_owned()),
@@ -175,6 +211,37 @@ impl TimeJoinFactory {
             },
             join_type: JoinType::Inner,
         }
+    }
+
+    /// A regular join: every pair of rows of equal key, whenever they arrive, each row
+    /// kept in state for ever (see [`with_ttl`](Self::with_ttl)). No event time needed.
+    /// A left outer regular join emits a left row with nulls at once when nothing
+    /// matches, and retracts it when a partner comes: its output has a
+    /// [`CHANGELOG_OP`] column, `+I` (insert) or `-D` (delete), as Flink's changelog.
+    pub fn regular(left_keys: &[&str], right_keys: &[&str]) -> Self {
+        JoinFactory {
+            left_keys: left_keys.iter().map(|k| (*k).to_owned()).collect(),
+            right_keys: right_keys.iter().map(|k| (*k).to_owned()).collect(),
+            left_time: None,
+            right_time: None,
+            bound: Bound::Regular(Ttl::Forever),
+            join_type: JoinType::Inner,
+        }
+    }
+
+    /// A regular join's state time to live: each row is dropped `ttl` after it arrived,
+    /// in processing time (Flink's `table.exec.state.ttl`), or `ttl` after its event
+    /// time once the watermark passes that (`event_time`: set the time columns with
+    /// [`with_time_columns`](Self::with_time_columns)). Expired rows join nothing
+    /// more, even before they are deleted.
+    pub fn with_ttl(mut self, ttl: Duration, event_time: bool) -> Self {
+        let ms = duration_millis(ttl);
+        self.bound = Bound::Regular(if event_time {
+            Ttl::Event(ms)
+        } else {
+            Ttl::Processing(ms)
+        });
+        self
     }
 
     /// Sets the event-time columns; `None` says that input has no event time (a build
@@ -198,8 +265,27 @@ impl TimeJoinFactory {
         }
     }
 
-    fn bind(&self, left: &SchemaRef, right: &SchemaRef) -> Result<(JoinColumns, usize, usize)> {
+    /// Whether the rows' event times are read.
+    fn needs_time(&self) -> bool {
+        !matches!(
+            self.bound,
+            Bound::Regular(Ttl::Forever | Ttl::Processing(_))
+        )
+    }
+
+    fn bind(
+        &self,
+        left: &SchemaRef,
+        right: &SchemaRef,
+    ) -> Result<(JoinColumns, Option<usize>, Option<usize>)> {
         let extra = match self.bound {
+            Bound::Regular(Ttl::Event(ttl) | Ttl::Processing(ttl)) if ttl <= 0 => {
+                return Err(self.invalid("the state time to live must be at least 1 ms"));
+            }
+            Bound::Regular(_) if self.join_type == JoinType::LeftOuter => {
+                vec![Field::new(CHANGELOG_OP, DataType::Utf8, false)]
+            }
+            Bound::Regular(_) => Vec::new(),
             Bound::Interval { lower, upper } => {
                 if lower > upper {
                     return Err(self.invalid(format!(
@@ -234,15 +320,18 @@ impl TimeJoinFactory {
                 ))
             })
         };
+        if !self.needs_time() {
+            return Ok((cols, None, None));
+        }
         let lt = column_index(left, &time(&self.left_time, "left")?)?;
         let rt = column_index(right, &time(&self.right_time, "right")?)?;
         check_time_field(left.field(lt))?;
         check_time_field(right.field(rt))?;
-        Ok((cols, lt, rt))
+        Ok((cols, Some(lt), Some(rt)))
     }
 }
 
-impl TwoInputOperatorFactory for TimeJoinFactory {
+impl TwoInputOperatorFactory for JoinFactory {
     fn name(&self) -> String {
         let kind = match self.join_type {
             JoinType::Inner => "",
@@ -256,6 +345,16 @@ impl TwoInputOperatorFactory for TimeJoinFactory {
             Bound::Window { size } => format!(
                 "{kind}window_join({:?} = {:?}, {}ms)",
                 self.left_keys, self.right_keys, size
+            ),
+            Bound::Regular(ttl) => format!(
+                "{kind}join({:?} = {:?}{})",
+                self.left_keys,
+                self.right_keys,
+                match ttl {
+                    Ttl::Forever => String::new(),
+                    Ttl::Event(ms) => format!(", ttl {ms}ms event time"),
+                    Ttl::Processing(ms) => format!(", ttl {ms}ms processing time"),
+                }
             ),
         }
     }
@@ -284,11 +383,11 @@ impl TwoInputOperatorFactory for TimeJoinFactory {
         let states = [
             backend.register(
                 "join.left",
-                &side_fingerprint("time-join-left", left, &cols.left_keys),
+                &side_fingerprint("join-left", left, &cols.left_keys),
             )?,
             backend.register(
                 "join.right",
-                &side_fingerprint("time-join-right", right, &cols.right_keys),
+                &side_fingerprint("join-right", right, &cols.right_keys),
             )?,
         ];
         Ok(Box::new(TimeJoinOp {
@@ -305,9 +404,12 @@ impl TwoInputOperatorFactory for TimeJoinFactory {
                 },
             ],
             extra_columns: match self.bound {
-                Bound::Interval { .. } => 0,
+                Bound::Interval { .. } | Bound::Regular(_) => 0,
                 Bound::Window { .. } => 2,
             },
+            changelog: matches!(self.bound, Bound::Regular(_))
+                && self.join_type == JoinType::LeftOuter,
+            clock: ctx.clock.clone(),
             cols,
             name,
             bound: self.bound,
@@ -329,7 +431,8 @@ impl TwoInputOperatorFactory for TimeJoinFactory {
 struct Side {
     keys: KeyColumns,
     rows: SideRows,
-    time: usize,
+    /// The event-time column, where the join reads event time.
+    time: Option<usize>,
 }
 
 /// Cleanup timers: per (key group, key), namespace = whether it is the right side.
@@ -342,12 +445,16 @@ struct TimeJoinOp {
     name: String,
     bound: Bound,
     outer: bool,
+    /// A regular left outer join emits its outer rows at once and retracts them when a
+    /// partner comes: the output has the [`CHANGELOG_OP`] column.
+    changelog: bool,
     backend: Box<dyn StateBackend>,
     /// Stored rows of the left and the right input.
     states: [StateId; 2],
     timers: Timers,
     max_parallelism: usize,
     watermark: Timestamp,
+    clock: std::sync::Arc<dyn sabot_time::Clock>,
     late: Counter,
     hashes: Vec<u64>,
     key: Vec<u8>,
@@ -355,60 +462,74 @@ struct TimeJoinOp {
 }
 
 impl TimeJoinOp {
-    /// The last event time a partner of a row at `ts` on side `right` may have: the row
-    /// is deleted once the watermark reaches it.
-    fn expiry(&self, right: bool, ts: i64) -> i64 {
-        if right {
-            self.bound.left_range(ts).1
-        } else {
-            self.bound.right_range(ts).1
+    /// Rows whose expiry is at or before this are gone (not yet deleted, but invisible).
+    fn cutoff(&self) -> i64 {
+        match self.bound {
+            Bound::Regular(Ttl::Processing(_)) => self.clock.now_ms(),
+            Bound::Regular(Ttl::Event(_)) => self.watermark.millis(),
+            // Partners of a row that is not late are never expired.
+            _ => i64::MIN,
         }
     }
 
     fn on_side(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let right = input == 1;
         let side = &self.sides[input];
-        let times = event_times(batch.column(side.time))?;
+        let times = side
+            .time
+            .map(|t| event_times(batch.column(t)))
+            .transpose()?;
         let keys = side.keys.of(&batch, &mut self.hashes)?;
         let rows = side.rows.encode(&batch)?;
-        let mut pairs = Pairs::new(self.extra_columns);
+        let mut pairs = Pairs::new(self.extra_columns, self.changelog);
         let (mine, other) = (self.states[input], self.states[1 - input]);
+        let bound = self.bound;
+        let (outer, changelog) = (self.outer, self.changelog);
+        let cutoff = self.cutoff();
+        let now = self.clock.now_ms();
         let mut to_mark: Vec<Vec<u8>> = Vec::new();
         for row in 0..batch.num_rows() {
-            if times.is_null(row) {
-                return Err(OperatorError::BadRecord {
-                    reason: format!(
-                        "null event time in column `{}` of the {} input",
-                        batch.schema().field(self.sides[input].time).name(),
-                        if right { "right" } else { "left" }
-                    ),
-                    position: format!("row {row} of a batch in `{}`", self.name),
-                });
-            }
-            let ts = times.value(row);
-            if Timestamp::from_millis(ts) <= self.watermark {
+            let ts = match &times {
+                Some(t) if t.is_null(row) => {
+                    return Err(OperatorError::BadRecord {
+                        reason: format!(
+                            "null event time in column `{}` of the {} input",
+                            batch.schema().field(side.time.unwrap_or(0)).name(),
+                            if right { "right" } else { "left" }
+                        ),
+                        position: format!("row {row} of a batch in `{}`", self.name),
+                    });
+                }
+                Some(t) => t.value(row),
+                None => 0,
+            };
+            if bound.is_time_bounded() && Timestamp::from_millis(ts) <= self.watermark {
                 self.late.add(1);
                 continue;
             }
+            // The time a row is stored under: its event time, or its arrival for a
+            // processing-time TTL.
+            let stored = match bound {
+                Bound::Regular(Ttl::Processing(_)) => now,
+                _ => ts,
+            };
             let kg = KeyGroup::of_hash(self.hashes[row], self.max_parallelism);
             self.key.clear();
             keys.write(row, &mut self.key);
             let me = rows.row(row);
             let me = me.as_ref();
             let (lo, hi) = if right {
-                self.bound.left_range(ts)
+                bound.left_range(ts)
             } else {
-                self.bound.right_range(ts)
+                bound.right_range(ts)
             };
             // Probe the other side's rows of this key, in time order.
             let mut matched = false;
             let mut bad = None;
-            let bound = self.bound;
-            let outer = self.outer;
-            let my_index = (right).then(|| pairs.add_right(me));
+            let my_index = right.then(|| pairs.add_right(me));
             self.backend
                 .scan(other, kg, &self.key, b"", &mut |ns, value| {
-                    let (Some((t, partner)), Some((count, partner_matched))) =
+                    let (Some((t, partner)), Some((count, unmatched))) =
                         (split_namespace(ns), entry(value))
                     else {
                         bad = Some("namespace or value too short");
@@ -417,18 +538,22 @@ impl TimeJoinOp {
                     if t > hi {
                         return false;
                     }
-                    if t >= lo {
-                        matched = true;
-                        if right {
-                            let extra = bound.extra(t);
-                            pairs.push(partner, my_index, &extra, count);
-                            if outer && !partner_matched {
-                                to_mark.push(ns.to_vec());
-                            }
-                        } else {
-                            let r = pairs.add_right(partner);
-                            pairs.push(me, Some(r), &bound.extra(ts), count);
+                    if t < lo || bound.expiry(!right, t) <= cutoff {
+                        return true;
+                    }
+                    matched = true;
+                    if right {
+                        if changelog && unmatched > 0 {
+                            // The left row's outer rows were emitted: retract them.
+                            pairs.push(partner, None, &[], unmatched, true);
                         }
+                        pairs.push(partner, my_index, &bound.extra(t), count, false);
+                        if outer && unmatched > 0 {
+                            to_mark.push(ns.to_vec());
+                        }
+                    } else {
+                        let r = pairs.add_right(partner);
+                        pairs.push(me, Some(r), &bound.extra(ts), count, false);
                     }
                     true
                 })?;
@@ -441,7 +566,7 @@ impl TimeJoinOp {
                 self.backend
                     .update(other, kg, &self.key, &ns, &mut |old, new| {
                         match old.and_then(entry) {
-                            Some((count, _)) => write_entry(new, count, true),
+                            Some((count, _)) => write_entry(new, count, 0),
                             None => err = Some("a left row vanished while being matched"),
                         }
                         Ok(())
@@ -450,33 +575,44 @@ impl TimeJoinOp {
                     return Err(bad_entry(&self.name, what));
                 }
             }
-            // Keep the row for partners still to come, until the watermark passes.
+            let unmatched = u32::from(outer && !right && !matched);
+            if changelog && unmatched > 0 {
+                pairs.push(me, None, &[], 1, false);
+            }
+            let expiry = bound.expiry(right, stored);
+            if expiry <= cutoff {
+                // Already past its time to live: joined, not kept.
+                continue;
+            }
+            // Keep the row for partners still to come.
             self.ns.clear();
-            self.ns.extend_from_slice(&time_key(ts));
+            self.ns.extend_from_slice(&time_key(stored));
             self.ns.extend_from_slice(me);
-            let mark = matched && !right;
             let mut err = None;
             self.backend
                 .update(mine, kg, &self.key, &self.ns, &mut |old, new| {
                     let (count, was) = match old {
-                        None => (0, false),
-                        Some(v) => match entry(v) {
-                            Some(e) => e,
-                            None => {
-                                err = Some("stored value too short");
-                                (0, false)
-                            }
-                        },
+                        None => (0, 0),
+                        Some(v) => entry(v).unwrap_or_else(|| {
+                            err = Some("stored value too short");
+                            (0, 0)
+                        }),
                     };
-                    write_entry(new, count.saturating_add(1), was || mark);
+                    write_entry(new, count.saturating_add(1), was.saturating_add(unmatched));
                     Ok(())
                 })?;
             if let Some(what) = err {
                 return Err(bad_entry(&self.name, what));
             }
-            let at = Timestamp::from_millis(self.expiry(right, ts));
-            self.timers
-                .register_event_time_timer((kg, self.key.clone()), right, at);
+            if expiry != i64::MAX {
+                let at = Timestamp::from_millis(expiry);
+                let timer = (kg, self.key.clone());
+                if matches!(bound, Bound::Regular(Ttl::Processing(_))) {
+                    self.timers.register_processing_time_timer(timer, right, at);
+                } else {
+                    self.timers.register_event_time_timer(timer, right, at);
+                }
+            }
         }
         self.emit(&mut pairs, out)
     }
@@ -493,36 +629,35 @@ impl TimeJoinOp {
         Ok(())
     }
 
-    /// Deletes the rows the watermark made unjoinable; a left outer join emits the left
-    /// ones that matched nothing.
-    fn expire(&mut self, out: &mut Output) -> Result<()> {
-        self.timers.advance_watermark(self.watermark);
-        let mut pairs = Pairs::new(self.extra_columns);
+    /// Deletes the rows whose time is up (`domain`'s timers due at `cutoff`); a
+    /// time-bounded left outer join emits the left ones that matched nothing.
+    fn expire(&mut self, domain: TimeDomain, cutoff: i64, out: &mut Output) -> Result<()> {
+        let mut pairs = Pairs::new(self.extra_columns, self.changelog);
         let mut expired: Vec<Vec<u8>> = Vec::new();
-        while let Some(t) = self.timers.next_event_timer() {
+        loop {
+            let next = match domain {
+                TimeDomain::EventTime => self.timers.next_event_timer(),
+                _ => self.timers.next_processing_timer(),
+            };
+            let Some(t) = next else { break };
             let right = t.namespace;
             let (kg, key) = t.key;
             let state = self.states[usize::from(right)];
-            let wm = self.watermark.millis();
-            let (bound, outer) = (self.bound, self.outer);
+            let bound = self.bound;
+            let emit_outer = self.outer && !right && bound.is_time_bounded();
             let mut bad = None;
             self.backend.scan(state, kg, &key, b"", &mut |ns, value| {
-                let (Some((ts, row)), Some((count, matched))) = (split_namespace(ns), entry(value))
+                let (Some((ts, row)), Some((_, unmatched))) = (split_namespace(ns), entry(value))
                 else {
                     bad = Some("namespace or value too short");
                     return false;
                 };
-                let expiry = if right {
-                    bound.left_range(ts).1
-                } else {
-                    bound.right_range(ts).1
-                };
-                // Expiry grows with time: the rest is still joinable.
-                if expiry > wm {
+                // Expiry grows with the stored time: the rest is still joinable.
+                if bound.expiry(right, ts) > cutoff {
                     return false;
                 }
-                if outer && !right && !matched {
-                    pairs.push(row, None, &bound.extra(ts), count);
+                if emit_outer {
+                    pairs.push(row, None, &bound.extra(ts), unmatched, false);
                 }
                 expired.push(ns.to_vec());
                 true
@@ -556,15 +691,28 @@ impl Operator for TimeJoinOp {
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
         if wm > self.watermark {
             self.watermark = wm;
-            self.expire(out)?;
+            self.timers.advance_watermark(wm);
+            self.expire(TimeDomain::EventTime, wm.millis(), out)?;
         }
         out.watermark(wm);
         Ok(())
     }
 
+    fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        if matches!(self.bound, Bound::Regular(Ttl::Processing(_))) {
+            self.timers
+                .advance_processing_time(Timestamp::from_millis(now_ms));
+            self.expire(TimeDomain::ProcessingTime, now_ms, out)?;
+        }
+        Ok(())
+    }
+
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        // End of input is the final watermark: every time-bounded row expires. A
+        // regular join's rows stay in state (a rerun restores them).
         self.watermark = Timestamp::MAX;
-        self.expire(out)
+        self.timers.advance_watermark(Timestamp::MAX);
+        self.expire(TimeDomain::EventTime, i64::MAX, out)
     }
 
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
