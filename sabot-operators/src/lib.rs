@@ -74,6 +74,6 @@ pub use traits::{
 };
 pub use window::{
     AggKind, Aggregate, COUNT_WINDOW_STATE, CountWindowFactory, LATE_DATA, LATE_RECORDS,
-    LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_INDEX, WINDOW_START,
-    WINDOW_STATE,
+    LATE_RECORDS_DROPPED, SESSION_WINDOW_STATE, SessionWindowFactory, TumblingWindowFactory,
+    WINDOW_END, WINDOW_INDEX, WINDOW_START, WINDOW_STATE,
 };

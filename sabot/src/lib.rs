@@ -63,8 +63,8 @@ pub use sabot_core::arrow;
 pub use sabot_operators::Aggregate;
 pub use sabot_runtime::{JobConfig, JobResult, RuntimeError as Error};
 pub use stream::{
-    CountWindow, JoinedStreams, KeyedStream, SlidingWindow, Stream, StreamEnv, TumblingWindow,
-    WindowedStream, Windows,
+    CountWindow, JoinedStreams, KeyedStream, SessionWindow, SlidingWindow, Stream, StreamEnv,
+    TumblingWindow, WindowedStream, Windows,
 };
 
 /// Result alias of the facade.

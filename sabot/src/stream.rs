@@ -12,8 +12,8 @@ use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
     JoinFactory, JoinType, KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, LookupJoinFactory,
-    MapFactory, OperatorFactory, ProjectFactory, SinkFactory, SourceFactory, TumblingWindowFactory,
-    TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
+    MapFactory, OperatorFactory, ProjectFactory, SessionWindowFactory, SinkFactory, SourceFactory,
+    TumblingWindowFactory, TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
 use sabot_state::StateConfig;
@@ -382,9 +382,9 @@ impl KeyedStream {
         &self.keys
     }
 
-    /// Groups the stream into windows per key: event-time [`TumblingWindow`] or
-    /// [`SlidingWindow`], or [`CountWindow`] (allowed lateness applies to event-time
-    /// windows only).
+    /// Groups the stream into windows per key: event-time [`TumblingWindow`],
+    /// [`SlidingWindow`] or [`SessionWindow`], or [`CountWindow`] (allowed lateness
+    /// applies to tumbling and sliding windows).
     pub fn window(self, window: impl Into<Windows>) -> WindowedStream {
         WindowedStream {
             keyed: self,
@@ -672,6 +672,46 @@ impl CountWindow {
     }
 }
 
+/// Session windows: a key's records less than `gap` apart (in event time) form one
+/// window, which closes `gap` after its last record; sessions merge as records bridge
+/// them, across batches and watermarks.
+///
+/// ```
+/// use std::time::Duration;
+/// use sabot::{Aggregate, SessionWindow, StreamEnv};
+/// use sabot::operators::VecSource;
+/// use sabot::core::test_util::int64_batch;
+///
+/// let env = StreamEnv::new();
+/// let clicks = int64_batch(&[("user", vec![1, 1, 1, 2]), ("ts", vec![0, 20, 100, 5])]);
+/// let sessions = env
+///     .source(VecSource::new(clicks.schema(), vec![clicks]))
+///     .with_watermarks("ts", Duration::ZERO)
+///     .key_by(&["user"])
+///     .window(SessionWindow::with_gap(Duration::from_millis(30)))
+///     .aggregate([Aggregate::count()])
+///     .collect();
+/// env.execute().unwrap();
+/// assert_eq!(sessions.num_rows(), 3); // user 1: [0, 50) and [100, 130); user 2: [5, 35)
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SessionWindow {
+    gap: Duration,
+}
+
+impl SessionWindow {
+    /// Sessions that close after `gap` without records.
+    pub fn with_gap(gap: Duration) -> Self {
+        SessionWindow { gap }
+    }
+}
+
+impl From<SessionWindow> for Windows {
+    fn from(w: SessionWindow) -> Self {
+        Windows::Session(w)
+    }
+}
+
 /// The window kinds [`KeyedStream::window`] takes.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -682,6 +722,8 @@ pub enum Windows {
     Sliding(SlidingWindow),
     /// Windows of a number of records.
     Count(CountWindow),
+    /// Windows of activity separated by gaps.
+    Session(SessionWindow),
 }
 
 impl From<CountWindow> for Windows {
@@ -726,6 +768,16 @@ impl WindowedStream {
         let (size, slide) = match self.window {
             Windows::Tumbling(w) => (w.size, None),
             Windows::Sliding(w) => (w.size, Some(w.slide)),
+            Windows::Session(w) => {
+                let factory = SessionWindowFactory::new(
+                    keys,
+                    stream.time_column.clone(),
+                    w.gap,
+                    aggregates.into_iter().collect(),
+                )
+                .with_allowed_lateness(self.allowed_lateness);
+                return stream.then(factory, None);
+            }
             Windows::Count(w) => {
                 let factory =
                     CountWindowFactory::new(keys, w.size, aggregates.into_iter().collect());

@@ -3,10 +3,12 @@
 mod aggregate;
 mod count;
 mod groups;
+mod session;
 mod tumbling;
 
 pub use aggregate::{AggKind, Aggregate};
 pub use count::{COUNT_WINDOW_STATE, CountWindowFactory, WINDOW_INDEX};
+pub use session::{SESSION_WINDOW_STATE, SessionWindowFactory};
 pub use tumbling::{
     LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
     WINDOW_STATE,

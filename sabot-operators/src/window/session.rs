@@ -1,0 +1,525 @@
+//! Keyed session windows: a key's records closer than a gap form one window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use sabot_core::arrow::compute::take_record_batch;
+use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::key::KeyGroup;
+use sabot_core::metrics::Counter;
+use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_state::{StateBackend, StateError, StateId};
+use sabot_time::TimerService;
+
+use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
+use super::groups::GroupTable;
+use super::tumbling::merge_value;
+use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_END, WINDOW_START};
+use crate::keys::{BatchKeys, KeyColumns};
+use crate::time_column::{check_time_field, event_times};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+
+/// Name of the session windows' state in the state backend (and in snapshots).
+pub const SESSION_WINDOW_STATE: &str = "session-window";
+
+/// Keyed event-time session windows (Flink's `EventTimeSessionWindows.withGap`): each
+/// record opens a window `[ts, ts + gap)`, and a key's windows that overlap or touch
+/// merge, across batches and across watermarks. A session is emitted when the watermark
+/// passes its end, as one row: the key columns, [`WINDOW_START`] (the first record's
+/// time), [`WINDOW_END`] (the last record's time plus the gap) and the aggregates.
+///
+/// Records are aggregated column by column into per-batch partial sessions first, then
+/// merged with the key's stored sessions (in the job's state backend, one entry per open
+/// session). The watermark moves between batches, so a batch's records count as
+/// arriving together: a record is late when the session it forms with the batch's other
+/// records of its key and the stored sessions has already ended at the watermark (Flink,
+/// merging one record at a time, may call a record late that a later record of the same
+/// batch would have bridged). Late records go to [`LATE_DATA`] and are counted.
+#[derive(Clone, Debug)]
+pub struct SessionWindowFactory {
+    keys: Vec<String>,
+    time_column: Option<String>,
+    gap: Duration,
+    aggregates: Vec<Aggregate>,
+    allowed_lateness: Duration,
+}
+
+impl SessionWindowFactory {
+    /// Sessions of `keys` with inactivity `gap` over `time_column` (the stream's event
+    /// time; `None` is a build error), computing `aggregates`.
+    pub fn new(
+        keys: Vec<String>,
+        time_column: Option<String>,
+        gap: Duration,
+        aggregates: Vec<Aggregate>,
+    ) -> Self {
+        SessionWindowFactory {
+            keys,
+            time_column,
+            gap,
+            aggregates,
+            allowed_lateness: Duration::ZERO,
+        }
+    }
+
+    /// Keeps sessions open for late updates: not supported for session windows yet (a
+    /// build error when not zero, rather than silently dropping the records).
+    pub fn with_allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness = lateness;
+        self
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> OperatorError {
+        OperatorError::InvalidPlan {
+            operator: self.name(),
+            reason: reason.into(),
+        }
+    }
+
+    fn bind(&self, input: &SchemaRef) -> Result<Bound> {
+        let Some(time_column) = &self.time_column else {
+            return Err(self.invalid(
+                "the stream has no event time: call with_watermarks(..) before windowing",
+            ));
+        };
+        let gap = duration_millis(self.gap);
+        if gap <= 0 {
+            return Err(self.invalid("the session gap must be at least 1 ms"));
+        }
+        if !self.allowed_lateness.is_zero() {
+            return Err(self.invalid("allowed lateness is not supported with session windows yet"));
+        }
+        if self.keys.is_empty() {
+            return Err(self.invalid("a keyed window needs at least one key column"));
+        }
+        if self.aggregates.is_empty() {
+            return Err(self.invalid("a window needs at least one aggregate"));
+        }
+        let time_idx = column_index(input, time_column)?;
+        check_time_field(input.field(time_idx))?;
+        let window = vec![
+            Field::new(WINDOW_START, DataType::Int64, false),
+            Field::new(WINDOW_END, DataType::Int64, false),
+        ];
+        let super::KeyedOutput {
+            key_idx,
+            aggs,
+            fields,
+        } = super::keyed_output(input, &self.keys, window, &self.aggregates, |r| {
+            self.invalid(r)
+        })?;
+        Ok(Bound {
+            key_idx,
+            time_idx,
+            gap,
+            aggs,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+}
+
+struct Bound {
+    key_idx: Vec<usize>,
+    time_idx: usize,
+    gap: i64,
+    aggs: Vec<BoundAggregate>,
+    schema: SchemaRef,
+}
+
+impl OperatorFactory for SessionWindowFactory {
+    fn name(&self) -> String {
+        format!("session_window(gap {:?}, keys={:?})", self.gap, self.keys)
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.bind(input)?.schema)
+    }
+
+    fn side_outputs(&self, input: &SchemaRef) -> Result<Vec<(&'static str, SchemaRef)>> {
+        Ok(vec![(LATE_DATA, input.clone())])
+    }
+
+    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
+        let b = self.bind(input)?;
+        let keys = KeyColumns::new(input, b.key_idx.clone())?;
+        let mut backend = ctx.open_state(&format!("session-{}", self.keys.join("-")))?;
+        let fingerprint = format!(
+            "session-acc/1/keys={:?}/aggs={}",
+            b.key_idx
+                .iter()
+                .map(|&i| input.field(i).data_type().to_string())
+                .collect::<Vec<_>>(),
+            b.aggs
+                .iter()
+                .map(BoundAggregate::layout)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let state = backend.register(SESSION_WINDOW_STATE, &fingerprint)?;
+        let table = if keys.is_int64() {
+            GroupTable::for_int64()
+        } else {
+            GroupTable::for_rows(keys.converter())
+        };
+        let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
+        Ok(Box::new(SessionWindowOp {
+            keys,
+            bound: b,
+            backend,
+            state,
+            table,
+            accs,
+            timers: TimerService::new(ctx.max_parallelism),
+            max_parallelism: ctx.max_parallelism,
+            watermark: Timestamp::MIN,
+            late: ctx.metrics.counter(LATE_RECORDS),
+            dropped: ctx.metrics.counter(LATE_RECORDS_DROPPED),
+            hashes: Vec::new(),
+        }))
+    }
+}
+
+/// A session timer: per (key group, key bytes), the session's start; due at the
+/// session's last millisecond.
+type Timers = TimerService<(KeyGroup, Vec<u8>), i64>;
+
+struct SessionWindowOp {
+    keys: KeyColumns,
+    bound: Bound,
+    backend: Box<dyn StateBackend>,
+    /// Per key group, key bytes (the state key) and session start (the namespace, 8
+    /// bytes big-endian with the sign flipped: byte order is time order): the session's
+    /// end (i64 LE) and the aggregates' slots.
+    state: StateId,
+    table: GroupTable,
+    accs: Vec<Accumulator>,
+    timers: Timers,
+    max_parallelism: usize,
+    watermark: Timestamp,
+    late: Counter,
+    dropped: Counter,
+    hashes: Vec<u64>,
+}
+
+fn start_key(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn start_of(ns: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(ns.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+fn bad_value(reason: String) -> StateError {
+    StateError::BadValue {
+        state: SESSION_WINDOW_STATE.into(),
+        reason,
+    }
+}
+
+/// One interval being merged: a stored session or a partial session of this batch.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    start: i64,
+    end: i64,
+    /// The partial session's slot, or `None` for a stored session.
+    slot: Option<u32>,
+}
+
+impl SessionWindowOp {
+    fn width(&self) -> usize {
+        self.accs.iter().map(Accumulator::width).sum()
+    }
+
+    /// Merges slot `from` into slot `into` (both partial sessions of this batch).
+    fn merge_slots(&mut self, into: usize, from: usize) -> Result<()> {
+        let mut bytes = Vec::with_capacity(self.width());
+        for a in &self.accs {
+            a.encode(from, &mut bytes);
+        }
+        let width = self.width();
+        if !merge_value(&mut self.accs, into, &bytes, width) {
+            return Err(bad_value("malformed aggregates".into()).into());
+        }
+        Ok(())
+    }
+
+    /// Emits every session the watermark has passed.
+    fn fire_due(&mut self, out: &mut Output) -> Result<()> {
+        self.timers.advance_watermark(self.watermark);
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut bounds: Vec<(i64, i64)> = Vec::new();
+        let mut values: Vec<u8> = Vec::new();
+        let width = self.width();
+        let mut buf = Vec::new();
+        while let Some(t) = self.timers.next_event_timer() {
+            let ((kg, key), start) = (t.key, t.namespace);
+            let ns = start_key(start);
+            if !self.backend.get(self.state, kg, &key, &ns, &mut buf)? {
+                continue;
+            }
+            let (Some(end), slots) = (
+                buf.get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(i64::from_le_bytes),
+                buf.get(8..).unwrap_or_default(),
+            ) else {
+                return Err(bad_value(format!("{} bytes, not a session", buf.len())).into());
+            };
+            if slots.len() != width {
+                return Err(bad_value(format!(
+                    "{} bytes of aggregates, expected {width}",
+                    slots.len()
+                ))
+                .into());
+            }
+            values.extend_from_slice(slots);
+            bounds.push((start, end));
+            keys.push(key.clone());
+            self.backend.delete(self.state, kg, &key, &ns)?;
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let n = keys.len();
+        for a in &mut self.accs {
+            a.reset(n);
+        }
+        for (g, slots) in values.chunks_exact(width).enumerate() {
+            if !merge_value(&mut self.accs, g, slots, width) {
+                return Err(bad_value("malformed aggregates".into()).into());
+            }
+        }
+        let mut cols: Vec<ArrayRef> = if self.keys.is_int64() {
+            let ints = keys
+                .iter()
+                .map(|k| {
+                    <[u8; 8]>::try_from(k.as_slice())
+                        .map(i64::from_le_bytes)
+                        .map_err(|_| bad_value(format!("a {}-byte integer key", k.len())))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            vec![Arc::new(Int64Array::from(ints))]
+        } else {
+            let parser = self.keys.converter().parser();
+            self.keys
+                .converter()
+                .convert_rows(keys.iter().map(|k| parser.parse(k)))?
+        };
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            bounds.iter().map(|b| b.0),
+        )));
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            bounds.iter().map(|b| b.1),
+        )));
+        cols.extend(self.accs.iter().map(|a| a.finish(None)));
+        out.batch(RecordBatch::try_new(self.bound.schema.clone(), cols)?);
+        Ok(())
+    }
+}
+
+impl Operator for SessionWindowOp {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let times = event_times(batch.column(self.bound.time_idx))?;
+        if times.null_count() > 0 {
+            return Err(CoreError::InvalidColumnType {
+                column: batch.schema().field(self.bound.time_idx).name().clone(),
+                expected: "non-null event times".into(),
+                actual: batch
+                    .schema()
+                    .field(self.bound.time_idx)
+                    .data_type()
+                    .clone(),
+            }
+            .into());
+        }
+        let ts = times.values();
+        let gap = self.bound.gap;
+        let keys = self.keys.of(&batch, &mut self.hashes)?;
+        self.table.clear();
+        let (table, hashes) = (&mut self.table, &self.hashes);
+        let key_of_row: Vec<u32> = (0..rows)
+            .map(|r| match &keys {
+                BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
+                BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
+            })
+            .collect();
+
+        // Partial sessions of this batch: rows sorted by (key, time), cut where the next
+        // row is more than the gap after the session's end.
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        order.sort_unstable_by_key(|&r| (key_of_row[r as usize], ts[r as usize]));
+        let mut slot_of_row = vec![0u32; rows];
+        // Per slot: key, start, end.
+        let mut slots: Vec<(u32, i64, i64)> = Vec::new();
+        for &r in &order {
+            let (g, t) = (key_of_row[r as usize], ts[r as usize]);
+            match slots.last_mut() {
+                Some((sg, _, end)) if *sg == g && t <= *end => {
+                    *end = (*end).max(t.saturating_add(gap));
+                }
+                _ => slots.push((g, t, t.saturating_add(gap))),
+            }
+            slot_of_row[r as usize] = (slots.len() - 1) as u32;
+        }
+        let values = self
+            .bound
+            .aggs
+            .iter()
+            .map(|a| a.values(batch.columns()))
+            .collect::<Result<Vec<_>>>()?;
+        for (acc, v) in self.accs.iter_mut().zip(&values) {
+            acc.reset(slots.len());
+            acc.update(v.as_ref(), RowSel::All, &slot_of_row);
+        }
+
+        // Per key: merge the partial sessions with the stored ones.
+        let width = self.width();
+        let wm = self.watermark.millis();
+        let mut late_slots = vec![false; slots.len()];
+        let mut key = Vec::new();
+        let mut value = Vec::new();
+        let mut first = 0;
+        while first < slots.len() {
+            let g = slots[first].0;
+            let last = first + slots[first..].iter().take_while(|s| s.0 == g).count();
+            let kg = KeyGroup::of_hash(self.table.hash(g as usize), self.max_parallelism);
+            key.clear();
+            self.table.key_bytes(g as usize, &mut key);
+            let mut parts: Vec<Part> = (first..last)
+                .map(|s| Part {
+                    start: slots[s].1,
+                    end: slots[s].2,
+                    slot: Some(s as u32),
+                })
+                .collect();
+            let mut stored: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+            let mut bad = None;
+            self.backend
+                .scan(self.state, kg, &key, b"", &mut |ns, v| match (
+                    start_of(ns),
+                    v.get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(i64::from_le_bytes),
+                ) {
+                    (Some(start), Some(end)) if v.len() == 8 + width => {
+                        stored.push((start, end, v[8..].to_vec()));
+                        true
+                    }
+                    _ => {
+                        bad = Some(v.len());
+                        false
+                    }
+                })?;
+            if let Some(len) = bad {
+                return Err(bad_value(format!("a session of {len} bytes")).into());
+            }
+            parts.extend(stored.iter().map(|&(start, end, _)| Part {
+                start,
+                end,
+                slot: None,
+            }));
+            parts.sort_unstable_by_key(|p| (p.start, p.end));
+            // Sweep: runs of intersecting (or touching) intervals merge.
+            let mut i = 0;
+            while i < parts.len() {
+                let mut end = parts[i].end;
+                let mut j = i + 1;
+                while j < parts.len() && parts[j].start <= end {
+                    end = end.max(parts[j].end);
+                    j += 1;
+                }
+                let run = &parts[i..j];
+                let start = run[0].start;
+                let new_slots: Vec<u32> = run.iter().filter_map(|p| p.slot).collect();
+                i = j;
+                let Some(&into) = new_slots.first() else {
+                    continue; // stored sessions only: unchanged
+                };
+                if end.saturating_sub(1) <= wm {
+                    // Ended at the watermark already (a stored session never has: it
+                    // would have fired): its records are late.
+                    for &s in &new_slots {
+                        late_slots[s as usize] = true;
+                    }
+                    continue;
+                }
+                for &s in &new_slots[1..] {
+                    self.merge_slots(into as usize, s as usize)?;
+                }
+                for p in run.iter().filter(|p| p.slot.is_none()) {
+                    let (_, _, bytes) = stored
+                        .iter()
+                        .find(|s| s.0 == p.start && s.1 == p.end)
+                        .ok_or_else(|| bad_value("a stored session vanished".into()))?;
+                    if !merge_value(&mut self.accs, into as usize, bytes, width) {
+                        return Err(bad_value("malformed aggregates".into()).into());
+                    }
+                    self.backend
+                        .delete(self.state, kg, &key, &start_key(p.start))?;
+                    self.timers.delete_event_time_timer(
+                        (kg, key.clone()),
+                        p.start,
+                        Timestamp::from_millis(p.end - 1),
+                    );
+                }
+                value.clear();
+                value.extend_from_slice(&end.to_le_bytes());
+                for a in &self.accs {
+                    a.encode(into as usize, &mut value);
+                }
+                self.backend
+                    .put(self.state, kg, &key, &start_key(start), &value)?;
+                self.timers.register_event_time_timer(
+                    (kg, key.clone()),
+                    start,
+                    Timestamp::from_millis(end - 1),
+                );
+            }
+            first = last;
+        }
+        let late: Vec<u32> = (0..rows as u32)
+            .filter(|&r| late_slots[slot_of_row[r as usize] as usize])
+            .collect();
+        if !late.is_empty() {
+            self.late.add(late.len() as u64);
+            self.dropped.add(late.len() as u64);
+            out.side(
+                LATE_DATA,
+                take_record_batch(&batch, &UInt32Array::from(late))?,
+            );
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
+        if wm > self.watermark {
+            self.watermark = wm;
+            self.fire_due(out)?;
+        }
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        self.watermark = Timestamp::MAX;
+        self.fire_due(out)
+    }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    }
+
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+        crate::snapshot::backend_write_async(dir, &mut self.backend, &self.timers, self.watermark)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        self.watermark = crate::snapshot::backend_read(dirs, &mut self.backend, &mut self.timers)?;
+        Ok(())
+    }
+}
