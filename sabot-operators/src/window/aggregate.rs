@@ -29,7 +29,91 @@ pub enum AggKind {
     /// Mean of the non-null values, as Float64 (null when there are none). Integer
     /// inputs are summed exactly (wrapping i64) and divided once, at the end.
     Avg,
+    /// Number of distinct non-null values: exact for integer and floating-point
+    /// columns (by value), by 64-bit hash for other types.
+    CountDistinct,
+    /// The value of the row with the smallest event time (ties: the smallest value).
+    First,
+    /// The value of the row with the largest event time (ties: the largest value).
+    Last,
+    /// A user [`AggregateFunction`].
+    User,
 }
+
+/// A user aggregate function over one input column, with accumulators as bytes (so
+/// that they live in the state backend and checkpoints): Flink's `AggregateFunction`
+/// (create, add, merge, get result), called a batch at a time.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+/// use sabot_core::arrow::datatypes::{DataType, Int64Type};
+/// use sabot_operators::{Aggregate, AggregateFunction, BoxError};
+///
+/// /// Sum of squares.
+/// #[derive(Debug)]
+/// struct SumSq;
+///
+/// impl AggregateFunction for SumSq {
+///     fn name(&self) -> &str { "sum_sq" }
+///     fn output_type(&self, _input: &DataType) -> Result<DataType, BoxError> {
+///         Ok(DataType::Int64)
+///     }
+///     fn create(&self, acc: &mut Vec<u8>) { acc.extend_from_slice(&0i64.to_le_bytes()) }
+///     fn add(&self, acc: &mut Vec<u8>, values: &ArrayRef, rows: &[u32]) -> Result<(), BoxError> {
+///         let v = values.as_primitive::<Int64Type>();
+///         let mut s = i64::from_le_bytes(acc[..8].try_into()?);
+///         for &r in rows { s += v.value(r as usize).pow(2); }
+///         acc[..8].copy_from_slice(&s.to_le_bytes());
+///         Ok(())
+///     }
+///     fn merge(&self, acc: &mut Vec<u8>, other: &[u8]) -> Result<(), BoxError> {
+///         let s = i64::from_le_bytes(acc[..8].try_into()?) + i64::from_le_bytes(other.try_into()?);
+///         acc[..8].copy_from_slice(&s.to_le_bytes());
+///         Ok(())
+///     }
+///     fn result(&self, accs: &[&[u8]]) -> Result<ArrayRef, BoxError> {
+///         Ok(Arc::new(accs.iter().map(|a| Ok(i64::from_le_bytes((*a).try_into()?)))
+///             .collect::<Result<Int64Array, BoxError>>()?))
+///     }
+/// }
+///
+/// let agg = Aggregate::user("value", Arc::new(SumSq));
+/// assert_eq!(agg.output_name(), "sum_sq_value");
+/// ```
+pub trait AggregateFunction: Send + Sync + std::fmt::Debug {
+    /// The function's name: the default output column is `{name}_{column}`, and it is
+    /// part of the state layout (renaming it makes old checkpoints unreadable).
+    fn name(&self) -> &str;
+    /// The output type for an input column of type `input` (an error rejects the input
+    /// when the job is built).
+    fn output_type(&self, input: &DataType) -> std::result::Result<DataType, crate::BoxError>;
+    /// Writes an empty accumulator into `acc` (empty when called).
+    fn create(&self, acc: &mut Vec<u8>);
+    /// Adds rows `rows` of `values` (the input column of one batch) to `acc`.
+    fn add(
+        &self,
+        acc: &mut Vec<u8>,
+        values: &ArrayRef,
+        rows: &[u32],
+    ) -> std::result::Result<(), crate::BoxError>;
+    /// Combines accumulator `other` into `acc`.
+    fn merge(&self, acc: &mut Vec<u8>, other: &[u8]) -> std::result::Result<(), crate::BoxError>;
+    /// The results of `accs`, one row each, of [`output_type`](Self::output_type).
+    fn result(&self, accs: &[&[u8]]) -> std::result::Result<ArrayRef, crate::BoxError>;
+}
+
+/// A user function held by an [`Aggregate`]: equal when it is the same instance.
+#[derive(Clone, Debug)]
+struct UserFn(Arc<dyn AggregateFunction>);
+
+impl PartialEq for UserFn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for UserFn {}
 
 /// One aggregate in a window: a function, its input column and its output name.
 ///
@@ -44,6 +128,7 @@ pub struct Aggregate {
     kind: AggKind,
     column: Option<String>,
     alias: Option<String>,
+    user: Option<UserFn>,
 }
 
 impl Aggregate {
@@ -53,6 +138,7 @@ impl Aggregate {
             kind: AggKind::Count,
             column: None,
             alias: None,
+            user: None,
         }
     }
 
@@ -81,11 +167,38 @@ impl Aggregate {
         Self::of(AggKind::Avg, column)
     }
 
+    /// Number of distinct non-null values of `column` (exact; see
+    /// [`AggKind::CountDistinct`]). Its state holds every distinct value per group.
+    pub fn count_distinct(column: impl Into<String>) -> Self {
+        Self::of(AggKind::CountDistinct, column)
+    }
+
+    /// `column`'s value in the row with the smallest event time of the group (numeric
+    /// columns; event-time windows only).
+    pub fn first(column: impl Into<String>) -> Self {
+        Self::of(AggKind::First, column)
+    }
+
+    /// `column`'s value in the row with the largest event time of the group (numeric
+    /// columns; event-time windows only).
+    pub fn last(column: impl Into<String>) -> Self {
+        Self::of(AggKind::Last, column)
+    }
+
+    /// A user [`AggregateFunction`] over `column`.
+    pub fn user(column: impl Into<String>, f: Arc<dyn AggregateFunction>) -> Self {
+        Aggregate {
+            user: Some(UserFn(f)),
+            ..Self::of(AggKind::User, column)
+        }
+    }
+
     fn of(kind: AggKind, column: impl Into<String>) -> Self {
         Aggregate {
             kind,
             column: Some(column.into()),
             alias: None,
+            user: None,
         }
     }
 
@@ -106,6 +219,10 @@ impl Aggregate {
             AggKind::Min => "min",
             AggKind::Max => "max",
             AggKind::Avg => "avg",
+            AggKind::CountDistinct => "count_distinct",
+            AggKind::First => "first",
+            AggKind::Last => "last",
+            AggKind::User => self.user.as_ref().map_or("user", |u| u.0.name()),
         };
         match &self.column {
             Some(c) => format!("{f}_{c}"),
@@ -113,18 +230,28 @@ impl Aggregate {
         }
     }
 
-    /// Resolves the input column against `schema`.
-    pub(crate) fn bind(&self, schema: &Schema) -> Result<BoundAggregate> {
+    /// Resolves the input column against `schema`; `time` is the input's event-time
+    /// column, where it has one (first and last need it).
+    pub(crate) fn bind(&self, schema: &Schema, time: Option<usize>) -> Result<BoundAggregate> {
         let input = match &self.column {
             None => None,
             Some(c) => Some(column_index(schema, c)?),
         };
+        let invalid = |reason: String| crate::OperatorError::InvalidPlan {
+            operator: format!("aggregate `{}`", self.output_name()),
+            reason,
+        };
+        if matches!(self.kind, AggKind::First | AggKind::Last) && time.is_none() {
+            return Err(invalid(
+                "first and last need event time: use them in event-time windows".into(),
+            ));
+        }
         let numeric = match input {
             None => Numeric::I64,
             Some(i) => {
                 let f = schema.field(i);
                 match (self.kind, f.data_type()) {
-                    (AggKind::Count, _) => Numeric::I64,
+                    (AggKind::Count | AggKind::CountDistinct | AggKind::User, _) => Numeric::I64,
                     (_, t) if t.is_integer() => Numeric::I64,
                     (_, t) if t.is_floating() => Numeric::F64,
                     (_, t) => {
@@ -139,15 +266,26 @@ impl Aggregate {
             }
         };
         let data_type = match (self.kind, numeric) {
+            (AggKind::User, _) => {
+                let (Some(u), Some(i)) = (&self.user, input) else {
+                    return Err(invalid(
+                        "a user aggregate needs a function and a column".into(),
+                    ));
+                };
+                u.0.output_type(schema.field(i).data_type())
+                    .map_err(|e| invalid(format!("rejects its input: {e}")))?
+            }
+            (AggKind::Count | AggKind::CountDistinct, _) => DataType::Int64,
             (AggKind::Avg, _) | (_, Numeric::F64) => DataType::Float64,
             (_, Numeric::I64) => DataType::Int64,
         };
-        let nullable = self.kind != AggKind::Count;
+        let nullable = !matches!(self.kind, AggKind::Count | AggKind::CountDistinct);
         Ok(BoundAggregate {
             kind: self.kind,
             input,
             numeric,
             field: Field::new(self.output_name(), data_type, nullable),
+            user: self.user.as_ref().map(|u| u.0.clone()),
         })
     }
 }
@@ -165,6 +303,7 @@ pub(crate) struct BoundAggregate {
     pub(crate) input: Option<usize>,
     pub(crate) numeric: Numeric,
     pub(crate) field: Field,
+    pub(crate) user: Option<Arc<dyn AggregateFunction>>,
 }
 
 impl BoundAggregate {
@@ -174,7 +313,10 @@ impl BoundAggregate {
             return Ok(None);
         };
         let col = &columns[i];
-        if self.kind == AggKind::Count {
+        if matches!(
+            self.kind,
+            AggKind::Count | AggKind::CountDistinct | AggKind::User
+        ) {
             return Ok(Some(col.clone()));
         }
         let target = match self.numeric {
@@ -192,10 +334,16 @@ impl BoundAggregate {
     pub(crate) fn layout(&self) -> String {
         let kind = match self.kind {
             AggKind::Count => return "count".into(),
+            AggKind::CountDistinct => return "count_distinct".into(),
+            AggKind::User => {
+                return format!("user:{}", self.user.as_ref().map_or("?", |u| u.name()));
+            }
             AggKind::Sum => "sum",
             AggKind::Min => "min",
             AggKind::Max => "max",
             AggKind::Avg => "avg",
+            AggKind::First => "first",
+            AggKind::Last => "last",
         };
         let t = match self.numeric {
             Numeric::I64 => "i64",
@@ -207,6 +355,17 @@ impl BoundAggregate {
     pub(crate) fn new_accumulator(&self) -> Accumulator {
         match (self.kind, self.numeric) {
             (AggKind::Count, _) => Accumulator::Count(Vec::new()),
+            (AggKind::CountDistinct, _) => Accumulator::Distinct(Vec::new()),
+            (AggKind::User, _) => match &self.user {
+                Some(f) => Accumulator::User(f.clone(), Vec::new()),
+                None => Accumulator::Count(Vec::new()),
+            },
+            (AggKind::First | AggKind::Last, Numeric::I64) => {
+                Accumulator::PickI64(NumAcc::new(self.kind), Vec::new())
+            }
+            (AggKind::First | AggKind::Last, Numeric::F64) => {
+                Accumulator::PickF64(NumAcc::new(self.kind), Vec::new())
+            }
             (AggKind::Avg, Numeric::I64) => {
                 Accumulator::AvgI64(NumAcc::new(AggKind::Sum), Vec::new())
             }
@@ -227,6 +386,13 @@ pub(crate) enum Accumulator {
     /// A sum and the number of values it holds.
     AvgI64(NumAcc<Int64Type>, Vec<i64>),
     AvgF64(NumAcc<Float64Type>, Vec<i64>),
+    /// The distinct values (their bits, or hashes) per group.
+    Distinct(Vec<hashbrown::HashSet<u64>>),
+    /// First or last (the `NumAcc`'s kind): the value and its event time per group.
+    PickI64(NumAcc<Int64Type>, Vec<i64>),
+    PickF64(NumAcc<Float64Type>, Vec<i64>),
+    /// A user function's accumulators.
+    User(Arc<dyn AggregateFunction>, Vec<Vec<u8>>),
 }
 
 pub(crate) struct NumAcc<T: ArrowPrimitiveType> {
@@ -246,6 +412,8 @@ impl<T: ArrowPrimitiveType> NumAcc<T> {
 }
 
 trait Combine: Copy {
+    /// A total order (floats by `total_cmp`).
+    fn total_lt(self, other: Self) -> bool;
     fn sum(self, other: Self) -> Self;
     fn min(self, other: Self) -> Self;
     fn max(self, other: Self) -> Self;
@@ -254,6 +422,10 @@ trait Combine: Copy {
 }
 
 impl Combine for i64 {
+    #[inline]
+    fn total_lt(self, o: Self) -> bool {
+        self < o
+    }
     #[inline]
     fn sum(self, o: Self) -> Self {
         self.wrapping_add(o)
@@ -277,6 +449,10 @@ impl Combine for i64 {
 }
 
 impl Combine for f64 {
+    #[inline]
+    fn total_lt(self, o: Self) -> bool {
+        self.total_cmp(&o).is_lt()
+    }
     #[inline]
     fn sum(self, o: Self) -> Self {
         self + o
@@ -312,14 +488,93 @@ const COUNT_WIDTH: usize = 8;
 /// little-endian (i64, or f64 bits).
 const NUM_WIDTH: usize = 9;
 
+/// The slots of one group, one per aggregate, back to back, form a slot set; a stored
+/// value is one or more slot sets (merged partial aggregates, appended where the backend
+/// prefers blind writes). Fixed-width slots: `Count` 8 bytes; sum, min, max 9 (seen
+/// byte + value); avg 17 (+ count); first/last 17 (+ event time). Variable-width slots
+/// start with their length (u32 LE): count distinct (the values' 8-byte bits or hashes)
+/// and user functions (their accumulator bytes).
+///
+/// The number of whole slot sets `value` holds, if it is made of whole sets.
+pub(crate) fn slot_sets(accs: &[Accumulator], value: &[u8]) -> Option<usize> {
+    let (mut at, mut sets) = (0, 0);
+    while at < value.len() {
+        for a in accs {
+            at += a.slot_len(&value[at..])?;
+        }
+        sets += 1;
+    }
+    (at == value.len()).then_some(sets)
+}
+
+/// Combines every slot set of `value` into group `g`. Returns `false` if the bytes are
+/// not whole slot sets.
+pub(crate) fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8]) -> bool {
+    if value.is_empty() {
+        return false;
+    }
+    let mut at = 0;
+    while at < value.len() {
+        for a in accs.iter_mut() {
+            let Some(len) = a.slot_len(&value[at..]) else {
+                return false;
+            };
+            if !a.merge_stored(g, &value[at..at + len]) {
+                return false;
+            }
+            at += len;
+        }
+    }
+    true
+}
+
+/// Appends group `g`'s slot set.
+pub(crate) fn encode_set(accs: &[Accumulator], g: usize, out: &mut Vec<u8>) {
+    accs.iter().for_each(|a| a.encode(g, out));
+}
+
+/// The values of `values` as 8-byte identities for count distinct: integers by value,
+/// floats by bits, anything else by a 64-bit hash of the value.
+fn distinct_ids(values: &ArrayRef) -> Result<Vec<u64>> {
+    if values.data_type().is_integer() {
+        let v = cast(values, &DataType::Int64)?;
+        return Ok(v
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&x| x as u64)
+            .collect());
+    }
+    if values.data_type().is_floating() {
+        let v = cast(values, &DataType::Float64)?;
+        return Ok(v
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|&x| if x == 0.0 { 0 } else { x.to_bits() })
+            .collect());
+    }
+    let mut out = Vec::new();
+    sabot_core::key::hash_columns(std::slice::from_ref(values), &mut out)?;
+    Ok(out)
+}
+
 impl Accumulator {
-    /// Bytes of one group's slot in its stored form (see [`encode`](Self::encode)).
-    pub(crate) fn width(&self) -> usize {
-        match self {
+    /// The length of the slot at the start of `bytes`, if it is all there.
+    pub(crate) fn slot_len(&self, bytes: &[u8]) -> Option<usize> {
+        let len = match self {
             Accumulator::Count(_) => COUNT_WIDTH,
             Accumulator::I64(_) | Accumulator::F64(_) => NUM_WIDTH,
-            Accumulator::AvgI64(..) | Accumulator::AvgF64(..) => NUM_WIDTH + COUNT_WIDTH,
-        }
+            Accumulator::AvgI64(..)
+            | Accumulator::AvgF64(..)
+            | Accumulator::PickI64(..)
+            | Accumulator::PickF64(..) => NUM_WIDTH + COUNT_WIDTH,
+            Accumulator::Distinct(_) | Accumulator::User(..) => {
+                let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+                4usize.checked_add(n)?
+            }
+        };
+        (bytes.len() >= len).then_some(len)
     }
 
     /// Appends group `g`'s slot in stored form.
@@ -335,19 +590,34 @@ impl Accumulator {
             Accumulator::Count(v) => out.extend_from_slice(&v[g].to_le_bytes()),
             Accumulator::I64(a) => num(a, g, out),
             Accumulator::F64(a) => num(a, g, out),
-            Accumulator::AvgI64(a, n) => {
+            Accumulator::AvgI64(a, n) | Accumulator::PickI64(a, n) => {
                 num(a, g, out);
                 out.extend_from_slice(&n[g].to_le_bytes());
             }
-            Accumulator::AvgF64(a, n) => {
+            Accumulator::AvgF64(a, n) | Accumulator::PickF64(a, n) => {
                 num(a, g, out);
                 out.extend_from_slice(&n[g].to_le_bytes());
+            }
+            Accumulator::Distinct(sets) => {
+                let set = &sets[g];
+                out.extend_from_slice(&((set.len() * 8) as u32).to_le_bytes());
+                // Sorted: the same set always has the same bytes.
+                let mut ids: Vec<u64> = set.iter().copied().collect();
+                ids.sort_unstable();
+                for id in ids {
+                    out.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+            Accumulator::User(_, accs) => {
+                out.extend_from_slice(&(accs[g].len() as u32).to_le_bytes());
+                out.extend_from_slice(&accs[g]);
             }
         }
     }
 
-    /// Combines a stored slot (exactly [`width`](Self::width) bytes) into group `g`, so
-    /// `g` then holds the aggregate over both. Returns `false` for malformed bytes.
+    /// Combines a stored slot (exactly [`slot_len`](Self::slot_len) bytes) into group
+    /// `g`, so `g` then holds the aggregate over both. Returns `false` for malformed
+    /// bytes.
     pub(crate) fn merge_stored(&mut self, g: usize, stored: &[u8]) -> bool {
         fn num<T: ArrowPrimitiveType>(a: &mut NumAcc<T>, g: usize, stored: &[u8]) -> bool
         where
@@ -366,7 +636,7 @@ impl Accumulator {
                             AggKind::Sum => x.sum(y),
                             AggKind::Min => Combine::min(x, y),
                             AggKind::Max => Combine::max(x, y),
-                            AggKind::Count | AggKind::Avg => y,
+                            _ => y,
                         }
                     } else {
                         x
@@ -384,7 +654,31 @@ impl Accumulator {
             v[g] = v[g].wrapping_add(i64::from_le_bytes(b));
             true
         }
-        if stored.len() != self.width() {
+        fn pick<T: ArrowPrimitiveType>(
+            a: &mut NumAcc<T>,
+            ts: &mut [i64],
+            g: usize,
+            stored: &[u8],
+        ) -> bool
+        where
+            T::Native: Combine,
+        {
+            let (Ok(v), Ok(t)) = (
+                <[u8; 8]>::try_from(&stored[1..NUM_WIDTH]),
+                <[u8; 8]>::try_from(&stored[NUM_WIDTH..]),
+            ) else {
+                return false;
+            };
+            match stored[0] {
+                0 => true,
+                1 => {
+                    offer(a, ts, g, T::Native::from_le(v), i64::from_le_bytes(t));
+                    true
+                }
+                _ => false,
+            }
+        }
+        if self.slot_len(stored) != Some(stored.len()) {
             return false;
         }
         match self {
@@ -397,6 +691,20 @@ impl Accumulator {
             Accumulator::AvgF64(a, n) => {
                 num(a, g, &stored[..NUM_WIDTH]) && count(n, g, &stored[NUM_WIDTH..])
             }
+            Accumulator::PickI64(a, ts) => pick(a, ts, g, stored),
+            Accumulator::PickF64(a, ts) => pick(a, ts, g, stored),
+            Accumulator::Distinct(sets) => {
+                let ids = &stored[4..];
+                if !ids.len().is_multiple_of(8) {
+                    return false;
+                }
+                sets[g].extend(
+                    ids.chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
+                );
+                true
+            }
+            Accumulator::User(f, accs) => f.merge(&mut accs[g], &stored[4..]).is_ok(),
         }
     }
 
@@ -418,22 +726,37 @@ impl Accumulator {
                 a.values.resize(groups, 0.0);
                 a.seen.resize(groups, false);
             }
-            Accumulator::AvgI64(a, n) => {
+            Accumulator::AvgI64(a, n) | Accumulator::PickI64(a, n) => {
                 a.values.resize(groups, 0);
                 a.seen.resize(groups, false);
                 n.resize(groups, 0);
             }
-            Accumulator::AvgF64(a, n) => {
+            Accumulator::AvgF64(a, n) | Accumulator::PickF64(a, n) => {
                 a.values.resize(groups, 0.0);
                 a.seen.resize(groups, false);
                 n.resize(groups, 0);
+            }
+            Accumulator::Distinct(sets) => sets.resize_with(groups, Default::default),
+            Accumulator::User(f, accs) => {
+                accs.truncate(groups);
+                while accs.len() < groups {
+                    let mut acc = Vec::new();
+                    f.create(&mut acc);
+                    accs.push(acc);
+                }
             }
         }
     }
 
     /// Adds the selected rows of `values` to their groups (`groups[i]` is the group of the
-    /// i-th selected row).
-    pub(crate) fn update(&mut self, values: Option<&ArrayRef>, rows: RowSel<'_>, groups: &[u32]) {
+    /// i-th selected row); `times` are the rows' event times (first and last need them).
+    pub(crate) fn update(
+        &mut self,
+        values: Option<&ArrayRef>,
+        times: Option<&[i64]>,
+        rows: RowSel<'_>,
+        groups: &[u32],
+    ) -> Result<()> {
         fn count_valid(
             counts: &mut [i64],
             values: Option<&ArrayRef>,
@@ -450,6 +773,24 @@ impl Accumulator {
                     counts[g] += i64::from(nulls.is_valid(row));
                 }),
             }
+        }
+        fn update_pick<T: ArrowPrimitiveType>(
+            acc: &mut NumAcc<T>,
+            ts: &mut [i64],
+            input: &PrimitiveArray<T>,
+            times: &[i64],
+            rows: RowSel<'_>,
+            groups: &[u32],
+        ) where
+            T::Native: Combine,
+        {
+            let data = input.values();
+            let nulls = input.nulls().cloned();
+            for_each(rows, groups, |row, g| {
+                if nulls.as_ref().is_none_or(|n| n.is_valid(row)) {
+                    offer(acc, ts, g, data[row], times[row]);
+                }
+            });
         }
         match self {
             Accumulator::Count(counts) => count_valid(counts, values, rows, groups),
@@ -475,24 +816,66 @@ impl Accumulator {
                     update_num(acc, v.as_primitive::<Float64Type>(), rows, groups);
                 }
             }
+            Accumulator::PickI64(acc, ts) => {
+                if let (Some(v), Some(t)) = (values, times) {
+                    update_pick(acc, ts, v.as_primitive::<Int64Type>(), t, rows, groups);
+                }
+            }
+            Accumulator::PickF64(acc, ts) => {
+                if let (Some(v), Some(t)) = (values, times) {
+                    update_pick(acc, ts, v.as_primitive::<Float64Type>(), t, rows, groups);
+                }
+            }
+            Accumulator::Distinct(sets) => {
+                if let Some(v) = values {
+                    let ids = distinct_ids(v)?;
+                    let nulls = v.logical_nulls();
+                    for_each(rows, groups, |row, g| {
+                        if nulls.as_ref().is_none_or(|n| n.is_valid(row)) {
+                            sets[g].insert(ids[row]);
+                        }
+                    });
+                }
+            }
+            Accumulator::User(f, accs) => {
+                if let Some(v) = values {
+                    // The rows of each group, in order: one `add` per group.
+                    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(groups.len());
+                    for_each(rows, groups, |row, g| pairs.push((g as u32, row as u32)));
+                    pairs.sort_unstable();
+                    let mut rows_of: Vec<u32> = Vec::new();
+                    let mut i = 0;
+                    while i < pairs.len() {
+                        let g = pairs[i].0;
+                        rows_of.clear();
+                        while i < pairs.len() && pairs[i].0 == g {
+                            rows_of.push(pairs[i].1);
+                            i += 1;
+                        }
+                        f.add(&mut accs[g as usize], v, &rows_of)
+                            .map_err(|e| crate::OperatorError::user(f.name(), e))?;
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
     /// The final values of `groups` (every group, in order, if `None`).
-    pub(crate) fn finish(&self, groups: Option<&[u32]>) -> ArrayRef {
+    pub(crate) fn finish(&self, groups: Option<&[u32]>) -> Result<ArrayRef> {
         fn pick<T: Copy>(v: &[T], groups: Option<&[u32]>) -> Vec<T> {
             match groups {
                 None => v.to_vec(),
                 Some(g) => g.iter().map(|&g| v[g as usize]).collect(),
             }
         }
-        match self {
+        Ok(match self {
             Accumulator::Count(v) => Arc::new(Int64Array::from(pick(v, groups))),
-            Accumulator::I64(a) => Arc::new(Int64Array::new(
+            Accumulator::I64(a) | Accumulator::PickI64(a, _) => Arc::new(Int64Array::new(
                 pick(&a.values, groups).into(),
                 Some(NullBuffer::from(pick(&a.seen, groups))),
             )),
-            Accumulator::F64(a) => Arc::new(Float64Array::new(
+            Accumulator::F64(a) | Accumulator::PickF64(a, _) => Arc::new(Float64Array::new(
                 pick(&a.values, groups).into(),
                 Some(NullBuffer::from(pick(&a.seen, groups))),
             )),
@@ -501,7 +884,45 @@ impl Accumulator {
                 pick(n, groups),
             ),
             Accumulator::AvgF64(a, n) => avg(pick(&a.values, groups).into_iter(), pick(n, groups)),
+            Accumulator::Distinct(sets) => {
+                let n = |g: usize| sets[g].len() as i64;
+                Arc::new(match groups {
+                    None => (0..sets.len()).map(n).collect::<Int64Array>(),
+                    Some(gs) => gs.iter().map(|&g| n(g as usize)).collect(),
+                })
+            }
+            Accumulator::User(f, accs) => {
+                let refs: Vec<&[u8]> = match groups {
+                    None => accs.iter().map(Vec::as_slice).collect(),
+                    Some(gs) => gs.iter().map(|&g| accs[g as usize].as_slice()).collect(),
+                };
+                f.result(&refs)
+                    .map_err(|e| crate::OperatorError::user(f.name(), e))?
+            }
+        })
+    }
+}
+
+/// First/last: keeps `(x, t)` in group `g` if it comes before (first) or after (last)
+/// what the group holds; ties go to the smaller (first) or larger (last) value, so the
+/// result does not depend on arrival order.
+#[inline]
+fn offer<T: ArrowPrimitiveType>(a: &mut NumAcc<T>, ts: &mut [i64], g: usize, x: T::Native, t: i64)
+where
+    T::Native: Combine,
+{
+    let better = !a.seen[g] || {
+        let (held, at) = (a.values[g], ts[g]);
+        if a.kind == AggKind::First {
+            t < at || (t == at && x.total_lt(held))
+        } else {
+            t > at || (t == at && held.total_lt(x))
         }
+    };
+    if better {
+        a.values[g] = x;
+        ts[g] = t;
+        a.seen[g] = true;
     }
 }
 
@@ -552,6 +973,6 @@ where
         AggKind::Sum => run!(Combine::sum),
         AggKind::Min => run!(Combine::min),
         AggKind::Max => run!(Combine::max),
-        AggKind::Count | AggKind::Avg => {}
+        _ => {}
     }
 }

@@ -9,9 +9,8 @@ use sabot_core::{RecordBatch, SchemaRef, Timestamp};
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
-use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
+use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
-use super::tumbling::merge_value;
 use crate::keys::KeyColumns;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
@@ -67,7 +66,7 @@ impl CountWindowFactory {
             key_idx,
             aggs,
             fields,
-        } = super::keyed_output(input, &self.keys, window, &self.aggregates, |r| {
+        } = super::keyed_output(input, &self.keys, window, &self.aggregates, None, |r| {
             self.invalid(r)
         })?;
         Ok((key_idx, aggs, Arc::new(Schema::new(fields))))
@@ -166,7 +165,6 @@ impl Operator for CountWindowOp {
             })
             .collect();
         let n = self.table.len();
-        let width: usize = self.accs.iter().map(Accumulator::width).sum();
 
         // Each key's stored window: next index, records in it, their slots.
         let mut index = vec![0i64; n];
@@ -193,9 +191,11 @@ impl Operator for CountWindowOp {
                     );
                 };
                 let slots = &buf[16..];
-                if (c == 0) != slots.is_empty() || (c > 0 && slots.len() != width) {
+                if (c == 0) != slots.is_empty()
+                    || (c > 0 && slot_sets(&self.accs, slots) != Some(1))
+                {
                     return Err(bad_value(format!(
-                        "{c} records with {} bytes of aggregates, expected {width}",
+                        "{c} records with {} bytes of aggregates, not one slot set",
                         slots.len()
                     ))
                     .into());
@@ -243,13 +243,13 @@ impl Operator for CountWindowOp {
             .collect::<Result<Vec<_>>>()?;
         for (acc, v) in self.accs.iter_mut().zip(&values) {
             acc.reset(slots);
-            acc.update(v.as_ref(), RowSel::All, &slot_of_row);
+            acc.update(v.as_ref(), None, RowSel::All, &slot_of_row)?;
         }
         // A key's records from earlier batches belong to its first slot here.
         for g in 0..n {
             if let Some(at) = stored_at[g].clone()
                 && let s = &stored[at]
-                && !merge_value(&mut self.accs, first_slot[g] as usize, s, width)
+                && !merge_value(&mut self.accs, first_slot[g] as usize, s)
             {
                 return Err(bad_value("malformed aggregates".into()).into());
             }
@@ -263,12 +263,14 @@ impl Operator for CountWindowOp {
             cols.push(Arc::new(Int64Array::from_iter_values(
                 complete.iter().map(|&s| slot_index[s as usize]),
             )) as ArrayRef);
-            cols.extend(self.accs.iter().map(|a| a.finish(Some(&complete))));
+            for a in &self.accs {
+                cols.push(a.finish(Some(&complete))?);
+            }
             out.batch(RecordBatch::try_new(self.schema.clone(), cols)?);
         }
 
         // What stays open per key.
-        let mut value = Vec::with_capacity(16 + width);
+        let mut value = Vec::new();
         for g in 0..n {
             let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
             ns.clear();

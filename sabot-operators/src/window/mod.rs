@@ -6,7 +6,7 @@ mod groups;
 mod session;
 mod tumbling;
 
-pub use aggregate::{AggKind, Aggregate};
+pub use aggregate::{AggKind, Aggregate, AggregateFunction};
 pub use count::{COUNT_WINDOW_STATE, CountWindowFactory, WINDOW_INDEX};
 pub use session::{SESSION_WINDOW_STATE, SessionWindowFactory};
 pub use tumbling::{
@@ -36,6 +36,7 @@ pub(crate) fn keyed_output(
     keys: &[String],
     window: Vec<Field>,
     aggregates: &[Aggregate],
+    time: Option<usize>,
     invalid: impl Fn(String) -> crate::OperatorError,
 ) -> Result<KeyedOutput> {
     let mut key_idx = Vec::with_capacity(keys.len());
@@ -49,7 +50,7 @@ pub(crate) fn keyed_output(
     fields.extend(window);
     let aggs = aggregates
         .iter()
-        .map(|a| a.bind(input))
+        .map(|a| a.bind(input, time))
         .collect::<Result<Vec<_>>>()?;
     fields.extend(aggs.iter().map(|a| a.field.clone()));
     let mut names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();

@@ -12,9 +12,10 @@ use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, dur
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
-use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
+use super::aggregate::{
+    Accumulator, Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets,
+};
 use super::groups::GroupTable;
-use super::tumbling::merge_value;
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_END, WINDOW_START};
 use crate::keys::{BatchKeys, KeyColumns};
 use crate::time_column::{check_time_field, event_times};
@@ -106,9 +107,14 @@ impl SessionWindowFactory {
             key_idx,
             aggs,
             fields,
-        } = super::keyed_output(input, &self.keys, window, &self.aggregates, |r| {
-            self.invalid(r)
-        })?;
+        } = super::keyed_output(
+            input,
+            &self.keys,
+            window,
+            &self.aggregates,
+            Some(time_idx),
+            |r| self.invalid(r),
+        )?;
         Ok(Bound {
             key_idx,
             time_idx,
@@ -227,18 +233,11 @@ struct Part {
 }
 
 impl SessionWindowOp {
-    fn width(&self) -> usize {
-        self.accs.iter().map(Accumulator::width).sum()
-    }
-
     /// Merges slot `from` into slot `into` (both partial sessions of this batch).
     fn merge_slots(&mut self, into: usize, from: usize) -> Result<()> {
-        let mut bytes = Vec::with_capacity(self.width());
-        for a in &self.accs {
-            a.encode(from, &mut bytes);
-        }
-        let width = self.width();
-        if !merge_value(&mut self.accs, into, &bytes, width) {
+        let mut bytes = Vec::new();
+        encode_set(&self.accs, from, &mut bytes);
+        if !merge_value(&mut self.accs, into, &bytes) {
             return Err(bad_value("malformed aggregates".into()).into());
         }
         Ok(())
@@ -250,7 +249,7 @@ impl SessionWindowOp {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut bounds: Vec<(i64, i64)> = Vec::new();
         let mut values: Vec<u8> = Vec::new();
-        let width = self.width();
+        let mut ends: Vec<usize> = Vec::new();
         let mut buf = Vec::new();
         while let Some(t) = self.timers.next_event_timer() {
             let ((kg, key), start) = (t.key, t.namespace);
@@ -266,14 +265,15 @@ impl SessionWindowOp {
             ) else {
                 return Err(bad_value(format!("{} bytes, not a session", buf.len())).into());
             };
-            if slots.len() != width {
+            if slot_sets(&self.accs, slots) != Some(1) {
                 return Err(bad_value(format!(
-                    "{} bytes of aggregates, expected {width}",
+                    "{} bytes of aggregates, not one slot set",
                     slots.len()
                 ))
                 .into());
             }
             values.extend_from_slice(slots);
+            ends.push(values.len());
             bounds.push((start, end));
             keys.push(key.clone());
             self.backend.delete(self.state, kg, &key, &ns)?;
@@ -285,10 +285,12 @@ impl SessionWindowOp {
         for a in &mut self.accs {
             a.reset(n);
         }
-        for (g, slots) in values.chunks_exact(width).enumerate() {
-            if !merge_value(&mut self.accs, g, slots, width) {
+        let mut from = 0;
+        for (g, &end) in ends.iter().enumerate() {
+            if !merge_value(&mut self.accs, g, &values[from..end]) {
                 return Err(bad_value("malformed aggregates".into()).into());
             }
+            from = end;
         }
         let mut cols: Vec<ArrayRef> = if self.keys.is_int64() {
             let ints = keys
@@ -312,7 +314,9 @@ impl SessionWindowOp {
         cols.push(Arc::new(Int64Array::from_iter_values(
             bounds.iter().map(|b| b.1),
         )));
-        cols.extend(self.accs.iter().map(|a| a.finish(None)));
+        for a in &self.accs {
+            cols.push(a.finish(None)?);
+        }
         out.batch(RecordBatch::try_new(self.bound.schema.clone(), cols)?);
         Ok(())
     }
@@ -374,11 +378,10 @@ impl Operator for SessionWindowOp {
             .collect::<Result<Vec<_>>>()?;
         for (acc, v) in self.accs.iter_mut().zip(&values) {
             acc.reset(slots.len());
-            acc.update(v.as_ref(), RowSel::All, &slot_of_row);
+            acc.update(v.as_ref(), Some(ts), RowSel::All, &slot_of_row)?;
         }
 
         // Per key: merge the partial sessions with the stored ones.
-        let width = self.width();
         let wm = self.watermark.millis();
         let mut late_slots = vec![false; slots.len()];
         let mut key = Vec::new();
@@ -406,7 +409,7 @@ impl Operator for SessionWindowOp {
                         .and_then(|b| <[u8; 8]>::try_from(b).ok())
                         .map(i64::from_le_bytes),
                 ) {
-                    (Some(start), Some(end)) if v.len() == 8 + width => {
+                    (Some(start), Some(end)) if slot_sets(&self.accs, &v[8..]) == Some(1) => {
                         stored.push((start, end, v[8..].to_vec()));
                         true
                     }
@@ -456,7 +459,7 @@ impl Operator for SessionWindowOp {
                         .iter()
                         .find(|s| s.0 == p.start && s.1 == p.end)
                         .ok_or_else(|| bad_value("a stored session vanished".into()))?;
-                    if !merge_value(&mut self.accs, into as usize, bytes, width) {
+                    if !merge_value(&mut self.accs, into as usize, bytes) {
                         return Err(bad_value("malformed aggregates".into()).into());
                     }
                     self.backend
@@ -469,9 +472,7 @@ impl Operator for SessionWindowOp {
                 }
                 value.clear();
                 value.extend_from_slice(&end.to_le_bytes());
-                for a in &self.accs {
-                    a.encode(into as usize, &mut value);
-                }
+                encode_set(&self.accs, into as usize, &mut value);
                 self.backend
                     .put(self.state, kg, &key, &start_key(start), &value)?;
                 self.timers.register_event_time_timer(

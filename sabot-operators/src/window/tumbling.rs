@@ -13,7 +13,7 @@ use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, dur
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
-use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel};
+use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
 use crate::keys::{BatchKeys, KeyColumns};
 use crate::time_column::{check_time_field, event_times};
@@ -153,9 +153,14 @@ impl TumblingWindowFactory {
             key_idx,
             aggs,
             fields,
-        } = super::keyed_output(input, &self.keys, window, &self.aggregates, |r| {
-            self.invalid(r)
-        })?;
+        } = super::keyed_output(
+            input,
+            &self.keys,
+            window,
+            &self.aggregates,
+            Some(time_idx),
+            |r| self.invalid(r),
+        )?;
         Ok(Bound {
             key_idx,
             time_idx,
@@ -307,26 +312,6 @@ impl Firing {
     }
 }
 
-/// Combines a stored value into group `g` of `accs`: one or more slot sets (one per
-/// merged partial aggregate; see [`StateBackend::prefers_merge`]). Returns `false` if the
-/// bytes are not whole slot sets.
-pub(super) fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8], width: usize) -> bool {
-    if value.is_empty() || !value.len().is_multiple_of(width) {
-        return false;
-    }
-    for set in value.chunks_exact(width) {
-        let mut at = 0;
-        for a in accs.iter_mut() {
-            let w = a.width();
-            if !a.merge_stored(g, &set[at..at + w]) {
-                return false;
-            }
-            at += w;
-        }
-    }
-    true
-}
-
 struct TumblingWindowOp {
     bound: Bound,
     /// The key columns (a single `Int64` key is grouped as integers, no row format).
@@ -425,9 +410,6 @@ impl TumblingWindowOp {
     }
 
     /// Bytes of one key's stored slots.
-    fn width(&self) -> usize {
-        self.accs.iter().map(Accumulator::width).sum()
-    }
 
     /// The output batch of window `start`: `keys` columns, then the window bounds and
     /// the aggregates of `accs` (every slot, in order).
@@ -443,7 +425,9 @@ impl TumblingWindowOp {
             start.saturating_add(self.bound.size_ms),
             n,
         )));
-        cols.extend(accs.iter().map(|a| a.finish(None)));
+        for a in accs {
+            cols.push(a.finish(None)?);
+        }
         Ok(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
     }
 
@@ -461,12 +445,11 @@ impl TumblingWindowOp {
             }
             let wk = window_key(start);
             let first = self.firing.len();
-            let width = self.width();
-            let firing = &mut self.firing;
+            let (firing, accs) = (&mut self.firing, &self.accs);
             let mut bad = None;
             self.backend
                 .scan(self.state, t.key, &wk, b"", &mut |ns, value| {
-                    if value.is_empty() || !value.len().is_multiple_of(width) {
+                    if slot_sets(accs, value).is_none_or(|n| n == 0) {
                         bad = Some(value.len());
                         return false;
                     }
@@ -475,7 +458,7 @@ impl TumblingWindowOp {
                 })?;
             if let Some(len) = bad {
                 return Err(bad_value(format!(
-                    "window {start}: {len} bytes of aggregates, not a multiple of {width}"
+                    "window {start}: {len} bytes that are not whole aggregate slots"
                 ))
                 .into());
             }
@@ -503,8 +486,7 @@ impl TumblingWindowOp {
             window_key(start),
             window_key(start.saturating_add(self.bound.size_ms)),
         );
-        let width = self.width();
-        let firing = &mut self.firing;
+        let (firing, accs) = (&mut self.firing, &self.accs);
         // The oldest pane's keys, back to back: they are deleted after the scan.
         let mut oldest: Vec<u8> = Vec::new();
         let mut oldest_ends: Vec<usize> = Vec::new();
@@ -518,7 +500,7 @@ impl TumblingWindowOp {
                 if pane < lo.as_slice() {
                     return true;
                 }
-                if value.is_empty() || !value.len().is_multiple_of(width) {
+                if slot_sets(accs, value).is_none_or(|n| n == 0) {
                     bad = Some(value.len());
                     return false;
                 }
@@ -533,7 +515,7 @@ impl TumblingWindowOp {
             })?;
         if let Some(len) = bad {
             return Err(bad_value(format!(
-                "pane of window {start}: {len} bytes of aggregates, not a multiple of {width}"
+                "pane of window {start}: {len} bytes that are not whole aggregate slots"
             ))
             .into());
         }
@@ -602,9 +584,8 @@ impl TumblingWindowOp {
             .map(BoundAggregate::new_accumulator)
             .collect();
         accs.iter_mut().for_each(|a| a.reset(n));
-        let width = self.width();
         for (i, &g) in group_of.iter().enumerate() {
-            if !merge_value(&mut accs, g, self.firing.value(i), width) {
+            if !merge_value(&mut accs, g, self.firing.value(i)) {
                 return Err(bad_value(format!("window {start}: malformed aggregates")).into());
             }
         }
@@ -665,6 +646,7 @@ impl TumblingWindowOp {
         sel: RowSel<'_>,
         keys: &BatchKeys,
         values: &[Option<ArrayRef>],
+        times: &[i64],
         due: bool,
         out: &mut Output,
     ) -> Result<()> {
@@ -684,17 +666,16 @@ impl TumblingWindowOp {
         let n = self.table.len();
         for (acc, v) in self.accs.iter_mut().zip(values) {
             acc.reset(n);
-            acc.update(v.as_ref(), sel, &self.groups);
+            acc.update(v.as_ref(), Some(times), sel, &self.groups)?;
         }
         let wk = window_key(start);
-        let width = self.width();
         // Where a blind write is cheap (RocksDB), the batch's partial aggregates are
         // appended with merge and combined when the window fires; elsewhere (and for a
         // late update, which must emit the combined result now) they are combined with
         // the stored ones in place.
         let blind = !due && self.backend.prefers_merge();
         let mut ns = Vec::new();
-        let mut partial = Vec::with_capacity(width);
+        let mut partial = Vec::new();
         for g in 0..n {
             let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
             ns.clear();
@@ -709,7 +690,7 @@ impl TumblingWindowOp {
             self.backend
                 .update(self.state, kg, &wk, &ns, &mut |old, new| {
                     if let Some(old) = old
-                        && !merge_value(accs, g, old, width)
+                        && !merge_value(accs, g, old)
                     {
                         return Err(bad_value(format!(
                             "window {start}: malformed aggregates ({} bytes)",
@@ -803,7 +784,7 @@ impl Operator for TumblingWindowOp {
             // Timers are de-duplicated: registering per batch covers key groups that join
             // a window later.
             self.register_timers(start, sel, due);
-            self.update_window(start, sel, &keys, &values, due, out)?;
+            self.update_window(start, sel, &keys, &values, ts, due, out)?;
         }
         Ok(())
     }
