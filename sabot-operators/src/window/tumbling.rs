@@ -312,6 +312,16 @@ impl Firing {
     }
 }
 
+/// What a batch brings to each of its windows.
+#[derive(Clone, Copy)]
+struct BatchInput<'a> {
+    keys: &'a BatchKeys,
+    /// Each aggregate's input column.
+    values: &'a [Option<ArrayRef>],
+    /// The rows' event times.
+    times: &'a [i64],
+}
+
 struct TumblingWindowOp {
     bound: Bound,
     /// The key columns (a single `Int64` key is grouped as integers, no row format).
@@ -408,8 +418,6 @@ impl TumblingWindowOp {
     fn is_too_late(&self, start: i64) -> bool {
         Timestamp::from_millis(self.cleanup_time(start)) <= self.watermark
     }
-
-    /// Bytes of one key's stored slots.
 
     /// The output batch of window `start`: `keys` columns, then the window bounds and
     /// the aggregates of `accs` (every slot, in order).
@@ -644,12 +652,15 @@ impl TumblingWindowOp {
         &mut self,
         start: i64,
         sel: RowSel<'_>,
-        keys: &BatchKeys,
-        values: &[Option<ArrayRef>],
-        times: &[i64],
+        input: &BatchInput<'_>,
         due: bool,
         out: &mut Output,
     ) -> Result<()> {
+        let BatchInput {
+            keys,
+            values,
+            times,
+        } = *input;
         self.table.clear();
         self.groups.clear();
         let (table, hashes) = (&mut self.table, &self.hashes);
@@ -784,7 +795,12 @@ impl Operator for TumblingWindowOp {
             // Timers are de-duplicated: registering per batch covers key groups that join
             // a window later.
             self.register_timers(start, sel, due);
-            self.update_window(start, sel, &keys, &values, ts, due, out)?;
+            let input = BatchInput {
+                keys: &keys,
+                values: &values,
+                times: ts,
+            };
+            self.update_window(start, sel, &input, due, out)?;
         }
         Ok(())
     }
