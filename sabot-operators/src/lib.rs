@@ -73,7 +73,8 @@ pub use traits::{
     SourcePoll, TaskContext, TwoInputOperatorFactory,
 };
 pub use window::{
-    AggKind, Aggregate, AggregateFunction, COUNT_WINDOW_STATE, CountWindowFactory, LATE_DATA,
-    LATE_RECORDS, LATE_RECORDS_DROPPED, SESSION_WINDOW_STATE, SessionWindowFactory,
-    TumblingWindowFactory, WINDOW_END, WINDOW_INDEX, WINDOW_START, WINDOW_STATE,
+    AggKind, Aggregate, AggregateFunction, COUNT_WINDOW_STATE, CountWindowFactory,
+    GLOBAL_WINDOW_STATE, GlobalWindowFactory, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED,
+    SESSION_WINDOW_STATE, SessionWindowFactory, Trigger, TumblingWindowFactory, WINDOW_END,
+    WINDOW_INDEX, WINDOW_START, WINDOW_STATE,
 };

@@ -60,11 +60,11 @@ pub mod demo;
 mod stream;
 
 pub use sabot_core::arrow;
-pub use sabot_operators::Aggregate;
+pub use sabot_operators::{Aggregate, AggregateFunction, JoinType, Trigger};
 pub use sabot_runtime::{JobConfig, JobResult, RuntimeError as Error};
 pub use stream::{
-    CountWindow, JoinedStreams, KeyedStream, SessionWindow, SlidingWindow, Stream, StreamEnv,
-    TumblingWindow, WindowedStream, Windows,
+    CountWindow, GlobalWindow, JoinedStreams, KeyedStream, SessionWindow, SlidingWindow, Stream,
+    StreamEnv, TumblingWindow, WindowedStream, Windows,
 };
 
 /// Result alias of the facade.

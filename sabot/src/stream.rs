@@ -11,9 +11,10 @@ use sabot_core::arrow::datatypes::DataType;
 use sabot_core::{BadRecordPolicy, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
-    JoinFactory, JoinType, KeyedProcessFactory, KeyedProcessFunction, LATE_DATA, LookupJoinFactory,
-    MapFactory, OperatorFactory, ProjectFactory, SessionWindowFactory, SinkFactory, SourceFactory,
-    TumblingWindowFactory, TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
+    GlobalWindowFactory, JoinFactory, JoinType, KeyedProcessFactory, KeyedProcessFunction,
+    LATE_DATA, LookupJoinFactory, MapFactory, OperatorFactory, ProjectFactory,
+    SessionWindowFactory, SinkFactory, SourceFactory, Trigger, TumblingWindowFactory,
+    TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
 use sabot_state::StateConfig;
@@ -383,8 +384,8 @@ impl KeyedStream {
     }
 
     /// Groups the stream into windows per key: event-time [`TumblingWindow`],
-    /// [`SlidingWindow`] or [`SessionWindow`], or [`CountWindow`] (allowed lateness
-    /// applies to tumbling and sliding windows).
+    /// [`SlidingWindow`] or [`SessionWindow`], [`CountWindow`], or a [`GlobalWindow`]
+    /// with a trigger (allowed lateness applies to tumbling and sliding windows).
     pub fn window(self, window: impl Into<Windows>) -> WindowedStream {
         WindowedStream {
             keyed: self,
@@ -712,6 +713,55 @@ impl From<SessionWindow> for Windows {
     }
 }
 
+/// A global window per key, emitted by a [`Trigger`]: every `n` records, or
+/// periodically in event or processing time (Flink's `GlobalWindows` with a trigger).
+///
+/// ```
+/// use std::time::Duration;
+/// use sabot::{Aggregate, GlobalWindow, StreamEnv, Trigger};
+/// use sabot::operators::VecSource;
+/// use sabot::core::test_util::int64_batch;
+///
+/// let env = StreamEnv::new();
+/// let events = int64_batch(&[("user", vec![1, 1, 1, 1, 2]), ("amount", vec![1, 2, 3, 4, 5])]);
+/// let every_two = env
+///     .source(VecSource::new(events.schema(), vec![events]))
+///     .key_by(&["user"])
+///     .window(GlobalWindow::with_trigger(Trigger::Count(2)))
+///     .aggregate([Aggregate::sum("amount")])
+///     .collect();
+/// env.execute().unwrap();
+/// assert_eq!(every_two.num_rows(), 2); // user 1 after 2 and after 4 records
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct GlobalWindow {
+    trigger: Trigger,
+    purge: bool,
+}
+
+impl GlobalWindow {
+    /// A global window per key, firing on `trigger`, accumulating: each firing emits the
+    /// aggregate over all of the key's records so far.
+    pub fn with_trigger(trigger: Trigger) -> Self {
+        GlobalWindow {
+            trigger,
+            purge: false,
+        }
+    }
+
+    /// Each firing emits the aggregate since the key's previous firing, and clears it.
+    pub fn purging(mut self) -> Self {
+        self.purge = true;
+        self
+    }
+}
+
+impl From<GlobalWindow> for Windows {
+    fn from(w: GlobalWindow) -> Self {
+        Windows::Global(w)
+    }
+}
+
 /// The window kinds [`KeyedStream::window`] takes.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -724,6 +774,8 @@ pub enum Windows {
     Count(CountWindow),
     /// Windows of activity separated by gaps.
     Session(SessionWindow),
+    /// One window per key, emitted by a trigger.
+    Global(GlobalWindow),
 }
 
 impl From<CountWindow> for Windows {
@@ -768,6 +820,15 @@ impl WindowedStream {
         let (size, slide) = match self.window {
             Windows::Tumbling(w) => (w.size, None),
             Windows::Sliding(w) => (w.size, Some(w.slide)),
+            Windows::Global(w) => {
+                let mut factory =
+                    GlobalWindowFactory::new(keys, w.trigger, aggregates.into_iter().collect())
+                        .with_time_column(stream.time_column.clone());
+                if w.purge {
+                    factory = factory.purging();
+                }
+                return stream.then(factory, None);
+            }
             Windows::Session(w) => {
                 let factory = SessionWindowFactory::new(
                     keys,

@@ -2,12 +2,14 @@
 
 mod aggregate;
 mod count;
+mod global;
 mod groups;
 mod session;
 mod tumbling;
 
 pub use aggregate::{AggKind, Aggregate, AggregateFunction};
 pub use count::{COUNT_WINDOW_STATE, CountWindowFactory, WINDOW_INDEX};
+pub use global::{GLOBAL_WINDOW_STATE, GlobalWindowFactory, Trigger};
 pub use session::{SESSION_WINDOW_STATE, SessionWindowFactory};
 pub use tumbling::{
     LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use sabot_core::arrow::array::{Array, Int64Array, UInt32Array};
 use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
@@ -292,22 +292,7 @@ impl SessionWindowOp {
             }
             from = end;
         }
-        let mut cols: Vec<ArrayRef> = if self.keys.is_int64() {
-            let ints = keys
-                .iter()
-                .map(|k| {
-                    <[u8; 8]>::try_from(k.as_slice())
-                        .map(i64::from_le_bytes)
-                        .map_err(|_| bad_value(format!("a {}-byte integer key", k.len())))
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            vec![Arc::new(Int64Array::from(ints))]
-        } else {
-            let parser = self.keys.converter().parser();
-            self.keys
-                .converter()
-                .convert_rows(keys.iter().map(|k| parser.parse(k)))?
-        };
+        let mut cols = super::global::decode_keys(&self.keys, &keys)?;
         cols.push(Arc::new(Int64Array::from_iter_values(
             bounds.iter().map(|b| b.0),
         )));
