@@ -83,12 +83,12 @@ proptest! {
         int_key_only in any::<bool>(),
         lateness_ms in prop_oneof![Just(0i64), 0i64..400],
         rocksdb in any::<bool>(),
-        // Windows per pane: 1 is tumbling; 5 and 60 slide (without lateness).
+        // Windows per pane: 1 is tumbling; 5 and 60 slide.
         ratio in prop_oneof![Just(1i64), Just(5), Just(60)],
     ) {
         let slide_ms = if ratio == 1 { size_ms } else { (size_ms / ratio).max(1) };
         let size_ms = slide_ms * ratio;
-        let lateness_ms = if ratio == 1 { lateness_ms } else { 0 };
+
         // A single Int64 key takes the integer fast path; two keys take the row format.
         let keys: Vec<String> = if int_key_only {
             vec!["shard".into()]
@@ -154,7 +154,7 @@ proptest! {
                 // window, updated within the allowed lateness).
                 let windows: Vec<i64> = (0..ratio)
                     .map(|i| pane - i * slide_ms)
-                    .filter(|&ws| ratio == 1 || ws + size_ms - 1 > wm)
+                    .filter(|&ws| ws + size_ms - 1 + lateness_ms > wm)
                     .collect();
                 for ws in windows {
                 let k = if int_key_only { String::new() } else { r.key.clone() };

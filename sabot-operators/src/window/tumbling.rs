@@ -85,9 +85,11 @@ impl TumblingWindowFactory {
     /// window firing combines the stored aggregates of its `size / slide` panes per key,
     /// so a record's contribution is computed once however many windows it is in
     /// (Arroyo's sliding windows). A pane is dropped when the last window containing it
-    /// fires. A record arriving after some of its windows fired still counts in the
-    /// later ones; one after all of them goes to [`LATE_DATA`]. Allowed lateness is not
-    /// supported with sliding windows yet (a build error).
+    /// fires (or, with allowed lateness, when that window's lateness has passed). A
+    /// record arriving after some of its windows fired still counts in the later ones,
+    /// and with allowed lateness updates the fired ones still kept (their new results
+    /// for the record's key are emitted at once); one after all of them goes to
+    /// [`LATE_DATA`].
     pub fn with_slide(mut self, slide: Duration) -> Self {
         self.slide = Some(slide);
         self
@@ -128,11 +130,6 @@ impl TumblingWindowFactory {
                         "the slide must be at least 1 ms and divide the window size: size {:?}, slide {slide:?}",
                         self.size
                     )));
-                }
-                if slide_ms < size_ms && !self.allowed_lateness.is_zero() {
-                    return Err(
-                        self.invalid("allowed lateness is not supported with sliding windows yet")
-                    );
                 }
                 slide_ms
             }
@@ -447,7 +444,7 @@ impl TumblingWindowOp {
             if self.firing.start.is_some_and(|s| s != start) {
                 self.emit_firing(out)?;
             }
-            if self.sliding() {
+            if self.sliding() && !cleanup {
                 self.gather_panes(t.key, start)?;
                 continue;
             }
@@ -527,11 +524,15 @@ impl TumblingWindowOp {
             ))
             .into());
         }
-        let mut from = 0;
-        for end in oldest_ends {
-            self.backend
-                .delete(self.state, kg, &lo, &oldest[from..end])?;
-            from = end;
+        // This was the oldest pane's last window: drop it, unless allowed lateness keeps
+        // it for late updates (its cleanup timer drops it then).
+        if self.bound.lateness_ms == 0 {
+            let mut from = 0;
+            for end in oldest_ends {
+                self.backend
+                    .delete(self.state, kg, &lo, &oldest[from..end])?;
+                from = end;
+            }
         }
         if later {
             let next = start.saturating_add(self.bound.slide_ms);
@@ -603,6 +604,48 @@ impl TumblingWindowOp {
         Ok(())
     }
 
+    /// Sliding windows with allowed lateness: pane `pane` was just updated for the keys
+    /// of `table`; every window holding it that fired and is not cleaned up yet emits
+    /// those keys' new results (combining their panes).
+    fn emit_late_panes(&mut self, pane: i64, out: &mut Output) -> Result<()> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        let n = self.table.len();
+        let mut key = Vec::new();
+        let mut buf = Vec::new();
+        let mut w = pane.saturating_sub(size - slide);
+        while w <= pane {
+            if self.is_due(w) && !self.is_too_late(w) {
+                let mut accs: Vec<Accumulator> = self
+                    .bound
+                    .aggs
+                    .iter()
+                    .map(BoundAggregate::new_accumulator)
+                    .collect();
+                accs.iter_mut().for_each(|a| a.reset(n));
+                for g in 0..n {
+                    let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+                    key.clear();
+                    self.table.key_bytes(g, &mut key);
+                    let mut q = w;
+                    while q < w.saturating_add(size) {
+                        if self
+                            .backend
+                            .get(self.state, kg, &window_key(q), &key, &mut buf)?
+                            && !merge_value(&mut accs, g, &buf)
+                        {
+                            return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
+                        }
+                        q = q.saturating_add(slide);
+                    }
+                }
+                let keys = self.table.key_columns(self.keys.converter(), None)?;
+                out.batch(self.result(w, keys, &accs)?);
+            }
+            w = w.saturating_add(slide);
+        }
+        Ok(())
+    }
+
     /// Registers the timers of window `start` for the key groups of `rows`: the firing
     /// (unless the window is already due: late updates emit at once) and the cleanup.
     fn register_timers(&mut self, start: i64, rows: RowSel<'_>, due: bool) {
@@ -611,12 +654,13 @@ impl TumblingWindowOp {
         self.seen_key_groups.resize(words, 0);
         // The pane's first window that has not fired (the pane's own for tumbling).
         let window = self.first_open_window(start);
-        let sliding = self.sliding();
         let (fire, cleanup) = (self.fire_time(window), self.cleanup_time(start));
         // A cleanup timer is needed when the allowed lateness keeps the window past its
         // own firing (compared with the window's own firing time: for a late update,
         // `window` may be a later one).
-        let needs_cleanup = !sliding && cleanup != self.fire_time(start);
+        // Sliding: `start` is a pane, whose last window starts at it; its cleanup drops
+        // the pane (without lateness, its last window's firing does).
+        let needs_cleanup = cleanup != self.fire_time(start);
         let mut register = |h: u64| {
             let kg = KeyGroup::of_hash(h, self.max_parallelism);
             let (word, bit) = (usize::from(kg.0) / 64, usize::from(kg.0) % 64);
@@ -629,7 +673,6 @@ impl TumblingWindowOp {
                         Timestamp::from_millis(fire),
                     );
                 }
-                // Sliding panes are dropped by their last window instead (no lateness).
                 if needs_cleanup {
                     self.timers.register_event_time_timer(
                         kg,
@@ -800,7 +843,11 @@ impl Operator for TumblingWindowOp {
                 values: &values,
                 times: ts,
             };
-            self.update_window(start, sel, &input, due, out)?;
+            let sliding = self.sliding();
+            self.update_window(start, sel, &input, due && !sliding, out)?;
+            if sliding && self.bound.lateness_ms > 0 && self.partly_late(start) {
+                self.emit_late_panes(start, out)?;
+            }
         }
         Ok(())
     }
