@@ -244,3 +244,67 @@ proptest! {
         prop_assert_eq!(side, expected_side, "too-late rows go to the side output, unchanged");
     }
 }
+
+/// Early firing: every interval of processing time, windows not yet fired emit their
+/// current results for the keys updated since; the final result comes with the
+/// watermark. Sliding windows combine their panes for it.
+#[test]
+fn early_firing_emits_partial_results_of_open_windows() {
+    use sabot_core::test_util::{int64_batch, row_strings};
+    for slide in [100u64, 50] {
+        let factory = TumblingWindowFactory::new(
+            vec!["k".into()],
+            Some("ts".into()),
+            Duration::from_millis(100),
+            vec![Aggregate::count()],
+        )
+        .with_slide(Duration::from_millis(slide))
+        .with_early_firing(Duration::from_millis(10));
+        let ctx = TaskContext::new(0, 1, 128, Metrics::new());
+        let batch = |k: Vec<i64>, ts: Vec<i64>| int64_batch(&[("k", k), ("ts", ts)]);
+        let mut op = factory
+            .create(&batch(vec![], vec![]).schema(), &ctx)
+            .unwrap();
+        let mut out = Output::new();
+        let rows = |out: &mut Output| -> Vec<String> {
+            let mut r: Vec<String> = out
+                .drain()
+                .filter_map(|m| match m {
+                    Message::Data(b) => Some(row_strings(&b)),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            r.sort();
+            r
+        };
+        op.on_tick(0, &mut out).unwrap();
+        op.on_batch(batch(vec![1, 1, 2], vec![60, 70, 80]), &mut out)
+            .unwrap();
+        op.on_tick(5, &mut out).unwrap();
+        assert!(rows(&mut out).is_empty(), "fired before the interval");
+        op.on_tick(10, &mut out).unwrap();
+        let first = rows(&mut out);
+        op.on_batch(batch(vec![1], vec![90]), &mut out).unwrap();
+        op.on_tick(20, &mut out).unwrap();
+        let second = rows(&mut out);
+        op.on_tick(30, &mut out).unwrap();
+        assert!(rows(&mut out).is_empty(), "no news, no early firing");
+        op.on_watermark(Timestamp::from_millis(99), &mut out)
+            .unwrap();
+        let last = rows(&mut out);
+        if slide == 100 {
+            assert_eq!(first, vec!["1,0,100,2", "2,0,100,1"]);
+            assert_eq!(second, vec!["1,0,100,3"], "only the updated key");
+            assert_eq!(last, vec!["1,0,100,3", "2,0,100,1"]);
+        } else {
+            // Windows [0, 100) and [50, 150) hold every row.
+            assert_eq!(
+                first,
+                vec!["1,0,100,2", "1,50,150,2", "2,0,100,1", "2,50,150,1"]
+            );
+            assert_eq!(second, vec!["1,0,100,3", "1,50,150,3"]);
+            assert_eq!(last, vec!["1,0,100,3", "2,0,100,1"]);
+        }
+    }
+}

@@ -391,6 +391,7 @@ impl KeyedStream {
             keyed: self,
             window: window.into(),
             allowed_lateness: Duration::ZERO,
+            early_firing: None,
         }
     }
 
@@ -802,6 +803,7 @@ pub struct WindowedStream {
     keyed: KeyedStream,
     window: Windows,
     allowed_lateness: Duration,
+    early_firing: Option<Duration>,
 }
 
 impl WindowedStream {
@@ -810,6 +812,15 @@ impl WindowedStream {
     /// [`Stream::late_data`].
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
         self.allowed_lateness = lateness;
+        self
+    }
+
+    /// Tumbling and sliding windows: every `interval` of processing time, each window
+    /// that has not closed yet emits its current results for the keys updated since
+    /// (Flink SQL's early fire); the final results come when it closes. Other windows
+    /// reject it when the job is built.
+    pub fn early_firing(mut self, interval: Duration) -> Self {
+        self.early_firing = Some(interval);
         self
     }
 
@@ -824,6 +835,9 @@ impl WindowedStream {
                 let mut factory =
                     GlobalWindowFactory::new(keys, w.trigger, aggregates.into_iter().collect())
                         .with_time_column(stream.time_column.clone());
+                if self.early_firing.is_some() {
+                    factory = factory.with_early_firing();
+                }
                 if w.purge {
                     factory = factory.purging();
                 }
@@ -837,11 +851,19 @@ impl WindowedStream {
                     aggregates.into_iter().collect(),
                 )
                 .with_allowed_lateness(self.allowed_lateness);
+                let factory = if self.early_firing.is_some() {
+                    factory.with_early_firing()
+                } else {
+                    factory
+                };
                 return stream.then(factory, None);
             }
             Windows::Count(w) => {
-                let factory =
+                let mut factory =
                     CountWindowFactory::new(keys, w.size, aggregates.into_iter().collect());
+                if self.early_firing.is_some() {
+                    factory = factory.with_early_firing();
+                }
                 return stream.then(factory, None);
             }
         };
@@ -854,6 +876,9 @@ impl WindowedStream {
         .with_allowed_lateness(self.allowed_lateness);
         if let Some(slide) = slide {
             factory = factory.with_slide(slide);
+        }
+        if let Some(interval) = self.early_firing {
+            factory = factory.with_early_firing(interval);
         }
         stream.then(factory, None)
     }

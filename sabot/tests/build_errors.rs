@@ -150,3 +150,49 @@ fn text_event_time_column_is_a_build_error() {
     assert!(msg.contains("`when`") && msg.contains("Utf8"), "{msg}");
     assert!(msg.contains("event time"), "{msg}");
 }
+
+#[test]
+fn window_and_join_misuse_is_a_build_error() {
+    use sabot::{CountWindow, SessionWindow};
+    // Early firing is for tumbling and sliding windows.
+    let env = StreamEnv::new();
+    keyed_source(&env)
+        .key_by(&["key"])
+        .window(CountWindow::of(3))
+        .early_firing(Duration::from_millis(10))
+        .aggregate([Aggregate::count()])
+        .collect();
+    let msg = build_error(&env);
+    assert!(msg.contains("early firing applies to tumbling"), "{msg}");
+    // Session windows need event time.
+    let env = StreamEnv::new();
+    keyed_source(&env)
+        .key_by(&["key"])
+        .window(SessionWindow::with_gap(Duration::from_millis(10)))
+        .aggregate([Aggregate::count()])
+        .collect();
+    let msg = build_error(&env);
+    assert!(msg.contains("no event time"), "{msg}");
+    // An interval join needs event time on both sides.
+    let env = StreamEnv::new();
+    let left = keyed_source(&env)
+        .with_watermarks("ts", Duration::ZERO)
+        .key_by(&["key"]);
+    let right = keyed_source(&env).key_by(&["key"]);
+    left.join(right).interval(0, 10).collect();
+    let msg = build_error(&env);
+    assert!(msg.contains("the right input has no event time"), "{msg}");
+    // Join keys of different types cannot meet.
+    let env = StreamEnv::new();
+    let ints = Arc::new(Schema::new(vec![Field::new("key", DataType::Int32, false)]));
+    let f = RecordBatch::try_new(
+        ints.clone(),
+        vec![Arc::new(sabot::arrow::array::Int32Array::from(vec![1])) as ArrayRef],
+    )
+    .unwrap();
+    let left = keyed_source(&env).key_by(&["key"]);
+    let right = env.source(VecSource::new(ints, vec![f])).key_by(&["key"]);
+    left.join(right).regular(None).collect();
+    let msg = build_error(&env);
+    assert!(msg.contains("have the same type"), "{msg}");
+}

@@ -32,6 +32,8 @@ pub struct CountWindowFactory {
     keys: Vec<String>,
     size: u64,
     aggregates: Vec<Aggregate>,
+    /// Early firing was asked for (not supported here: a build error).
+    early: bool,
 }
 
 impl CountWindowFactory {
@@ -41,7 +43,15 @@ impl CountWindowFactory {
             keys,
             size,
             aggregates,
+            early: false,
         }
+    }
+
+    /// Early firing applies to tumbling and sliding windows: asking for it here is a
+    /// build error.
+    pub fn with_early_firing(mut self) -> Self {
+        self.early = true;
+        self
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
@@ -52,6 +62,11 @@ impl CountWindowFactory {
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<(Vec<usize>, Vec<BoundAggregate>, SchemaRef)> {
+        if self.early {
+            return Err(self.invalid(
+                "early firing applies to tumbling and sliding windows (use a trigger or a smaller window)",
+            ));
+        }
         if self.size == 0 || self.size > i64::MAX as u64 {
             return Err(self.invalid("a count window holds at least 1 record"));
         }

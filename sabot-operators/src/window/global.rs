@@ -50,6 +50,8 @@ pub struct GlobalWindowFactory {
     purge: bool,
     aggregates: Vec<Aggregate>,
     time_column: Option<String>,
+    /// Early firing was asked for (not supported here: a build error).
+    early: bool,
 }
 
 impl GlobalWindowFactory {
@@ -61,7 +63,15 @@ impl GlobalWindowFactory {
             purge: false,
             aggregates,
             time_column: None,
+            early: false,
         }
+    }
+
+    /// Early firing applies to tumbling and sliding windows: asking for it here is a
+    /// build error.
+    pub fn with_early_firing(mut self) -> Self {
+        self.early = true;
+        self
     }
 
     /// Clears each key's aggregates when it fires.
@@ -84,6 +94,11 @@ impl GlobalWindowFactory {
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<Bound> {
+        if self.early {
+            return Err(self.invalid(
+                "early firing applies to tumbling and sliding windows (use a trigger or a smaller window)",
+            ));
+        }
         let interval = match self.trigger {
             Trigger::Count(0) => return Err(self.invalid("a count trigger needs at least 1")),
             Trigger::Count(n) if n > i64::MAX as u64 => {

@@ -44,6 +44,8 @@ pub struct SessionWindowFactory {
     gap: Duration,
     aggregates: Vec<Aggregate>,
     allowed_lateness: Duration,
+    /// Early firing was asked for (not supported here: a build error).
+    early: bool,
 }
 
 impl SessionWindowFactory {
@@ -61,7 +63,15 @@ impl SessionWindowFactory {
             gap,
             aggregates,
             allowed_lateness: Duration::ZERO,
+            early: false,
         }
+    }
+
+    /// Early firing applies to tumbling and sliding windows: asking for it here is a
+    /// build error.
+    pub fn with_early_firing(mut self) -> Self {
+        self.early = true;
+        self
     }
 
     /// Keeps sessions open for late updates: not supported for session windows yet (a
@@ -79,6 +89,11 @@ impl SessionWindowFactory {
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<Bound> {
+        if self.early {
+            return Err(self.invalid(
+                "early firing applies to tumbling and sliding windows (use a trigger or a smaller window)",
+            ));
+        }
         let Some(time_column) = &self.time_column else {
             return Err(self.invalid(
                 "the stream has no event time: call with_watermarks(..) before windowing",

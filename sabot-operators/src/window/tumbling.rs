@@ -56,6 +56,9 @@ pub struct TumblingWindowFactory {
     slide: Option<Duration>,
     allowed_lateness: Duration,
     aggregates: Vec<Aggregate>,
+    /// Early firing: every this much processing time, windows not yet fired emit their
+    /// current results for the keys updated since.
+    early: Option<Duration>,
 }
 
 impl TumblingWindowFactory {
@@ -74,7 +77,19 @@ impl TumblingWindowFactory {
             slide: None,
             allowed_lateness: Duration::ZERO,
             aggregates,
+            early: None,
         }
+    }
+
+    /// Early firing (Flink SQL's `table.exec.emit.early-fire`): every `interval` of
+    /// processing time, each window that has not fired yet emits its current results for
+    /// the keys updated since the previous early firing; the window's final results
+    /// still come when the watermark passes its end (later rows for a key and window
+    /// supersede earlier ones). Which keys are due for an early firing is not part of
+    /// checkpoints: after a restore, early firings resume with the next update.
+    pub fn with_early_firing(mut self, interval: Duration) -> Self {
+        self.early = Some(interval);
+        self
     }
 
     /// Makes the windows slide: a window of `size` starts every `slide` (which must
@@ -164,6 +179,7 @@ impl TumblingWindowFactory {
             size_ms,
             slide_ms,
             lateness_ms: duration_millis(self.allowed_lateness).max(0),
+            early_ms: self.early.map_or(0, |d| duration_millis(d).max(1)),
             aggs,
             schema: Arc::new(Schema::new(fields)),
         })
@@ -177,6 +193,8 @@ struct Bound {
     /// Panes (and window starts) every `slide_ms`; `== size_ms` for tumbling windows.
     slide_ms: i64,
     lateness_ms: i64,
+    /// Early firing interval in ms (0: none).
+    early_ms: i64,
     aggs: Vec<BoundAggregate>,
     schema: SchemaRef,
 }
@@ -246,6 +264,8 @@ impl OperatorFactory for TumblingWindowFactory {
             groups: Vec::new(),
             seen_key_groups: Vec::new(),
             firing: Firing::default(),
+            dirty: BTreeMap::new(),
+            next_early: i64::MIN,
         }))
     }
 }
@@ -341,6 +361,9 @@ struct TumblingWindowOp {
     /// Scratch: one bit per key group, to register each window's timers once per batch.
     seen_key_groups: Vec<u64>,
     firing: Firing,
+    /// Early firing: per pane, the keys updated since the last early firing.
+    dirty: BTreeMap<i64, hashbrown::HashSet<(KeyGroup, Vec<u8>)>>,
+    next_early: i64,
 }
 
 fn bad_value(reason: String) -> StateError {
@@ -604,44 +627,84 @@ impl TumblingWindowOp {
         Ok(())
     }
 
+    /// The keys of this batch's `table`, as stored.
+    fn table_keys(&self) -> Vec<(KeyGroup, Vec<u8>)> {
+        (0..self.table.len())
+            .map(|g| {
+                let mut key = Vec::new();
+                self.table.key_bytes(g, &mut key);
+                (
+                    KeyGroup::of_hash(self.table.hash(g), self.max_parallelism),
+                    key,
+                )
+            })
+            .collect()
+    }
+
+    /// Window `w`'s current results for `keys` (combining its panes), read from state.
+    fn window_results(&self, w: i64, keys: &[(KeyGroup, Vec<u8>)]) -> Result<RecordBatch> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        let mut accs: Vec<Accumulator> = self
+            .bound
+            .aggs
+            .iter()
+            .map(BoundAggregate::new_accumulator)
+            .collect();
+        accs.iter_mut().for_each(|a| a.reset(keys.len()));
+        let mut buf = Vec::new();
+        for (g, (kg, key)) in keys.iter().enumerate() {
+            let mut q = w;
+            while q < w.saturating_add(size) {
+                if self
+                    .backend
+                    .get(self.state, *kg, &window_key(q), key, &mut buf)?
+                    && !merge_value(&mut accs, g, &buf)
+                {
+                    return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
+                }
+                q = q.saturating_add(slide);
+            }
+        }
+        let stored: Vec<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
+        let cols = super::global::decode_keys(&self.keys, &stored)?;
+        self.result(w, cols, &accs)
+    }
+
     /// Sliding windows with allowed lateness: pane `pane` was just updated for the keys
     /// of `table`; every window holding it that fired and is not cleaned up yet emits
-    /// those keys' new results (combining their panes).
+    /// those keys' new results.
     fn emit_late_panes(&mut self, pane: i64, out: &mut Output) -> Result<()> {
         let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
-        let n = self.table.len();
-        let mut key = Vec::new();
-        let mut buf = Vec::new();
+        let keys = self.table_keys();
         let mut w = pane.saturating_sub(size - slide);
         while w <= pane {
             if self.is_due(w) && !self.is_too_late(w) {
-                let mut accs: Vec<Accumulator> = self
-                    .bound
-                    .aggs
-                    .iter()
-                    .map(BoundAggregate::new_accumulator)
-                    .collect();
-                accs.iter_mut().for_each(|a| a.reset(n));
-                for g in 0..n {
-                    let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
-                    key.clear();
-                    self.table.key_bytes(g, &mut key);
-                    let mut q = w;
-                    while q < w.saturating_add(size) {
-                        if self
-                            .backend
-                            .get(self.state, kg, &window_key(q), &key, &mut buf)?
-                            && !merge_value(&mut accs, g, &buf)
-                        {
-                            return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
-                        }
-                        q = q.saturating_add(slide);
-                    }
-                }
-                let keys = self.table.key_columns(self.keys.converter(), None)?;
-                out.batch(self.result(w, keys, &accs)?);
+                out.batch(self.window_results(w, &keys)?);
             }
             w = w.saturating_add(slide);
+        }
+        Ok(())
+    }
+
+    /// Early firing: every window not fired yet that holds a pane updated since the last
+    /// early firing emits the updated keys' current results.
+    fn fire_early(&mut self, out: &mut Output) -> Result<()> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        // Per window: the keys updated in any of its panes.
+        let mut windows: BTreeMap<i64, hashbrown::HashSet<(KeyGroup, Vec<u8>)>> = BTreeMap::new();
+        for (pane, keys) in std::mem::take(&mut self.dirty) {
+            let mut w = pane.saturating_sub(size - slide);
+            while w <= pane {
+                if !self.is_due(w) {
+                    windows.entry(w).or_default().extend(keys.iter().cloned());
+                }
+                w = w.saturating_add(slide);
+            }
+        }
+        for (w, keys) in windows {
+            let mut keys: Vec<(KeyGroup, Vec<u8>)> = keys.into_iter().collect();
+            keys.sort_unstable();
+            out.batch(self.window_results(w, &keys)?);
         }
         Ok(())
     }
@@ -755,6 +818,10 @@ impl TumblingWindowOp {
                     Ok(())
                 })?;
         }
+        if self.bound.early_ms > 0 && !self.is_due(start) {
+            let keys = self.table_keys();
+            self.dirty.entry(start).or_default().extend(keys);
+        }
         if due {
             // A late update of a window that already fired: emit the touched keys' new
             // results now, as Flink's event-time trigger does.
@@ -858,6 +925,16 @@ impl Operator for TumblingWindowOp {
             self.fire_due(out)?;
         }
         out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        if self.bound.early_ms > 0 && now_ms >= self.next_early {
+            if self.next_early != i64::MIN {
+                self.fire_early(out)?;
+            }
+            self.next_early = now_ms.saturating_add(self.bound.early_ms);
+        }
         Ok(())
     }
 
