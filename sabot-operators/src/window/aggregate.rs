@@ -528,6 +528,20 @@ pub(crate) fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8]) -> b
     true
 }
 
+/// Combines group `g` of `src` into group `h` of `dst` (accumulators of the same
+/// aggregates), through their stored form; `scratch` is a reusable buffer.
+pub(crate) fn merge_group(
+    dst: &mut [Accumulator],
+    h: usize,
+    src: &[Accumulator],
+    g: usize,
+    scratch: &mut Vec<u8>,
+) -> bool {
+    scratch.clear();
+    encode_set(src, g, scratch);
+    merge_value(dst, h, scratch)
+}
+
 /// Appends group `g`'s slot set.
 pub(crate) fn encode_set(accs: &[Accumulator], g: usize, out: &mut Vec<u8>) {
     accs.iter().for_each(|a| a.encode(g, out));

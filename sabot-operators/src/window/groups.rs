@@ -128,6 +128,51 @@ impl GroupTable {
         }
     }
 
+    /// An empty table for keys of the same kind.
+    pub(crate) fn empty_like(&self) -> Self {
+        GroupTable {
+            table: HashTable::new(),
+            hashes: Vec::new(),
+            keys: match &self.keys {
+                KeyStore::Int64(_) => KeyStore::Int64(Vec::new()),
+                KeyStore::Rows(rows) => {
+                    let mut empty = rows.clone();
+                    empty.clear();
+                    KeyStore::Rows(empty)
+                }
+            },
+        }
+    }
+
+    /// The group of `other`'s group `g` in this table (same key kind), created if new.
+    #[inline]
+    pub(crate) fn insert_from(&mut self, other: &GroupTable, g: usize) -> u32 {
+        let hash = other.hashes[g];
+        match &other.keys {
+            KeyStore::Int64(ints) => self.find_or_insert_i64(hash, ints[g]),
+            KeyStore::Rows(rows) => self.find_or_insert_row(hash, rows.row(g)),
+        }
+    }
+
+    /// The group of `other`'s group `g` in this table, if it has that key.
+    #[inline]
+    pub(crate) fn find_from(&self, other: &GroupTable, g: usize) -> Option<u32> {
+        let hash = other.hashes[g];
+        match (&self.keys, &other.keys) {
+            (KeyStore::Int64(mine), KeyStore::Int64(theirs)) => self
+                .table
+                .find(hash, |&h| mine[h as usize] == theirs[g])
+                .copied(),
+            (KeyStore::Rows(mine), KeyStore::Rows(theirs)) => self
+                .table
+                .find(hash, |&h| {
+                    self.hashes[h as usize] == hash && mine.row(h as usize) == theirs.row(g)
+                })
+                .copied(),
+            _ => None,
+        }
+    }
+
     /// The keys of `groups` (every group, in order, if `None`) as Arrow columns.
     pub(crate) fn key_columns(
         &self,

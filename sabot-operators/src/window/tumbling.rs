@@ -186,17 +186,18 @@ impl TumblingWindowFactory {
     }
 }
 
-struct Bound {
-    key_idx: Vec<usize>,
-    time_idx: usize,
-    size_ms: i64,
+#[derive(Clone)]
+pub(super) struct Bound {
+    pub(super) key_idx: Vec<usize>,
+    pub(super) time_idx: usize,
+    pub(super) size_ms: i64,
     /// Panes (and window starts) every `slide_ms`; `== size_ms` for tumbling windows.
-    slide_ms: i64,
-    lateness_ms: i64,
+    pub(super) slide_ms: i64,
+    pub(super) lateness_ms: i64,
     /// Early firing interval in ms (0: none).
-    early_ms: i64,
-    aggs: Vec<BoundAggregate>,
-    schema: SchemaRef,
+    pub(super) early_ms: i64,
+    pub(super) aggs: Vec<BoundAggregate>,
+    pub(super) schema: SchemaRef,
 }
 
 impl OperatorFactory for TumblingWindowFactory {
@@ -241,6 +242,17 @@ impl OperatorFactory for TumblingWindowFactory {
                 .collect::<Vec<_>>()
                 .join(",")
         );
+        // Memory state: the window's panes are hash tables of accumulators in the
+        // operator itself, written to the backend only for snapshots.
+        if ctx.state.name() == "memory" {
+            return Ok(Box::new(super::panes::PaneWindowOp::new(
+                keys,
+                b,
+                ctx,
+                format!("window-{}", self.keys.join("-")),
+                fingerprint,
+            )));
+        }
         let state = backend.register(WINDOW_STATE, &fingerprint)?;
         let table = if keys.is_int64() {
             GroupTable::for_int64()
@@ -275,7 +287,7 @@ type WindowTimer = (i64, bool);
 
 /// A window start as the state key of its entries: big-endian with the sign bit flipped,
 /// so byte order is time order (and a window is one contiguous range in RocksDB).
-fn window_key(start: i64) -> [u8; 8] {
+pub(super) fn window_key(start: i64) -> [u8; 8] {
     ((start as u64) ^ (1 << 63)).to_be_bytes()
 }
 
@@ -366,7 +378,7 @@ struct TumblingWindowOp {
     next_early: i64,
 }
 
-fn bad_value(reason: String) -> StateError {
+pub(super) fn bad_value(reason: String) -> StateError {
     StateError::BadValue {
         state: WINDOW_STATE.into(),
         reason,

@@ -1,0 +1,534 @@
+//! Tumbling and sliding windows on memory state: each pane is a hash table of
+//! accumulators inside the operator, updated column by column; the backend only holds
+//! snapshots.
+//!
+//! The same semantics as the backend-resident window ([`super::TumblingWindowFactory`]):
+//! panes of one slide, windows fired when the watermark passes their last millisecond,
+//! allowed lateness with re-emitted results, late records to the side output, early
+//! firing. What differs is where the aggregates live: a batch's rows are mapped to their
+//! pane's groups and aggregated in place, with no state access per key, and a window
+//! fires straight from its pane's columns (tumbling) or by combining its panes
+//! (sliding). A snapshot writes the panes into a fresh memory backend (the same layout as
+//! the backend-resident window: per key group, pane start and key, the slot set) and
+//! snapshots that; a restore reads them back, keeping this subtask's key groups.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use sabot_core::arrow::compute::take_record_batch;
+use sabot_core::key::{KeyGroup, hash_columns};
+use sabot_core::metrics::Counter;
+use sabot_core::{CoreError, RecordBatch, Timestamp};
+use sabot_time::TimerService;
+
+use super::aggregate::{Accumulator, BoundAggregate, RowSel, encode_set, merge_group, merge_value};
+use super::groups::GroupTable;
+use super::tumbling::{Bound, bad_value, window_key};
+use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
+use crate::keys::{BatchKeys, KeyColumns};
+use crate::time_column::event_times;
+use crate::{Operator, Output, Result, SnapshotWrite, TaskContext};
+
+/// One pane: its keys and their accumulators.
+struct Pane {
+    table: GroupTable,
+    accs: Vec<Accumulator>,
+    /// Early firing: the groups updated since the last early firing.
+    dirty: Vec<u32>,
+    is_dirty: Vec<bool>,
+}
+
+/// The timers of the backend-resident window, written empty: this window fires from
+/// its panes and the watermark.
+type Timers = TimerService<KeyGroup, (i64, bool)>;
+
+pub(super) struct PaneWindowOp {
+    keys: KeyColumns,
+    bound: Bound,
+    ctx: TaskContext,
+    /// The backend's name for snapshots, and the state's fingerprint.
+    state_name: String,
+    fingerprint: String,
+    panes: BTreeMap<i64, Pane>,
+    watermark: Timestamp,
+    late: Counter,
+    dropped: Counter,
+    hashes: Vec<u64>,
+    groups: Vec<u32>,
+    next_early: i64,
+    scratch: Vec<u8>,
+}
+
+impl PaneWindowOp {
+    pub(super) fn new(
+        keys: KeyColumns,
+        bound: Bound,
+        ctx: &TaskContext,
+        state_name: String,
+        fingerprint: String,
+    ) -> Self {
+        PaneWindowOp {
+            keys,
+            bound,
+            ctx: ctx.clone(),
+            state_name,
+            fingerprint,
+            panes: BTreeMap::new(),
+            watermark: Timestamp::MIN,
+            late: ctx.metrics.counter(LATE_RECORDS),
+            dropped: ctx.metrics.counter(LATE_RECORDS_DROPPED),
+            hashes: Vec::new(),
+            groups: Vec::new(),
+            next_early: i64::MIN,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn new_accs(&self) -> Vec<Accumulator> {
+        self.bound
+            .aggs
+            .iter()
+            .map(BoundAggregate::new_accumulator)
+            .collect()
+    }
+
+    fn new_pane(&self) -> Pane {
+        Pane {
+            table: if self.keys.is_int64() {
+                GroupTable::for_int64()
+            } else {
+                GroupTable::for_rows(self.keys.converter())
+            },
+            accs: self.new_accs(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn pane_of(&self, ts: i64) -> i64 {
+        ts - ts.rem_euclid(self.bound.slide_ms)
+    }
+
+    #[inline]
+    fn fire_time(&self, w: i64) -> i64 {
+        w.saturating_add(self.bound.size_ms - 1)
+    }
+
+    #[inline]
+    fn cleanup_time(&self, w: i64) -> i64 {
+        self.fire_time(w).saturating_add(self.bound.lateness_ms)
+    }
+
+    #[inline]
+    fn passed(&self, t: i64) -> bool {
+        Timestamp::from_millis(t) <= self.watermark
+    }
+
+    /// The windows holding pane `pane`, oldest first.
+    fn windows_of(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        let first = pane.saturating_sub(size - slide);
+        (0..size / slide).map(move |i| first.saturating_add(i * slide))
+    }
+
+    /// The output batch of window `w`: the key columns, the bounds, the aggregates.
+    fn result(&self, w: i64, mut cols: Vec<ArrayRef>, accs: &[Accumulator]) -> Result<RecordBatch> {
+        let n = cols.first().map_or(0, |c| c.len());
+        cols.push(Arc::new(Int64Array::from_value(w, n)));
+        cols.push(Arc::new(Int64Array::from_value(
+            w.saturating_add(self.bound.size_ms),
+            n,
+        )));
+        for a in accs {
+            cols.push(a.finish(None)?);
+        }
+        Ok(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
+    }
+
+    /// Window `w`'s results: for every key in its panes, or only for the keys of `only`.
+    fn window_results(&mut self, w: i64, only: Option<&GroupTable>) -> Result<Option<RecordBatch>> {
+        let conv = self.keys.converter();
+        if self.bound.slide_ms == self.bound.size_ms && only.is_none() {
+            // Tumbling: the pane is the window.
+            let Some(p) = self.panes.get(&w) else {
+                return Ok(None);
+            };
+            if p.table.len() == 0 {
+                return Ok(None);
+            }
+            let cols = p.table.key_columns(conv, None)?;
+            return self.result(w, cols, &p.accs).map(Some);
+        }
+        let mut combined = match (only, self.panes.values().next()) {
+            (Some(t), _) => {
+                let mut c = t.empty_like();
+                for g in 0..t.len() {
+                    c.insert_from(t, g);
+                }
+                c
+            }
+            (None, Some(p)) => p.table.empty_like(),
+            (None, None) => return Ok(None),
+        };
+        let mut accs = self.new_accs();
+        let mut slots = combined.len();
+        accs.iter_mut().for_each(|a| a.reset(slots));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut q = w;
+        while q < w.saturating_add(self.bound.size_ms) {
+            if let Some(p) = self.panes.get(&q) {
+                if only.is_some() {
+                    for h in 0..combined.len() {
+                        if let Some(g) = p.table.find_from(&combined, h)
+                            && !merge_group(&mut accs, h, &p.accs, g as usize, &mut scratch)
+                        {
+                            return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
+                        }
+                    }
+                } else {
+                    for g in 0..p.table.len() {
+                        let h = combined.insert_from(&p.table, g) as usize;
+                        if h >= slots {
+                            slots = combined.len();
+                            accs.iter_mut().for_each(|a| a.resize(slots));
+                        }
+                        if !merge_group(&mut accs, h, &p.accs, g, &mut scratch) {
+                            return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
+                        }
+                    }
+                }
+            }
+            q = q.saturating_add(self.bound.slide_ms);
+        }
+        self.scratch = scratch;
+        if combined.len() == 0 {
+            return Ok(None);
+        }
+        let cols = combined.key_columns(conv, None)?;
+        self.result(w, cols, &accs).map(Some)
+    }
+
+    /// The watermark moved from `old` to the current one: fires the windows whose last
+    /// millisecond it passed, then drops the panes whose last window's lateness passed.
+    fn fire(&mut self, old: Timestamp, out: &mut Output) -> Result<()> {
+        let mut due: BTreeSet<i64> = BTreeSet::new();
+        for &p in self.panes.keys() {
+            for w in self.windows_of(p) {
+                let t = Timestamp::from_millis(self.fire_time(w));
+                if t > old && t <= self.watermark {
+                    due.insert(w);
+                }
+            }
+        }
+        for w in due {
+            if let Some(b) = self.window_results(w, None)? {
+                out.batch(b);
+            }
+        }
+        // A pane's last window starts at the pane.
+        let gone: Vec<i64> = self
+            .panes
+            .keys()
+            .copied()
+            .filter(|&p| self.passed(self.cleanup_time(p)))
+            .collect();
+        for p in gone {
+            self.panes.remove(&p);
+        }
+        Ok(())
+    }
+
+    /// Early firing: windows not fired yet emit the keys updated in their panes.
+    fn fire_early(&mut self, out: &mut Output) -> Result<()> {
+        let mut windows: BTreeMap<i64, GroupTable> = BTreeMap::new();
+        let dirty: Vec<i64> = self
+            .panes
+            .iter()
+            .filter(|(_, p)| !p.dirty.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        for pane in dirty {
+            let ws: Vec<i64> = self
+                .windows_of(pane)
+                .filter(|&w| !self.passed(self.fire_time(w)))
+                .collect();
+            let p = self
+                .panes
+                .get_mut(&pane)
+                .ok_or_else(|| bad_value("a pane vanished".into()))?;
+            for w in ws {
+                let t = windows.entry(w).or_insert_with(|| p.table.empty_like());
+                for &g in &p.dirty {
+                    t.insert_from(&p.table, g as usize);
+                }
+            }
+            for &g in &p.dirty {
+                p.is_dirty[g as usize] = false;
+            }
+            p.dirty.clear();
+        }
+        for (w, keys) in windows {
+            if let Some(b) = self.window_results(w, Some(&keys))? {
+                out.batch(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds rows `sel` of pane `pane` into it; with allowed lateness, re-emits the
+    /// touched keys' results in the fired windows still kept.
+    fn update_pane(
+        &mut self,
+        pane: i64,
+        sel: RowSel<'_>,
+        keys: &BatchKeys,
+        values: &[Option<ArrayRef>],
+        times: &[i64],
+        out: &mut Output,
+    ) -> Result<()> {
+        if !self.panes.contains_key(&pane) {
+            let p = self.new_pane();
+            self.panes.insert(pane, p);
+        }
+        let p = self
+            .panes
+            .get_mut(&pane)
+            .ok_or_else(|| bad_value("a pane vanished".into()))?;
+        self.groups.clear();
+        let (table, hashes) = (&mut p.table, &self.hashes);
+        let mut group_of = |r: usize| match keys {
+            BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
+            BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
+        };
+        match sel {
+            RowSel::All => self.groups.extend((0..hashes.len()).map(&mut group_of)),
+            RowSel::Some(rows) => self
+                .groups
+                .extend(rows.iter().map(|&r| group_of(r as usize))),
+        }
+        let n = p.table.len();
+        for (acc, v) in p.accs.iter_mut().zip(values) {
+            acc.resize(n);
+            acc.update(v.as_ref(), Some(times), sel, &self.groups)?;
+        }
+        let early = self.bound.early_ms > 0;
+        let late_update = self.bound.lateness_ms > 0
+            && Timestamp::from_millis(pane.saturating_add(self.bound.slide_ms - 1))
+                <= self.watermark;
+        if !early && !late_update {
+            return Ok(());
+        }
+        // The distinct groups this batch touched.
+        let mut touched: Vec<u32> = self.groups.clone();
+        touched.sort_unstable();
+        touched.dedup();
+        if early {
+            p.is_dirty.resize(n, false);
+            for &g in &touched {
+                if !p.is_dirty[g as usize] {
+                    p.is_dirty[g as usize] = true;
+                    p.dirty.push(g);
+                }
+            }
+        }
+        if late_update {
+            let mut keys = p.table.empty_like();
+            for &g in &touched {
+                keys.insert_from(&p.table, g as usize);
+            }
+            let ws: Vec<i64> = self
+                .windows_of(pane)
+                .filter(|&w| self.passed(self.fire_time(w)) && !self.passed(self.cleanup_time(w)))
+                .collect();
+            for w in ws {
+                if let Some(b) = self.window_results(w, Some(&keys))? {
+                    out.batch(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh memory backend holding the panes, for a snapshot.
+    fn to_backend(&self) -> Result<Box<dyn sabot_state::StateBackend>> {
+        let mut backend = self.ctx.open_state(&self.state_name)?;
+        let state = backend.register(WINDOW_STATE, &self.fingerprint)?;
+        let mut key = Vec::new();
+        let mut value = Vec::new();
+        for (&pane, p) in &self.panes {
+            let wk = window_key(pane);
+            for g in 0..p.table.len() {
+                let kg = KeyGroup::of_hash(p.table.hash(g), self.ctx.max_parallelism);
+                key.clear();
+                p.table.key_bytes(g, &mut key);
+                value.clear();
+                encode_set(&p.accs, g, &mut value);
+                backend.put(state, kg, &wk, &key, &value)?;
+            }
+        }
+        Ok(backend)
+    }
+}
+
+impl Operator for PaneWindowOp {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = event_times(batch.column(self.bound.time_idx))?;
+        if times.null_count() > 0 {
+            return Err(CoreError::InvalidColumnType {
+                column: batch.schema().field(self.bound.time_idx).name().clone(),
+                expected: "non-null event times".into(),
+                actual: batch
+                    .schema()
+                    .field(self.bound.time_idx)
+                    .data_type()
+                    .clone(),
+            }
+            .into());
+        }
+        let keys = self.keys.of(&batch, &mut self.hashes)?;
+        let values = self
+            .bound
+            .aggs
+            .iter()
+            .map(|a| a.values(batch.columns()))
+            .collect::<Result<Vec<_>>>()?;
+        let ts = times.values();
+        let (lo, hi) = ts
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        let (first, last) = (self.pane_of(lo), self.pane_of(hi));
+        // A pane is too late once its last window (starting at the pane) is cleaned up.
+        let too_late_pane = |p: i64| self.passed(self.cleanup_time(p));
+        let mut too_late: Vec<u32> = Vec::new();
+        let buckets: Vec<(i64, Option<Vec<u32>>)> = if first == last && !too_late_pane(first) {
+            vec![(first, None)]
+        } else {
+            let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+            for (row, &t) in ts.iter().enumerate() {
+                let p = self.pane_of(t);
+                if too_late_pane(p) {
+                    too_late.push(row as u32);
+                } else {
+                    by_pane.entry(p).or_default().push(row as u32);
+                }
+            }
+            by_pane.into_iter().map(|(p, r)| (p, Some(r))).collect()
+        };
+        if !too_late.is_empty() {
+            self.late.add(too_late.len() as u64);
+            self.dropped.add(too_late.len() as u64);
+            out.side(
+                LATE_DATA,
+                take_record_batch(&batch, &UInt32Array::from(too_late))?,
+            );
+        }
+        for (pane, sel) in buckets {
+            let sel = match &sel {
+                None => RowSel::All,
+                Some(rows) => RowSel::Some(rows),
+            };
+            // Late for at least one of its windows.
+            if self.passed(pane.saturating_add(self.bound.slide_ms - 1)) {
+                self.late.add(match sel {
+                    RowSel::All => ts.len(),
+                    RowSel::Some(rows) => rows.len(),
+                } as u64);
+            }
+            self.update_pane(pane, sel, &keys, &values, ts, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
+        if wm > self.watermark {
+            let old = std::mem::replace(&mut self.watermark, wm);
+            self.fire(old, out)?;
+        }
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        if self.bound.early_ms > 0 && now_ms >= self.next_early {
+            if self.next_early != i64::MIN {
+                self.fire_early(out)?;
+            }
+            self.next_early = now_ms.saturating_add(self.bound.early_ms);
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> Result<()> {
+        let old = std::mem::replace(&mut self.watermark, Timestamp::MAX);
+        self.fire(old, out)
+    }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    }
+
+    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+        let mut backend = self.to_backend()?;
+        let timers = Timers::new(self.ctx.max_parallelism);
+        crate::snapshot::backend_write_async(dir, &mut backend, &timers, self.watermark)
+    }
+
+    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+        let mut backend = self.ctx.open_state(&self.state_name)?;
+        let state = backend.register(WINDOW_STATE, &self.fingerprint)?;
+        let mut timers = Timers::new(self.ctx.max_parallelism);
+        self.watermark = crate::snapshot::backend_read(dirs, &mut backend, &mut timers)?;
+        // Every stored (pane, key, slot set), by pane.
+        let mut by_pane: BTreeMap<i64, (Vec<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let range = backend.key_groups();
+        let mut bad = None;
+        for kg in range.start..range.end {
+            backend.scan_key_group(state, KeyGroup(kg), &mut |pane, key, value| {
+                match <[u8; 8]>::try_from(pane) {
+                    Ok(b) => {
+                        let p = (u64::from_be_bytes(b) ^ (1 << 63)) as i64;
+                        let e = by_pane.entry(p).or_default();
+                        e.0.push(key.to_vec());
+                        e.1.push(value.to_vec());
+                        true
+                    }
+                    Err(_) => {
+                        bad = Some(pane.len());
+                        false
+                    }
+                }
+            })?;
+        }
+        if let Some(len) = bad {
+            return Err(bad_value(format!("a {len}-byte pane key")).into());
+        }
+        for (pane, (keys, values)) in by_pane {
+            let cols = super::global::decode_keys(&self.keys, &keys)?;
+            hash_columns(&cols, &mut self.hashes)?;
+            let mut p = self.new_pane();
+            let parser = self.keys.converter().parser();
+            for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
+                let g = if self.keys.is_int64() {
+                    let b = <[u8; 8]>::try_from(key.as_slice())
+                        .map_err(|_| bad_value(format!("a {}-byte integer key", key.len())))?;
+                    p.table
+                        .find_or_insert_i64(self.hashes[i], i64::from_le_bytes(b))
+                } else {
+                    p.table
+                        .find_or_insert_row(self.hashes[i], parser.parse(key))
+                };
+                p.accs.iter_mut().for_each(|a| a.resize(p.table.len()));
+                if !merge_value(&mut p.accs, g as usize, value) {
+                    return Err(bad_value(format!("pane {pane}: malformed aggregates")).into());
+                }
+            }
+            self.panes.insert(pane, p);
+        }
+        Ok(())
+    }
+}
