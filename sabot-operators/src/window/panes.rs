@@ -39,6 +39,9 @@ struct Pane {
     is_dirty: Vec<bool>,
 }
 
+/// A pane read back from a snapshot: its keys and their slot sets, as stored.
+type StoredPane = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The timers of the backend-resident window, written empty: this window fires from
 /// its panes and the watermark.
 type Timers = TimerService<KeyGroup, (i64, bool)>;
@@ -484,7 +487,7 @@ impl Operator for PaneWindowOp {
         let mut timers = Timers::new(self.ctx.max_parallelism);
         self.watermark = crate::snapshot::backend_read(dirs, &mut backend, &mut timers)?;
         // Every stored (pane, key, slot set), by pane.
-        let mut by_pane: BTreeMap<i64, (Vec<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let mut by_pane: BTreeMap<i64, StoredPane> = BTreeMap::new();
         let range = backend.key_groups();
         let mut bad = None;
         for kg in range.start..range.end {
