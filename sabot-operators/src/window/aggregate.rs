@@ -283,6 +283,7 @@ impl Aggregate {
         Ok(BoundAggregate {
             kind: self.kind,
             input,
+            input_nullable: input.is_some_and(|i| schema.field(i).is_nullable()),
             numeric,
             field: Field::new(self.output_name(), data_type, nullable),
             user: self.user.as_ref().map(|u| u.0.clone()),
@@ -301,6 +302,8 @@ pub(crate) enum Numeric {
 pub(crate) struct BoundAggregate {
     pub(crate) kind: AggKind,
     pub(crate) input: Option<usize>,
+    /// Whether the input column may hold nulls.
+    pub(crate) input_nullable: bool,
     pub(crate) numeric: Numeric,
     pub(crate) field: Field,
     pub(crate) user: Option<Arc<dyn AggregateFunction>>,
@@ -529,17 +532,27 @@ pub(crate) fn merge_value(accs: &mut [Accumulator], g: usize, value: &[u8]) -> b
 }
 
 /// Combines group `g` of `src` into group `h` of `dst` (accumulators of the same
-/// aggregates), through their stored form; `scratch` is a reusable buffer.
+/// aggregates). Returns `false` if they are not of the same aggregates.
 pub(crate) fn merge_group(
     dst: &mut [Accumulator],
     h: usize,
     src: &[Accumulator],
     g: usize,
-    scratch: &mut Vec<u8>,
 ) -> bool {
-    scratch.clear();
-    encode_set(src, g, scratch);
-    merge_value(dst, h, scratch)
+    dst.iter_mut().zip(src).all(|(d, s)| d.merge_from(h, s, g))
+}
+
+/// Combines every group `g` of `src` into group `map[g]` of `dst`.
+pub(crate) fn merge_mapped(dst: &mut [Accumulator], src: &[Accumulator], map: &[u32]) -> bool {
+    dst.iter_mut().zip(src).all(|(d, s)| d.merge_mapped(s, map))
+}
+
+/// Takes every group `g` of `src` out of group `map[g]` of `dst`: the inverse of
+/// [`merge_mapped`], for accumulators where [`Accumulator::invertible`] holds.
+pub(crate) fn unmerge_mapped(dst: &mut [Accumulator], src: &[Accumulator], map: &[u32]) -> bool {
+    dst.iter_mut()
+        .zip(src)
+        .all(|(d, s)| d.unmerge_mapped(s, map))
 }
 
 /// Appends group `g`'s slot set.
@@ -574,6 +587,127 @@ fn distinct_ids(values: &ArrayRef) -> Result<Vec<u64>> {
 }
 
 impl Accumulator {
+    /// Whether [`unmerge_from`](Self::unmerge_from) can take a merged group out again:
+    /// counts, integer averages, and integer sums (`nullable_input = false`: every row
+    /// has a value, so a group with rows has a sum).
+    pub(crate) fn invertible(&self, nullable_input: bool) -> bool {
+        match self {
+            Accumulator::Count(_) | Accumulator::AvgI64(..) => true,
+            Accumulator::I64(a) => a.kind == AggKind::Sum && !nullable_input,
+            _ => false,
+        }
+    }
+
+    /// Combines group `g` of `src` (the same aggregate) into group `h`.
+    pub(crate) fn merge_from(&mut self, h: usize, src: &Accumulator, g: usize) -> bool {
+        fn num<T: ArrowPrimitiveType>(a: &mut NumAcc<T>, h: usize, s: &NumAcc<T>, g: usize)
+        where
+            T::Native: Combine,
+        {
+            if !s.seen[g] {
+                return;
+            }
+            let x = s.values[g];
+            a.values[h] = if a.seen[h] {
+                let y = a.values[h];
+                match a.kind {
+                    AggKind::Sum => y.sum(x),
+                    AggKind::Min => Combine::min(y, x),
+                    AggKind::Max => Combine::max(y, x),
+                    _ => y,
+                }
+            } else {
+                x
+            };
+            a.seen[h] = true;
+        }
+        match (self, src) {
+            (Accumulator::Count(d), Accumulator::Count(s)) => d[h] = d[h].wrapping_add(s[g]),
+            (Accumulator::I64(d), Accumulator::I64(s)) => num(d, h, s, g),
+            (Accumulator::F64(d), Accumulator::F64(s)) => num(d, h, s, g),
+            (Accumulator::AvgI64(d, dn), Accumulator::AvgI64(s, sn)) => {
+                num(d, h, s, g);
+                dn[h] += sn[g];
+            }
+            (Accumulator::AvgF64(d, dn), Accumulator::AvgF64(s, sn)) => {
+                num(d, h, s, g);
+                dn[h] += sn[g];
+            }
+            (Accumulator::PickI64(d, dt), Accumulator::PickI64(s, st)) => {
+                if s.seen[g] {
+                    offer(d, dt, h, s.values[g], st[g]);
+                }
+            }
+            (Accumulator::PickF64(d, dt), Accumulator::PickF64(s, st)) => {
+                if s.seen[g] {
+                    offer(d, dt, h, s.values[g], st[g]);
+                }
+            }
+            (Accumulator::Distinct(d), Accumulator::Distinct(s)) => {
+                let add: Vec<u64> = s[g].iter().copied().collect();
+                d[h].extend(add);
+            }
+            (Accumulator::User(f, d), Accumulator::User(_, s)) => {
+                return f.merge(&mut d[h], &s[g]).is_ok();
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Combines every group `g` of `src` into group `map[g]` (one dispatch for all).
+    pub(crate) fn merge_mapped(&mut self, src: &Accumulator, map: &[u32]) -> bool {
+        match (self, src) {
+            (Accumulator::Count(d), Accumulator::Count(s)) => {
+                for (&h, &x) in map.iter().zip(s.iter()) {
+                    d[h as usize] = d[h as usize].wrapping_add(x);
+                }
+                true
+            }
+            (d, s) => map
+                .iter()
+                .enumerate()
+                .all(|(g, &h)| d.merge_from(h as usize, s, g)),
+        }
+    }
+
+    /// Takes every group `g` of `src` out of group `map[g]` (see
+    /// [`invertible`](Self::invertible)).
+    pub(crate) fn unmerge_mapped(&mut self, src: &Accumulator, map: &[u32]) -> bool {
+        match (self, src) {
+            (Accumulator::Count(d), Accumulator::Count(s)) => {
+                for (&h, &x) in map.iter().zip(s.iter()) {
+                    d[h as usize] = d[h as usize].wrapping_sub(x);
+                }
+                true
+            }
+            (d, s) => map
+                .iter()
+                .enumerate()
+                .all(|(g, &h)| d.unmerge_from(h as usize, s, g)),
+        }
+    }
+
+    /// Takes group `g` of `src` out of group `h` (see [`invertible`](Self::invertible)).
+    pub(crate) fn unmerge_from(&mut self, h: usize, src: &Accumulator, g: usize) -> bool {
+        match (self, src) {
+            (Accumulator::Count(d), Accumulator::Count(s)) => d[h] = d[h].wrapping_sub(s[g]),
+            (Accumulator::I64(d), Accumulator::I64(s)) if d.kind == AggKind::Sum => {
+                if s.seen[g] {
+                    d.values[h] = d.values[h].wrapping_sub(s.values[g]);
+                }
+            }
+            (Accumulator::AvgI64(d, dn), Accumulator::AvgI64(s, sn)) => {
+                if s.seen[g] {
+                    d.values[h] = d.values[h].wrapping_sub(s.values[g]);
+                }
+                dn[h] -= sn[g];
+            }
+            _ => return false,
+        }
+        true
+    }
+
     /// The length of the slot at the start of `bytes`, if it is all there.
     pub(crate) fn slot_len(&self, bytes: &[u8]) -> Option<usize> {
         let len = match self {

@@ -128,6 +128,16 @@ impl GroupTable {
         }
     }
 
+    /// Makes room for `n` more groups.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let hashes = &self.hashes;
+        self.table.reserve(n, |&g| hashes[g as usize]);
+        self.hashes.reserve(n);
+        if let KeyStore::Int64(ints) = &mut self.keys {
+            ints.reserve(n);
+        }
+    }
+
     /// An empty table for keys of the same kind.
     pub(crate) fn empty_like(&self) -> Self {
         GroupTable {

@@ -22,7 +22,10 @@ use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, Timestamp};
 use sabot_time::TimerService;
 
-use super::aggregate::{Accumulator, BoundAggregate, RowSel, encode_set, merge_group, merge_value};
+use super::aggregate::{
+    Accumulator, BoundAggregate, RowSel, encode_set, merge_group, merge_mapped, merge_value,
+    unmerge_mapped,
+};
 use super::groups::GroupTable;
 use super::tumbling::{Bound, bad_value, window_key};
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
@@ -37,6 +40,9 @@ struct Pane {
     /// Early firing: the groups updated since the last early firing.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
+    /// Where its groups are in the running aggregates numbered `.0` (set when the pane
+    /// is added, used when it is taken out).
+    in_running: (u64, Vec<u32>),
 }
 
 /// A pane read back from a snapshot: its keys and their slot sets, as stored.
@@ -60,7 +66,27 @@ pub(super) struct PaneWindowOp {
     hashes: Vec<u64>,
     groups: Vec<u32>,
     next_early: i64,
-    scratch: Vec<u8>,
+    /// Sliding windows with invertible aggregates: the next window to fire, less its
+    /// newest pane (see [`Running`]).
+    running: Option<Running>,
+    invertible: bool,
+    /// The last [`Running::id`] given out.
+    running_ids: u64,
+}
+
+/// The incremental sliding window (for counts, integer sums and averages): window `w`'s
+/// aggregates come from the previous window's by adding the newest pane and taking out
+/// the oldest one, instead of combining all `size / slide` panes.
+struct Running {
+    /// Which running aggregates these are (a new number each rebuild).
+    id: u64,
+    /// The window these aggregates are for, once its newest pane is added: they hold
+    /// panes `[start, start + size - slide)`.
+    start: i64,
+    table: GroupTable,
+    accs: Vec<Accumulator>,
+    /// Per key: how many of the held panes hold it (0: not in the window).
+    present: Vec<u32>,
 }
 
 impl PaneWindowOp {
@@ -73,7 +99,7 @@ impl PaneWindowOp {
     ) -> Self {
         PaneWindowOp {
             keys,
-            bound,
+            bound: bound.clone(),
             ctx: ctx.clone(),
             state_name,
             fingerprint,
@@ -84,7 +110,14 @@ impl PaneWindowOp {
             hashes: Vec::new(),
             groups: Vec::new(),
             next_early: i64::MIN,
-            scratch: Vec::new(),
+            running: None,
+            running_ids: 0,
+            invertible: bound.slide_ms < bound.size_ms && {
+                bound
+                    .aggs
+                    .iter()
+                    .all(|a| a.new_accumulator().invertible(a.input_nullable))
+            },
         }
     }
 
@@ -106,6 +139,7 @@ impl PaneWindowOp {
             accs: self.new_accs(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
+            in_running: (0, Vec::new()),
         }
     }
 
@@ -178,14 +212,13 @@ impl PaneWindowOp {
         let mut accs = self.new_accs();
         let mut slots = combined.len();
         accs.iter_mut().for_each(|a| a.reset(slots));
-        let mut scratch = std::mem::take(&mut self.scratch);
         let mut q = w;
         while q < w.saturating_add(self.bound.size_ms) {
             if let Some(p) = self.panes.get(&q) {
                 if only.is_some() {
                     for h in 0..combined.len() {
                         if let Some(g) = p.table.find_from(&combined, h)
-                            && !merge_group(&mut accs, h, &p.accs, g as usize, &mut scratch)
+                            && !merge_group(&mut accs, h, &p.accs, g as usize)
                         {
                             return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
                         }
@@ -197,7 +230,7 @@ impl PaneWindowOp {
                             slots = combined.len();
                             accs.iter_mut().for_each(|a| a.resize(slots));
                         }
-                        if !merge_group(&mut accs, h, &p.accs, g, &mut scratch) {
+                        if !merge_group(&mut accs, h, &p.accs, g) {
                             return Err(bad_value(format!("pane {q}: malformed aggregates")).into());
                         }
                     }
@@ -205,12 +238,109 @@ impl PaneWindowOp {
             }
             q = q.saturating_add(self.bound.slide_ms);
         }
-        self.scratch = scratch;
         if combined.len() == 0 {
             return Ok(None);
         }
         let cols = combined.key_columns(conv, None)?;
         self.result(w, cols, &accs).map(Some)
+    }
+
+    /// Adds (`add`) or takes out pane `pane` into the running aggregates.
+    fn apply_pane(&mut self, r: &mut Running, pane: i64, add: bool) -> Result<()> {
+        let Some(p) = self.panes.get_mut(&pane) else {
+            return Ok(());
+        };
+        let n = p.table.len();
+        let cached = p.in_running.0 == r.id && p.in_running.1.len() == n;
+        if add || !cached {
+            // Where each of the pane's keys is in the running aggregates.
+            r.table.reserve(if add { n } else { 0 });
+            let map = &mut p.in_running;
+            map.0 = r.id;
+            map.1.clear();
+            for g in 0..n {
+                let h = if add {
+                    r.table.insert_from(&p.table, g)
+                } else {
+                    r.table.find_from(&p.table, g).ok_or_else(|| {
+                        bad_value(format!("pane {pane}: a key missing from its window"))
+                    })?
+                };
+                map.1.push(h);
+            }
+            if r.present.len() < r.table.len() {
+                r.present.resize(r.table.len(), 0);
+                r.accs.iter_mut().for_each(|a| a.resize(r.table.len()));
+            }
+        }
+        let map = &p.in_running.1;
+        let ok = if add {
+            for &h in map {
+                r.present[h as usize] += 1;
+            }
+            merge_mapped(&mut r.accs, &p.accs, map)
+        } else {
+            for &h in map {
+                r.present[h as usize] = r.present[h as usize].saturating_sub(1);
+            }
+            unmerge_mapped(&mut r.accs, &p.accs, map)
+        };
+        if !ok {
+            return Err(bad_value(format!("pane {pane}: aggregates of another layout")).into());
+        }
+        Ok(())
+    }
+
+    /// Sliding window `w`, incrementally: the running aggregates of its older panes (or
+    /// rebuilt from them), plus its newest pane; then its oldest pane goes, for `w + slide`.
+    fn window_incremental(&mut self, w: i64) -> Result<Option<RecordBatch>> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+        let mut r = match self.running.take() {
+            Some(r) if r.start == w => r,
+            _ => {
+                let Some(first) = self.panes.values().next() else {
+                    return Ok(None);
+                };
+                self.running_ids += 1;
+                let mut r = Running {
+                    id: self.running_ids,
+                    start: w,
+                    table: first.table.empty_like(),
+                    accs: self.new_accs(),
+                    present: Vec::new(),
+                };
+                let mut q = w;
+                while q < w.saturating_add(size - slide) {
+                    self.apply_pane(&mut r, q, true)?;
+                    q = q.saturating_add(slide);
+                }
+                r
+            }
+        };
+        self.apply_pane(&mut r, w.saturating_add(size - slide), true)?;
+        let live: Vec<u32> = (0..r.present.len() as u32)
+            .filter(|&h| r.present[h as usize] > 0)
+            .collect();
+        let batch = if live.is_empty() {
+            None
+        } else {
+            let mut cols = r.table.key_columns(self.keys.converter(), Some(&live))?;
+            let n = live.len();
+            cols.push(Arc::new(Int64Array::from_value(w, n)));
+            cols.push(Arc::new(Int64Array::from_value(w.saturating_add(size), n)));
+            for a in &r.accs {
+                cols.push(a.finish(Some(&live))?);
+            }
+            Some(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
+        };
+        self.apply_pane(&mut r, w, false)?;
+        r.start = w.saturating_add(slide);
+        // Keys that left the window stay in the table: rebuild when they dominate.
+        let dead = r.present.len() - live.len();
+        if dead <= live.len() + 4096 {
+            self.running = Some(r);
+        }
+        Ok(batch)
     }
 
     /// The watermark moved from `old` to the current one: fires the windows whose last
@@ -226,7 +356,12 @@ impl PaneWindowOp {
             }
         }
         for w in due {
-            if let Some(b) = self.window_results(w, None)? {
+            let batch = if self.invertible {
+                self.window_incremental(w)?
+            } else {
+                self.window_results(w, None)?
+            };
+            if let Some(b) = batch {
                 out.batch(b);
             }
         }
@@ -292,8 +427,21 @@ impl PaneWindowOp {
         out: &mut Output,
     ) -> Result<()> {
         if !self.panes.contains_key(&pane) {
-            let p = self.new_pane();
+            let mut p = self.new_pane();
+            // Panes of a stream tend to hold as many keys as the one before.
+            if let Some(last) = self.panes.values().next_back() {
+                p.table.reserve(last.table.len());
+            }
             self.panes.insert(pane, p);
+        }
+        // A late update of a pane the running aggregates hold: they are stale.
+        if self.running.as_ref().is_some_and(|r| {
+            pane >= r.start
+                && pane
+                    < r.start
+                        .saturating_add(self.bound.size_ms - self.bound.slide_ms)
+        }) {
+            self.running = None;
         }
         let p = self
             .panes
