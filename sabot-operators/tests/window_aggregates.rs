@@ -296,7 +296,7 @@ fn final_rows(
     let mut op = factory.create(&schema(), &ctx).unwrap();
     let mut out = Output::new();
     let mut last = BTreeMap::new();
-    let mut collect = |out: &mut Output, last: &mut BTreeMap<(i64, i64), String>| {
+    let collect = |out: &mut Output, last: &mut BTreeMap<(i64, i64), String>| {
         for m in out.drain() {
             if let Message::Data(b) = m {
                 let key = b.column(0).as_primitive::<Int64Type>();
