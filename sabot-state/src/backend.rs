@@ -140,6 +140,15 @@ pub trait StateBackend: Send + Debug {
         Ok(())
     }
 
+    /// Tells the backend that `state` will be scanned by key ([`scan`](Self::scan)):
+    /// backends whose scans would otherwise pass over the whole key group keep an
+    /// ordered index for it (the memory backend; it costs an ordered insert per new
+    /// entry). Backends ordered anyway (RocksDB) ignore it (the default).
+    fn index_for_scans(&mut self, state: StateId) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Whether [`merge`](Self::merge) (a blind write) is much cheaper here than
     /// [`update`](Self::update) (a read, then a write): true for log-structured stores
     /// such as RocksDB, where a read searches the memtable and SST files; false for hash
@@ -262,6 +271,9 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
     fn set_evictable(&mut self, state: StateId) -> Result<()> {
         (**self).set_evictable(state)
+    }
+    fn index_for_scans(&mut self, state: StateId) -> Result<()> {
+        (**self).index_for_scans(state)
     }
     fn scan(
         &self,

@@ -259,8 +259,11 @@ impl<B: StateBackend> KeyedState<B> {
         &mut self,
         desc: StateDescriptor,
     ) -> Result<MapState<K, V>> {
+        let reg = self.register::<(K, V)>("map", desc, Layout::Map)?;
+        // Entries are listed by scanning the key's namespaces.
+        self.backend.index_for_scans(reg.id)?;
         Ok(MapState {
-            reg: self.register::<(K, V)>("map", desc, Layout::Map)?,
+            reg,
             _t: PhantomData,
         })
     }

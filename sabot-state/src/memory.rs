@@ -21,14 +21,117 @@ use crate::{Result, StateError};
 type Key = SmallVec<[u8; 24]>;
 type Value = SmallVec<[u8; 16]>;
 
-/// One key group of one state: composite key -> value.
-type Group = HashMap<Key, Value>;
+/// One key group of one state: composite key -> value, and, for states scanned by key
+/// (see [`StateBackend::index_for_scans`]), each key's namespaces in order.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    map: HashMap<Key, Value>,
+    /// Key part of the composite (length + key) -> its namespaces, ordered.
+    index: Option<HashMap<Key, std::collections::BTreeSet<Key>>>,
+}
+
+/// Splits a composite key into its key part (length prefix and key) and namespace.
+#[inline]
+fn split_at_namespace(c: &[u8]) -> (&[u8], &[u8]) {
+    let len = c
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize);
+    c.split_at((4 + len).min(c.len()))
+}
+
+impl Group {
+    fn new(indexed: bool) -> Self {
+        Group {
+            map: HashMap::new(),
+            index: indexed.then(Default::default),
+        }
+    }
+
+    /// Starts keeping the ordered index (of the entries there now, too).
+    fn build_index(&mut self) {
+        if self.index.is_none() {
+            let mut index: HashMap<Key, std::collections::BTreeSet<Key>> = HashMap::new();
+            for k in self.map.keys() {
+                let (key, ns) = split_at_namespace(k);
+                index
+                    .entry(Key::from_slice(key))
+                    .or_default()
+                    .insert(Key::from_slice(ns));
+            }
+            self.index = Some(index);
+        }
+    }
+
+    #[inline]
+    fn get(&self, k: &[u8]) -> Option<&Value> {
+        self.map.get(k)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, k: &[u8]) -> Option<&mut Value> {
+        self.map.get_mut(k)
+    }
+
+    #[inline]
+    fn contains_key(&self, k: &[u8]) -> bool {
+        self.map.contains_key(k)
+    }
+
+    #[inline]
+    fn insert(&mut self, k: Key, v: Value) {
+        if let Some(index) = &mut self.index {
+            let (key, ns) = split_at_namespace(&k);
+            match index.get_mut(key) {
+                Some(set) => {
+                    set.insert(Key::from_slice(ns));
+                }
+                None => {
+                    index.insert(
+                        Key::from_slice(key),
+                        std::iter::once(Key::from_slice(ns)).collect(),
+                    );
+                }
+            }
+        }
+        self.map.insert(k, v);
+    }
+
+    #[inline]
+    fn remove(&mut self, k: &[u8]) -> Option<Value> {
+        let v = self.map.remove(k)?;
+        if let Some(index) = &mut self.index {
+            let (key, ns) = split_at_namespace(k);
+            if let Some(set) = index.get_mut(key) {
+                set.remove(ns);
+                if set.is_empty() {
+                    index.remove(key);
+                }
+            }
+        }
+        Some(v)
+    }
+
+    fn iter(&self) -> hashbrown::hash_map::Iter<'_, Key, Value> {
+        self.map.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Table {
     meta: TableMeta,
     /// Entries may be evicted (the state is a cache).
     evictable: bool,
+    /// Groups keep an ordered index of their keys, for scans.
+    indexed: bool,
     /// Indexed by key group minus the range start. `Arc` for copy-on-write snapshots: a
     /// snapshot shares the groups; the first write after it copies only that group.
     groups: Vec<Arc<Group>>,
@@ -66,6 +169,8 @@ pub struct MemoryBackend {
     /// Recency of evictable states' entries (reads count: `get` takes `&self`).
     lru: RefCell<Lru>,
     evicted: u64,
+    /// Every state keeps an ordered index for scans.
+    index_all: bool,
 }
 
 /// Bytes an entry is counted for beyond its key and value: the hash table bucket and the
@@ -130,7 +235,15 @@ impl MemoryBackend {
             bound: None,
             lru: RefCell::new(Lru::default()),
             evicted: 0,
+            index_all: false,
         }
+    }
+
+    /// Keeps an ordered index for scans on every state, as
+    /// [`index_for_scans`](StateBackend::index_for_scans) does for one.
+    pub fn with_scan_indexes(mut self) -> Self {
+        self.index_all = true;
+        self
     }
 
     /// Bounds the memory of evictable states (see
@@ -228,8 +341,9 @@ impl MemoryBackend {
         Table {
             meta,
             evictable: false,
+            indexed: self.index_all,
             groups: (0..self.range.len())
-                .map(|_| Arc::new(Group::new()))
+                .map(|_| Arc::new(Group::new(self.index_all)))
                 .collect(),
         }
     }
@@ -460,6 +574,20 @@ impl StateBackend for MemoryBackend {
         result
     }
 
+    fn index_for_scans(&mut self, state: StateId) -> Result<()> {
+        let t = self
+            .tables
+            .get_mut(state.0 as usize)
+            .ok_or(StateError::UnknownState(state.0))?;
+        if !t.indexed {
+            t.indexed = true;
+            for g in &mut t.groups {
+                Arc::make_mut(g).build_index();
+            }
+        }
+        Ok(())
+    }
+
     fn set_evictable(&mut self, state: StateId) -> Result<()> {
         let t = self
             .tables
@@ -493,6 +621,28 @@ impl StateBackend for MemoryBackend {
         let mut p = Vec::new();
         composite(&mut p, key, prefix);
         let group = self.group(state, kg)?;
+        if let Some(index) = &group.index {
+            // This key's namespaces in order from the prefix: no sorting, no pass over
+            // the other keys.
+            let key_part = &p[..4 + key.len()];
+            let Some(set) = index.get(key_part) else {
+                return Ok(());
+            };
+            let mut c = Vec::with_capacity(p.len() + 16);
+            for ns in set
+                .range(Key::from_slice(prefix)..)
+                .take_while(|ns| ns.starts_with(prefix))
+            {
+                c.clear();
+                c.extend_from_slice(key_part);
+                c.extend_from_slice(ns);
+                let Some(v) = group.get(&c) else { continue };
+                if !f(ns, v) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let mut hits: Vec<(&[u8], &[u8])> = group
             .iter()
             .filter(|(k, _)| k.starts_with(&p))

@@ -453,6 +453,22 @@ macro_rules! conformance_with {
 
 conformance_with!(memory_backend, memory, memory_p, 10_000);
 
+/// The memory backend with ordered scan indexes (what joins and session windows ask for).
+fn memory_indexed(range: KeyGroupRange) -> MemoryBackend {
+    memory(range).with_scan_indexes()
+}
+
+fn memory_indexed_p(max_p: usize, range: KeyGroupRange) -> MemoryBackend {
+    memory_p(max_p, range).with_scan_indexes()
+}
+
+conformance_with!(
+    memory_backend_indexed,
+    memory_indexed,
+    memory_indexed_p,
+    2_000
+);
+
 #[cfg(feature = "rocksdb")]
 fn rocks_with(
     config: sabot_state::RocksDbConfig,

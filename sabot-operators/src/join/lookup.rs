@@ -201,6 +201,8 @@ impl TwoInputOperatorFactory for LookupJoinFactory {
             "lookup.versions",
             &side_fingerprint("lookup-versions", right, &b.cols.right_keys),
         )?;
+        backend.index_for_scans(probes)?;
+        backend.index_for_scans(versions)?;
         Ok(Box::new(LookupJoinOp {
             left_keys: KeyColumns::new(left, b.cols.left_keys.clone())?,
             right_keys: KeyColumns::new(right, b.cols.right_keys.clone())?,

@@ -390,6 +390,9 @@ impl TwoInputOperatorFactory for JoinFactory {
                 &side_fingerprint("join-right", right, &cols.right_keys),
             )?,
         ];
+        for &st in &states {
+            backend.index_for_scans(st)?;
+        }
         Ok(Box::new(TimeJoinOp {
             sides: [
                 Side {

@@ -346,12 +346,34 @@ impl PaneWindowOp {
     /// The watermark moved from `old` to the current one: fires the windows whose last
     /// millisecond it passed, then drops the panes whose last window's lateness passed.
     fn fire(&mut self, old: Timestamp, out: &mut Output) -> Result<()> {
+        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
         let mut due: BTreeSet<i64> = BTreeSet::new();
-        for &p in self.panes.keys() {
-            for w in self.windows_of(p) {
-                let t = Timestamp::from_millis(self.fire_time(w));
-                if t > old && t <= self.watermark {
+        // The windows whose last millisecond is in (old, new]: their starts are in
+        // (old - size + 1, new - size + 1]. Usually a few: walk them; after a jump (the
+        // first or the final watermark) walk the panes' windows instead.
+        let (lo, hi) = (
+            old.millis().saturating_sub(size - 1),
+            self.watermark.millis().saturating_sub(size - 1),
+        );
+        let span = hi.saturating_sub(lo) / slide;
+        let held = self.panes.len() as i64 * (size / slide);
+        if span <= held {
+            let mut w = lo.saturating_add(1);
+            w = w.saturating_add((slide - w.rem_euclid(slide)) % slide);
+            while w <= hi {
+                // Any pane in [w, w + size)?
+                if self.panes.range(w..w.saturating_add(size)).next().is_some() {
                     due.insert(w);
+                }
+                w = w.saturating_add(slide);
+            }
+        } else {
+            for &p in self.panes.keys() {
+                for w in self.windows_of(p) {
+                    let t = Timestamp::from_millis(self.fire_time(w));
+                    if t > old && t <= self.watermark {
+                        due.insert(w);
+                    }
                 }
             }
         }
@@ -365,12 +387,12 @@ impl PaneWindowOp {
                 out.batch(b);
             }
         }
-        // A pane's last window starts at the pane.
+        // A pane's last window starts at the pane; panes are in time order.
         let gone: Vec<i64> = self
             .panes
             .keys()
             .copied()
-            .filter(|&p| self.passed(self.cleanup_time(p)))
+            .take_while(|&p| self.passed(self.cleanup_time(p)))
             .collect();
         for p in gone {
             self.panes.remove(&p);

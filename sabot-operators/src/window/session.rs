@@ -178,6 +178,7 @@ impl OperatorFactory for SessionWindowFactory {
                 .join(",")
         );
         let state = backend.register(SESSION_WINDOW_STATE, &fingerprint)?;
+        backend.index_for_scans(state)?;
         let table = if keys.is_int64() {
             GroupTable::for_int64()
         } else {
