@@ -70,12 +70,6 @@ impl CountWindowFactory {
         if self.size == 0 || self.size > i64::MAX as u64 {
             return Err(self.invalid("a count window holds at least 1 record"));
         }
-        if self.keys.is_empty() {
-            return Err(self.invalid("a keyed window needs at least one key column"));
-        }
-        if self.aggregates.is_empty() {
-            return Err(self.invalid("a window needs at least one aggregate"));
-        }
         let window = vec![Field::new(WINDOW_INDEX, DataType::Int64, false)];
         let super::KeyedOutput {
             key_idx,
@@ -114,11 +108,7 @@ impl OperatorFactory for CountWindowFactory {
                 .join(",")
         );
         let state = backend.register(COUNT_WINDOW_STATE, &fingerprint)?;
-        let table = if keys.is_int64() {
-            GroupTable::for_int64()
-        } else {
-            GroupTable::for_rows(keys.converter())
-        };
+        let table = super::group_table(&keys);
         Ok(Box::new(CountWindowOp {
             size: self.size as i64,
             accs: aggs.iter().map(BoundAggregate::new_accumulator).collect(),

@@ -115,12 +115,6 @@ impl GlobalWindowFactory {
                 ms
             }
         };
-        if self.keys.is_empty() {
-            return Err(self.invalid("a keyed window needs at least one key column"));
-        }
-        if self.aggregates.is_empty() {
-            return Err(self.invalid("a window needs at least one aggregate"));
-        }
         let time_idx = match &self.time_column {
             Some(c) => {
                 let i = column_index(input, c)?;
@@ -183,24 +177,9 @@ impl OperatorFactory for GlobalWindowFactory {
         let b = self.bind(input)?;
         let keys = KeyColumns::new(input, b.key_idx.clone())?;
         let mut backend = ctx.open_state(&format!("global-{}", self.keys.join("-")))?;
-        let fingerprint = format!(
-            "global-acc/1/keys={:?}/aggs={}",
-            b.key_idx
-                .iter()
-                .map(|&i| input.field(i).data_type().to_string())
-                .collect::<Vec<_>>(),
-            b.aggs
-                .iter()
-                .map(BoundAggregate::layout)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let fingerprint = super::state_fingerprint("global-acc", "", input, &b.key_idx, &b.aggs);
         let state = backend.register(GLOBAL_WINDOW_STATE, &fingerprint)?;
-        let table = if keys.is_int64() {
-            GroupTable::for_int64()
-        } else {
-            GroupTable::for_rows(keys.converter())
-        };
+        let table = super::group_table(&keys);
         let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
         Ok(Box::new(GlobalWindowOp {
             keys,

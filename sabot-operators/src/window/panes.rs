@@ -19,7 +19,7 @@ use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::key::{KeyGroup, hash_columns};
 use sabot_core::metrics::Counter;
-use sabot_core::{CoreError, RecordBatch, Timestamp};
+use sabot_core::{RecordBatch, Timestamp};
 use sabot_time::TimerService;
 
 use super::aggregate::{
@@ -30,7 +30,6 @@ use super::groups::GroupTable;
 use super::tumbling::{Bound, bad_value, window_key};
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
 use crate::keys::{BatchKeys, KeyColumns};
-use crate::time_column::event_times;
 use crate::{Operator, Output, Result, SnapshotWrite, TaskContext};
 
 /// One pane: its keys and their accumulators.
@@ -550,19 +549,7 @@ impl Operator for PaneWindowOp {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let times = event_times(batch.column(self.bound.time_idx))?;
-        if times.null_count() > 0 {
-            return Err(CoreError::InvalidColumnType {
-                column: batch.schema().field(self.bound.time_idx).name().clone(),
-                expected: "non-null event times".into(),
-                actual: batch
-                    .schema()
-                    .field(self.bound.time_idx)
-                    .data_type()
-                    .clone(),
-            }
-            .into());
-        }
+        let times = super::non_null_times(&batch, self.bound.time_idx)?;
         let keys = self.keys.of(&batch, &mut self.hashes)?;
         let values = self
             .bound

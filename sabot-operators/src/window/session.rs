@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{Array, Int64Array, UInt32Array};
+use sabot_core::arrow::array::{Int64Array, UInt32Array};
 use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
-use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
@@ -18,7 +18,7 @@ use super::aggregate::{
 use super::groups::GroupTable;
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_END, WINDOW_START};
 use crate::keys::{BatchKeys, KeyColumns};
-use crate::time_column::{check_time_field, event_times};
+use crate::time_column::check_time_field;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// Name of the session windows' state in the state backend (and in snapshots).
@@ -106,12 +106,6 @@ impl SessionWindowFactory {
         if !self.allowed_lateness.is_zero() {
             return Err(self.invalid("allowed lateness is not supported with session windows yet"));
         }
-        if self.keys.is_empty() {
-            return Err(self.invalid("a keyed window needs at least one key column"));
-        }
-        if self.aggregates.is_empty() {
-            return Err(self.invalid("a window needs at least one aggregate"));
-        }
         let time_idx = column_index(input, time_column)?;
         check_time_field(input.field(time_idx))?;
         let window = vec![
@@ -165,25 +159,10 @@ impl OperatorFactory for SessionWindowFactory {
         let b = self.bind(input)?;
         let keys = KeyColumns::new(input, b.key_idx.clone())?;
         let mut backend = ctx.open_state(&format!("session-{}", self.keys.join("-")))?;
-        let fingerprint = format!(
-            "session-acc/1/keys={:?}/aggs={}",
-            b.key_idx
-                .iter()
-                .map(|&i| input.field(i).data_type().to_string())
-                .collect::<Vec<_>>(),
-            b.aggs
-                .iter()
-                .map(BoundAggregate::layout)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let fingerprint = super::state_fingerprint("session-acc", "", input, &b.key_idx, &b.aggs);
         let state = backend.register(SESSION_WINDOW_STATE, &fingerprint)?;
         backend.index_for_scans(state)?;
-        let table = if keys.is_int64() {
-            GroupTable::for_int64()
-        } else {
-            GroupTable::for_rows(keys.converter())
-        };
+        let table = super::group_table(&keys);
         let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
         Ok(Box::new(SessionWindowOp {
             keys,
@@ -329,19 +308,7 @@ impl Operator for SessionWindowOp {
         if rows == 0 {
             return Ok(());
         }
-        let times = event_times(batch.column(self.bound.time_idx))?;
-        if times.null_count() > 0 {
-            return Err(CoreError::InvalidColumnType {
-                column: batch.schema().field(self.bound.time_idx).name().clone(),
-                expected: "non-null event times".into(),
-                actual: batch
-                    .schema()
-                    .field(self.bound.time_idx)
-                    .data_type()
-                    .clone(),
-            }
-            .into());
-        }
+        let times = super::non_null_times(&batch, self.bound.time_idx)?;
         let ts = times.values();
         let gap = self.bound.gap;
         let keys = self.keys.of(&batch, &mut self.hashes)?;

@@ -9,14 +9,14 @@ use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
-use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
 use crate::keys::{BatchKeys, KeyColumns};
-use crate::time_column::{check_time_field, event_times};
+use crate::time_column::check_time_field;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// Name of the window start column in a window's output (ms, inclusive).
@@ -149,12 +149,6 @@ impl TumblingWindowFactory {
                 slide_ms
             }
         };
-        if self.keys.is_empty() {
-            return Err(self.invalid("a keyed window needs at least one key column"));
-        }
-        if self.aggregates.is_empty() {
-            return Err(self.invalid("a window needs at least one aggregate"));
-        }
         let time_idx = column_index(input, time_column)?;
         check_time_field(input.field(time_idx))?;
         let window = vec![
@@ -230,18 +224,8 @@ impl OperatorFactory for TumblingWindowFactory {
         } else {
             String::new()
         };
-        let fingerprint = format!(
-            "window-acc/1{panes}/keys={:?}/aggs={}",
-            b.key_idx
-                .iter()
-                .map(|&i| input.field(i).data_type().to_string())
-                .collect::<Vec<_>>(),
-            b.aggs
-                .iter()
-                .map(BoundAggregate::layout)
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let fingerprint =
+            super::state_fingerprint("window-acc", &panes, input, &b.key_idx, &b.aggs);
         // Memory state: the window's panes are hash tables of accumulators in the
         // operator itself, written to the backend only for snapshots.
         if ctx.state.name() == "memory" {
@@ -254,11 +238,7 @@ impl OperatorFactory for TumblingWindowFactory {
             )));
         }
         let state = backend.register(WINDOW_STATE, &fingerprint)?;
-        let table = if keys.is_int64() {
-            GroupTable::for_int64()
-        } else {
-            GroupTable::for_rows(keys.converter())
-        };
+        let table = super::group_table(&keys);
         let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
         Ok(Box::new(TumblingWindowOp {
             keys,
@@ -849,20 +829,7 @@ impl Operator for TumblingWindowOp {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let times = event_times(batch.column(self.bound.time_idx))?;
-        if times.null_count() > 0 {
-            // Sources drop or reject null event times; reaching here is a plan error.
-            return Err(CoreError::InvalidColumnType {
-                column: batch.schema().field(self.bound.time_idx).name().clone(),
-                expected: "non-null event times".into(),
-                actual: batch
-                    .schema()
-                    .field(self.bound.time_idx)
-                    .data_type()
-                    .clone(),
-            }
-            .into());
-        }
+        let times = super::non_null_times(&batch, self.bound.time_idx)?;
         let keys = self.keys.of(&batch, &mut self.hashes)?;
         let values = self
             .bound
