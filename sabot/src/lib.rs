@@ -57,6 +57,7 @@ pub use sabot_state as state;
 pub use sabot_time as time;
 
 pub mod demo;
+pub mod nexmark;
 mod stream;
 
 pub use sabot_core::arrow;
