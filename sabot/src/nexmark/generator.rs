@@ -7,9 +7,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sabot_core::arrow::array::{ArrayRef, Int64Array, StringArray};
+use sabot_core::arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
 use sabot_core::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
-use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use sabot_core::random::SplitMix64;
 use sabot_core::{CoreError, RecordBatch, SchemaRef};
 
@@ -90,6 +90,14 @@ impl EventKind {
         let all = SCHEMAS.get_or_init(|| {
             let i = |n: &str| Field::new(n, DataType::Int64, false);
             let s = |n: &str| Field::new(n, DataType::Utf8, false);
+            // Bids' channel and url: one of 10,004 values each, dictionary-encoded.
+            let d = |n: &str| {
+                Field::new(
+                    n,
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    false,
+                )
+            };
             [
                 Arc::new(Schema::new(vec![
                     i("id"),
@@ -117,8 +125,8 @@ impl EventKind {
                     i("auction"),
                     i("bidder"),
                     i("price"),
-                    s("channel"),
-                    s("url"),
+                    d("channel"),
+                    d("url"),
                     i("date_time"),
                     s("extra"),
                 ])),
@@ -179,7 +187,8 @@ impl NexmarkConfig {
     /// Event time of event `n`, in whole milliseconds (integers only).
     #[inline]
     pub fn timestamp(&self, n: u64) -> i64 {
-        BASE_TIME_MS + ((u128::from(n) * 1000) / u128::from(self.rate.max(1))) as i64
+        // n <= 2^50 (validated), so n * 1000 fits in 64 bits.
+        BASE_TIME_MS + (n.saturating_mul(1000) / self.rate.max(1)) as i64
     }
 }
 
@@ -219,10 +228,33 @@ fn random_auction(n: u64, r: &mut SplitMix64) -> u64 {
     min + r.below(max - min + 1 + 10)
 }
 
-/// A log-uniform price in cents, 100 to 100,000,000: `round(10^(6u) * 100)` (Beam's).
+/// Bits of `u` each price table covers: `u` has 24 (1/16,777,216 steps of the exponent).
+const PRICE_BITS: u32 = 12;
+
+/// `10^(6 i / 2^12) * 100` and `10^(6 i / 2^24)` for `i < 2^12`: a price is one product.
+fn price_tables() -> &'static (Vec<f64>, Vec<f64>) {
+    static T: OnceLock<(Vec<f64>, Vec<f64>)> = OnceLock::new();
+    T.get_or_init(|| {
+        let n = 1usize << PRICE_BITS;
+        let hi = (0..n)
+            .map(|i| 10f64.powf(6.0 * i as f64 / n as f64) * 100.0)
+            .collect();
+        let lo = (0..n)
+            .map(|i| 10f64.powf(6.0 * i as f64 / (n * n) as f64))
+            .collect();
+        (hi, lo)
+    })
+}
+
+/// A log-uniform price in cents, 100 to 100,000,000: Beam's `round(10^(6u) * 100)`, with
+/// `u` in steps of 2^-24 (two table lookups instead of `pow`).
 #[inline]
 fn price(r: &mut SplitMix64) -> i64 {
-    (10f64.powf(r.next_f64() * 6.0) * 100.0).round() as i64
+    let (hi, lo) = price_tables();
+    let u = (r.next_u64() >> 40) as usize; // 24 bits
+    let mask = (1 << PRICE_BITS) - 1;
+    // Rounds half up (the product is at least 100: no negative or tiny values).
+    (hi[u >> PRICE_BITS] * lo[u & mask] + 0.5) as i64
 }
 
 /// The shared padding text: 1 MiB of seeded lower-case letters, sliced for `extra`.
@@ -234,12 +266,21 @@ fn padding() -> &'static [u8] {
     })
 }
 
-/// The names and URLs of the channels that are not hot (the same for every seed).
-fn channels() -> &'static (Vec<String>, Vec<String>) {
-    static CH: OnceLock<(Vec<String>, Vec<String>)> = OnceLock::new();
+/// Every channel's name and URL, as the dictionaries of the bids' `channel` and `url`
+/// columns: the 4 hot channels first, then `channel-0` .. `channel-9999` (the same for
+/// every seed), and each value's length.
+struct Channels {
+    names: ArrayRef,
+    urls: ArrayRef,
+    /// Per dictionary index: name length + url length.
+    bytes: Vec<usize>,
+}
+
+fn channels() -> &'static Channels {
+    static CH: OnceLock<Channels> = OnceLock::new();
     CH.get_or_init(|| {
-        let mut names = Vec::with_capacity(CHANNELS as usize);
-        let mut urls = Vec::with_capacity(CHANNELS as usize);
+        let mut names: Vec<String> = HOT_CHANNELS.iter().map(|s| (*s).to_owned()).collect();
+        let mut urls: Vec<String> = HOT_URLS.iter().map(|s| (*s).to_owned()).collect();
         for c in 0..CHANNELS {
             let mut r = SplitMix64::new(0xC4A7_7E15, c);
             let mut url = String::from("https://www.nexmark.com/");
@@ -254,7 +295,16 @@ fn channels() -> &'static (Vec<String>, Vec<String>) {
             names.push(format!("channel-{c}"));
             urls.push(url);
         }
-        (names, urls)
+        let bytes = names
+            .iter()
+            .zip(&urls)
+            .map(|(n, u)| n.len() + u.len())
+            .collect();
+        Channels {
+            names: Arc::new(StringArray::from(names)),
+            urls: Arc::new(StringArray::from(urls)),
+            bytes,
+        }
     })
 }
 
@@ -486,10 +536,9 @@ impl Generator {
         let mut bidder = Vec::with_capacity(rows);
         let mut prices = Vec::with_capacity(rows);
         let mut ts = Vec::with_capacity(rows);
-        let mut channel = Strings::with_capacity(rows, rows * 10);
-        let mut url = Strings::with_capacity(rows, rows * 70);
-        let mut extra = Strings::with_capacity(rows, rows * BID_AVG_BYTES);
-        let (names, urls) = channels();
+        let mut channel: Vec<i32> = Vec::with_capacity(rows);
+        let mut extra = Strings::with_capacity(rows, rows * 24);
+        let ch = channels();
         for n in Self::numbers(range, EventKind::Bid) {
             let mut r = SplitMix64::new(self.config.seed, n);
             let a = if r.below(HOT_AUCTION_RATIO) > 0 {
@@ -505,27 +554,30 @@ impl Generator {
             };
             bidder.push(b as i64 + FIRST_PERSON_ID);
             prices.push(price(&mut r));
-            let cur = if r.below(2) == 0 {
-                let h = r.below(HOT_CHANNELS.len() as u64) as usize;
-                channel.push(HOT_CHANNELS[h]);
-                url.push(HOT_URLS[h]);
-                HOT_CHANNELS[h].len() + HOT_URLS[h].len()
+            // Half the bids on one of the 4 hot channels, else on one of 10,000 others.
+            let c = if r.below(2) == 0 {
+                r.below(HOT_CHANNELS.len() as u64) as usize
             } else {
-                let c = r.below(CHANNELS) as usize;
-                channel.push(&names[c]);
-                url.push(&urls[c]);
-                names[c].len() + urls[c].len()
+                HOT_CHANNELS.len() + r.below(CHANNELS) as usize
             };
+            channel.push(c as i32);
             ts.push(self.config.timestamp(n));
-            push_extra(&mut extra.values, &mut r, cur + 32, BID_AVG_BYTES);
+            push_extra(&mut extra.values, &mut r, ch.bytes[c] + 32, BID_AVG_BYTES);
             extra.end();
         }
+        let keys = Int32Array::from(channel);
+        let dict = |values: &ArrayRef| -> ArrayRef {
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(keys.clone(), values.clone())
+                    .expect("channel indices are in the dictionary"),
+            )
+        };
         vec![
             Arc::new(Int64Array::from(auction)),
             Arc::new(Int64Array::from(bidder)),
             Arc::new(Int64Array::from(prices)),
-            channel.finish(),
-            url.finish(),
+            dict(&ch.names),
+            dict(&ch.urls),
             Arc::new(Int64Array::from(ts)),
             extra.finish(),
         ]
