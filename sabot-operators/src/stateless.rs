@@ -230,10 +230,12 @@ impl FilterOp {
     }
 }
 
-/// `select`: keeps the named columns, in the given order.
+/// `select`: keeps the named columns, in the given order, optionally under new names.
 #[derive(Clone, Debug)]
 pub struct ProjectFactory {
     columns: Vec<String>,
+    /// The output names (the input names where `None`).
+    names: Option<Vec<String>>,
 }
 
 impl ProjectFactory {
@@ -241,6 +243,16 @@ impl ProjectFactory {
     pub fn new(columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
         ProjectFactory {
             columns: columns.into_iter().map(Into::into).collect(),
+            names: None,
+        }
+    }
+
+    /// A projection onto the first of each pair, named as the second (SQL's
+    /// `SELECT a AS b`).
+    pub fn renamed(columns: &[(&str, &str)]) -> Self {
+        ProjectFactory {
+            columns: columns.iter().map(|(c, _)| (*c).to_owned()).collect(),
+            names: Some(columns.iter().map(|(_, n)| (*n).to_owned()).collect()),
         }
     }
 
@@ -256,31 +268,79 @@ impl ProjectFactory {
             .map(|c| Ok(column_index(input, c)?))
             .collect()
     }
+
+    fn schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        let projected = input.project(&self.indices(input)?)?;
+        let Some(names) = &self.names else {
+            return Ok(Arc::new(projected));
+        };
+        let fields: Vec<_> = projected
+            .fields()
+            .iter()
+            .zip(names)
+            .map(|(f, n)| f.as_ref().clone().with_name(n.clone()))
+            .collect();
+        let mut sorted: Vec<&String> = names.iter().collect();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(OperatorError::InvalidPlan {
+                operator: self.name(),
+                reason: format!("output column `{}` appears twice", w[0]),
+            });
+        }
+        Ok(Arc::new(sabot_core::arrow::datatypes::Schema::new(fields)))
+    }
 }
 
 impl OperatorFactory for ProjectFactory {
     fn name(&self) -> String {
-        format!("select({})", self.columns.join(", "))
+        match &self.names {
+            None => format!("select({})", self.columns.join(", ")),
+            Some(names) => format!(
+                "select({})",
+                self.columns
+                    .iter()
+                    .zip(names)
+                    .map(|(c, n)| if c == n {
+                        c.clone()
+                    } else {
+                        format!("{c} as {n}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     }
 
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
-        Ok(Arc::new(input.project(&self.indices(input)?)?))
+        self.schema(input)
     }
 
     fn create(&self, input: &SchemaRef, _ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(ProjectOp {
             indices: self.indices(input)?,
+            schema: self
+                .names
+                .is_some()
+                .then(|| self.schema(input))
+                .transpose()?,
         }))
     }
 }
 
 struct ProjectOp {
     indices: Vec<usize>,
+    /// The renamed output schema, if renaming.
+    schema: Option<SchemaRef>,
 }
 
 impl Operator for ProjectOp {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        out.batch(batch.project(&self.indices)?);
+        let projected = batch.project(&self.indices)?;
+        out.batch(match &self.schema {
+            None => projected,
+            Some(s) => RecordBatch::try_new(s.clone(), projected.columns().to_vec())?,
+        });
         Ok(())
     }
 }

@@ -52,6 +52,116 @@ enum Command {
     /// Show the checkpoints in a checkpoint folder.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// Nexmark, the benchmark streaming engines are compared on: run a query on the
+    /// built-in generator, or write the generator's events to files.
+    #[command(subcommand)]
+    Nexmark(NexmarkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NexmarkCommand {
+    /// Run one query on generated events; ends with events/s, result rows and
+    /// checkpoints.
+    Run(NexmarkRunArgs),
+    /// Write persons, auctions and bids to person.*, auction.* and bid.* files, so other
+    /// systems can run the same input.
+    Generate(NexmarkGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct NexmarkRunArgs {
+    /// The query: q0, q1, q2, q3, q4, q5, q7, q8, q11 or q12.
+    #[arg(long, value_parser = parse_query)]
+    query: sabot::nexmark::Query,
+
+    /// Events to generate, all kinds together (46 of every 50 are bids).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    rate: u64,
+
+    /// Subtasks per operator (default: the number of cores).
+    #[arg(long)]
+    parallelism: Option<usize>,
+
+    /// Seed of the generator: the same seed gives the same events.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Where stateful operators keep their state.
+    #[arg(long, value_enum, default_value_t = StateKind::Memory)]
+    state: StateKind,
+
+    /// Folder for RocksDB's working files (with --state rocksdb).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+
+    /// Take checkpoints into this folder; a run on a folder that holds a complete
+    /// checkpoint continues from the newest one.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+
+    /// Milliseconds between checkpoints.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval: u64,
+
+    /// Write the results as CSV part files (with a header) into this folder, through the
+    /// exactly-once file sink: `<query>-<subtask>-<checkpoint>.csv`, or
+    /// `<query>-<subtask>-final.csv` without checkpoints. Without it the results are
+    /// counted and dropped.
+    #[arg(long, value_name = "DIR")]
+    output: Option<std::path::PathBuf>,
+
+    /// Do not show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+struct NexmarkGenerateArgs {
+    /// Events to generate, all kinds together.
+    #[arg(long)]
+    events: u64,
+
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    rate: u64,
+
+    /// The folder to write person, auction and bid files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+
+    /// File format: CSV with a header, or Arrow IPC files.
+    #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+    format: FileFormat,
+}
+
+/// Output file format of `sabot nexmark generate`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FileFormat {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Arrow IPC files.
+    Arrow,
+}
+
+fn parse_query(s: &str) -> std::result::Result<sabot::nexmark::Query, String> {
+    sabot::nexmark::Query::parse(s).ok_or_else(|| {
+        format!(
+            "unknown query `{s}`: one of {}",
+            sabot::nexmark::Query::ALL
+                .iter()
+                .map(|q| q.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +300,8 @@ fn main() {
     let result = match cli.command {
         Command::Demo(args) => demo(args, None),
         Command::Checkpoints(c) => checkpoints(c),
+        Command::Nexmark(NexmarkCommand::Run(args)) => nexmark_run(args),
+        Command::Nexmark(NexmarkCommand::Generate(args)) => nexmark_generate(args),
         Command::Worker(w) => {
             if w.index >= w.workers.len() {
                 Err(anyhow::anyhow!(
@@ -533,6 +645,210 @@ fn cpu_time() -> Option<Duration> {
 
 /// Writes `batches` as CSV with a header row (values as Arrow displays them), through a
 /// temporary file renamed into place.
+/// A sink that only counts (the runtime's sink counter) and drops the rows.
+#[derive(Debug)]
+struct Discard;
+
+impl sabot::operators::SinkFactory for Discard {
+    fn name(&self) -> String {
+        "discard".into()
+    }
+    fn create(
+        &self,
+        _: &sabot::arrow::datatypes::SchemaRef,
+        _: &sabot::operators::TaskContext,
+    ) -> sabot::operators::Result<Box<dyn sabot::operators::Sink>> {
+        Ok(Box::new(Discard))
+    }
+}
+
+impl sabot::operators::Sink for Discard {
+    fn write(&mut self, _: RecordBatch) -> sabot::operators::Result<()> {
+        Ok(())
+    }
+}
+
+fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
+    use sabot::nexmark::NexmarkConfig;
+    let parallelism = args
+        .parallelism
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let config = NexmarkConfig::new(args.events, args.seed, args.rate);
+    config.validate().context("invalid generator settings")?;
+    let mut state = match args.state {
+        StateKind::Memory => StateConfig::memory(),
+        StateKind::Rocksdb => StateConfig::rocksdb(RocksDbConfig::default()),
+    };
+    if let Some(dir) = &args.state_dir {
+        if args.state != StateKind::Rocksdb {
+            anyhow::bail!("--state-dir is for --state rocksdb (memory state has no files)");
+        }
+        state = state.with_working_dir(dir);
+    }
+    let env = StreamEnv::new();
+    env.set_parallelism(parallelism)
+        .set_name(&format!("nexmark-{}", args.query.name()))
+        .set_state(state);
+    if let Some(dir) = &args.checkpoint_dir {
+        if args.output.is_none() {
+            anyhow::bail!(
+                "--checkpoint-dir needs --output: results are committed there with each checkpoint"
+            );
+        }
+        env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+            dir,
+            Duration::from_millis(args.checkpoint_interval),
+        ));
+    }
+    let result = args.query.build(&env, &config);
+    match &args.output {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the output folder {}", dir.display()))?;
+            result.sink(sabot::operators::TransactionalCsvSink::new(
+                dir,
+                args.query.name(),
+            ));
+        }
+        None => result.sink(Discard),
+    }
+    let job = env.build().context("invalid job")?;
+    eprintln!(
+        "sabot nexmark: {}, {} events at {} events/s of event time, parallelism {parallelism}, seed {}, {} state",
+        args.query.name(),
+        args.events,
+        args.rate,
+        args.seed,
+        env.config().state.name()
+    );
+    let started = Instant::now();
+    let cpu_before = cpu_time();
+    let handle = job.start()?;
+    let progress = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(args.events);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {msg} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    while !handle.is_finished() {
+        if let Some(bar) = &progress {
+            // Event time says how far the input got (every event kind shares it).
+            let wm = handle.watermark().millis();
+            if wm > sabot::nexmark::BASE_TIME_MS && wm < i64::MAX {
+                let done = ((wm - sabot::nexmark::BASE_TIME_MS) as u128 * u128::from(args.rate)
+                    / 1000) as u64;
+                bar.set_position(done.min(args.events));
+                bar.set_message(format!("{done} events"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let result = handle
+        .join()
+        .with_context(|| format!("nexmark {} failed", args.query.name()))?;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let rate = args.events as f64 / elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{}: {} events in {:.2} s: {:.0} events/s, {:.0} events/s per core (parallelism {parallelism})",
+        args.query.name(),
+        args.events,
+        elapsed.as_secs_f64(),
+        rate,
+        rate / parallelism.max(1) as f64
+    );
+    if let Some(cpu) = cpu.filter(|c| !c.is_zero()) {
+        println!(
+            "CPU: {:.2} s, {:.0} events per CPU-second",
+            cpu.as_secs_f64(),
+            args.events as f64 / cpu.as_secs_f64()
+        );
+    }
+    println!(
+        "Result rows: {}",
+        result.metric(sabot::runtime::SINK_RECORDS)
+    );
+    if args.checkpoint_dir.is_some() {
+        println!("Checkpoints completed: {}", result.checkpoints.len());
+        if let Some(r) = result.restored_from {
+            println!("Continued from checkpoint {}", r.0);
+        }
+    }
+    if let Some(dir) = &args.output {
+        println!("Results written to {}", dir.display());
+    }
+    Ok(())
+}
+
+fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {
+    use sabot::nexmark::{CHUNK_EVENTS, EventKind, Generator, NexmarkConfig};
+    let config = NexmarkConfig::new(args.events, args.seed, args.rate);
+    config.validate().context("invalid generator settings")?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
+    let g = Generator::new(config);
+    for (kind, name) in [
+        (EventKind::Person, "person"),
+        (EventKind::Auction, "auction"),
+        (EventKind::Bid, "bid"),
+    ] {
+        let ext = match args.format {
+            FileFormat::Csv => "csv",
+            FileFormat::Arrow => "arrow",
+        };
+        let path = args.out.join(format!("{name}.{ext}"));
+        let tmp = path.with_extension(format!("{ext}.tmp"));
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut rows = 0usize;
+        let mut batches = (0..args.events.div_ceil(CHUNK_EVENTS))
+            .map(|c| g.batch(kind, c * CHUNK_EVENTS..(c + 1) * CHUNK_EVENTS));
+        match args.format {
+            FileFormat::Csv => {
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(file);
+                let schema = kind.schema();
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                writeln!(out, "{}", names.join(","))?;
+                for b in batches.by_ref() {
+                    rows += b.num_rows();
+                    for r in 0..b.num_rows() {
+                        let cells = b
+                            .columns()
+                            .iter()
+                            .map(|c| array_value_to_string(c, r))
+                            .collect::<std::result::Result<Vec<_>, _>>()?;
+                        writeln!(out, "{}", cells.join(","))?;
+                    }
+                }
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            }
+            FileFormat::Arrow => {
+                let mut w = arrow_ipc::writer::FileWriter::try_new(file, &kind.schema())?;
+                for b in batches.by_ref() {
+                    rows += b.num_rows();
+                    w.write(&b)?;
+                }
+                w.finish()?;
+                w.into_inner()?.sync_all()?;
+            }
+        }
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot publish {}", path.display()))?;
+        println!("{rows} {name} rows written to {}", path.display());
+    }
+    Ok(())
+}
+
 fn write_csv(path: &std::path::Path, batches: &[RecordBatch]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("csv.tmp");

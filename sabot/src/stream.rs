@@ -279,6 +279,18 @@ impl Stream {
         self.then(ProjectFactory::new(columns.iter().copied()), t)
     }
 
+    /// Keeps the first column of each pair, named as the second (SQL's `SELECT a AS b`);
+    /// event time follows its column under its new name.
+    pub fn select_as(self, columns: &[(&str, &str)]) -> Stream {
+        let t = self.time_column.as_deref().and_then(|t| {
+            columns
+                .iter()
+                .find(|(c, _)| *c == t)
+                .map(|(_, n)| (*n).to_owned())
+        });
+        self.then(ProjectFactory::renamed(columns), t)
+    }
+
     /// Declares `time_column` (Int64 ms or Timestamp(ms)) as event time, with watermarks
     /// trailing the largest time seen per source subtask by `max_out_of_orderness`.
     pub fn with_watermarks(self, time_column: &str, max_out_of_orderness: Duration) -> Stream {
@@ -425,8 +437,14 @@ impl KeyedStream {
         make: impl Fn() -> F + Send + Sync + 'static,
     ) -> Stream {
         let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        // Event time stays the same column if the output has it.
+        let t = self
+            .stream
+            .time_column
+            .clone()
+            .filter(|c| output.index_of(c).is_ok());
         let factory = KeyedProcessFactory::new(name, &keys, output, make);
-        self.stream.process(factory)
+        self.stream.then(factory, t)
     }
 }
 

@@ -4,11 +4,14 @@
 //!   event (Beam's arithmetic over a counter-based random generator), built as Arrow
 //!   batches;
 //! - [`NexmarkSource`]: one kind of event as a source, split over source subtasks in
-//!   chunks of event numbers, resumable from checkpoints at any parallelism.
+//!   chunks of event numbers, resumable from checkpoints at any parallelism;
+//! - [`Query`]: queries q0-q5, q7, q8, q11 and q12 written with the `Stream` API.
 
 mod generator;
+mod queries;
 
 pub use generator::{BASE_TIME_MS, EventKind, Generator, NexmarkConfig};
+pub use queries::{OUT_OF_ORDERNESS, Query};
 
 use sabot_core::{RecordBatch, SchemaRef};
 use sabot_operators::{ChunkCursor, Source, SourceFactory, SourcePoll, TaskContext};
