@@ -687,7 +687,7 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
     }
     let env = StreamEnv::new();
     env.set_parallelism(parallelism)
-        .set_name(&format!("nexmark-{}", args.query.name()))
+        .set_name(format!("nexmark-{}", args.query.name()))
         .set_state(state);
     if let Some(dir) = &args.checkpoint_dir {
         if args.output.is_none() {

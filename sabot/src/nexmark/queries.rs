@@ -335,11 +335,14 @@ fn q7(bids: Stream) -> Stream {
         .process_fn("highest_bid", output, HighestBid::default)
 }
 
+/// A window's best value so far, its end, and the ids that have it.
+type WindowTop = (i64, i64, Vec<i64>);
+
 /// Per window (the key: its start): the rows with the largest value so far; emitted when
 /// the watermark passes the window's end. q5 keeps `(auction, num)` rows by `num`.
 struct TopPerWindow {
     columns: Vec<String>,
-    best: Option<(ValueState<(i64, i64, Vec<i64>)>,)>,
+    best: Option<(ValueState<WindowTop>,)>,
 }
 
 impl TopPerWindow {
