@@ -444,8 +444,10 @@ impl Loop {
                 self.coordinator.trigger_asap();
             }
             // Once a task has ended it can take part in no new checkpoint (it ends after
-            // the final checkpoint, or because the job failed): no new one starts.
-            if self.finished == 0 {
+            // the final checkpoint, or because the job failed): no new one starts. Nor
+            // after the final checkpoint was triggered: tasks end once it completes, and
+            // a later one could only be declined.
+            if self.finished == 0 && self.trigger.final_id.load(Ordering::Acquire) == 0 {
                 self.coordinator.tick(self.clock.now_ms());
             }
             self.commands()?;
@@ -519,7 +521,9 @@ impl Loop {
                 }
                 Command::Abort(id, cause) => {
                     tracing::info!(checkpoint = %id, ?cause, "checkpoint aborted");
-                    if self.trigger.is_final(id) {
+                    // Only the final checkpoint's own abort fails the end of the job (one
+                    // triggered before it, or still in flight, does not).
+                    if id.0 == self.trigger.final_id.load(Ordering::Acquire) {
                         *self
                             .trigger
                             .final_failed

@@ -107,6 +107,24 @@ fn a_job_ends_with_a_final_checkpoint_covering_all_its_output() {
     assert_eq!(epochs.committed(), expected, "a rerun changed the output");
 }
 
+/// With checkpoints every millisecond, periodic checkpoints keep coming while the final
+/// one is in flight: none may be triggered after it, and the abort of one that was (or of
+/// an earlier one) must not fail the end of the job.
+#[test]
+fn checkpoints_every_millisecond_end_cleanly() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup {
+            interval: std::time::Duration::from_millis(1),
+            ..Setup::new(20_000, 4, StateConfig::memory())
+        };
+        let epochs = Epochs::default();
+        let r = run(setup.job(Some(dir.path()), None, &epochs));
+        assert!(r.is_ok(), "round {round}: {:?}", r.err());
+        assert_eq!(epochs.pending(), 0);
+    }
+}
+
 #[test]
 fn a_changed_job_graph_is_a_clear_error_not_empty_state() {
     let dir = tempfile::tempdir().unwrap();
