@@ -228,10 +228,11 @@ fn random_auction(n: u64, r: &mut SplitMix64) -> u64 {
     min + r.below(max - min + 1 + 10)
 }
 
-/// Bits of `u` each price table covers: `u` has 24 (1/16,777,216 steps of the exponent).
-const PRICE_BITS: u32 = 12;
+/// Bits of `u` each price table covers: `u` has 20 (1/1,048,576 steps of the exponent);
+/// the two tables take 16 KiB, so they stay in the L1 cache.
+const PRICE_BITS: u32 = 10;
 
-/// `10^(6 i / 2^12) * 100` and `10^(6 i / 2^24)` for `i < 2^12`: a price is one product.
+/// `10^(6 i / 2^10) * 100` and `10^(6 i / 2^20)` for `i < 2^10`: a price is one product.
 fn price_tables() -> &'static (Vec<f64>, Vec<f64>) {
     static T: OnceLock<(Vec<f64>, Vec<f64>)> = OnceLock::new();
     T.get_or_init(|| {
@@ -247,22 +248,23 @@ fn price_tables() -> &'static (Vec<f64>, Vec<f64>) {
 }
 
 /// A log-uniform price in cents, 100 to 100,000,000: Beam's `round(10^(6u) * 100)`, with
-/// `u` in steps of 2^-24 (two table lookups instead of `pow`).
+/// `u` in steps of 2^-20 (two table lookups instead of `pow`).
 #[inline]
 fn price(r: &mut SplitMix64) -> i64 {
     let (hi, lo) = price_tables();
-    let u = (r.next_u64() >> 40) as usize; // 24 bits
+    let u = (r.next_u64() >> (64 - 2 * PRICE_BITS)) as usize;
     let mask = (1 << PRICE_BITS) - 1;
     // Rounds half up (the product is at least 100: no negative or tiny values).
     (hi[u >> PRICE_BITS] * lo[u & mask] + 0.5) as i64
 }
 
-/// The shared padding text: 1 MiB of seeded lower-case letters, sliced for `extra`.
+/// The shared padding text: 32 KiB of seeded lower-case letters, sliced for `extra`
+/// (small enough to stay in the CPU's caches: a padding is a copy, not a cache miss).
 fn padding() -> &'static [u8] {
     static PAD: OnceLock<Vec<u8>> = OnceLock::new();
     PAD.get_or_init(|| {
         let mut r = SplitMix64::new(0x5AB0_7E7A, 0);
-        (0..1 << 20).map(|_| b'a' + r.below(26) as u8).collect()
+        (0..32 << 10).map(|_| b'a' + r.below(26) as u8).collect()
     })
 }
 
@@ -339,9 +341,19 @@ fn push_extra(values: &mut Vec<u8>, r: &mut SplitMix64, cur: usize, avg: usize) 
     let d = (a + 2) / 5;
     let len = (a - d + r.below(2 * d)) as usize;
     let pad = padding();
-    let at = r.below((pad.len() - len) as u64) as usize;
-    values.extend_from_slice(&pad[at..at + len]);
+    let at = r.below((pad.len() - len.max(SHORT)) as u64) as usize;
+    if len <= SHORT {
+        // A fixed-size copy (inlined, no call), cut to length: most paddings are short.
+        let start = values.len();
+        values.extend_from_slice(&pad[at..at + SHORT]);
+        values.truncate(start + len);
+    } else {
+        values.extend_from_slice(&pad[at..at + len]);
+    }
 }
+
+/// Paddings up to this long are copied in one fixed-size move.
+const SHORT: usize = 32;
 
 /// A `Utf8` column being built: values back to back and their offsets.
 struct Strings {
