@@ -181,3 +181,94 @@ fn checkpoints_list_and_inspect_show_what_is_in_a_folder() {
     assert!(!o.status.success());
     assert!(text(&o).contains("is not a folder"), "{}", text(&o));
 }
+
+#[test]
+fn nexmark_run_and_generate() {
+    let o = sabot(&["nexmark", "--help"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    assert!(t.contains("run") && t.contains("generate"), "{t}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = sabot(&[
+        "nexmark",
+        "run",
+        "--query",
+        "q2",
+        "--events",
+        "200000",
+        "--parallelism",
+        "2",
+        "--no-progress",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("events/s") && t.contains("Result rows: "), "{t}");
+    // Result files with the SQL column names.
+    let first = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .expect("a result file");
+    let header = std::fs::read_to_string(first).unwrap();
+    assert!(header.starts_with("auction,price\n"), "{header}");
+
+    let gen_dir = dir.path().join("gen");
+    for format in ["csv", "arrow"] {
+        let o = sabot(&[
+            "nexmark",
+            "generate",
+            "--events",
+            "5000",
+            "--out",
+            gen_dir.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        for kind in ["person", "auction", "bid"] {
+            assert!(
+                gen_dir.join(format!("{kind}.{format}")).is_file(),
+                "{kind}.{format}"
+            );
+        }
+    }
+    let bids = std::fs::read_to_string(gen_dir.join("bid.csv")).unwrap();
+    assert_eq!(bids.lines().count(), 1 + 4600);
+
+    // Bad arguments: clear errors naming the problem.
+    for (args, want) in [
+        (
+            &["nexmark", "run", "--query", "q6"][..],
+            "unknown query `q6`",
+        ),
+        (
+            &["nexmark", "run", "--query", "q0", "--rate", "0"][..],
+            "--rate",
+        ),
+        (
+            &[
+                "nexmark",
+                "run",
+                "--query",
+                "q0",
+                "--checkpoint-dir",
+                "/tmp/x",
+            ][..],
+            "--checkpoint-dir needs --output",
+        ),
+        (
+            &["nexmark", "run", "--query", "q0", "--state-dir", "/tmp/x"][..],
+            "--state-dir is for --state rocksdb",
+        ),
+    ] {
+        let o = sabot(args);
+        assert!(!o.status.success(), "{args:?}");
+        let t = text(&o);
+        assert!(t.contains(want), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+}
