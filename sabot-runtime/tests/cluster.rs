@@ -129,3 +129,66 @@ fn cluster_settings_are_checked_at_build_time() {
         assert!(e.to_string().contains(want), "{e}");
     }
 }
+
+/// Two sources -> watermarks -> key_by each -> interval join -> sink.
+fn join_job(cluster: Option<Cluster>) -> (JobGraph, Collected) {
+    use sabot_operators::JoinFactory;
+    let mut c = JobConfig::default();
+    c.parallelism = 3;
+    c.queue_capacity = 2;
+    c.cluster = cluster;
+    let mut g = JobGraph::new(c);
+    let side = |g: &mut JobGraph, seed: u64| {
+        let src = g.add_source(Arc::new(VecSource::new(
+            keyed_schema(),
+            keyed_batches(seed, 20_000, 500, 300, 1, 0),
+        )));
+        let wm = g.add_operator(
+            src,
+            Arc::new(WatermarkFactory::bounded_out_of_orderness(
+                "ts",
+                Duration::from_millis(5),
+            )),
+        );
+        g.add_exchange(wm, Partitioning::Hash(vec!["key".into()]))
+    };
+    let left = side(&mut g, 3);
+    let right = side(&mut g, 4);
+    let join = g.add_two_input(
+        left,
+        right,
+        Arc::new(JoinFactory::interval_ms(
+            &["key"],
+            &["key"],
+            "ts",
+            "ts",
+            -20,
+            20,
+        )),
+    );
+    let (sink, out) = CollectSink::new();
+    g.add_sink(join, Arc::new(sink));
+    (g, out)
+}
+
+/// A join split over two workers: the second input's channels cross the network tagged
+/// as the second input, and the output equals the one-process run.
+#[test]
+fn a_join_over_two_workers_gives_the_same_output_as_one_process() {
+    let (g, out) = join_job(None);
+    g.build().unwrap().run().unwrap();
+    let expected = rows(&[out]);
+    assert!(expected.len() > 1000, "{} pairs", expected.len());
+    let workers = free_ports(2);
+    let mut outputs = Vec::new();
+    let mut handles = Vec::new();
+    for me in 0..2 {
+        let (g, out) = join_job(Some(Cluster::new(workers.clone(), me)));
+        handles.push(g.build().unwrap().start().unwrap());
+        outputs.push(out);
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(rows(&outputs), expected);
+}
