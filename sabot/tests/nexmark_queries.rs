@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sabot::StreamEnv;
@@ -273,60 +273,70 @@ fn run(q: Query, p: usize) -> Vec<String> {
 }
 
 /// Runs `q` with checkpoints every 10 ms into `dir/ckpt` and results into `dir/out`,
-/// failing once after a checkpoint completed; then again on the same folders to the
-/// end. Returns the committed rows.
+/// failing once at the first result batch after a checkpoint completed; then again on the
+/// same folders to the end. Returns the committed rows. A query whose few result
+/// batches all came before the first checkpoint (a busy machine) is tried again on fresh
+/// folders with its results slowed down more.
 fn run_with_failure(q: Query, p: usize, dir: &Path) -> Vec<String> {
-    let ckpt = dir.join("ckpt");
-    let out = dir.join("out");
-    let failed = Arc::new(AtomicBool::new(false));
-    let batches = Arc::new(AtomicUsize::new(0));
-    for attempt in 0..2 {
-        let env = StreamEnv::new();
-        env.set_parallelism(p)
-            .set_checkpoints(CheckpointSettings::new(&ckpt, Duration::from_millis(10)));
-        let (f, n, c) = (failed.clone(), batches.clone(), ckpt.clone());
-        q.build(&env, &config())
-            .map(move |b| {
-                // Slow enough for checkpoints in the middle of the input.
-                std::thread::sleep(Duration::from_micros(500));
-                let seen = n.fetch_add(1, Ordering::SeqCst);
-                let completed = LocalStorage::open(&c)
-                    .and_then(|s| s.completed())
-                    .is_ok_and(|c| !c.is_empty());
-                if attempt == 0 && completed && seen >= 3 && !f.swap(true, Ordering::SeqCst) {
-                    return Err("injected failure".into());
+    // One failure scenario at a time: they need checkpoints to complete mid-run.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (round, pause_ms) in [1u64, 5, 25, 100].into_iter().enumerate() {
+        let dir = dir.join(format!("round-{round}"));
+        let (ckpt, out) = (dir.join("ckpt"), dir.join("out"));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut restored = false;
+        for attempt in 0..2 {
+            let env = StreamEnv::new();
+            env.set_parallelism(p)
+                .set_checkpoints(CheckpointSettings::new(&ckpt, Duration::from_millis(10)));
+            let (f, c) = (failed.clone(), ckpt.clone());
+            q.build(&env, &config())
+                .map(move |b| {
+                    // Slow enough for checkpoints in the middle of the input.
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                    let completed = LocalStorage::open(&c)
+                        .and_then(|s| s.completed())
+                        .is_ok_and(|c| !c.is_empty());
+                    if attempt == 0 && completed && !f.swap(true, Ordering::SeqCst) {
+                        return Err("injected failure".into());
+                    }
+                    Ok(b)
+                })
+                .sink(TransactionalCsvSink::new(&out, q.name()));
+            let r = env.execute();
+            if attempt == 0 {
+                if r.is_ok() {
+                    break; // the input ended before a checkpoint: try again, slower
                 }
-                Ok(b)
-            })
-            .sink(TransactionalCsvSink::new(&out, q.name()));
-        let r = env.execute();
-        if attempt == 0 {
-            if r.is_ok() {
-                // The input ended before any failure point: nothing to restore from.
-                break;
+                assert!(failed.load(Ordering::SeqCst), "{r:?}");
+            } else {
+                let r = r.unwrap();
+                assert!(r.restored_from.is_some(), "the rerun did not restore");
+                restored = true;
             }
-            assert!(failed.load(Ordering::SeqCst), "{r:?}");
-        } else {
-            let r = r.unwrap();
-            assert!(r.restored_from.is_some(), "the rerun did not restore");
         }
+        if !restored {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for e in std::fs::read_dir(&out).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".csv") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                rows.extend(text.lines().skip(1).map(str::to_owned));
+            }
+        }
+        rows.sort();
+        return rows;
     }
-    assert!(
-        failed.load(Ordering::SeqCst),
-        "{}: no checkpoint before the end",
+    panic!(
+        "{}: no checkpoint completed before the end in any round",
         q.name()
     );
-    let mut rows = Vec::new();
-    for e in std::fs::read_dir(&out).unwrap() {
-        let path = e.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".csv") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            rows.extend(text.lines().skip(1).map(str::to_owned));
-        }
-    }
-    rows.sort();
-    rows
 }
 
 fn check(q: Query) {
