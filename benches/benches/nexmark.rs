@@ -59,6 +59,7 @@ fn generate(g: &Generator, events: u64) -> usize {
     while start < events {
         rows += g
             .batch(EventKind::Bid, start..start + CHUNK_EVENTS)
+            .expect("bids")
             .num_rows();
         start += CHUNK_EVENTS;
     }

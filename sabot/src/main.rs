@@ -812,7 +812,7 @@ fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {
         let file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut rows = 0usize;
-        let mut batches = (0..args.events.div_ceil(CHUNK_EVENTS))
+        let batches = (0..args.events.div_ceil(CHUNK_EVENTS))
             .map(|c| g.batch(kind, c * CHUNK_EVENTS..(c + 1) * CHUNK_EVENTS));
         match args.format {
             FileFormat::Csv => {
@@ -821,7 +821,8 @@ fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {
                 let schema = kind.schema();
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 writeln!(out, "{}", names.join(","))?;
-                for b in batches.by_ref() {
+                for b in batches {
+                    let b = b?;
                     rows += b.num_rows();
                     for r in 0..b.num_rows() {
                         let cells = b
@@ -836,7 +837,8 @@ fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {
             }
             FileFormat::Arrow => {
                 let mut w = arrow_ipc::writer::FileWriter::try_new(file, &kind.schema())?;
-                for b in batches.by_ref() {
+                for b in batches {
+                    let b = b?;
                     rows += b.num_rows();
                     w.write(&b)?;
                 }

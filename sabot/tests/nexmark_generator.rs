@@ -53,7 +53,7 @@ fn golden_hash_of_the_first_million_events() {
         let mut n = 0;
         let mut start = 0;
         while start < 1_000_000 {
-            let b = g.batch(kind, start..start + CHUNK_EVENTS);
+            let b = g.batch(kind, start..start + CHUNK_EVENTS).unwrap();
             n += b.num_rows();
             hash_batch(&mut h, &b);
             start += CHUNK_EVENTS;
@@ -76,20 +76,25 @@ const GOLDEN_BID: u64 = 11_421_743_450_031_936_628;
 fn any_range_can_be_generated_on_its_own() {
     let g = Generator::new(NexmarkConfig::new(100_000, 7, 1_000));
     for kind in [EventKind::Person, EventKind::Auction, EventKind::Bid] {
-        let whole = row_strings(&g.batch(kind, 0..20_000));
+        let whole = row_strings(&g.batch(kind, 0..20_000).unwrap());
         let mut parts = Vec::new();
         for (a, b) in [(0, 3), (3, 777), (777, 12_345), (12_345, 20_000)] {
-            parts.extend(row_strings(&g.batch(kind, a..b)));
+            parts.extend(row_strings(&g.batch(kind, a..b).unwrap()));
         }
         assert_eq!(parts, whole, "{kind:?}");
     }
     // Beyond the configured events: nothing.
-    assert_eq!(g.batch(EventKind::Bid, 100_000..200_000).num_rows(), 0);
+    assert_eq!(
+        g.batch(EventKind::Bid, 100_000..200_000)
+            .unwrap()
+            .num_rows(),
+        0
+    );
     // Another seed: other events.
     let other = Generator::new(NexmarkConfig::new(100_000, 8, 1_000));
     assert_ne!(
-        row_strings(&other.batch(EventKind::Bid, 0..1000)),
-        row_strings(&g.batch(EventKind::Bid, 0..1000))
+        row_strings(&other.batch(EventKind::Bid, 0..1000).unwrap()),
+        row_strings(&g.batch(EventKind::Bid, 0..1000).unwrap())
     );
 }
 
@@ -97,9 +102,9 @@ fn any_range_can_be_generated_on_its_own() {
 fn events_follow_nexmark_proportions_and_references() {
     let cfg = NexmarkConfig::new(500_000, 3, 10_000);
     let g = Generator::new(cfg.clone());
-    let persons = g.batch(EventKind::Person, 0..500_000);
-    let auctions = g.batch(EventKind::Auction, 0..500_000);
-    let bids = g.batch(EventKind::Bid, 0..500_000);
+    let persons = g.batch(EventKind::Person, 0..500_000).unwrap();
+    let auctions = g.batch(EventKind::Auction, 0..500_000).unwrap();
+    let bids = g.batch(EventKind::Bid, 0..500_000).unwrap();
     assert_eq!(persons.num_rows(), 10_000);
     assert_eq!(auctions.num_rows(), 30_000);
     assert_eq!(bids.num_rows(), 460_000);

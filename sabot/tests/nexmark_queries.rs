@@ -34,7 +34,7 @@ struct Rows {
 impl Rows {
     fn of(kind: EventKind) -> Rows {
         Rows {
-            batch: Generator::new(config()).batch(kind, 0..EVENTS),
+            batch: Generator::new(config()).batch(kind, 0..EVENTS).unwrap(),
         }
     }
     fn len(&self) -> usize {

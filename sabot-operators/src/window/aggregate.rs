@@ -644,8 +644,7 @@ impl Accumulator {
                 }
             }
             (Accumulator::Distinct(d), Accumulator::Distinct(s)) => {
-                let add: Vec<u64> = s[g].iter().copied().collect();
-                d[h].extend(add);
+                d[h].extend(s[g].iter().copied());
             }
             (Accumulator::User(f, d), Accumulator::User(_, s)) => {
                 return f.merge(&mut d[h], &s[g]).is_ok();

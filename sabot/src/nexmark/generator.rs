@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use sabot_core::arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, StringArray};
 use sabot_core::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use sabot_core::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use sabot_core::arrow::error::ArrowError;
 use sabot_core::random::SplitMix64;
 use sabot_core::{CoreError, RecordBatch, SchemaRef};
 
@@ -413,14 +414,18 @@ impl Generator {
 
     /// The events of `kind` among event numbers `range` (clipped to the configured
     /// number of events), as one batch.
-    pub fn batch(&self, kind: EventKind, range: std::ops::Range<u64>) -> RecordBatch {
+    pub fn batch(
+        &self,
+        kind: EventKind,
+        range: std::ops::Range<u64>,
+    ) -> Result<RecordBatch, ArrowError> {
         let range = range.start.min(self.config.events)..range.end.min(self.config.events);
         let cols = match kind {
             EventKind::Person => self.persons(range),
             EventKind::Auction => self.auctions(range),
-            EventKind::Bid => self.bids(range),
+            EventKind::Bid => self.bids(range)?,
         };
-        RecordBatch::try_new(kind.schema(), cols).expect("columns match the kind's schema")
+        RecordBatch::try_new(kind.schema(), cols)
     }
 
     /// Event numbers of `kind` in `range`, in order.
@@ -542,7 +547,7 @@ impl Generator {
         ]
     }
 
-    fn bids(&self, range: std::ops::Range<u64>) -> Vec<ArrayRef> {
+    fn bids(&self, range: std::ops::Range<u64>) -> Result<Vec<ArrayRef>, ArrowError> {
         let rows = (range.end - range.start) as usize * 46 / 50 + 46;
         let mut auction = Vec::with_capacity(rows);
         let mut bidder = Vec::with_capacity(rows);
@@ -578,20 +583,20 @@ impl Generator {
             extra.end();
         }
         let keys = Int32Array::from(channel);
-        let dict = |values: &ArrayRef| -> ArrayRef {
-            Arc::new(
-                DictionaryArray::<Int32Type>::try_new(keys.clone(), values.clone())
-                    .expect("channel indices are in the dictionary"),
-            )
+        let dict = |values: &ArrayRef| -> Result<ArrayRef, ArrowError> {
+            Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                keys.clone(),
+                values.clone(),
+            )?))
         };
-        vec![
+        Ok(vec![
             Arc::new(Int64Array::from(auction)),
             Arc::new(Int64Array::from(bidder)),
             Arc::new(Int64Array::from(prices)),
-            dict(&ch.names),
-            dict(&ch.urls),
+            dict(&ch.names)?,
+            dict(&ch.urls)?,
             Arc::new(Int64Array::from(ts)),
             extra.finish(),
-        ]
+        ])
     }
 }

@@ -63,18 +63,18 @@ struct NexmarkSubtask {
 }
 
 impl NexmarkSubtask {
-    fn next_batch(&mut self) -> Option<RecordBatch> {
+    fn next_batch(&mut self) -> sabot_operators::Result<Option<RecordBatch>> {
         let events = self.generator.config().events;
         loop {
             let start = self.cursor.next_chunk().saturating_mul(CHUNK_EVENTS);
             if start >= events {
-                return None;
+                return Ok(None);
             }
             let b = self
                 .generator
-                .batch(self.kind, start..start.saturating_add(CHUNK_EVENTS));
+                .batch(self.kind, start..start.saturating_add(CHUNK_EVENTS))?;
             if b.num_rows() > 0 {
-                return Some(b);
+                return Ok(Some(b));
             }
         }
     }
@@ -82,7 +82,7 @@ impl NexmarkSubtask {
 
 impl Source for NexmarkSubtask {
     fn poll_next(&mut self) -> sabot_operators::Result<SourcePoll> {
-        Ok(match self.next_batch() {
+        Ok(match self.next_batch()? {
             Some(b) => SourcePoll::Batch(b),
             None => SourcePoll::End,
         })
