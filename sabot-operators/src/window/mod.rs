@@ -83,6 +83,59 @@ pub(crate) fn non_null_times(
     Ok(times)
 }
 
+/// A batch's rows by pane (`None`: every row, the usual case of a batch within one pane),
+/// in pane order, and the rows too late for every window (`too_late(pane)`).
+pub(crate) type Buckets = (Vec<(i64, Option<Vec<u32>>)>, Vec<u32>);
+
+/// Buckets rows with event times `ts` into panes of `slide` ms (see [`Buckets`]).
+pub(crate) fn bucket_by_pane(ts: &[i64], slide: i64, too_late: impl Fn(i64) -> bool) -> Buckets {
+    let pane_of = |t: i64| t - t.rem_euclid(slide);
+    let (lo, hi) = ts
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let (first, last) = (pane_of(lo), pane_of(hi));
+    if first == last && !too_late(first) {
+        return (vec![(first, None)], Vec::new());
+    }
+    let mut late = Vec::new();
+    let mut by_pane: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for (row, &t) in ts.iter().enumerate() {
+        let p = pane_of(t);
+        if too_late(p) {
+            late.push(row as u32);
+        } else {
+            by_pane.entry(p).or_default().push(row as u32);
+        }
+    }
+    (
+        by_pane.into_iter().map(|(p, r)| (p, Some(r))).collect(),
+        late,
+    )
+}
+
+/// Counts rows `rows` of `batch` as late and dropped, and sends them to the
+/// [`LATE_DATA`] side output.
+pub(crate) fn send_too_late(
+    batch: &sabot_core::RecordBatch,
+    rows: Vec<u32>,
+    counters: (&sabot_core::metrics::Counter, &sabot_core::metrics::Counter),
+    out: &mut crate::Output,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    counters.0.add(rows.len() as u64);
+    counters.1.add(rows.len() as u64);
+    out.side(
+        LATE_DATA,
+        sabot_core::arrow::compute::take_record_batch(
+            batch,
+            &sabot_core::arrow::array::UInt32Array::from(rows),
+        )?,
+    );
+    Ok(())
+}
+
 /// A keyed window's output: the key columns, then `window` (its own columns), then one
 /// column per aggregate. No key columns, no aggregates, or an output name used twice is
 /// `invalid`'s error.

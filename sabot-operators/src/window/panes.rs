@@ -15,8 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
-use sabot_core::arrow::compute::take_record_batch;
+use sabot_core::arrow::array::{Array, ArrayRef, Int64Array};
 use sabot_core::key::{KeyGroup, hash_columns};
 use sabot_core::metrics::Counter;
 use sabot_core::{RecordBatch, Timestamp};
@@ -28,7 +27,7 @@ use super::aggregate::{
 };
 use super::groups::GroupTable;
 use super::tumbling::{Bound, bad_value, window_key};
-use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
+use super::{LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
 use crate::keys::{BatchKeys, KeyColumns};
 use crate::{Operator, Output, Result, SnapshotWrite, TaskContext};
 
@@ -140,11 +139,6 @@ impl PaneWindowOp {
             is_dirty: Vec::new(),
             in_running: (0, Vec::new()),
         }
-    }
-
-    #[inline]
-    fn pane_of(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.bound.slide_ms)
     }
 
     #[inline]
@@ -558,35 +552,11 @@ impl Operator for PaneWindowOp {
             .map(|a| a.values(batch.columns()))
             .collect::<Result<Vec<_>>>()?;
         let ts = times.values();
-        let (lo, hi) = ts
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
-        let (first, last) = (self.pane_of(lo), self.pane_of(hi));
         // A pane is too late once its last window (starting at the pane) is cleaned up.
-        let too_late_pane = |p: i64| self.passed(self.cleanup_time(p));
-        let mut too_late: Vec<u32> = Vec::new();
-        let buckets: Vec<(i64, Option<Vec<u32>>)> = if first == last && !too_late_pane(first) {
-            vec![(first, None)]
-        } else {
-            let mut by_pane: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-            for (row, &t) in ts.iter().enumerate() {
-                let p = self.pane_of(t);
-                if too_late_pane(p) {
-                    too_late.push(row as u32);
-                } else {
-                    by_pane.entry(p).or_default().push(row as u32);
-                }
-            }
-            by_pane.into_iter().map(|(p, r)| (p, Some(r))).collect()
-        };
-        if !too_late.is_empty() {
-            self.late.add(too_late.len() as u64);
-            self.dropped.add(too_late.len() as u64);
-            out.side(
-                LATE_DATA,
-                take_record_batch(&batch, &UInt32Array::from(too_late))?,
-            );
-        }
+        let (buckets, too_late) = super::bucket_by_pane(ts, self.bound.slide_ms, |p| {
+            self.passed(self.cleanup_time(p))
+        });
+        super::send_too_late(&batch, too_late, (&self.late, &self.dropped), out)?;
         for (pane, sel) in buckets {
             let sel = match &sel {
                 None => RowSel::All,

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{Int64Array, UInt32Array};
-use sabot_core::arrow::compute::take_record_batch;
+use sabot_core::arrow::array::Int64Array;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
@@ -454,15 +453,7 @@ impl Operator for SessionWindowOp {
         let late: Vec<u32> = (0..rows as u32)
             .filter(|&r| late_slots[slot_of_row[r as usize] as usize])
             .collect();
-        if !late.is_empty() {
-            self.late.add(late.len() as u64);
-            self.dropped.add(late.len() as u64);
-            out.side(
-                LATE_DATA,
-                take_record_batch(&batch, &UInt32Array::from(late))?,
-            );
-        }
-        Ok(())
+        super::send_too_late(&batch, late, (&self.late, &self.dropped), out)
     }
 
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
-use sabot_core::arrow::compute::take_record_batch;
+use sabot_core::arrow::array::{Array, ArrayRef, Int64Array};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
@@ -840,33 +839,9 @@ impl Operator for TumblingWindowOp {
 
         // Usually a whole batch falls in one window; otherwise bucket rows by window.
         let ts = times.values();
-        let (lo, hi) = ts
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
-        let (first, last) = (self.window_start(lo), self.window_start(hi));
-        let mut too_late: Vec<u32> = Vec::new();
-        let buckets: Vec<(i64, Option<Vec<u32>>)> = if first == last && !self.is_too_late(first) {
-            vec![(first, None)]
-        } else {
-            let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-            for (row, &t) in ts.iter().enumerate() {
-                let start = self.window_start(t);
-                if self.is_too_late(start) {
-                    too_late.push(row as u32);
-                } else {
-                    by_window.entry(start).or_default().push(row as u32);
-                }
-            }
-            by_window.into_iter().map(|(s, r)| (s, Some(r))).collect()
-        };
-        if !too_late.is_empty() {
-            self.late.add(too_late.len() as u64);
-            self.dropped.add(too_late.len() as u64);
-            out.side(
-                LATE_DATA,
-                take_record_batch(&batch, &UInt32Array::from(too_late))?,
-            );
-        }
+        let (buckets, too_late) =
+            super::bucket_by_pane(ts, self.bound.slide_ms, |p| self.is_too_late(p));
+        super::send_too_late(&batch, too_late, (&self.late, &self.dropped), out)?;
 
         for (start, sel) in buckets {
             let sel = match &sel {
