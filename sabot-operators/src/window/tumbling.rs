@@ -365,12 +365,6 @@ pub(super) fn bad_value(reason: String) -> StateError {
 }
 
 impl TumblingWindowOp {
-    /// The pane of `ts`: its window's start for tumbling windows.
-    #[inline]
-    fn window_start(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.bound.slide_ms)
-    }
-
     /// Whether windows slide (panes shorter than windows).
     #[inline]
     fn sliding(&self) -> bool {
