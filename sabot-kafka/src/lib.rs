@@ -1,31 +1,16 @@
 //! Kafka sources, sinks and codecs for the Sabot stream processor.
 //!
-//! **Status:** this crate is reserved in the workspace; its contents arrive with issue 9
-//! (an exactly-once `KafkaSource` and `KafkaSink` on `rdkafka`, codecs between Kafka
-//! messages and Arrow batches, bad-record policies, and the Faust-style agent API).
-//! It will implement the `Source` and `Sink` traits of [`sabot_operators`].
-//!
-//! ```
-//! let _ = sabot_kafka::KafkaError::Unsupported { what: "Kafka topics" };
-//! ```
+//! - [`Codec`]: Kafka payloads to and from Arrow batches (JSON, Avro with the Confluent
+//!   wire format and a [`SchemaRegistry`], Protobuf, MessagePack, Arrow IPC, raw bytes
+//!   and text).
+//! - [`KafkaSource`]: partitions assigned to source subtasks, offsets kept in Sabot's
+//!   checkpoints, per-partition watermarks, bad-record policies with a dead-letter topic.
+//! - [`KafkaSink`]: at-least-once, or exactly-once with Kafka transactions tied to
+//!   checkpoints.
+//! - [`testing::Broker`]: a real Kafka-compatible broker (Tansu) for tests.
 
-// Linked so the layer rule (L3 over L2) is visible in the manifest from the start.
-use sabot_operators as _;
+pub mod codec;
+mod error;
 
-/// Result alias for `sabot-kafka`.
-pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
-
-/// Errors raised by `sabot-kafka`.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KafkaError {
-    /// The operation is not available in this version.
-    #[error("{what} are not supported by this version of sabot-kafka")]
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-    },
-    /// An error from `sabot-core`.
-    #[error(transparent)]
-    Core(#[from] sabot_core::CoreError),
-}
+pub use codec::{Codec, Decoded, PayloadDecoder, PayloadEncoder, SchemaRegistry};
+pub use error::{KafkaError, Result};

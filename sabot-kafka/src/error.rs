@@ -1,0 +1,118 @@
+//! Errors of `sabot-kafka`.
+
+use sabot_core::arrow::error::ArrowError;
+use sabot_operators::OperatorError;
+
+/// Result alias for `sabot-kafka`.
+pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
+
+/// Errors raised by `sabot-kafka`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// A call to the Kafka client failed.
+    #[error("kafka: {context}: {source}")]
+    Client {
+        /// What was being done (with the topic or broker).
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+
+    /// A setting is invalid or does not fit the data (a schema, a column, a format).
+    #[error("kafka configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Bytes could not be decoded in a format, or a batch could not be encoded.
+    #[error("{format} codec: {reason}")]
+    Codec {
+        /// The format (`json`, `avro`, ...).
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A record that could not be decoded, under the `fail` policy.
+    #[error("bad record in topic `{topic}` partition {partition} at offset {offset}: {reason}")]
+    BadRecord {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+
+    /// The schema registry could not be reached or answered with an error.
+    #[error("schema registry {url}: {reason}")]
+    Registry {
+        /// The request's address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The test broker could not be installed or started.
+    #[error("test broker: {reason}")]
+    Broker {
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A checkpointed position could not be read.
+    #[error("kafka source position: {reason}")]
+    Position {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An Arrow error.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+
+    /// An error from `sabot-core`.
+    #[error(transparent)]
+    Core(#[from] sabot_core::CoreError),
+
+    /// An operator error (state, checkpoints).
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+}
+
+impl KafkaError {
+    pub(crate) fn client(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        KafkaError::Client {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        KafkaError::Config {
+            reason: reason.into(),
+        }
+    }
+
+    /// This error as an operator error of `operator` (what sources and sinks return).
+    pub fn into_operator(self, operator: &str) -> OperatorError {
+        match self {
+            KafkaError::BadRecord {
+                topic,
+                partition,
+                offset,
+                reason,
+            } => OperatorError::BadRecord {
+                reason,
+                position: format!("topic `{topic}` partition {partition} offset {offset}"),
+            },
+            KafkaError::Operator(e) => e,
+            other => OperatorError::user(operator, other),
+        }
+    }
+}
