@@ -10,7 +10,18 @@
 //! - [`testing::Broker`]: a real Kafka-compatible broker (Tansu) for tests.
 
 pub mod codec;
+mod dead_letter;
 mod error;
+mod sink;
+mod source;
+pub mod txn;
 
 pub use codec::{Codec, Decoded, PayloadDecoder, PayloadEncoder, SchemaRegistry};
 pub use error::{KafkaError, Result};
+pub use sink::{DeliveryGuarantee, KafkaSink};
+pub use source::{
+    BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, KafkaSource, METADATA_COLUMNS,
+    StartOffsets, decode_position,
+};
+pub mod admin;
+pub mod testing;

@@ -299,12 +299,26 @@ pub enum SourcePoll {
     Idle,
     /// Nothing more, ever.
     End,
+    /// Event time in this source subtask reached the timestamp: a source that tracks event
+    /// time itself (per Kafka partition, say) emits its combined watermark.
+    Watermark(Timestamp),
+    /// The subtask has nothing to read for a while (a source subtask without partitions,
+    /// or whose partitions are all idle): downstream watermarks advance without it until
+    /// it sends data or a watermark again.
+    MarkIdle,
 }
 
 /// A running source instance: one per source subtask.
 pub trait Source: Send {
     /// The next batch, an idle marker, or the end.
     fn poll_next(&mut self) -> Result<SourcePoll>;
+
+    /// Checkpoint barrier `id` is about to be taken, right before [`Source::position`]:
+    /// a source with side effects tied to checkpoints stages them under `id` here.
+    /// Default: nothing.
+    fn on_barrier(&mut self, _id: sabot_core::CheckpointId) -> Result<()> {
+        Ok(())
+    }
 
     /// Where the source stands, for a checkpoint: bytes that [`Source::restore`]
     /// understands, taken between two batches. `None` (the default): the source cannot
@@ -323,6 +337,14 @@ pub trait Source: Send {
             reason: "this source cannot resume from a checkpoint".into(),
         })
     }
+
+    /// Checkpoint `id` completed (its manifest is published): a source that keeps side
+    /// effects for checkpoints (a dead-letter transaction, offsets committed back to a
+    /// consumer group) makes them final here. Skipped notifications are implied by later
+    /// ones. Default: nothing.
+    fn notify_checkpoint_complete(&mut self, _id: sabot_core::CheckpointId) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Describes a source and creates its per-subtask instances.
@@ -333,6 +355,11 @@ pub trait SourceFactory: Send + Sync + Debug {
     fn schema(&self) -> SchemaRef;
     /// Creates the instance for one subtask; it reads its share of the input.
     fn create(&self, ctx: &TaskContext) -> Result<Box<dyn Source>>;
+    /// The event-time column, if the source emits watermarks itself
+    /// ([`SourcePoll::Watermark`]); default: none (declare event time on the stream).
+    fn time_column(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A running sink instance: one per sink subtask.

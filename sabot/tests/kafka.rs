@@ -1,0 +1,285 @@
+//! Kafka end to end against a real broker (Tansu, started per test by
+//! `sabot::kafka::testing::Broker`): offsets restored after a failure, the
+//! exactly-once sink, bad-record policies, and partition assignment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sabot::StreamEnv;
+use sabot::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use sabot::checkpoint::storage::LocalStorage;
+use sabot::kafka::testing::{Broker, PRODUCER_SETTINGS, produce, read_topic};
+use sabot::kafka::{
+    BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, Codec, DeliveryGuarantee,
+    KafkaSink, KafkaSource,
+};
+use sabot::operators::{SourceFactory, SourcePoll, TaskContext};
+use sabot::runtime::CheckpointSettings;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("account", DataType::Int64, false),
+        Field::new("amount", DataType::Int64, false),
+    ]))
+}
+
+fn record(id: i64) -> Vec<u8> {
+    format!(
+        r#"{{"id":{id},"account":{},"amount":{}}}"#,
+        id % 97,
+        id * 7 % 1000
+    )
+    .into_bytes()
+}
+
+/// `n` good records spread over `partitions`, with a bad record at every index in `bad`.
+fn fill(broker: &Broker, topic: &str, partitions: i32, n: i64, bad: &[i64]) {
+    broker.create_topic(topic, partitions).unwrap();
+    let mut records = Vec::new();
+    for id in 0..n {
+        if bad.contains(&id) {
+            records.push((
+                Some((id % partitions as i64) as i32),
+                Some(format!("bad-{id}").into_bytes()),
+                format!("{{broken {id}").into_bytes(),
+            ));
+        }
+        records.push((Some((id % partitions as i64) as i32), None, record(id)));
+    }
+    produce(&broker.bootstrap(), topic, &records).unwrap();
+}
+
+/// The ids in the values of `topic` (read committed), sorted.
+fn ids_in(broker: &Broker, topic: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = read_topic(&broker.bootstrap(), topic, true)
+        .unwrap()
+        .iter()
+        .filter(|r| r.key.as_deref() != Some(b"marker".as_slice()))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            v["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Runs `in -> (fail once after the first completed checkpoint) -> out` with checkpoints
+/// every 20 ms, then again on the same folder; the exactly-once sink's output must hold
+/// every input id once.
+/// Asserts `ids` is exactly `0..n`, with a short message when not.
+fn assert_each_once(ids: &[i64], n: i64, what: &str) {
+    if ids == (0..n).collect::<Vec<_>>().as_slice() {
+        return;
+    }
+    let mut counts = BTreeMap::new();
+    for id in ids {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    let dup = counts.values().filter(|&&c| c > 1).count();
+    let missing: Vec<i64> = (0..n).filter(|i| !counts.contains_key(i)).collect();
+    panic!(
+        "{what}: {} ids, {dup} duplicated, {} missing (first: {:?})",
+        ids.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+fn run_with_failure(broker: &Broker, dir: &Path, parallelism: usize) {
+    let ckpt = dir.join("ckpt");
+    let failed = Arc::new(AtomicBool::new(false));
+    for attempt in 0..2 {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism)
+            .set_checkpoints(CheckpointSettings::new(&ckpt, Duration::from_millis(20)));
+        let (f, c) = (failed.clone(), ckpt.clone());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        env.source(
+            KafkaSource::new(&broker.bootstrap(), &["in"], Codec::json(schema()))
+                .bounded()
+                .max_batch(500),
+        )
+        .map(move |b| {
+            std::thread::sleep(Duration::from_millis(2));
+            let rows = seen.fetch_add(b.num_rows(), Ordering::SeqCst) + b.num_rows();
+            // Fail mid-input, once a few checkpoints with rows in them completed.
+            let completed = LocalStorage::open(&c)
+                .and_then(|s| s.completed())
+                .is_ok_and(|c| c.len() >= 3);
+            if attempt == 0 && completed && rows > 12_000 && !f.swap(true, Ordering::SeqCst) {
+                return Err("injected failure".into());
+            }
+            Ok(b)
+        })
+        .sink(
+            KafkaSink::new(&broker.bootstrap(), "out", Codec::json(schema()))
+                .key_column("account")
+                .value_columns(&["id", "account", "amount"])
+                .guarantee(DeliveryGuarantee::ExactlyOnce)
+                .set(PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1),
+        );
+        let r = env.execute();
+        if attempt == 0 {
+            assert!(r.is_err(), "the first run should fail: {r:?}");
+            assert!(failed.load(Ordering::SeqCst));
+        } else {
+            let r = r.unwrap();
+            assert!(r.restored_from.is_some(), "the rerun did not restore");
+        }
+    }
+}
+
+#[test]
+fn offsets_restore_and_the_exactly_once_sink_give_each_record_once() {
+    let broker = Broker::start().unwrap();
+    let n = 30_000;
+    fill(&broker, "in", 3, n, &[]);
+    broker.create_topic("out", 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    run_with_failure(&broker, dir.path(), 2);
+    assert_each_once(&ids_in(&broker, "out"), n, "exactly-once output");
+    // Keys are the account column; a key's records land in one partition.
+    let mut part_of_key = BTreeMap::new();
+    for r in read_topic(&broker.bootstrap(), "out", true).unwrap() {
+        let p = part_of_key.entry(r.key.clone()).or_insert(r.partition);
+        assert_eq!(*p, r.partition, "key {:?} in two partitions", r.key);
+    }
+}
+
+fn run_policy(broker: &Broker, topic: &str, policy: BadRecords) -> sabot::runtime::JobResult {
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    env.source(
+        KafkaSource::new(&broker.bootstrap(), &[topic], Codec::json(schema()))
+            .bounded()
+            .bad_records(policy)
+            .set_dead_letter_producer(PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1),
+    )
+    .sink(
+        KafkaSink::new(
+            &broker.bootstrap(),
+            &format!("{topic}-good"),
+            Codec::json(schema()),
+        )
+        .set(PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1),
+    );
+    env.execute().unwrap()
+}
+
+#[test]
+fn bad_record_policies_drop_dead_letter_and_fail() {
+    let broker = Broker::start().unwrap();
+    let n = 20_000;
+    // One bad record per 10,000 plus a burst of 25.
+    let mut bad: Vec<i64> = (0..n).filter(|i| i % 10_000 == 1234).collect();
+    bad.extend(15_000..15_025);
+    for t in ["drop", "dlq", "fail"] {
+        fill(&broker, t, 3, n, &bad);
+        broker.create_topic(&format!("{t}-good"), 1).unwrap();
+    }
+
+    let r = run_policy(&broker, "drop", BadRecords::Drop);
+    assert_eq!(r.metric(BAD_RECORDS_DROPPED), bad.len() as u64);
+    assert_each_once(&ids_in(&broker, "drop-good"), n, "drop: good output");
+
+    broker.create_topic("dead", 1).unwrap();
+    let r = run_policy(&broker, "dlq", BadRecords::DeadLetter("dead".into()));
+    assert_eq!(r.metric(BAD_RECORDS_DEAD_LETTERED), bad.len() as u64);
+    assert_each_once(&ids_in(&broker, "dlq-good"), n, "dead-letter: good output");
+    let mut dead: Vec<(Vec<u8>, Vec<u8>)> = read_topic(&broker.bootstrap(), "dead", true)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let h: BTreeMap<_, _> = r.headers.into_iter().collect();
+            assert_eq!(h["sabot.topic"], b"dlq");
+            assert!(!h["sabot.error"].is_empty());
+            assert!(h.contains_key("sabot.offset") && h.contains_key("sabot.partition"));
+            (r.key.unwrap(), r.value.unwrap())
+        })
+        .collect();
+    dead.sort();
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = bad
+        .iter()
+        .map(|id| {
+            (
+                format!("bad-{id}").into_bytes(),
+                format!("{{broken {id}").into_bytes(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(
+        dead, want,
+        "the dead-letter topic holds exactly the bad records"
+    );
+
+    let env = StreamEnv::new();
+    env.source(
+        KafkaSource::new(&broker.bootstrap(), &["fail"], Codec::json(schema()))
+            .bounded()
+            .bad_records(BadRecords::Fail),
+    )
+    .sink(KafkaSink::new(
+        &broker.bootstrap(),
+        "fail-good",
+        Codec::json(schema()),
+    ));
+    let e = env.execute().unwrap_err().to_string();
+    assert!(
+        e.contains("topic `fail`") && e.contains("offset"),
+        "the error names topic, partition and offset: {e}"
+    );
+}
+
+#[test]
+fn each_partition_is_read_by_one_subtask_and_spare_subtasks_go_idle() {
+    let broker = Broker::start().unwrap();
+    fill(&broker, "two", 2, 1000, &[]);
+    let source = KafkaSource::new(&broker.bootstrap(), &["two"], Codec::json(schema())).bounded();
+    let metrics = sabot::core::metrics::Metrics::default();
+    let mut seen = Vec::new();
+    for subtask in 0..3 {
+        let mut s = source
+            .create(&TaskContext::new(subtask, 3, 128, metrics.clone()))
+            .unwrap();
+        let mut ids = Vec::new();
+        let mut first = None;
+        loop {
+            match s.poll_next().unwrap() {
+                SourcePoll::Batch(b) => {
+                    first.get_or_insert("batch");
+                    let col = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<sabot::arrow::array::Int64Array>()
+                        .unwrap();
+                    ids.extend(col.values().iter().copied());
+                }
+                SourcePoll::MarkIdle => {
+                    first.get_or_insert("idle");
+                }
+                SourcePoll::End => break,
+                _ => {}
+            }
+        }
+        if subtask == 2 {
+            assert!(ids.is_empty(), "subtask 2 of 3 has no partition of 2");
+        } else {
+            assert_eq!(ids.len(), 500, "subtask {subtask} reads one partition");
+        }
+        seen.extend(ids);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    // Unbounded, a subtask without partitions marks itself idle at once.
+    let unbounded = KafkaSource::new(&broker.bootstrap(), &["two"], Codec::json(schema()));
+    let mut s = unbounded
+        .create(&TaskContext::new(2, 3, 128, metrics))
+        .unwrap();
+    assert!(matches!(s.poll_next().unwrap(), SourcePoll::MarkIdle));
+}
