@@ -146,11 +146,7 @@ pub type ProduceRecord = (Option<i32>, Option<Vec<u8>>, Vec<u8>);
 
 /// Produces `records` (partition or none, key, value) to `topic` and waits for them
 /// to be acknowledged.
-pub fn produce(
-    bootstrap: &str,
-    topic: &str,
-    records: &[ProduceRecord],
-) -> Result<()> {
+pub fn produce(bootstrap: &str, topic: &str, records: &[ProduceRecord]) -> Result<()> {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

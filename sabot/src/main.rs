@@ -56,6 +56,64 @@ enum Command {
     /// built-in generator, or write the generator's events to files.
     #[command(subcommand)]
     Nexmark(NexmarkCommand),
+    /// List or create Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Send lines from standard input to a Kafka topic, one message per line
+    /// (`KEY<sep>VALUE` with --key-separator).
+    Produce(ProduceArgs),
+    /// Print the messages of a Kafka topic up to its current end, one per line.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// List the topics and their partition counts.
+    List {
+        /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT].
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+    },
+    /// Create a topic.
+    Create {
+        /// The topic's name.
+        name: String,
+        /// Its number of partitions.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+        partitions: i32,
+        /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT].
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// The topic to write to.
+    #[arg(long)]
+    topic: String,
+    /// Split each line at the first occurrence of this text into key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT].
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// The topic to read.
+    #[arg(long)]
+    topic: String,
+    /// Show only committed transactions' records (read_committed).
+    #[arg(long)]
+    read_committed: bool,
+    /// Print keys too, as KEY<TAB>VALUE.
+    #[arg(long)]
+    keys: bool,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT].
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,6 +360,9 @@ fn main() {
         Command::Checkpoints(c) => checkpoints(c),
         Command::Nexmark(NexmarkCommand::Run(args)) => nexmark_run(args),
         Command::Nexmark(NexmarkCommand::Generate(args)) => nexmark_generate(args),
+        Command::Topics(t) => topics(t),
+        Command::Produce(args) => produce(args),
+        Command::Consume(args) => consume(args),
         Command::Worker(w) => {
             if w.index >= w.workers.len() {
                 Err(anyhow::anyhow!(
@@ -325,6 +386,60 @@ fn main() {
 
 /// The error and its causes on one line, skipping a cause whose text its parent already
 /// includes (Sabot's errors name their source in their own message).
+fn topics(cmd: TopicsCommand) -> Result<()> {
+    match cmd {
+        TopicsCommand::List { brokers } => {
+            for t in sabot::kafka::admin::list_topics(&brokers)? {
+                println!("{}\t{} partitions", t.name, t.partitions);
+            }
+        }
+        TopicsCommand::Create {
+            name,
+            partitions,
+            brokers,
+        } => {
+            sabot::kafka::admin::create_topic(&brokers, &name, partitions)?;
+            println!("created topic {name} with {partitions} partitions");
+        }
+    }
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> Result<()> {
+    use std::io::BufRead;
+    let mut records = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.with_context(|| format!("reading standard input, line {}", n + 1))?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k.as_bytes().to_vec()), v.as_bytes().to_vec()),
+                None => anyhow::bail!("line {}: no key separator `{sep}` in it", n + 1),
+            },
+            None => (None, line.into_bytes()),
+        };
+        records.push((None, key, value));
+    }
+    sabot::kafka::testing::produce(&args.brokers, &args.topic, &records)?;
+    eprintln!("sent {} messages to {}", records.len(), args.topic);
+    Ok(())
+}
+
+fn consume(args: ConsumeArgs) -> Result<()> {
+    let records =
+        sabot::kafka::testing::read_topic(&args.brokers, &args.topic, args.read_committed)?;
+    for r in &records {
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
+        if args.keys {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default());
+            println!("{key}\t{value}");
+        } else {
+            println!("{value}");
+        }
+    }
+    eprintln!("read {} messages from {}", records.len(), args.topic);
+    Ok(())
+}
+
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

@@ -283,3 +283,86 @@ fn each_partition_is_read_by_one_subtask_and_spare_subtasks_go_idle() {
         .unwrap();
     assert!(matches!(s.poll_next().unwrap(), SourcePoll::MarkIdle));
 }
+
+#[test]
+fn cli_topics_produce_and_consume() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let broker = Broker::start().unwrap();
+    let b = broker.bootstrap();
+    let sabot = env!("CARGO_BIN_EXE_sabot");
+    let o = Command::new(sabot)
+        .args([
+            "topics",
+            "create",
+            "cli",
+            "--partitions",
+            "2",
+            "--brokers",
+            &b,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(sabot)
+        .args(["topics", "list", "--brokers", &b])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cli\t2 partitions"));
+    let mut child = Command::new(sabot)
+        .args([
+            "produce",
+            "--topic",
+            "cli",
+            "--key-separator",
+            ":",
+            "--brokers",
+            &b,
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a:1\nb:2\nc:3\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(sabot)
+        .args(["consume", "--topic", "cli", "--keys", "--brokers", &b])
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["a\t1", "b\t2", "c\t3"]);
+    // A line without the separator is a clear error.
+    let mut child = Command::new(sabot)
+        .args([
+            "produce",
+            "--topic",
+            "cli",
+            "--key-separator",
+            ":",
+            "--brokers",
+            &b,
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a:1\nnope\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line 2"));
+}
