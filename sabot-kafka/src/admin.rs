@@ -1,4 +1,6 @@
-//! Topic administration: create and list topics.
+//! Topic administration and plain clients: create and list topics, send records with
+//! backpressure, read a topic to its end (what the CLI's `topics`, `produce` and
+//! `consume` do).
 
 use std::time::Duration;
 
@@ -6,6 +8,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{KafkaError, Result};
 
@@ -92,4 +97,176 @@ pub fn list_topics(bootstrap: &str) -> Result<Vec<TopicInfo>> {
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(topics)
+}
+
+/// A record to send.
+#[derive(Clone, Copy, Debug)]
+pub struct OutRecord<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition (none: by the key's hash).
+    pub partition: Option<i32>,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value (none: a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// Its headers.
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+/// Sends `r`, waiting while the producer's queue is full (backpressure).
+pub(crate) fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    r: &OutRecord<'_>,
+) -> Result<()> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (k, v) in r.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    let mut record = BaseRecord::<[u8], [u8]>::to(r.topic).headers(headers);
+    if let Some(k) = r.key {
+        record = record.key(k);
+    }
+    if let Some(v) = r.value {
+        record = record.payload(v);
+    }
+    if let Some(p) = r.partition {
+        record = record.partition(p);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                back,
+            )) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => {
+                return Err(KafkaError::client(format!("produce to `{}`", r.topic), e));
+            }
+        }
+    }
+}
+
+/// Sends `records` and waits until they are acknowledged; `settings` are librdkafka
+/// producer properties.
+pub fn produce(
+    bootstrap: &str,
+    records: &[OutRecord<'_>],
+    settings: &[(&str, &str)],
+) -> Result<()> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5");
+    for (k, v) in settings {
+        cfg.set(*k, *v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = cfg
+        .create()
+        .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
+    for r in records {
+        send(&producer, r)?;
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| KafkaError::client(format!("flush to {bootstrap}"), e))
+}
+
+/// A record read back by [`read_topic`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Option<Vec<u8>>,
+    /// Its headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Every record of `topic` up to its current end, partition by partition (read
+/// committed when `read_committed`).
+pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sabot-read-topic")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .map_err(|e| KafkaError::client(format!("reader for {bootstrap}"), e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| KafkaError::client(format!("metadata of `{topic}`"), e))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut out = Vec::new();
+    for p in parts {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| KafkaError::client(format!("end offset of `{topic}` partition {p}"), e))?;
+        if high == 0 {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .map_err(|e| KafkaError::client("assign", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaError::client("assign", e))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or(&[]).to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(ReadRecord {
+                        partition: p,
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                // The end: the last offsets were transaction markers.
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(KafkaError::client(format!("read `{topic}`"), e)),
+                None => {}
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(KafkaError::config(format!(
+                    "reading `{topic}` partition {p} to offset {high} took over 60 s"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }

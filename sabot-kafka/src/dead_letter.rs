@@ -10,7 +10,8 @@ use sabot_core::CheckpointId;
 use sabot_operators::TaskContext;
 
 use crate::Result;
-use crate::txn::{Staged, TxnLog};
+use crate::admin::OutRecord;
+use crate::txn::TxnLog;
 
 /// A source subtask's dead-letter producer.
 #[derive(Debug)]
@@ -42,12 +43,12 @@ impl DeadLetters {
 
     /// Sends `m` with the reason it could not be decoded.
     pub(crate) fn send(&mut self, m: &BorrowedMessage<'_>, reason: &str) -> Result<()> {
-        self.log.append(&Staged {
-            topic: self.topic.clone(),
+        self.log.append(&OutRecord {
+            topic: &self.topic,
             partition: None,
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers: crate::source::dead_letter_headers(m, reason),
+            key: m.key(),
+            value: m.payload(),
+            headers: &crate::source::dead_letter_headers(m, reason),
         })
     }
 

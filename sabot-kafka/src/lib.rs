@@ -16,7 +16,7 @@ mod sink;
 mod source;
 pub mod txn;
 
-pub use codec::{Codec, Decoded, PayloadDecoder, PayloadEncoder, SchemaRegistry};
+pub use codec::{Codec, Decoded, PayloadDecoder, PayloadEncoder, Payloads, SchemaRegistry};
 pub use error::{KafkaError, Result};
 pub use sink::{DeliveryGuarantee, KafkaSink};
 pub use source::{

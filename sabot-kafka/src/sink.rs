@@ -10,21 +10,21 @@
 //!   once, after the checkpoint that covers it completes. Needs a checkpointed job.
 //!
 //! The message key comes from a column ([`KafkaSink::key_column`]: bytes, text, or any
-//! value as its text), the partition from a column ([`KafkaSink::partition_column`]) or
+//! other type as its text by Arrow's cast to Utf8), the partition from a column ([`KafkaSink::partition_column`]) or
 //! else from the key's hash (librdkafka's default partitioner); the value is the row's
 //! other columns (or [`KafkaSink::value_columns`]) encoded by the codec.
 
 use std::sync::Arc;
 
-use sabot_core::arrow::array::{Array, ArrayRef, BinaryArray, StringArray};
+use sabot_core::arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, StringArray};
 use sabot_core::arrow::compute::cast;
 use sabot_core::arrow::datatypes::{DataType, SchemaRef};
 use sabot_core::arrow::record_batch::RecordBatch;
-use sabot_core::arrow::util::display::array_value_to_string;
 use sabot_core::{CheckpointId, column_index};
 use sabot_operators::{OperatorError, Result as OpResult, Sink, SinkFactory, TaskContext};
 
-use crate::txn::{Staged, TxnLog};
+use crate::admin::OutRecord;
+use crate::txn::TxnLog;
 use crate::{Codec, KafkaError, PayloadEncoder, Result};
 
 /// What a [`KafkaSink`] promises about duplicates.
@@ -215,54 +215,45 @@ struct KafkaWriter {
     log: TxnLog,
 }
 
-/// A key column as bytes per row.
-fn key_bytes(col: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
-    if let Some(a) = col.as_any().downcast_ref::<BinaryArray>() {
-        return Ok(a.iter().map(|v| v.map(<[u8]>::to_vec)).collect());
-    }
-    if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
-        return Ok(a.iter().map(|v| v.map(|s| s.as_bytes().to_vec())).collect());
-    }
-    (0..col.len())
-        .map(|r| {
-            Ok(if col.is_null(r) {
-                None
-            } else {
-                Some(array_value_to_string(col, r)?.into_bytes())
-            })
-        })
-        .collect()
-}
-
 impl KafkaWriter {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let values = batch.project(&self.values)?;
         let payloads = self.encoder.encode(&values)?;
-        let keys = match self.key {
-            Some(k) => key_bytes(batch.column(k))?,
-            None => vec![None; batch.num_rows()],
+        // Keys as bytes: binary and text columns as they are, other types as their text
+        // (one vectorized cast).
+        let keys: Option<ArrayRef> = match self.key {
+            Some(k) if batch.column(k).data_type() == &DataType::Binary => {
+                Some(batch.column(k).clone())
+            }
+            Some(k) => Some(cast(batch.column(k), &DataType::Utf8)?),
+            None => None,
+        };
+        let key_at = |r: usize| -> Option<&[u8]> {
+            let keys = keys.as_ref()?;
+            if keys.is_null(r) {
+                return None;
+            }
+            if let Some(a) = keys.as_any().downcast_ref::<BinaryArray>() {
+                return Some(a.value(r));
+            }
+            keys.as_any()
+                .downcast_ref::<StringArray>()
+                .map(|a| a.value(r).as_bytes())
         };
         let partitions = match self.partition {
-            Some(p) => {
-                let a = cast(batch.column(p), &DataType::Int32)?;
-                let a = a
-                    .as_any()
-                    .downcast_ref::<sabot_core::arrow::array::Int32Array>()
-                    .ok_or_else(|| KafkaError::config("partition column"))?
-                    .clone();
-                (0..a.len())
-                    .map(|r| (a.is_valid(r)).then(|| a.value(r)))
-                    .collect()
-            }
-            None => vec![None; batch.num_rows()],
+            Some(p) => Some(cast(batch.column(p), &DataType::Int32)?),
+            None => None,
         };
-        for ((value, key), partition) in payloads.into_iter().zip(keys).zip(partitions) {
-            self.log.append(&Staged {
-                topic: self.topic.clone(),
-                partition,
-                key,
+        let partitions = partitions
+            .as_ref()
+            .and_then(|a| a.as_any().downcast_ref::<Int32Array>());
+        for (r, value) in payloads.iter().enumerate() {
+            self.log.append(&OutRecord {
+                topic: &self.topic,
+                partition: partitions.and_then(|a| a.is_valid(r).then(|| a.value(r))),
+                key: key_at(r),
                 value,
-                headers: Vec::new(),
+                headers: &[],
             })?;
         }
         Ok(())

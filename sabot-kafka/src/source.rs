@@ -20,9 +20,9 @@
 //!   offset), drop (counted in `kafka.bad_records_dropped`), or send the original bytes
 //!   to a dead-letter topic with headers saying where they came from and why.
 //!
-//! Position format (`SBKS`, version 1): magic, version (u8), entry count (u32 LE), then
-//! per partition: topic length (u16 LE), topic (UTF-8), partition (i32 LE), next offset
-//! (i64 LE); then a CRC-32 of everything before it (u32 LE).
+//! Position format: magic `SBKS`, version 2 (u8), entry count (u32), then per partition
+//! topic, partition (i32) and next offset (i64), in the layout of
+//! [`sabot_time::TimerCodec`]; then a CRC-32 of everything before it (u32 LE).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use sabot_core::arrow::record_batch::RecordBatch;
 use sabot_core::metrics::Counter;
 use sabot_core::{BadRecordPolicy, CheckpointId, Timestamp};
 use sabot_operators::{Result as OpResult, Source, SourceFactory, SourcePoll, TaskContext};
-use sabot_time::WatermarkTracker;
+use sabot_time::{TimerCodec, WatermarkTracker};
 
 use crate::dead_letter::DeadLetters;
 use crate::{Codec, KafkaError, Result};
@@ -285,7 +285,7 @@ impl KafkaSource {
             .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
             .map(|(_, tp)| tp)
             .collect();
-        let mut stop = HashMap::new();
+        let mut stop = Vec::with_capacity(mine.len());
         if self.bounded {
             for (t, p) in &mine {
                 let (_, high) = consumer
@@ -293,7 +293,7 @@ impl KafkaSource {
                     .map_err(|e| {
                         KafkaError::client(format!("end offset of `{t}` partition {p}"), e)
                     })?;
-                stop.insert((t.clone(), *p), high);
+                stop.push(high);
             }
         }
         let mut tracker = WatermarkTracker::new(mine.len());
@@ -326,8 +326,12 @@ impl KafkaSource {
             index: mine
                 .iter()
                 .enumerate()
-                .map(|(i, tp)| (tp.clone(), i))
-                .collect(),
+                .fold(HashMap::new(), |mut m, (i, (t, p))| {
+                    m.entry(t.clone())
+                        .or_insert_with(HashMap::new)
+                        .insert(*p, i);
+                    m
+                }),
             partitions: mine,
             next: BTreeMap::new(),
             stop,
@@ -352,7 +356,7 @@ impl KafkaSource {
             dropped: ctx.metrics.counter(BAD_RECORDS_DROPPED),
             dead_lettered: ctx.metrics.counter(BAD_RECORDS_DEAD_LETTERED),
             ctx: ctx.clone(),
-            pending: Vec::new(),
+            pending_watermark: None,
         })
     }
 }
@@ -385,11 +389,11 @@ struct KafkaReader {
     schema: SchemaRef,
     /// This subtask's partitions, and their index.
     partitions: Vec<(String, i32)>,
-    index: HashMap<(String, i32), usize>,
+    index: HashMap<String, HashMap<i32, usize>>,
     /// Next offset per partition index (known once a record was read or restored).
     next: BTreeMap<usize, i64>,
-    /// Bounded: the end offset per partition.
-    stop: HashMap<(String, i32), i64>,
+    /// Bounded: the end offset per partition index.
+    stop: Vec<i64>,
     /// Partitions that reached their end (bounded).
     eof: Vec<bool>,
     bounded: bool,
@@ -411,8 +415,8 @@ struct KafkaReader {
     dropped: Counter,
     dead_lettered: Counter,
     ctx: TaskContext,
-    /// Messages to hand out before polling again (a watermark after a batch).
-    pending: Vec<SourcePoll>,
+    /// A watermark to hand out before polling again (after the batch that moved it).
+    pending_watermark: Option<Timestamp>,
 }
 
 impl KafkaReader {
@@ -431,14 +435,13 @@ impl KafkaReader {
         self.consumer
             .assign(&tpl)
             .map_err(|e| KafkaError::client("assign partitions", e))?;
-        self.eof = self
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, tp)| {
+        // Bounded: a partition is done from the start if it is empty or its restored
+        // offset is past its end.
+        self.eof = (0..self.partitions.len())
+            .map(|i| {
                 self.stop
-                    .get(tp)
-                    .is_some_and(|&s| self.next.get(&i).is_some_and(|&n| n >= s) || s == 0)
+                    .get(i)
+                    .is_some_and(|&s| s == 0 || self.next.get(&i).is_some_and(|&n| n >= s))
             })
             .collect();
         self.max_time = vec![i64::MIN; self.partitions.len()];
@@ -461,8 +464,8 @@ impl KafkaReader {
     }
 
     fn poll_batch(&mut self) -> Result<SourcePoll> {
-        if !self.pending.is_empty() {
-            return Ok(self.pending.remove(0));
+        if let Some(w) = self.pending_watermark.take() {
+            return Ok(SourcePoll::Watermark(w));
         }
         if !self.assigned {
             self.assign()?;
@@ -501,18 +504,16 @@ impl KafkaReader {
         // Offsets and end-of-partition bookkeeping.
         let mut part_of = Vec::with_capacity(msgs.len());
         for m in &msgs {
-            let key = (m.topic().to_owned(), m.partition());
-            let Some(&i) = self.index.get(&key) else {
+            let Some(i) = self.index_of(m.topic(), m.partition()) else {
                 return Err(KafkaError::config(format!(
                     "received a record of `{}` partition {}, not assigned to this subtask",
-                    key.0, key.1
+                    m.topic(),
+                    m.partition()
                 )));
             };
             part_of.push(i);
             self.next.insert(i, m.offset() + 1);
-            if let Some(&s) = self.stop.get(&key)
-                && m.offset() + 1 >= s
-            {
+            if self.stop.get(i).is_some_and(|&s| m.offset() + 1 >= s) {
                 self.eof[i] = true;
             }
         }
@@ -522,10 +523,9 @@ impl KafkaReader {
             // consumer's position passed its end offset.
             if let Ok(positions) = self.consumer.position() {
                 for e in positions.elements() {
-                    let key = (e.topic().to_owned(), e.partition());
-                    if let (Offset::Offset(o), Some(&i), Some(&s)) =
-                        (e.offset(), self.index.get(&key), self.stop.get(&key))
-                        && o >= s
+                    if let (Offset::Offset(o), Some(i)) =
+                        (e.offset(), self.index_of(e.topic(), e.partition()))
+                        && o >= self.stop[i]
                         && eofs.contains(&e.partition())
                     {
                         self.eof[i] = true;
@@ -601,7 +601,7 @@ impl KafkaReader {
         }
         for (i, &a) in active.iter().enumerate() {
             if a && let Some(w) = self.tracker.on_data(i, now).map_err(time_err)? {
-                self.pending.push(SourcePoll::Watermark(w));
+                self.pending_watermark = Some(w);
             }
         }
         self.idle = false;
@@ -624,35 +624,19 @@ impl KafkaReader {
                             .saturating_sub(self.bound_ms)
                             .saturating_sub(1),
                     );
+                    // The combined watermark only grows: the last one counts.
                     if let Some(w) = self.tracker.on_watermark(i, wm, now).map_err(time_err)? {
-                        self.pending.push(SourcePoll::Watermark(w));
+                        self.pending_watermark = Some(w);
                     }
                 }
             }
         }
-        // Keep only the latest watermark: they only grow.
-        if let Some(SourcePoll::Watermark(w)) = self.pending.pop() {
-            self.pending.clear();
-            self.pending.push(SourcePoll::Watermark(w));
-        }
         Ok(SourcePoll::Batch(batch))
     }
 
-    fn encode_position(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"SBKS");
-        out.push(1);
-        out.extend_from_slice(&(self.next.len() as u32).to_le_bytes());
-        for (&i, &offset) in &self.next {
-            let (t, p) = &self.partitions[i];
-            out.extend_from_slice(&(t.len() as u16).to_le_bytes());
-            out.extend_from_slice(t.as_bytes());
-            out.extend_from_slice(&p.to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+    /// The partition index of `topic`/`partition` in this subtask's share.
+    fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.index.get(topic)?.get(&partition).copied()
     }
 }
 
@@ -660,42 +644,48 @@ fn time_err(e: sabot_time::TimeError) -> KafkaError {
     KafkaError::Operator(e.into())
 }
 
-/// Reads a position written by the source: (topic, partition) -> next offset.
-pub fn decode_position(bytes: &[u8]) -> Result<Vec<((String, i32), i64)>> {
-    let bad = |reason: &str| KafkaError::Position {
-        reason: reason.to_owned(),
-    };
-    if bytes.len() < 13 || &bytes[..4] != b"SBKS" {
-        return Err(bad("not a Kafka source position (magic SBKS)"));
+const POSITION_MAGIC: &[u8; 4] = b"SBKS";
+const POSITION_VERSION: u8 = 2;
+
+/// A source position: ((topic, partition), next offset) per partition.
+pub(crate) fn encode_position(
+    entries: impl ExactSizeIterator<Item = ((String, i32), i64)>,
+) -> Vec<u8> {
+    let mut out = POSITION_MAGIC.to_vec();
+    out.push(POSITION_VERSION);
+    (entries.len() as u32).encode(&mut out);
+    for e in entries {
+        e.encode(&mut out);
     }
-    if bytes[4] != 1 {
-        return Err(bad(&format!("unknown version {}", bytes[4])));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads a position written by the source: ((topic, partition), next offset).
+pub fn decode_position(bytes: &[u8]) -> Result<Vec<((String, i32), i64)>> {
+    let bad = |reason: String| KafkaError::Position { reason };
+    if bytes.len() < POSITION_MAGIC.len() + 1 + 4 || !bytes.starts_with(POSITION_MAGIC) {
+        return Err(bad("not a Kafka source position (magic SBKS)".into()));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad("checksum mismatch (corrupt or truncated)"));
+        return Err(bad("checksum mismatch (corrupt or truncated)".into()));
+    }
+    if body[4] != POSITION_VERSION {
+        return Err(bad(format!("unknown version {}", body[4])));
     }
     let mut rest = &body[5..];
-    let mut take_n = |n: usize| -> Result<&[u8]> {
-        if rest.len() < n {
-            return Err(bad("truncated"));
-        }
-        let (a, b) = rest.split_at(n);
-        rest = b;
-        Ok(a)
-    };
-    let count = u32::from_le_bytes(take_n(4)?.try_into().map_err(|_| bad("count"))?);
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let len = u16::from_le_bytes(take_n(2)?.try_into().map_err(|_| bad("length"))?);
-        let topic = std::str::from_utf8(take_n(len as usize)?)
-            .map_err(|_| bad("topic is not UTF-8"))?
-            .to_owned();
-        let p = i32::from_le_bytes(take_n(4)?.try_into().map_err(|_| bad("partition"))?);
-        let o = i64::from_le_bytes(take_n(8)?.try_into().map_err(|_| bad("offset"))?);
-        out.push(((topic, p), o));
+    let corrupt = |e: sabot_time::TimeError| bad(e.to_string());
+    let count = u32::decode(&mut rest).map_err(corrupt)?;
+    let entries = (0..count)
+        .map(|_| <((String, i32), i64)>::decode(&mut rest))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(corrupt)?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the last entry", rest.len())));
     }
-    Ok(out)
+    Ok(entries)
 }
 
 impl Source for KafkaReader {
@@ -715,14 +705,16 @@ impl Source for KafkaReader {
     }
 
     fn position(&mut self) -> OpResult<Option<Vec<u8>>> {
-        Ok(Some(self.encode_position()))
+        Ok(Some(encode_position(self.next.iter().map(
+            |(&i, &offset)| (self.partitions[i].clone(), offset),
+        ))))
     }
 
     fn restore(&mut self, positions: &[Vec<u8>]) -> OpResult<()> {
         for bytes in positions {
             let entries = decode_position(bytes).map_err(|e| e.into_operator(&self.name))?;
             for (tp, offset) in entries {
-                if let Some(&i) = self.index.get(&tp) {
+                if let Some(i) = self.index_of(&tp.0, tp.1) {
                     self.next.insert(i, offset);
                 }
             }
@@ -785,4 +777,28 @@ pub(crate) fn dead_letter_headers(m: &BorrowedMessage<'_>, reason: &str) -> Vec<
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Positions round trip; any cut or flipped byte is an error, never a panic.
+        #[test]
+        fn positions_round_trip_and_damage_is_an_error(
+            entries in proptest::collection::vec((("[a-z.-]{1,20}", 0i32..1000), 0i64..i64::MAX), 0..20),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode_position(entries.clone().into_iter());
+            prop_assert_eq!(decode_position(&bytes).unwrap(), entries);
+            prop_assert!(decode_position(&bytes[..cut.index(bytes.len())]).is_err());
+            let mut damaged = bytes.clone();
+            damaged[flip.index(bytes.len())] ^= 0x20;
+            prop_assert!(decode_position(&damaged).is_err());
+        }
+    }
 }

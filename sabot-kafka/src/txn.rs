@@ -5,8 +5,9 @@
 //! records in a write-ahead file per checkpoint and publishes a checkpoint's records in
 //! one Kafka transaction once the checkpoint completed:
 //!
-//! 1. Between barriers, records are appended to `<dir>/.<id>.inprogress`.
-//! 2. Pre-commit, on barrier `K`: the file is fsynced and renamed `<id>.chk-K.pending`.
+//! 1. Between barriers, records are appended to a staging file
+//!    ([`sabot_operators::StagedFiles`], prefix `<id>`).
+//! 2. Pre-commit, on barrier `K`: the file is fsynced and becomes checkpoint `K`'s.
 //! 3. Commit, when checkpoint `K` completes: one transaction (transactional id `<id>`,
 //!    stable per subtask) holds the records of every pending file `<= K` plus a marker
 //!    record `<id> -> K` in the marker topic; then the files are deleted.
@@ -22,23 +23,25 @@
 //! Without checkpoints, records are produced directly by an idempotent producer
 //! (at least once) and flushed at the end.
 //!
-//! Staged record format: per record, topic index (u16 LE), partition (i32 LE, -1: by
-//! the key's hash), key and value each as a length (u32 LE, `u32::MAX`: null) and bytes,
-//! a header count (u16 LE) and per header a key (u16 length + UTF-8) and value (u32
-//! length + bytes).
+//! Staging file format, in the layout of [`sabot_time::TimerCodec`] (integers little
+//! endian; strings and byte strings a `u32` length then the bytes; options a tag byte
+//! 0/1 then the value): a sequence of entries, each a tag byte and then either (tag 0) a
+//! topic name, which gets the next topic index, or (tag 1) a record: topic index
+//! (`u32`), partition (`Option<i32>`; none: by the key's hash), key and value
+//! (`Option<bytes>`), header count (`u32`) and the headers (string, bytes).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use sabot_core::CheckpointId;
+use sabot_operators::StagedFiles;
+use sabot_time::TimerCodec;
 
+use crate::admin::{OutRecord, send};
 use crate::{KafkaError, Result};
 
 /// The topic holding commit markers (one partition, keyed by transactional id).
@@ -46,18 +49,17 @@ pub const MARKER_TOPIC: &str = "sabot-transaction-markers";
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One record to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Staged {
-    pub(crate) topic: String,
-    pub(crate) partition: Option<i32>,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
-}
+const TOPIC_ENTRY: u8 = 0;
+const RECORD_ENTRY: u8 = 1;
 
-fn io_err(path: &Path, e: std::io::Error) -> KafkaError {
-    KafkaError::config(format!("staging file {}: {e}", path.display()))
+/// A record read back from a staging file; its topic is an index into the file's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredRecord {
+    topic: u32,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A producer that publishes records exactly once per completed checkpoint, or at
@@ -66,11 +68,12 @@ pub(crate) struct TxnLog {
     bootstrap: String,
     id: String,
     producer: ThreadedProducer<DefaultProducerContext>,
-    /// `Some(folder)` in a checkpointed job.
-    dir: Option<PathBuf>,
-    current: Option<BufWriter<File>>,
-    pending: Vec<(u64, PathBuf)>,
-    topic_index: HashMap<String, u16>,
+    /// The staging files, in a checkpointed job.
+    files: Option<StagedFiles>,
+    /// The current staging file's topics (name -> index).
+    topic_index: HashMap<String, u32>,
+    /// One record's encoding, reused.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for TxnLog {
@@ -102,78 +105,60 @@ impl TxnLog {
         let producer: ThreadedProducer<DefaultProducerContext> = cfg
             .create()
             .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
-        if let Some(d) = &dir {
-            fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
-            ensure_marker_topic(bootstrap)?;
-            // Fences earlier producers of this id and aborts what they left open.
-            producer
-                .init_transactions(TXN_TIMEOUT)
-                .map_err(|e| KafkaError::client(format!("init transactions of `{id}`"), e))?;
-        }
+        let files = match dir {
+            Some(d) => {
+                let files = StagedFiles::new(d, id)?;
+                ensure_marker_topic(bootstrap)?;
+                // Fences earlier producers of this id and aborts what they left open.
+                producer
+                    .init_transactions(TXN_TIMEOUT)
+                    .map_err(|e| KafkaError::client(format!("init transactions of `{id}`"), e))?;
+                Some(files)
+            }
+            None => None,
+        };
         Ok(TxnLog {
             bootstrap: bootstrap.to_owned(),
             id: id.to_owned(),
             producer,
-            dir,
-            current: None,
-            pending: Vec::new(),
+            files,
             topic_index: HashMap::new(),
+            scratch: Vec::new(),
         })
     }
 
-    fn in_progress(&self, dir: &Path) -> PathBuf {
-        dir.join(format!(".{}.inprogress", self.id))
-    }
-
-    fn pending_path(&self, dir: &Path, k: u64) -> PathBuf {
-        dir.join(format!("{}.chk-{k:020}.pending", self.id))
-    }
-
     /// Adds a record: staged (checkpointed job) or produced now.
-    pub(crate) fn append(&mut self, r: &Staged) -> Result<()> {
-        let Some(dir) = self.dir.clone() else {
-            return self.produce(r);
+    pub(crate) fn append(&mut self, r: &OutRecord<'_>) -> Result<()> {
+        let Some(files) = &mut self.files else {
+            return send(&self.producer, r);
         };
-        let path = self.in_progress(&dir);
-        if self.current.is_none() {
-            let f = File::create(&path).map_err(|e| io_err(&path, e))?;
-            self.current = Some(BufWriter::with_capacity(1 << 20, f));
+        let topic_index = &mut self.topic_index;
+        let w = files.writer(|_| {
             // Topic indexes are per file.
-            self.topic_index.clear();
-        }
-        let w = self
-            .current
-            .as_mut()
-            .ok_or_else(|| KafkaError::config("no file"))?;
-        write_staged(w, &mut self.topic_index, r).map_err(|e| io_err(&path, e))
+            topic_index.clear();
+            Ok(())
+        })?;
+        self.scratch.clear();
+        encode_record(&mut self.scratch, topic_index, r);
+        w.write_all(&self.scratch)
+            .map_err(|e| KafkaError::config(format!("staging file of `{}`: {e}", self.id)))
     }
 
-    /// Pre-commit on barrier `id`: the staged records become durable.
+    /// Pre-commit on barrier `id`: the staged records become durable (without
+    /// checkpoints: everything sent so far is acknowledged).
     pub(crate) fn on_barrier(&mut self, id: CheckpointId) -> Result<()> {
-        let Some(dir) = self.dir.clone() else {
-            return self.flush();
-        };
-        let Some(w) = self.current.take() else {
-            return Ok(());
-        };
-        let from = self.in_progress(&dir);
-        let f = w.into_inner().map_err(|e| io_err(&from, e.into_error()))?;
-        f.sync_all().map_err(|e| io_err(&from, e))?;
-        let to = self.pending_path(&dir, id.0);
-        fs::rename(&from, &to).map_err(|e| io_err(&to, e))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
+        match &mut self.files {
+            Some(files) => Ok(files.stage(id)?),
+            None => self.flush(),
         }
-        self.pending.push((id.0, to));
-        Ok(())
     }
 
     /// Commit: publishes every pending checkpoint `<= id` in one transaction.
     pub(crate) fn on_complete(&mut self, id: CheckpointId) -> Result<()> {
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(k, _)| *k <= id.0);
-        self.pending = later;
+        let ready = match &mut self.files {
+            Some(files) => files.take_ready(id),
+            None => return Ok(()),
+        };
         self.publish(&ready)
     }
 
@@ -190,18 +175,31 @@ impl TxnLog {
             .map_err(|e| KafkaError::client(ctx("begin transaction"), e))?;
         let result = (|| -> Result<()> {
             for (_, path) in ready {
-                for r in read_staged(path)? {
-                    self.produce(&r)?;
+                let (topics, records) = read_staged(path)?;
+                for r in &records {
+                    send(
+                        &self.producer,
+                        &OutRecord {
+                            topic: &topics[r.topic as usize],
+                            partition: r.partition,
+                            key: r.key.as_deref(),
+                            value: r.value.as_deref(),
+                            headers: &r.headers,
+                        },
+                    )?;
                 }
             }
-            let value = newest.to_string();
-            self.produce(&Staged {
-                topic: MARKER_TOPIC.to_owned(),
-                partition: Some(0),
-                key: Some(self.id.as_bytes().to_vec()),
-                value: Some(value.into_bytes()),
-                headers: Vec::new(),
-            })?;
+            let marker = newest.to_string();
+            send(
+                &self.producer,
+                &OutRecord {
+                    topic: MARKER_TOPIC,
+                    partition: Some(0),
+                    key: Some(self.id.as_bytes()),
+                    value: Some(marker.as_bytes()),
+                    headers: &[],
+                },
+            )?;
             self.producer
                 .commit_transaction(TXN_TIMEOUT)
                 .map_err(|e| KafkaError::client(ctx("commit transaction"), e))
@@ -210,83 +208,23 @@ impl TxnLog {
             let _ = self.producer.abort_transaction(TXN_TIMEOUT);
             return Err(e);
         }
-        for (_, path) in ready {
-            fs::remove_file(path).map_err(|e| io_err(path, e))?;
-        }
-        Ok(())
+        remove_files(ready)
     }
 
     /// After a restart from `restored`: publishes the pending checkpoints it covers that
-    /// were not committed yet, deletes every other staged file.
+    /// were not committed yet, deletes every other staging file.
     pub(crate) fn recover(&mut self, restored: Option<CheckpointId>) -> Result<()> {
-        let Some(dir) = self.dir.clone() else {
+        let Some(files) = &self.files else {
             return Ok(());
         };
         let committed = last_marker(&self.bootstrap, &self.id)?;
-        let mut ready = Vec::new();
-        let entries = fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
-        let prefix = format!("{}.chk-", self.id);
-        let hidden = format!(".{}.", self.id);
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let path = e.path();
-            if let Some(k) = name
-                .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(".pending"))
-                .and_then(|k| k.parse::<u64>().ok())
-            {
-                let covered = restored.is_some_and(|r| k <= r.0);
-                let done = committed.is_some_and(|c| k <= c);
-                if covered && !done {
-                    ready.push((k, path));
-                } else {
-                    fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-                }
-            } else if name.starts_with(&hidden) {
-                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-            }
-        }
-        ready.sort();
+        let (done, ready): (Vec<_>, Vec<_>) = files
+            .recover(restored)?
+            .into_iter()
+            .partition(|(k, _)| committed.is_some_and(|c| *k <= c));
+        remove_files(&done)?;
         tracing::info!(id = %self.id, ?committed, republish = ready.len(), "kafka transactions recovered");
         self.publish(&ready)
-    }
-
-    fn produce(&mut self, r: &Staged) -> Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut record = BaseRecord::<[u8], [u8]>::to(&r.topic).headers(headers);
-        if let Some(k) = &r.key {
-            record = record.key(k);
-        }
-        if let Some(v) = &r.value {
-            record = record.payload(v);
-        }
-        if let Some(p) = r.partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    rec,
-                )) => {
-                    // Backpressure: wait for deliveries to free the queue.
-                    record = rec;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    return Err(KafkaError::client(format!("produce to `{}`", r.topic), e));
-                }
-            }
-        }
     }
 
     /// Waits until every produced record is acknowledged.
@@ -298,108 +236,96 @@ impl TxnLog {
 
     /// Whether records are staged since the last barrier.
     pub(crate) fn has_unstaged(&self) -> bool {
-        self.current.is_some()
+        self.files.as_ref().is_some_and(StagedFiles::has_current)
     }
 }
 
-/// Appends `r` to a staging file whose topics so far are `topics` (name -> index).
-fn write_staged(
-    w: &mut impl Write,
-    topics: &mut HashMap<String, u16>,
-    r: &Staged,
-) -> std::io::Result<()> {
-    let ti = match topics.get(&r.topic) {
-        Some(&i) => i,
-        None => {
-            let i = topics.len() as u16;
-            topics.insert(r.topic.clone(), i);
-            // A topic definition: index u16::MAX, then the name.
-            w.write_all(&u16::MAX.to_le_bytes())?;
-            write_bytes(w, Some(r.topic.as_bytes()))?;
-            i
-        }
-    };
-    w.write_all(&ti.to_le_bytes())?;
-    w.write_all(&r.partition.unwrap_or(-1).to_le_bytes())?;
-    write_bytes(w, r.key.as_deref())?;
-    write_bytes(w, r.value.as_deref())?;
-    w.write_all(&(r.headers.len() as u16).to_le_bytes())?;
-    for (k, v) in &r.headers {
-        w.write_all(&(k.len() as u16).to_le_bytes())?;
-        w.write_all(k.as_bytes())?;
-        write_bytes(w, Some(v))?;
+fn remove_files(files: &[(u64, PathBuf)]) -> Result<()> {
+    for (_, path) in files {
+        std::fs::remove_file(path)
+            .map_err(|e| KafkaError::config(format!("staging file {}: {e}", path.display())))?;
     }
     Ok(())
 }
 
-fn write_bytes(w: &mut impl Write, b: Option<&[u8]>) -> std::io::Result<()> {
-    match b {
-        Some(b) => {
-            w.write_all(&(b.len() as u32).to_le_bytes())?;
-            w.write_all(b)
+/// Appends the entries of `r` to `out`: its topic's definition first if the file
+/// (`topic_index`) has not seen the topic.
+fn encode_record(out: &mut Vec<u8>, topic_index: &mut HashMap<String, u32>, r: &OutRecord<'_>) {
+    let ti = match topic_index.get(r.topic) {
+        Some(&i) => i,
+        None => {
+            let i = topic_index.len() as u32;
+            topic_index.insert(r.topic.to_owned(), i);
+            out.push(TOPIC_ENTRY);
+            put_bytes(out, r.topic.as_bytes());
+            i
         }
-        None => w.write_all(&u32::MAX.to_le_bytes()),
+    };
+    out.push(RECORD_ENTRY);
+    ti.encode(out);
+    r.partition.encode(out);
+    put_opt_bytes(out, r.key);
+    put_opt_bytes(out, r.value);
+    (r.headers.len() as u32).encode(out);
+    for (k, v) in r.headers {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v);
     }
 }
 
-fn read_staged(path: &Path) -> Result<Vec<Staged>> {
-    let bad = |what: &str| KafkaError::config(format!("staging file {}: {what}", path.display()));
-    let mut buf = Vec::new();
-    BufReader::new(File::open(path).map_err(|e| io_err(path, e))?)
-        .read_to_end(&mut buf)
-        .map_err(|e| io_err(path, e))?;
+/// `b` as a [`TimerCodec`] byte string.
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    (b.len() as u32).encode(out);
+    out.extend_from_slice(b);
+}
+
+/// `b` as a [`TimerCodec`] `Option<Vec<u8>>`.
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
+}
+
+/// A staging file's topics and records.
+fn read_staged(path: &Path) -> Result<(Vec<String>, Vec<StoredRecord>)> {
+    let bad = |what: String| KafkaError::config(format!("staging file {}: {what}", path.display()));
+    let buf = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let mut rest = buf.as_slice();
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if rest.len() < n {
-            return None;
-        }
-        let (a, b) = rest.split_at(n);
-        *rest = b;
-        Some(a)
-    }
-    fn bytes(rest: &mut &[u8]) -> Option<Option<Vec<u8>>> {
-        let n = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
-        if n == u32::MAX {
-            return Some(None);
-        }
-        Some(Some(take(rest, n as usize)?.to_vec()))
-    }
-    let mut topics: Vec<String> = Vec::new();
-    let mut out = Vec::new();
+    let mut topics = Vec::new();
+    let mut records = Vec::new();
+    let corrupt = |e: sabot_time::TimeError| bad(e.to_string());
     while !rest.is_empty() {
-        let parse = |rest: &mut &[u8], topics: &mut Vec<String>| -> Option<Option<Staged>> {
-            let ti = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
-            if ti == u16::MAX {
-                let name = bytes(rest)??;
-                topics.push(String::from_utf8(name).ok()?);
-                return Some(None);
+        match u8::decode(&mut rest).map_err(corrupt)? {
+            TOPIC_ENTRY => topics.push(String::decode(&mut rest).map_err(corrupt)?),
+            RECORD_ENTRY => {
+                let topic = u32::decode(&mut rest).map_err(corrupt)?;
+                if topic as usize >= topics.len() {
+                    return Err(bad(format!("record of undefined topic {topic}")));
+                }
+                let partition = Option::<i32>::decode(&mut rest).map_err(corrupt)?;
+                let key = Option::<Vec<u8>>::decode(&mut rest).map_err(corrupt)?;
+                let value = Option::<Vec<u8>>::decode(&mut rest).map_err(corrupt)?;
+                let n = u32::decode(&mut rest).map_err(corrupt)?;
+                let headers = (0..n)
+                    .map(|_| <(String, Vec<u8>)>::decode(&mut rest))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(corrupt)?;
+                records.push(StoredRecord {
+                    topic,
+                    partition,
+                    key,
+                    value,
+                    headers,
+                });
             }
-            let topic = topics.get(ti as usize)?.clone();
-            let p = i32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
-            let key = bytes(rest)?;
-            let value = bytes(rest)?;
-            let hn = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
-            let mut headers = Vec::with_capacity(hn as usize);
-            for _ in 0..hn {
-                let kl = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
-                let k = String::from_utf8(take(rest, kl as usize)?.to_vec()).ok()?;
-                headers.push((k, bytes(rest)?.unwrap_or_default()));
-            }
-            Some(Some(Staged {
-                topic,
-                partition: (p >= 0).then_some(p),
-                key,
-                value,
-                headers,
-            }))
-        };
-        match parse(&mut rest, &mut topics) {
-            Some(Some(r)) => out.push(r),
-            Some(None) => {}
-            None => return Err(bad("truncated or corrupt record")),
+            t => return Err(bad(format!("unknown entry tag {t}"))),
         }
     }
-    Ok(out)
+    Ok((topics, records))
 }
 
 /// Creates the marker topic if it is missing.
@@ -419,89 +345,126 @@ fn ensure_marker_topic(bootstrap: &str) -> Result<()> {
 
 /// The newest committed marker of transactional id `id` (read committed).
 fn last_marker(bootstrap: &str, id: &str) -> Result<Option<u64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("sabot-markers-{id}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| KafkaError::client("marker reader", e))?;
-    let (_, high) = consumer
-        .fetch_watermarks(MARKER_TOPIC, 0, Duration::from_secs(10))
-        .map_err(|e| KafkaError::client(format!("end of `{MARKER_TOPIC}`"), e))?;
-    if high == 0 {
-        return Ok(None);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(MARKER_TOPIC, 0, Offset::Beginning)
-        .map_err(|e| KafkaError::client("assign markers", e))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| KafkaError::client("assign markers", e))?;
-    let mut newest = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                if m.key() == Some(id.as_bytes())
-                    && let Some(k) = m
-                        .payload()
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
-                    newest = newest.max(Some(k));
-                }
-                if m.offset() + 1 >= high {
-                    break;
-                }
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(KafkaError::client("read markers", e)),
-            None => {}
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(KafkaError::config(format!(
-                "reading `{MARKER_TOPIC}` did not finish within 30 s"
-            )));
-        }
-    }
-    Ok(newest)
+    Ok(crate::admin::read_topic(bootstrap, MARKER_TOPIC, true)?
+        .iter()
+        .filter(|m| m.key.as_deref() == Some(id.as_bytes()))
+        .filter_map(|m| {
+            std::str::from_utf8(m.value.as_deref()?)
+                .ok()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::read_topic;
+    use crate::testing::{Broker, PRODUCER_SETTINGS};
+
+    fn settings() -> Vec<(String, String)> {
+        PRODUCER_SETTINGS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn record(value: &[u8]) -> OutRecord<'_> {
+        OutRecord {
+            topic: "out",
+            partition: Some(0),
+            key: None,
+            value: Some(value),
+            headers: &[],
+        }
+    }
+
+    /// A crash after a checkpoint's transaction committed but before its staging file
+    /// was deleted must not publish it again; a completed checkpoint whose commit never
+    /// happened must be published on restore.
+    #[test]
+    fn recovery_publishes_each_completed_checkpoint_once() {
+        let broker = Broker::start().unwrap();
+        broker.create_topic("out", 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker.bootstrap();
+        let mut log = TxnLog::open(&b, "t-0", Some(dir.path().into()), &settings()).unwrap();
+        log.recover(None).unwrap();
+        for v in [b"a", b"b", b"c"] {
+            log.append(&record(v)).unwrap();
+        }
+        log.on_barrier(CheckpointId(1)).unwrap();
+        let staged = dir.path().join(".t-0.chk-1.pending");
+        let copy = std::fs::read(&staged).unwrap();
+        log.on_complete(CheckpointId(1)).unwrap();
+        assert!(!staged.exists(), "a published file is deleted");
+        // The crash: checkpoint 1's file is still there, checkpoint 2 completed
+        // without its commit.
+        std::fs::write(&staged, copy).unwrap();
+        for v in [b"d", b"e"] {
+            log.append(&record(v)).unwrap();
+        }
+        log.on_barrier(CheckpointId(2)).unwrap();
+        drop(log);
+        let mut log = TxnLog::open(&b, "t-0", Some(dir.path().into()), &settings()).unwrap();
+        log.recover(Some(CheckpointId(2))).unwrap();
+        let values: Vec<Vec<u8>> = read_topic(&b, "out", true)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.value)
+            .collect();
+        assert_eq!(values, [b"a", b"b", b"c", b"d", b"e"].map(|v| v.to_vec()));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing stays staged: {left:?}");
+    }
 
     #[test]
     fn staged_records_round_trip_and_corruption_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let records = vec![
-            Staged {
-                topic: "a".into(),
+        let headers = vec![("h".to_owned(), b"v".to_vec())];
+        let value = vec![0; 300];
+        let records = [
+            OutRecord {
+                topic: "a",
                 partition: Some(2),
-                key: Some(b"k".to_vec()),
+                key: Some(b"k"),
                 value: None,
-                headers: vec![("h".into(), b"v".to_vec())],
+                headers: &headers,
             },
-            Staged {
-                topic: "b".into(),
+            OutRecord {
+                topic: "b",
                 partition: None,
                 key: None,
-                value: Some(vec![0; 300]),
-                headers: vec![],
+                value: Some(&value),
+                headers: &[],
+            },
+            OutRecord {
+                topic: "a",
+                partition: Some(0),
+                key: None,
+                value: Some(b""),
+                headers: &[],
             },
         ];
-        let mut w = BufWriter::new(File::create(&path).unwrap());
-        let mut topics = HashMap::new();
+        let mut topic_index = HashMap::new();
+        let mut bytes = Vec::new();
         for r in &records {
-            write_staged(&mut w, &mut topics, r).unwrap();
+            encode_record(&mut bytes, &mut topic_index, r);
         }
-        drop(w);
-        assert_eq!(read_staged(&path).unwrap(), records);
-        let bytes = fs::read(&path).unwrap();
-        fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let (topics, got) = read_staged(&path).unwrap();
+        assert_eq!(topics, ["a", "b"]);
+        assert_eq!(got.len(), 3);
+        for (g, r) in got.iter().zip(&records) {
+            assert_eq!(topics[g.topic as usize], r.topic);
+            assert_eq!(g.partition, r.partition);
+            assert_eq!(g.key.as_deref(), r.key);
+            assert_eq!(g.value.as_deref(), r.value);
+            assert_eq!(g.headers, r.headers);
+        }
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
         let e = read_staged(&path).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
     }

@@ -20,13 +20,14 @@
 //! Every file starts with a header line of the column names; values are written as
 //! Arrow displays them.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
 
 use sabot_core::arrow::util::display::array_value_to_string;
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 
+use crate::staging::{StagedFiles, io_error};
 use crate::{OperatorError, Result, Sink, SinkFactory, TaskContext};
 
 /// Writes CSV files committed with the job's checkpoints. See the module docs.
@@ -46,23 +47,15 @@ impl TransactionalCsvSink {
     }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> OperatorError {
-    OperatorError::Snapshot {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
 impl SinkFactory for TransactionalCsvSink {
     fn name(&self) -> String {
         format!("csv_sink({})", self.name)
     }
 
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
-        fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
         let prefix = format!("{}-{}", self.name, ctx.subtask);
-        let writer = CsvPartWriter {
-            dir: self.dir.clone(),
+        let mut writer = CsvPartWriter {
+            files: StagedFiles::new(&self.dir, prefix.clone())?,
             header: input
                 .fields()
                 .iter()
@@ -70,91 +63,37 @@ impl SinkFactory for TransactionalCsvSink {
                 .collect::<Vec<_>>()
                 .join(","),
             prefix,
-            current: None,
-            pending: Vec::new(),
             checkpointed: ctx.checkpoint_dir.is_some(),
         };
-        writer.recover(ctx.restored_from)?;
+        // After a restart: commit what the restored checkpoint covers (the rest is gone).
+        let covered = writer.files.recover(ctx.restored_from)?;
+        writer.commit(covered)?;
         Ok(Box::new(writer))
     }
 }
 
 struct CsvPartWriter {
-    dir: PathBuf,
+    files: StagedFiles,
     header: String,
     prefix: String,
-    current: Option<BufWriter<File>>,
-    /// Pre-committed parts: (checkpoint, hidden file).
-    pending: Vec<(u64, PathBuf)>,
     /// Whether the job takes checkpoints (else the end of input commits everything).
     checkpointed: bool,
 }
 
 impl CsvPartWriter {
-    fn in_progress(&self) -> PathBuf {
-        self.dir.join(format!(".{}.inprogress", self.prefix))
-    }
-
-    fn pending_path(&self, k: u64) -> PathBuf {
-        self.dir.join(format!(".{}.chk-{k}.pending", self.prefix))
-    }
-
     fn committed_path(&self, k: u64) -> PathBuf {
-        self.dir.join(format!("{}-{k:020}.csv", self.prefix))
+        self.files
+            .dir()
+            .join(format!("{}-{k:020}.csv", self.prefix))
     }
 
-    /// After a restart: commits what the restored checkpoint covers, deletes the rest.
-    fn recover(&self, restored: Option<CheckpointId>) -> Result<()> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-        let hidden = format!(".{}.", self.prefix);
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(&hidden) else {
-                continue;
-            };
-            let path = e.path();
-            let k = rest
-                .strip_prefix("chk-")
-                .and_then(|r| r.strip_suffix(".pending"))
-                .and_then(|k| k.parse::<u64>().ok());
-            match k {
-                Some(k) if restored.is_some_and(|r| k <= r.0) => {
-                    let to = self.committed_path(k);
-                    fs::rename(&path, &to).map_err(|e| io_error(&to, e))?;
-                }
-                _ => fs::remove_file(&path).map_err(|e| io_error(&path, e))?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the in-progress part: flushed, fsynced, renamed to `to`.
-    fn close_current(&mut self, to: &Path) -> Result<bool> {
-        let Some(w) = self.current.take() else {
-            return Ok(false);
-        };
-        let from = self.in_progress();
-        let f = w
-            .into_inner()
-            .map_err(|e| io_error(&from, e.into_error()))?;
-        f.sync_all().map_err(|e| io_error(&from, e))?;
-        fs::rename(&from, to).map_err(|e| io_error(to, e))?;
-        Ok(true)
-    }
-
-    /// Publishes every pending part covered by a completed checkpoint `<= newest`.
-    fn commit_up_to(&mut self, newest: u64) -> Result<()> {
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(k, _)| *k <= newest);
-        self.pending = later;
-        for (k, path) in ready {
+    /// Publishes pre-committed parts: (checkpoint, hidden file).
+    fn commit(&mut self, parts: Vec<(u64, PathBuf)>) -> Result<()> {
+        for (k, path) in parts {
             let to = self.committed_path(k);
             fs::rename(&path, &to).map_err(|e| io_error(&to, e))?;
         }
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        self.files.sync_dir();
         Ok(())
     }
 }
@@ -164,17 +103,9 @@ impl Sink for CsvPartWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.current.is_none() {
-            let path = self.in_progress();
-            let f = File::create(&path).map_err(|e| io_error(&path, e))?;
-            let mut w = BufWriter::new(f);
-            writeln!(w, "{}", self.header).map_err(|e| io_error(&path, e))?;
-            self.current = Some(w);
-        }
-        let path = self.in_progress();
-        let Some(w) = self.current.as_mut() else {
-            return Ok(());
-        };
+        let path = self.files.in_progress_path();
+        let header = &self.header;
+        let w = self.files.writer(|w| writeln!(w, "{header}"))?;
         let mut line = String::new();
         for r in 0..batch.num_rows() {
             line.clear();
@@ -192,15 +123,12 @@ impl Sink for CsvPartWriter {
     }
 
     fn on_checkpoint(&mut self, id: CheckpointId) -> Result<()> {
-        let to = self.pending_path(id.0);
-        if self.close_current(&to)? {
-            self.pending.push((id.0, to));
-        }
-        Ok(())
+        self.files.stage(id)
     }
 
     fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
-        self.commit_up_to(id.0)
+        let ready = self.files.take_ready(id);
+        self.commit(ready)
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -208,17 +136,18 @@ impl Sink for CsvPartWriter {
             // The final checkpoint's barrier came last and its completion commits the
             // pending parts. Rows after it would be covered by no checkpoint: a restart
             // could neither commit nor reproduce them.
-            if self.current.is_some() {
+            if self.files.has_current() {
                 return Err(OperatorError::Snapshot {
-                    path: self.in_progress(),
+                    path: self.files.in_progress_path(),
                     reason: "rows arrived after the final checkpoint's barrier; they cannot be committed exactly once".into(),
                 });
             }
             return Ok(());
         }
         // Without checkpoints, the end of input makes everything final.
-        let to = self.dir.join(format!("{}-final.csv", self.prefix));
-        self.close_current(&to)?;
-        self.commit_up_to(u64::MAX)
+        let to = self.files.dir().join(format!("{}-final.csv", self.prefix));
+        self.files.close_current(&to)?;
+        let ready = self.files.take_ready(CheckpointId(u64::MAX));
+        self.commit(ready)
     }
 }

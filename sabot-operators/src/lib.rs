@@ -50,6 +50,7 @@ mod keys;
 mod morsel;
 mod process;
 mod snapshot;
+pub mod staging;
 mod stateless;
 mod time_column;
 mod traits;
@@ -64,6 +65,7 @@ pub use morsel::Morsels;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
 };
+pub use staging::StagedFiles;
 pub use stateless::{
     FilterFactory, MapFactory, MapFn, NULL_EVENT_TIME_DROPPED, PredicateFn, ProjectFactory,
     WatermarkFactory,

@@ -106,6 +106,28 @@ impl TimerCodec for KeyGroup {
     }
 }
 
+/// A tag byte (0: none, 1: some), then the value.
+impl<T: TimerCodec> TimerCodec for Option<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                v.encode(out);
+            }
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self> {
+        match u8::decode(input)? {
+            0 => Ok(None),
+            1 => Ok(Some(T::decode(input)?)),
+            b => Err(TimeError::Corrupt {
+                reason: format!("invalid option tag {b}"),
+            }),
+        }
+    }
+}
+
 impl<A: TimerCodec, B: TimerCodec> TimerCodec for (A, B) {
     fn encode(&self, out: &mut Vec<u8>) {
         self.0.encode(out);
@@ -149,5 +171,23 @@ impl TimerKey for String {
 impl<T: TimerCodec + Clone + Eq + std::hash::Hash + Ord> TimerKey for (KeyGroup, T) {
     fn key_group(&self, _max_parallelism: usize) -> KeyGroup {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip_and_bad_tags_are_errors() {
+        for v in [None, Some(b"abc".to_vec()), Some(Vec::new())] {
+            let mut out = Vec::new();
+            v.encode(&mut out);
+            let mut input = out.as_slice();
+            assert_eq!(Option::<Vec<u8>>::decode(&mut input).unwrap(), v);
+            assert!(input.is_empty());
+        }
+        assert!(Option::<u8>::decode(&mut [2u8, 0].as_slice()).is_err());
+        assert!(Option::<u32>::decode(&mut [1u8, 0].as_slice()).is_err());
     }
 }

@@ -15,6 +15,7 @@ use sabot::demo::{
     BASE_TIME_MS, FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
     fraud_job_with_output,
 };
+use sabot::kafka::admin::OutRecord;
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::{Cluster, SOURCE_RECORDS};
 use sabot::state::{RocksDbConfig, StateConfig};
@@ -95,9 +96,20 @@ struct ProduceArgs {
     /// Split each line at the first occurrence of this text into key and value.
     #[arg(long)]
     key_separator: Option<String>,
+    /// A librdkafka producer property, KEY=VALUE (repeatable), such as
+    /// compression.type=zstd.
+    #[arg(long = "producer-property", value_parser = parse_property)]
+    producer_properties: Vec<(String, String)>,
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT].
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
+}
+
+fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -407,26 +419,48 @@ fn topics(cmd: TopicsCommand) -> Result<()> {
 
 fn produce(args: ProduceArgs) -> Result<()> {
     use std::io::BufRead;
-    let mut records = Vec::new();
+    let mut lines = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.with_context(|| format!("reading standard input, line {}", n + 1))?;
-        let (key, value) = match &args.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(k.as_bytes().to_vec()), v.as_bytes().to_vec()),
-                None => anyhow::bail!("line {}: no key separator `{sep}` in it", n + 1),
-            },
-            None => (None, line.into_bytes()),
-        };
-        records.push((None, key, value));
+        if let Some(sep) = &args.key_separator
+            && !line.contains(sep.as_str())
+        {
+            anyhow::bail!("line {}: no key separator `{sep}` in it", n + 1);
+        }
+        lines.push(line);
     }
-    sabot::kafka::testing::produce(&args.brokers, &args.topic, &records)?;
+    let records: Vec<OutRecord<'_>> = lines
+        .iter()
+        .map(|line| {
+            let (key, value) = match args
+                .key_separator
+                .as_deref()
+                .and_then(|sep| line.split_once(sep))
+            {
+                Some((k, v)) => (Some(k.as_bytes()), v),
+                None => (None, line.as_str()),
+            };
+            OutRecord {
+                topic: &args.topic,
+                partition: None,
+                key,
+                value: Some(value.as_bytes()),
+                headers: &[],
+            }
+        })
+        .collect();
+    let settings: Vec<(&str, &str)> = args
+        .producer_properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    sabot::kafka::admin::produce(&args.brokers, &records, &settings)?;
     eprintln!("sent {} messages to {}", records.len(), args.topic);
     Ok(())
 }
 
 fn consume(args: ConsumeArgs) -> Result<()> {
-    let records =
-        sabot::kafka::testing::read_topic(&args.brokers, &args.topic, args.read_committed)?;
+    let records = sabot::kafka::admin::read_topic(&args.brokers, &args.topic, args.read_committed)?;
     for r in &records {
         let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
         if args.keys {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use sabot::StreamEnv;
 use sabot::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sabot::checkpoint::storage::LocalStorage;
-use sabot::kafka::testing::{Broker, PRODUCER_SETTINGS, produce, read_topic};
+use sabot::kafka::admin::{OutRecord, produce, read_topic};
+use sabot::kafka::testing::{Broker, PRODUCER_SETTINGS};
 use sabot::kafka::{
     BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, Codec, DeliveryGuarantee,
     KafkaSink, KafkaSource,
@@ -39,18 +40,30 @@ fn record(id: i64) -> Vec<u8> {
 /// `n` good records spread over `partitions`, with a bad record at every index in `bad`.
 fn fill(broker: &Broker, topic: &str, partitions: i32, n: i64, bad: &[i64]) {
     broker.create_topic(topic, partitions).unwrap();
-    let mut records = Vec::new();
-    for id in 0..n {
-        if bad.contains(&id) {
-            records.push((
-                Some((id % partitions as i64) as i32),
-                Some(format!("bad-{id}").into_bytes()),
-                format!("{{broken {id}").into_bytes(),
-            ));
-        }
-        records.push((Some((id % partitions as i64) as i32), None, record(id)));
-    }
-    produce(&broker.bootstrap(), topic, &records).unwrap();
+    let values: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = (0..n)
+        .flat_map(|id| {
+            let p = (id % partitions as i64) as i32;
+            let bad = bad.contains(&id).then(|| {
+                (
+                    p,
+                    Some(format!("bad-{id}").into_bytes()),
+                    format!("{{broken {id}").into_bytes(),
+                )
+            });
+            bad.into_iter().chain([(p, None, record(id))])
+        })
+        .collect();
+    let records: Vec<OutRecord<'_>> = values
+        .iter()
+        .map(|(p, k, v)| OutRecord {
+            topic,
+            partition: Some(*p),
+            key: k.as_deref(),
+            value: Some(v),
+            headers: &[],
+        })
+        .collect();
+    produce(&broker.bootstrap(), &records, &PRODUCER_SETTINGS).unwrap();
 }
 
 /// The ids in the values of `topic` (read committed), sorted.
@@ -319,6 +332,11 @@ fn cli_topics_produce_and_consume() {
             "--brokers",
             &b,
         ])
+        // One record per batch: see `PRODUCER_SETTINGS`.
+        .arg(format!(
+            "--producer-property={}={}",
+            PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1
+        ))
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

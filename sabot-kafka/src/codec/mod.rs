@@ -857,71 +857,128 @@ impl fmt::Debug for PayloadEncoder {
     }
 }
 
-impl PayloadEncoder {
-    /// One payload per row of `batch` (`None`: a null in a bytes/text column, sent as a
-    /// tombstone).
-    pub fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
-        let format = self.format;
-        let err = |reason: String| KafkaError::Codec { format, reason };
-        match &mut self.kind {
-            EncodeKind::Json => Ok(json_lines(batch)?.into_iter().map(Some).collect()),
-            EncodeKind::MessagePack => json_lines(batch)?
-                .into_iter()
-                .map(|line| {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&line).map_err(|e| err(e.to_string()))?;
-                    rmp_serde::to_vec(&v)
-                        .map(Some)
-                        .map_err(|e| err(e.to_string()))
-                })
-                .collect(),
-            EncodeKind::Protobuf(desc) => json_lines(batch)?
-                .into_iter()
-                .map(|line| {
-                    let mut de = serde_json::Deserializer::from_slice(&line);
-                    let msg = DynamicMessage::deserialize(desc.clone(), &mut de)
-                        .map_err(|e| err(e.to_string()))?;
-                    Ok(Some(msg.encode_to_vec()))
-                })
-                .collect(),
-            EncodeKind::ArrowIpc => (0..batch.num_rows())
-                .map(|r| {
-                    let mut w =
-                        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
-                    w.write(&batch.slice(r, 1))?;
-                    w.finish()?;
-                    Ok(Some(w.into_inner()?))
-                })
-                .collect(),
-            EncodeKind::Raw => {
-                let col = batch.column(0);
-                if let Some(a) = col.as_any().downcast_ref::<BinaryArray>() {
-                    Ok(a.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
-                } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
-                    Ok(a.iter().map(|v| v.map(|s| s.as_bytes().to_vec())).collect())
-                } else {
-                    Err(err(format!("cannot write a {} column", col.data_type())))
-                }
+/// Encoded payloads, one per row, in one buffer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Payloads {
+    buf: Vec<u8>,
+    /// Per row, its bytes in `buf` (none: a tombstone).
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl Payloads {
+    /// How many payloads.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Payload `i` (none: a tombstone).
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.spans[i].map(|(a, b)| &self.buf[a..b])
+    }
+
+    /// The payloads in row order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<&[u8]>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends a payload written by `write` into the buffer.
+    fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let start = self.buf.len();
+        write(&mut self.buf)?;
+        self.spans.push(Some((start, self.buf.len())));
+        Ok(())
+    }
+
+    fn push(&mut self, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => {
+                let start = self.buf.len();
+                self.buf.extend_from_slice(b);
+                self.spans.push(Some((start, self.buf.len())));
             }
-            EncodeKind::Avro(encoder) => {
-                encoder.encode(batch).map_err(|e| err(e.to_string()))?;
-                Ok(encoder.flush().iter().map(|b| Some(b.to_vec())).collect())
-            }
+            None => self.spans.push(None),
         }
     }
 }
 
+impl PayloadEncoder {
+    /// One payload per row of `batch` (none for a null in a bytes/text column: sent as
+    /// a tombstone).
+    pub fn encode(&mut self, batch: &RecordBatch) -> Result<Payloads> {
+        let format = self.format;
+        let err = |reason: String| KafkaError::Codec { format, reason };
+        let mut out = Payloads::default();
+        match &mut self.kind {
+            EncodeKind::Json => {
+                let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+                w.write(batch)?;
+                w.finish()?;
+                out.buf = w.into_inner();
+                let mut start = 0;
+                for (i, &b) in out.buf.iter().enumerate() {
+                    if b == b'\n' {
+                        out.spans.push(Some((start, i)));
+                        start = i + 1;
+                    }
+                }
+            }
+            EncodeKind::MessagePack => {
+                for line in json_lines(batch)?.iter() {
+                    let v: serde_json::Value = serde_json::from_slice(line.unwrap_or_default())
+                        .map_err(|e| err(e.to_string()))?;
+                    out.push_with(|buf| rmp_serde::encode::write(buf, &v))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            EncodeKind::Protobuf(desc) => {
+                for line in json_lines(batch)?.iter() {
+                    let mut de = serde_json::Deserializer::from_slice(line.unwrap_or_default());
+                    let msg = DynamicMessage::deserialize(desc.clone(), &mut de)
+                        .map_err(|e| err(e.to_string()))?;
+                    out.push_with(|buf| msg.encode(buf))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            EncodeKind::ArrowIpc => {
+                for r in 0..batch.num_rows() {
+                    out.push_with(|buf| {
+                        let mut w = arrow_ipc::writer::StreamWriter::try_new(buf, &batch.schema())?;
+                        w.write(&batch.slice(r, 1))?;
+                        w.finish()
+                    })?;
+                }
+            }
+            EncodeKind::Raw => {
+                let col = batch.column(0);
+                if let Some(a) = col.as_any().downcast_ref::<BinaryArray>() {
+                    a.iter().for_each(|v| out.push(v));
+                } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+                    a.iter().for_each(|v| out.push(v.map(str::as_bytes)));
+                } else {
+                    return Err(err(format!("cannot write a {} column", col.data_type())));
+                }
+            }
+            EncodeKind::Avro(encoder) => {
+                encoder.encode(batch).map_err(|e| err(e.to_string()))?;
+                encoder.flush().iter().for_each(|b| out.push(Some(&b)));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Each row of `batch` as a JSON object (null fields left out).
-fn json_lines(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
-    w.write(batch)?;
-    w.finish()?;
-    let buf = w.into_inner();
-    Ok(buf
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
+fn json_lines(batch: &RecordBatch) -> Result<Payloads> {
+    PayloadEncoder {
+        format: "json",
+        kind: EncodeKind::Json,
+    }
+    .encode(batch)
 }
 
 #[cfg(test)]

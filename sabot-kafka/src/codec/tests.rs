@@ -95,7 +95,7 @@ fn round_trip(codec: &Codec, rows: &[Row]) -> (RecordBatch, Decoded) {
         "{}: one payload per row",
         codec.name()
     );
-    let refs: Vec<Option<&[u8]>> = payloads.iter().map(|p| p.as_deref()).collect();
+    let refs: Vec<Option<&[u8]>> = payloads.iter().collect();
     let decoded = codec.decoder().unwrap().decode(&refs).unwrap();
     (input, decoded)
 }
@@ -147,7 +147,7 @@ proptest! {
         for (codec, col) in [(Codec::text(), text), (Codec::bytes(), bytes)] {
             let input = RecordBatch::try_new(codec.schema(), vec![col]).unwrap();
             let payloads = codec.encoder(&codec.schema()).unwrap().encode(&input).unwrap();
-            let refs: Vec<Option<&[u8]>> = payloads.iter().map(|p| p.as_deref()).collect();
+            let refs: Vec<Option<&[u8]>> = payloads.iter().collect();
             let decoded = codec.decoder().unwrap().decode(&refs).unwrap();
             prop_assert_eq!(&decoded.batch, &input);
         }
@@ -176,7 +176,7 @@ proptest! {
                     payloads.push(Some(garbage));
                 } else {
                     expect_good.push(payloads.len() as u32);
-                    payloads.push(g.next().unwrap().as_deref());
+                    payloads.push(g.next().unwrap());
                 }
             }
             let decoded = codec.decoder().unwrap().decode(&payloads).unwrap();
