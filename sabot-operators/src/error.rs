@@ -78,6 +78,14 @@ pub enum OperatorError {
 }
 
 impl OperatorError {
+    /// A job-graph error of `operator`: its settings do not fit its input.
+    pub fn invalid_plan(operator: impl Into<String>, reason: impl Into<String>) -> Self {
+        OperatorError::InvalidPlan {
+            operator: operator.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// Wraps a user function's error, naming the operator.
     pub fn user(operator: impl Into<String>, source: impl Into<BoxError>) -> Self {
         OperatorError::User {

@@ -98,10 +98,7 @@ impl LookupJoinFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     fn bind(&self, left: &SchemaRef, right: &SchemaRef) -> Result<Bound> {

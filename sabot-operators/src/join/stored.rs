@@ -262,10 +262,7 @@ impl JoinFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     /// Whether the rows' event times are read.

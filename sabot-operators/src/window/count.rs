@@ -55,10 +55,7 @@ impl CountWindowFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<(Vec<usize>, Vec<BoundAggregate>, SchemaRef)> {
@@ -162,13 +159,9 @@ impl Operator for CountWindowOp {
         }
         let keys = self.keys.of(&batch, &mut self.hashes)?;
         self.table.clear();
-        let (table, hashes) = (&mut self.table, &self.hashes);
-        let key_of_row: Vec<u32> = (0..rows)
-            .map(|r| match &keys {
-                crate::keys::BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-                crate::keys::BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
-            })
-            .collect();
+        let mut key_of_row = Vec::with_capacity(rows);
+        self.table
+            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
         let n = self.table.len();
 
         // Each key's stored window: next index, records in it, their slots.

@@ -14,7 +14,7 @@ use super::aggregate::{
     Accumulator, Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets,
 };
 use super::groups::GroupTable;
-use crate::keys::{BatchKeys, KeyColumns};
+use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
@@ -87,10 +87,7 @@ impl GlobalWindowFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<Bound> {
@@ -550,13 +547,9 @@ impl Operator for GlobalWindowOp {
             .transpose()?;
         let keys = self.keys.of(&batch, &mut self.hashes)?;
         self.table.clear();
-        let (table, hashes) = (&mut self.table, &self.hashes);
-        let key_of_row: Vec<u32> = (0..rows)
-            .map(|r| match &keys {
-                BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-                BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
-            })
-            .collect();
+        let mut key_of_row = Vec::with_capacity(rows);
+        self.table
+            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
         let values = self
             .bound
             .aggs

@@ -8,6 +8,9 @@ use sabot_core::arrow::array::{ArrayRef, Int64Array};
 use sabot_core::arrow::error::ArrowError;
 use sabot_core::arrow::row::{Row, RowConverter, Rows};
 
+use super::aggregate::RowSel;
+use crate::keys::BatchKeys;
+
 /// Where a [`GroupTable`] keeps its keys: a single `Int64` key column is stored as plain
 /// integers (compared as integers); anything else in Arrow's row format.
 enum KeyStore {
@@ -24,6 +27,33 @@ pub(crate) struct GroupTable {
 }
 
 impl GroupTable {
+    /// The group of row `r` of a batch with keys `keys` and key hashes `hashes`,
+    /// inserted if new.
+    #[inline]
+    pub(crate) fn group_of(&mut self, keys: &BatchKeys, hashes: &[u64], r: usize) -> u32 {
+        match keys {
+            BatchKeys::Int64(k) => self.find_or_insert_i64(hashes[r], k.value(r)),
+            BatchKeys::Rows(k) => self.find_or_insert_row(hashes[r], k.row(r)),
+        }
+    }
+
+    /// Appends the group of each selected row (as [`group_of`](Self::group_of)) to `out`.
+    pub(crate) fn groups_of(
+        &mut self,
+        keys: &BatchKeys,
+        hashes: &[u64],
+        sel: RowSel<'_>,
+        out: &mut Vec<u32>,
+    ) {
+        match sel {
+            RowSel::All => out.extend((0..hashes.len()).map(|r| self.group_of(keys, hashes, r))),
+            RowSel::Some(rows) => out.extend(
+                rows.iter()
+                    .map(|&r| self.group_of(keys, hashes, r as usize)),
+            ),
+        }
+    }
+
     /// A table for a single `Int64` key column.
     pub(crate) fn for_int64() -> Self {
         GroupTable {

@@ -17,9 +17,11 @@ pub use tumbling::{
     WINDOW_STATE,
 };
 
-use sabot_core::arrow::datatypes::Field;
+use sabot_core::arrow::datatypes::{DataType, Field};
 use sabot_core::key::check_key_field;
 use sabot_core::{SchemaRef, column_index};
+
+use crate::time_column::check_time_field;
 
 use crate::Result;
 use aggregate::BoundAggregate;
@@ -139,6 +141,26 @@ pub(crate) fn send_too_late(
 /// A keyed window's output: the key columns, then `window` (its own columns), then one
 /// column per aggregate. No key columns, no aggregates, or an output name used twice is
 /// `invalid`'s error.
+/// [`keyed_output`] of a window over event time `time_column` with `window_start` and
+/// `window_end` columns (tumbling, sliding and session windows); also returns the
+/// time column's index.
+pub(crate) fn time_window_output(
+    input: &SchemaRef,
+    time_column: &str,
+    keys: &[String],
+    aggregates: &[Aggregate],
+    invalid: impl Fn(String) -> crate::OperatorError,
+) -> Result<(usize, KeyedOutput)> {
+    let time_idx = column_index(input, time_column)?;
+    check_time_field(input.field(time_idx))?;
+    let window = vec![
+        Field::new(WINDOW_START, DataType::Int64, false),
+        Field::new(WINDOW_END, DataType::Int64, false),
+    ];
+    let out = keyed_output(input, keys, window, aggregates, Some(time_idx), invalid)?;
+    Ok((time_idx, out))
+}
+
 pub(crate) fn keyed_output(
     input: &SchemaRef,
     keys: &[String],

@@ -463,17 +463,7 @@ impl PaneWindowOp {
             .get_mut(&pane)
             .ok_or_else(|| bad_value("a pane vanished".into()))?;
         self.groups.clear();
-        let (table, hashes) = (&mut p.table, &self.hashes);
-        let mut group_of = |r: usize| match keys {
-            BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-            BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
-        };
-        match sel {
-            RowSel::All => self.groups.extend((0..hashes.len()).map(&mut group_of)),
-            RowSel::Some(rows) => self
-                .groups
-                .extend(rows.iter().map(|&r| group_of(r as usize))),
-        }
+        p.table.groups_of(keys, &self.hashes, sel, &mut self.groups);
         let n = p.table.len();
         for (acc, v) in p.accs.iter_mut().zip(values) {
             acc.resize(n);

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::arrow::array::Int64Array;
-use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::arrow::datatypes::Schema;
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
-use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_core::{RecordBatch, SchemaRef, Timestamp, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
@@ -15,9 +15,8 @@ use super::aggregate::{
     Accumulator, Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets,
 };
 use super::groups::GroupTable;
-use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_END, WINDOW_START};
-use crate::keys::{BatchKeys, KeyColumns};
-use crate::time_column::check_time_field;
+use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED};
+use crate::keys::KeyColumns;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// Name of the session windows' state in the state backend (and in snapshots).
@@ -81,10 +80,7 @@ impl SessionWindowFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<Bound> {
@@ -105,24 +101,16 @@ impl SessionWindowFactory {
         if !self.allowed_lateness.is_zero() {
             return Err(self.invalid("allowed lateness is not supported with session windows yet"));
         }
-        let time_idx = column_index(input, time_column)?;
-        check_time_field(input.field(time_idx))?;
-        let window = vec![
-            Field::new(WINDOW_START, DataType::Int64, false),
-            Field::new(WINDOW_END, DataType::Int64, false),
-        ];
-        let super::KeyedOutput {
-            key_idx,
-            aggs,
-            fields,
-        } = super::keyed_output(
-            input,
-            &self.keys,
-            window,
-            &self.aggregates,
-            Some(time_idx),
-            |r| self.invalid(r),
-        )?;
+        let (
+            time_idx,
+            super::KeyedOutput {
+                key_idx,
+                aggs,
+                fields,
+            },
+        ) = super::time_window_output(input, time_column, &self.keys, &self.aggregates, |r| {
+            self.invalid(r)
+        })?;
         Ok(Bound {
             key_idx,
             time_idx,
@@ -312,13 +300,9 @@ impl Operator for SessionWindowOp {
         let gap = self.bound.gap;
         let keys = self.keys.of(&batch, &mut self.hashes)?;
         self.table.clear();
-        let (table, hashes) = (&mut self.table, &self.hashes);
-        let key_of_row: Vec<u32> = (0..rows)
-            .map(|r| match &keys {
-                BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-                BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
-            })
-            .collect();
+        let mut key_of_row = Vec::with_capacity(rows);
+        self.table
+            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
 
         // Partial sessions of this batch: rows sorted by (key, time), cut where the next
         // row is more than the gap after the session's end.

@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabot_core::arrow::array::{Array, ArrayRef, Int64Array};
-use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+use sabot_core::arrow::datatypes::Schema;
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
-use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
+use sabot_core::{RecordBatch, SchemaRef, Timestamp, duration_millis};
 use sabot_state::{StateBackend, StateError, StateId};
 use sabot_time::TimerService;
 
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
 use crate::keys::{BatchKeys, KeyColumns};
-use crate::time_column::check_time_field;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
 
 /// Name of the window start column in a window's output (ms, inclusive).
@@ -116,10 +115,7 @@ impl TumblingWindowFactory {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> OperatorError {
-        OperatorError::InvalidPlan {
-            operator: self.name(),
-            reason: reason.into(),
-        }
+        OperatorError::invalid_plan(self.name(), reason)
     }
 
     fn bind(&self, input: &SchemaRef) -> Result<Bound> {
@@ -148,24 +144,16 @@ impl TumblingWindowFactory {
                 slide_ms
             }
         };
-        let time_idx = column_index(input, time_column)?;
-        check_time_field(input.field(time_idx))?;
-        let window = vec![
-            Field::new(WINDOW_START, DataType::Int64, false),
-            Field::new(WINDOW_END, DataType::Int64, false),
-        ];
-        let super::KeyedOutput {
-            key_idx,
-            aggs,
-            fields,
-        } = super::keyed_output(
-            input,
-            &self.keys,
-            window,
-            &self.aggregates,
-            Some(time_idx),
-            |r| self.invalid(r),
-        )?;
+        let (
+            time_idx,
+            super::KeyedOutput {
+                key_idx,
+                aggs,
+                fields,
+            },
+        ) = super::time_window_output(input, time_column, &self.keys, &self.aggregates, |r| {
+            self.invalid(r)
+        })?;
         Ok(Bound {
             key_idx,
             time_idx,
@@ -754,17 +742,8 @@ impl TumblingWindowOp {
         } = *input;
         self.table.clear();
         self.groups.clear();
-        let (table, hashes) = (&mut self.table, &self.hashes);
-        let mut group_of = |r: usize| match keys {
-            BatchKeys::Int64(k) => table.find_or_insert_i64(hashes[r], k.value(r)),
-            BatchKeys::Rows(k) => table.find_or_insert_row(hashes[r], k.row(r)),
-        };
-        match sel {
-            RowSel::All => self.groups.extend((0..hashes.len()).map(&mut group_of)),
-            RowSel::Some(rows) => self
-                .groups
-                .extend(rows.iter().map(|&r| group_of(r as usize))),
-        }
+        self.table
+            .groups_of(keys, &self.hashes, sel, &mut self.groups);
         let n = self.table.len();
         for (acc, v) in self.accs.iter_mut().zip(values) {
             acc.reset(n);
