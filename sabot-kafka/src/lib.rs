@@ -21,7 +21,7 @@ pub use error::{KafkaError, Result};
 pub use sink::{DeliveryGuarantee, KafkaSink};
 pub use source::{
     BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, KafkaSource, METADATA_COLUMNS,
-    StartOffsets, decode_position,
+    StartOffsets, decode_position, encode_position,
 };
 pub mod admin;
 pub mod testing;

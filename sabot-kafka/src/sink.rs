@@ -46,6 +46,7 @@ pub struct KafkaSink {
     codec: Codec,
     key_column: Option<String>,
     partition_column: Option<String>,
+    topic_column: Option<String>,
     value_columns: Option<Vec<String>>,
     guarantee: DeliveryGuarantee,
     transactional_prefix: Option<String>,
@@ -61,6 +62,7 @@ impl KafkaSink {
             codec,
             key_column: None,
             partition_column: None,
+            topic_column: None,
             value_columns: None,
             guarantee: DeliveryGuarantee::AtLeastOnce,
             transactional_prefix: None,
@@ -81,7 +83,16 @@ impl KafkaSink {
         self
     }
 
-    /// The columns encoded as the value (default: all but the key and partition ones).
+    /// The target topic is this text column's value, where not null (left out of the
+    /// value); the sink's own topic otherwise. For jobs that route rows to several
+    /// topics, as Faust-style agents do.
+    pub fn topic_column(mut self, column: &str) -> Self {
+        self.topic_column = Some(column.to_owned());
+        self
+    }
+
+    /// The columns encoded as the value (default: all but the key, partition and topic
+    /// ones).
     pub fn value_columns(mut self, columns: &[&str]) -> Self {
         self.value_columns = Some(columns.iter().map(|c| (*c).to_owned()).collect());
         self
@@ -110,8 +121,8 @@ impl KafkaSink {
         format!("kafka_sink({})", self.topic)
     }
 
-    /// (key, partition, value columns) of `input`.
-    fn layout(&self, input: &SchemaRef) -> Result<(Option<usize>, Option<usize>, Vec<usize>)> {
+    /// Where the parts of a message come from in `input`.
+    fn layout(&self, input: &SchemaRef) -> Result<Layout> {
         let key = match &self.key_column {
             Some(c) => Some(column_index(input, c)?),
             None => None,
@@ -129,21 +140,39 @@ impl KafkaSink {
             }
             None => None,
         };
+        let topic = match &self.topic_column {
+            Some(c) => {
+                let i = column_index(input, c)?;
+                if input.field(i).data_type() != &DataType::Utf8 {
+                    return Err(KafkaError::config(format!(
+                        "topic column `{c}` is {}, not Utf8",
+                        input.field(i).data_type()
+                    )));
+                }
+                Some(i)
+            }
+            None => None,
+        };
         let values = match &self.value_columns {
             Some(cols) => cols
                 .iter()
                 .map(|c| column_index(input, c))
                 .collect::<std::result::Result<Vec<_>, _>>()?,
             None => (0..input.fields().len())
-                .filter(|i| Some(*i) != key && Some(*i) != partition)
+                .filter(|i| ![key, partition, topic].contains(&Some(*i)))
                 .collect(),
         };
-        Ok((key, partition, values))
+        Ok(Layout {
+            key,
+            partition,
+            topic,
+            values,
+        })
     }
 
     fn open(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<KafkaWriter> {
-        let (key, partition, values) = self.layout(input)?;
-        let value_schema = Arc::new(input.project(&values)?);
+        let layout = self.layout(input)?;
+        let value_schema = Arc::new(input.project(&layout.values)?);
         let encoder = self.codec.encoder(&value_schema)?;
         let prefix = self
             .transactional_prefix
@@ -172,9 +201,7 @@ impl KafkaSink {
         Ok(KafkaWriter {
             name: self.name_str(),
             topic: self.topic.clone(),
-            key,
-            partition,
-            values,
+            layout,
             encoder,
             log,
         })
@@ -187,10 +214,10 @@ impl SinkFactory for KafkaSink {
     }
 
     fn check_schema(&self, input: &SchemaRef) -> OpResult<()> {
-        let (_, _, values) = self
+        let layout = self
             .layout(input)
             .map_err(|e| e.into_operator(&self.name_str()))?;
-        let value_schema = Arc::new(input.project(&values)?);
+        let value_schema = Arc::new(input.project(&layout.values)?);
         self.codec
             .encoder(&value_schema)
             .map(|_| ())
@@ -205,23 +232,35 @@ impl SinkFactory for KafkaSink {
     }
 }
 
+/// Which columns of the input make a message's parts.
+struct Layout {
+    key: Option<usize>,
+    partition: Option<usize>,
+    topic: Option<usize>,
+    values: Vec<usize>,
+}
+
 struct KafkaWriter {
     name: String,
     topic: String,
-    key: Option<usize>,
-    partition: Option<usize>,
-    values: Vec<usize>,
+    layout: Layout,
     encoder: PayloadEncoder,
     log: TxnLog,
 }
 
 impl KafkaWriter {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        let values = batch.project(&self.values)?;
+        let Layout {
+            key,
+            partition,
+            topic,
+            values,
+        } = &self.layout;
+        let values = batch.project(values)?;
         let payloads = self.encoder.encode(&values)?;
         // Keys as bytes: binary and text columns as they are, other types as their text
         // (one vectorized cast).
-        let keys: Option<ArrayRef> = match self.key {
+        let keys: Option<ArrayRef> = match *key {
             Some(k) if batch.column(k).data_type() == &DataType::Binary => {
                 Some(batch.column(k).clone())
             }
@@ -240,16 +279,21 @@ impl KafkaWriter {
                 .downcast_ref::<StringArray>()
                 .map(|a| a.value(r).as_bytes())
         };
-        let partitions = match self.partition {
+        let partitions = match *partition {
             Some(p) => Some(cast(batch.column(p), &DataType::Int32)?),
             None => None,
         };
         let partitions = partitions
             .as_ref()
             .and_then(|a| a.as_any().downcast_ref::<Int32Array>());
+        let topics = topic.and_then(|t| batch.column(t).as_any().downcast_ref::<StringArray>());
         for (r, value) in payloads.iter().enumerate() {
+            let topic = match topics {
+                Some(t) if t.is_valid(r) => t.value(r),
+                _ => &self.topic,
+            };
             self.log.append(&OutRecord {
-                topic: &self.topic,
+                topic,
                 partition: partitions.and_then(|a| a.is_valid(r).then(|| a.value(r))),
                 key: key_at(r),
                 value,

@@ -647,10 +647,9 @@ fn time_err(e: sabot_time::TimeError) -> KafkaError {
 const POSITION_MAGIC: &[u8; 4] = b"SBKS";
 const POSITION_VERSION: u8 = 2;
 
-/// A source position: ((topic, partition), next offset) per partition.
-pub(crate) fn encode_position(
-    entries: impl ExactSizeIterator<Item = ((String, i32), i64)>,
-) -> Vec<u8> {
+/// A source position: ((topic, partition), next offset) per partition (the bytes
+/// [`decode_position`] reads).
+pub fn encode_position(entries: impl ExactSizeIterator<Item = ((String, i32), i64)>) -> Vec<u8> {
     let mut out = POSITION_MAGIC.to_vec();
     out.push(POSITION_VERSION);
     (entries.len() as u32).encode(&mut out);

@@ -292,9 +292,15 @@ fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// A staging file's topics and records.
 fn read_staged(path: &Path) -> Result<(Vec<String>, Vec<StoredRecord>)> {
+    let buf = std::fs::read(path)
+        .map_err(|e| KafkaError::config(format!("staging file {}: {e}", path.display())))?;
+    decode_staged(&buf, path)
+}
+
+/// Decodes a staging file's bytes (`path` names it in errors).
+fn decode_staged(buf: &[u8], path: &Path) -> Result<(Vec<String>, Vec<StoredRecord>)> {
     let bad = |what: String| KafkaError::config(format!("staging file {}: {what}", path.display()));
-    let buf = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let mut rest = buf.as_slice();
+    let mut rest = buf;
     let mut topics = Vec::new();
     let mut records = Vec::new();
     let corrupt = |e: sabot_time::TimeError| bad(e.to_string());
@@ -326,6 +332,13 @@ fn read_staged(path: &Path) -> Result<(Vec<String>, Vec<StoredRecord>)> {
         }
     }
     Ok((topics, records))
+}
+
+/// Decodes staging-file bytes into the number of topics and records (for fuzzing).
+#[doc(hidden)]
+pub fn fuzz_decode_staged(buf: &[u8]) -> Result<(usize, usize)> {
+    let (topics, records) = decode_staged(buf, Path::new("<fuzz>"))?;
+    Ok((topics.len(), records.len()))
 }
 
 /// Creates the marker topic if it is missing.

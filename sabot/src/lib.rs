@@ -2,7 +2,7 @@
 //!
 //! This facade re-exports the component crates and adds the user-facing APIs:
 //! [`StreamEnv`] and [`Stream`] (jobs as chains of calls, as Flink's DataStream), and the
-//! [`demo`] job behind `sabot demo`.
+//! [`demo`] job behind `sabot demo`, and Faust-style Kafka agents ([`app::App`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -56,6 +56,7 @@ pub use sabot_state as state;
 #[doc(inline)]
 pub use sabot_time as time;
 
+pub mod app;
 pub mod demo;
 pub mod nexmark;
 mod stream;

@@ -384,3 +384,153 @@ fn cli_topics_produce_and_consume() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("line 2"));
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Payment {
+    account: i64,
+    amount: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Crossed {
+    account: i64,
+    total: i64,
+    payments: u32,
+}
+
+/// A Faust-style agent with a table: each account's running total, and one message when
+/// it first passes a threshold; a second agent forwards every large payment.
+#[test]
+fn faust_agents_keep_tables_per_key_and_send_to_topics() {
+    use sabot::app::{AgentContext, App};
+    let broker = Broker::start().unwrap();
+    broker.create_topic("payments", 3).unwrap();
+    for t in ["crossed", "large"] {
+        broker.create_topic(t, 1).unwrap();
+    }
+    let payments: Vec<Payment> = (0..3000)
+        .map(|i| Payment {
+            account: i % 37,
+            amount: (i * 7919) % 1000,
+        })
+        .collect();
+    let values: Vec<(Vec<u8>, Vec<u8>)> = payments
+        .iter()
+        .map(|p| {
+            (
+                p.account.to_string().into_bytes(),
+                serde_json::to_vec(p).unwrap(),
+            )
+        })
+        .collect();
+    let records: Vec<OutRecord<'_>> = values
+        .iter()
+        .map(|(k, v)| OutRecord {
+            topic: "payments",
+            partition: None,
+            key: Some(k),
+            value: Some(v),
+            headers: &[],
+        })
+        .collect();
+    produce(&broker.bootstrap(), &records, &PRODUCER_SETTINGS).unwrap();
+
+    let app = App::new("fraud")
+        .broker(&broker.bootstrap())
+        .until_end()
+        .producer_property(PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1);
+    app.env().set_parallelism(2);
+    let input = app.topic::<Payment>("payments");
+    let crossed = app.topic::<Crossed>("crossed");
+    let large = app.topic::<Payment>("large");
+    let totals = app.table::<(i64, u32)>("totals");
+    let (c, t) = (crossed.clone(), totals.clone());
+    app.agent(&input, move |p: Payment, ctx: &mut AgentContext<'_, '_>| {
+        let (before, n) = ctx.get(&t)?.unwrap_or((0, 0));
+        let total = before + p.amount;
+        ctx.set(&t, &(total, n + 1))?;
+        if before <= 10_000 && total > 10_000 {
+            let key = ctx.key().map(<[u8]>::to_vec);
+            ctx.send(
+                &c,
+                key.as_deref(),
+                &Crossed {
+                    account: p.account,
+                    total,
+                    payments: n + 1,
+                },
+            )?;
+        }
+        Ok(())
+    });
+    let l = large.clone();
+    app.agent(&input, move |p: Payment, ctx: &mut AgentContext<'_, '_>| {
+        if p.amount >= 990 {
+            ctx.send(&l, None, &p)?;
+        }
+        Ok(())
+    });
+    app.run().unwrap();
+
+    // The model: per account in order (one partition per key keeps the order).
+    let mut want_crossed = Vec::new();
+    let mut running: BTreeMap<i64, (i64, u32)> = BTreeMap::new();
+    for p in &payments {
+        let e = running.entry(p.account).or_default();
+        let before = e.0;
+        *e = (e.0 + p.amount, e.1 + 1);
+        if before <= 10_000 && e.0 > 10_000 {
+            want_crossed.push(Crossed {
+                account: p.account,
+                total: e.0,
+                payments: e.1,
+            });
+        }
+    }
+    want_crossed.sort();
+    let mut got_crossed: Vec<Crossed> = read_topic(&broker.bootstrap(), "crossed", true)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let c: Crossed = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            assert_eq!(r.key.as_deref(), Some(c.account.to_string().as_bytes()));
+            c
+        })
+        .collect();
+    got_crossed.sort();
+    assert!(!want_crossed.is_empty());
+    assert_eq!(got_crossed, want_crossed);
+    let large_count = read_topic(&broker.bootstrap(), "large", true)
+        .unwrap()
+        .len();
+    assert_eq!(
+        large_count,
+        payments.iter().filter(|p| p.amount >= 990).count()
+    );
+}
+
+/// A value that is not the agent's type stops the app with its topic and offset.
+#[test]
+fn a_bad_agent_record_names_its_offset() {
+    use sabot::app::{AgentContext, App};
+    let broker = Broker::start().unwrap();
+    broker.create_topic("p", 1).unwrap();
+    let good = serde_json::to_vec(&Payment {
+        account: 1,
+        amount: 2,
+    })
+    .unwrap();
+    let records = [&good[..], b"{\"account\": \"x\"}", &good[..]].map(|v| OutRecord {
+        topic: "p",
+        partition: Some(0),
+        key: None,
+        value: Some(v),
+        headers: &[],
+    });
+    produce(&broker.bootstrap(), &records, &PRODUCER_SETTINGS).unwrap();
+    let app = App::new("bad").broker(&broker.bootstrap()).until_end();
+    let input = app.topic::<Payment>("p");
+    app.agent(&input, |_: Payment, _: &mut AgentContext<'_, '_>| Ok(()));
+    let e = app.run().unwrap_err().to_string();
+    assert!(e.contains("topic `p` partition 0 offset 1"), "{e}");
+}

@@ -41,6 +41,13 @@ use sabot_core::arrow::record_batch::RecordBatch;
 
 pub use registry::SchemaRegistry;
 
+/// Splits an HTTP/1.1 response into status and body (for fuzzing the registry client's
+/// parser).
+#[doc(hidden)]
+pub fn fuzz_parse_http_response(raw: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
+    registry::parse_response(raw)
+}
+
 use crate::{KafkaError, Result};
 
 /// Most rows one decoder call buffers before it spills a finished batch.
