@@ -99,6 +99,24 @@ pub fn list_topics(bootstrap: &str) -> Result<Vec<TopicInfo>> {
     Ok(topics)
 }
 
+/// A consumer context that treats the end of a partition as the news it is (the
+/// consumers here ask for it with `enable.partition.eof`), not as an error to log.
+pub(crate) struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match error {
+            rdkafka::error::KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+            | rdkafka::error::KafkaError::PartitionEOF(_) => {
+                tracing::debug!(%reason, "kafka: end of partition");
+            }
+            e => tracing::warn!(error = %e, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// A record to send.
 #[derive(Clone, Copy, Debug)]
 pub struct OutRecord<'a> {
@@ -153,6 +171,53 @@ pub(crate) fn send(
     }
 }
 
+/// A plain producer: sends records with backpressure and waits for their
+/// acknowledgements on [`flush`](Self::flush).
+pub struct Sender {
+    bootstrap: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// A producer for the cluster at `bootstrap`; `settings` are librdkafka producer
+    /// properties.
+    pub fn new(bootstrap: &str, settings: &[(&str, &str)]) -> Result<Self> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5");
+        for (k, v) in settings {
+            cfg.set(*k, *v);
+        }
+        let producer = cfg
+            .create()
+            .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
+        Ok(Sender {
+            bootstrap: bootstrap.to_owned(),
+            producer,
+        })
+    }
+
+    /// Sends `r` (waits while the producer's queue is full).
+    pub fn send(&self, r: &OutRecord<'_>) -> Result<()> {
+        send(&self.producer, r)
+    }
+
+    /// Waits until everything sent is acknowledged.
+    pub fn flush(&self) -> Result<()> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| KafkaError::client(format!("flush to {}", self.bootstrap), e))
+    }
+}
+
 /// Sends `records` and waits until they are acknowledged; `settings` are librdkafka
 /// producer properties.
 pub fn produce(
@@ -160,21 +225,45 @@ pub fn produce(
     records: &[OutRecord<'_>],
     settings: &[(&str, &str)],
 ) -> Result<()> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5");
-    for (k, v) in settings {
-        cfg.set(*k, *v);
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = cfg
-        .create()
-        .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
+    let sender = Sender::new(bootstrap, settings)?;
     for r in records {
-        send(&producer, r)?;
+        sender.send(r)?;
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .map_err(|e| KafkaError::client(format!("flush to {bootstrap}"), e))
+    sender.flush()
+}
+
+/// The end offset (high watermark) of each partition of `topic`, by partition.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| KafkaError::client(format!("client for {bootstrap}"), e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| KafkaError::client(format!("metadata of `{topic}`"), e))?;
+    let mut parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Err(KafkaError::config(format!(
+            "topic `{topic}` does not exist"
+        )));
+    }
+    parts.sort_unstable();
+    parts
+        .into_iter()
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, high)| high)
+                .map_err(|e| {
+                    KafkaError::client(format!("end offset of `{topic}` partition {p}"), e)
+                })
+        })
+        .collect()
 }
 
 /// A record read back by [`read_topic`].
@@ -195,7 +284,7 @@ pub struct ReadRecord {
 /// Every record of `topic` up to its current end, partition by partition (read
 /// committed when `read_committed`).
 pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<Vec<ReadRecord>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<QuietEof> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "sabot-read-topic")
         .set("enable.auto.commit", "false")
@@ -208,7 +297,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<
                 "read_uncommitted"
             },
         )
-        .create()
+        .create_with_context(QuietEof)
         .map_err(|e| KafkaError::client(format!("reader for {bootstrap}"), e))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

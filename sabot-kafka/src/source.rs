@@ -43,6 +43,7 @@ use sabot_core::{BadRecordPolicy, CheckpointId, Timestamp};
 use sabot_operators::{Result as OpResult, Source, SourceFactory, SourcePoll, TaskContext};
 use sabot_time::{TimerCodec, WatermarkTracker};
 
+use crate::admin::QuietEof;
 use crate::dead_letter::DeadLetters;
 use crate::{Codec, KafkaError, Result};
 
@@ -211,7 +212,7 @@ impl KafkaSource {
             .unwrap_or_else(|| format!("sabot-{}", self.topics.join("-")))
     }
 
-    fn consumer(&self) -> Result<BaseConsumer> {
+    fn consumer(&self) -> Result<BaseConsumer<QuietEof>> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap)
             .set("group.id", self.group())
@@ -229,7 +230,7 @@ impl KafkaSource {
         for (k, v) in &self.config {
             cfg.set(k, v);
         }
-        cfg.create()
+        cfg.create_with_context(QuietEof)
             .map_err(|e| KafkaError::client(format!("consumer for {}", self.bootstrap), e))
     }
 
@@ -384,7 +385,7 @@ impl SourceFactory for KafkaSource {
 
 struct KafkaReader {
     name: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<QuietEof>,
     decoder: crate::PayloadDecoder,
     schema: SchemaRef,
     /// This subtask's partitions, and their index.

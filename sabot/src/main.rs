@@ -12,8 +12,8 @@ use sabot::arrow::compute::concat_batches;
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
 use sabot::arrow::util::display::array_value_to_string;
 use sabot::demo::{
-    BASE_TIME_MS, FraudRules, GeneratorConfig, SPIKE_LATE_RECORDS, TransactionGenerator, fraud_job,
-    fraud_job_with_output,
+    BASE_TIME_MS, FraudRules, GeneratorConfig, KafkaDemo, SPIKE_LATE_RECORDS, TransactionGenerator,
+    fraud_job, fraud_job_with_output,
 };
 use sabot::kafka::admin::OutRecord;
 use sabot::operators::LATE_RECORDS_DROPPED;
@@ -344,6 +344,26 @@ struct DemoArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_interval: u64,
 
+    /// Run from and to Kafka at these bootstrap servers (HOST:PORT[,HOST:PORT]): the
+    /// transactions are loaded into <prefix>-transactions (resuming an interrupted
+    /// load), the job reads them from there and writes its alerts as JSON to
+    /// <prefix>-window-alerts and <prefix>-spike-alerts; with --checkpoint-dir, exactly
+    /// once (Kafka transactions committed with the checkpoints).
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+
+    /// With --brokers: prefix of the topic names.
+    #[arg(long, default_value = "sabot-demo")]
+    topic_prefix: String,
+
+    /// With --brokers: partitions of the transactions topic when it is created.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    topic_partitions: i32,
+
+    /// With --brokers: a librdkafka producer property, KEY=VALUE (repeatable).
+    #[arg(long = "producer-property", value_parser = parse_property)]
+    producer_properties: Vec<(String, String)>,
+
     /// Do not show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -544,7 +564,20 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     env.set_parallelism(parallelism)
         .set_name("fraud-demo")
         .set_state(state);
+    if args.brokers.is_some() && cluster.is_some() {
+        anyhow::bail!("--brokers is not supported with sabot worker yet");
+    }
+    if args.brokers.is_some() && args.output.is_some() {
+        anyhow::bail!("--output is for alerts as files; with --brokers they go to Kafka topics");
+    }
     let transactional = match (&args.checkpoint_dir, &args.output) {
+        (Some(dir), None) if args.brokers.is_some() => {
+            env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+                dir,
+                Duration::from_millis(args.checkpoint_interval),
+            ));
+            true
+        }
         (Some(_), None) => anyhow::bail!(
             "--checkpoint-dir needs --output: the alerts are committed there with each checkpoint"
         ),
@@ -572,7 +605,22 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     if let Some(c) = cluster {
         env.set_cluster(c);
     }
-    let outputs = if transactional {
+    let outputs = if let Some(brokers) = &args.brokers {
+        let mut kafka = KafkaDemo::new(brokers, args.topic_partitions);
+        kafka.prefix = args.topic_prefix.clone();
+        kafka.exactly_once = transactional;
+        kafka.producer = args.producer_properties.clone();
+        eprintln!(
+            "sabot demo: loading {} transactions into {} on {brokers}",
+            args.events,
+            kafka.transactions()
+        );
+        let sent = kafka
+            .load(&generator)
+            .context("loading the transactions into Kafka")?;
+        eprintln!("sabot demo: {sent} sent (the rest were there from an earlier load)");
+        kafka.job(&env, &generator, &rules)?
+    } else if transactional {
         fraud_job_with_output(&env, generator, &rules, args.output.as_deref())?
     } else {
         fraud_job(&env, generator, &rules)?

@@ -534,3 +534,127 @@ fn a_bad_agent_record_names_its_offset() {
     let e = app.run().unwrap_err().to_string();
     assert!(e.contains("topic `p` partition 0 offset 1"), "{e}");
 }
+
+/// `sabot demo --brokers` killed with `kill -9` three times and restarted on the same
+/// checkpoint folder: a read-committed consumer sees every alert exactly once (the
+/// alerts of a run that never crashed).
+///
+/// Ignored: the test broker (Tansu 0.6) cannot run it. It shows aborted transactions'
+/// records to read-committed consumers, and its read-committed fetches stall on
+/// partitions written by several transactional producers, so the sinks' recovery (which
+/// reads the commit markers read-committed) waits on it. Seen here: `sabot consume
+/// --read-committed` of the demo's spike-alerts topic read nothing for 60 s while a
+/// plain read found every record, and in this test the restarted sinks were still in
+/// recovery two seconds after the job started, so the kills came before any alert was
+/// sent. With the sinks switched to at-least-once the test fails (duplicated alerts), so
+/// it does check the guarantee. Run it against a broker that isolates transactions
+/// (Apache Kafka): `SABOT_KAFKA_BROKERS=host:port cargo test -p sabot --test kafka --
+/// --ignored kill_9`.
+#[test]
+#[ignore = "needs a broker that isolates transactions; Tansu 0.6 does not (see the doc comment)"]
+fn kill_9_three_times_read_committed_sees_every_alert_once() {
+    use std::process::{Command, Stdio};
+    let local;
+    let b = match std::env::var("SABOT_KAFKA_BROKERS") {
+        Ok(b) => b,
+        Err(_) => {
+            local = Broker::start().unwrap();
+            local.bootstrap()
+        }
+    };
+    let sabot = env!("CARGO_BIN_EXE_sabot");
+    let demo = |prefix: &str, ckpt: Option<&Path>| {
+        let mut c = Command::new(sabot);
+        c.args([
+            "demo",
+            "--events",
+            "60000",
+            "--accounts",
+            "500",
+            "--threshold",
+            "300",
+        ])
+        .args(["--parallelism", "2", "--no-progress", "--brokers", &b])
+        .args(["--topic-prefix", prefix, "--checkpoint-interval", "100"])
+        .arg(format!(
+            "--producer-property={}={}",
+            PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some(d) = ckpt {
+            c.arg("--checkpoint-dir").arg(d);
+        }
+        c
+    };
+    let alerts = |prefix: &str, committed: bool| {
+        let mut all = Vec::new();
+        for kind in ["window-alerts", "spike-alerts"] {
+            let topic = format!("{prefix}-{kind}");
+            let mut v: Vec<Vec<u8>> = read_topic(&b, &topic, committed)
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| r.value)
+                .collect();
+            v.sort();
+            all.push(v);
+        }
+        all
+    };
+    let o = demo("reference", None).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = alerts("reference", false);
+    assert!(!want[0].is_empty() && !want[1].is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let mut killed_mid_job = 0;
+    for wait_ms in [1000u64, 1500, 2000] {
+        let mut child = demo("crashed", Some(&ckpt)).spawn().unwrap();
+        // Wait for the job to start (after the load), then let it run a while.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let started = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("transactions, 500 accounts"));
+        // Keep reading its log, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        if started {
+            std::thread::sleep(Duration::from_millis(wait_ms));
+        }
+        // SIGKILL: no clean-up of any kind.
+        kill_9(child.id());
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_mid_job += 1;
+        }
+    }
+    assert!(
+        killed_mid_job >= 2,
+        "the job finished before most kills: no crash tested"
+    );
+    // The killed runs had sent alerts already (a plain read sees them): the crashes came
+    // in the middle of the output.
+    assert!(
+        alerts("crashed", false).iter().any(|a| !a.is_empty()),
+        "no alert was sent before the kills"
+    );
+    let o = demo("crashed", Some(&ckpt)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = alerts("crashed", true);
+    for (kind, (g, w)) in ["window", "spike"].iter().zip(got.iter().zip(&want)) {
+        assert!(
+            g == w,
+            "{kind} alerts read committed after 3 kill -9: {} records, want {} (lost or duplicated)",
+            g.len(),
+            w.len()
+        );
+    }
+}
+
+fn kill_9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}

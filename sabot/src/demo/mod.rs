@@ -9,6 +9,7 @@
 //!   (*spike alerts*).
 
 mod generator;
+mod kafka;
 mod spike;
 
 use std::time::Duration;
@@ -19,9 +20,10 @@ use sabot_core::arrow::datatypes::Int64Type;
 use sabot_operators::{Aggregate, Collected, TransactionalCsvSink};
 
 pub use generator::{BASE_TIME_MS, GeneratorConfig, TransactionGenerator};
+pub use kafka::KafkaDemo;
 pub use spike::{SPIKE_LATE_RECORDS, SpikeDetector};
 
-use crate::{Result, StreamEnv, TumblingWindow};
+use crate::{Result, Stream, StreamEnv, TumblingWindow};
 
 /// Settings of the fraud rules.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,9 +87,23 @@ pub fn fraud_job_with_output(
     output: Option<&std::path::Path>,
 ) -> Result<FraudOutputs> {
     let max_delay = generator.config().max_delay;
-    let keyed = env
-        .source(generator)
-        .with_watermarks("ts", max_delay)
+    let events = env.source(generator).with_watermarks("ts", max_delay);
+    fraud_pipeline(events, rules, |window_alerts, spike_alerts| {
+        if let Some(dir) = output {
+            window_alerts.sink(TransactionalCsvSink::new(dir, "window-alerts"));
+            spike_alerts.sink(TransactionalCsvSink::new(dir, "spike-alerts"));
+        }
+    })
+}
+
+/// The fraud rules over `events` (transactions with event time `ts`); `sinks` gets the
+/// window alerts and the spike alerts to send them on (both are also collected).
+pub(crate) fn fraud_pipeline(
+    events: Stream,
+    rules: &FraudRules,
+    sinks: impl FnOnce(Stream, Stream),
+) -> Result<FraudOutputs> {
+    let keyed = events
         // Chained stateless operators: drop malformed amounts, keep what the rules read.
         .filter(|b| {
             let amount = b.column_by_name("amount").ok_or("no amount column")?;
@@ -117,14 +133,7 @@ pub fn fraud_job_with_output(
         )?)
     });
     let spike_alerts = keyed.process(SpikeDetector::new(rules.spike_factor, rules.min_history));
-    if let Some(dir) = output {
-        window_alerts
-            .clone()
-            .sink(TransactionalCsvSink::new(dir, "window-alerts"));
-        spike_alerts
-            .clone()
-            .sink(TransactionalCsvSink::new(dir, "spike-alerts"));
-    }
+    sinks(window_alerts.clone(), spike_alerts.clone());
     let window_alerts = window_alerts.collect();
     let spike_alerts = spike_alerts.collect();
     Ok(FraudOutputs {
