@@ -2,6 +2,8 @@
 //! backpressure, read a topic to its end (what the CLI's `topics`, `produce` and
 //! `consume` do).
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -9,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{KafkaError, Result};
@@ -132,11 +134,109 @@ pub struct OutRecord<'a> {
     pub headers: &'a [(String, Vec<u8>)],
 }
 
-/// Sends `r`, waiting while the producer's queue is full (backpressure).
-pub(crate) fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    r: &OutRecord<'_>,
-) -> Result<()> {
+/// librdkafka's default `message.max.bytes`: the largest record a producer sends.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The producer's `message.max.bytes` among `settings`, or librdkafka's default.
+pub(crate) fn max_message_bytes<'a>(
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<usize> {
+    let mut limit = DEFAULT_MAX_MESSAGE_BYTES;
+    for (k, v) in settings {
+        if k == "message.max.bytes" {
+            limit = v.parse().map_err(|_| {
+                KafkaError::config(format!("message.max.bytes `{v}` is not a byte count"))
+            })?;
+        }
+    }
+    Ok(limit)
+}
+
+/// The bytes `r` takes against `message.max.bytes` (key, value and headers; librdkafka
+/// adds a few dozen bytes of framing).
+pub(crate) fn record_bytes(r: &OutRecord<'_>) -> usize {
+    r.key.map_or(0, <[u8]>::len)
+        + r.value.map_or(0, <[u8]>::len)
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// A producer that keeps its delivery failures: librdkafka reports a record it could not
+/// deliver (broker gone past `message.timeout.ms`, record refused by the broker) only
+/// to a callback, so without this a flush would succeed over lost records.
+pub(crate) type KafkaProducer = ThreadedProducer<Deliveries>;
+
+/// Delivery failures of a [`KafkaProducer`], counted until [`check`](Self::check)ed.
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(format!(
+                    "topic `{}` partition {}: {e}",
+                    m.topic(),
+                    m.partition()
+                ));
+            }
+        }
+    }
+}
+
+impl Deliveries {
+    /// `Err` naming the first failure if any record could not be delivered since the
+    /// last check.
+    pub(crate) fn check(&self, what: &str) -> Result<()> {
+        let failed = self.failed.swap(0, Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        Err(KafkaError::Delivery {
+            context: what.to_owned(),
+            failed,
+            first,
+        })
+    }
+}
+
+/// A producer for `cfg` that keeps its delivery failures.
+pub(crate) fn producer(cfg: &ClientConfig, bootstrap: &str) -> Result<KafkaProducer> {
+    cfg.create_with_context(Deliveries::default())
+        .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))
+}
+
+/// Sends `r`, waiting while the producer's queue is full (backpressure); a record over
+/// `max_bytes` is refused with [`KafkaError::RecordTooLarge`] before it is sent.
+pub(crate) fn send(producer: &KafkaProducer, r: &OutRecord<'_>, max_bytes: usize) -> Result<()> {
+    let bytes = record_bytes(r);
+    if bytes > max_bytes {
+        return Err(KafkaError::RecordTooLarge {
+            topic: r.topic.to_owned(),
+            bytes,
+            limit: max_bytes,
+        });
+    }
+    producer
+        .context()
+        .check(&format!("produce to `{}`", r.topic))?;
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for (k, v) in r.headers {
         headers = headers.insert(Header {
@@ -175,7 +275,8 @@ pub(crate) fn send(
 /// acknowledgements on [`flush`](Self::flush).
 pub struct Sender {
     bootstrap: String,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: KafkaProducer,
+    max_bytes: usize,
 }
 
 impl std::fmt::Debug for Sender {
@@ -196,25 +297,27 @@ impl Sender {
         for (k, v) in settings {
             cfg.set(*k, *v);
         }
-        let producer = cfg
-            .create()
-            .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
         Ok(Sender {
             bootstrap: bootstrap.to_owned(),
-            producer,
+            producer: producer(&cfg, bootstrap)?,
+            max_bytes: max_message_bytes(settings.iter().copied())?,
         })
     }
 
-    /// Sends `r` (waits while the producer's queue is full).
+    /// Sends `r` (waits while the producer's queue is full). Fails if `r` is larger than
+    /// `message.max.bytes`, or if an earlier record could not be delivered.
     pub fn send(&self, r: &OutRecord<'_>) -> Result<()> {
-        send(&self.producer, r)
+        send(&self.producer, r, self.max_bytes)
     }
 
-    /// Waits until everything sent is acknowledged.
+    /// Waits until everything sent is acknowledged; `Err` if any record could not be
+    /// delivered (after librdkafka's retries, within `message.timeout.ms`).
     pub fn flush(&self) -> Result<()> {
+        let what = format!("flush to {}", self.bootstrap);
         self.producer
             .flush(Duration::from_secs(60))
-            .map_err(|e| KafkaError::client(format!("flush to {}", self.bootstrap), e))
+            .map_err(|e| KafkaError::client(what.clone(), e))?;
+        self.producer.context().check(&what)
     }
 }
 

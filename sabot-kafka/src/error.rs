@@ -49,6 +49,60 @@ pub enum KafkaError {
         reason: String,
     },
 
+    /// Records were sent but never acknowledged: the broker refused them or could not be
+    /// reached within `message.timeout.ms` (after librdkafka's retries).
+    #[error("kafka: {context}: {failed} record(s) not delivered, first: {first}")]
+    Delivery {
+        /// What was being done.
+        context: String,
+        /// How many records failed.
+        failed: u64,
+        /// The first failure: topic, partition and the broker's or client's error.
+        first: String,
+    },
+
+    /// A record is larger than the producer may send.
+    #[error(
+        "kafka: a record of {bytes} bytes (key, value and headers) for topic `{topic}` is over \
+         the producer's message.max.bytes of {limit}; raise it (and the topic's \
+         max.message.bytes) or make records smaller"
+    )]
+    RecordTooLarge {
+        /// Its topic.
+        topic: String,
+        /// Its key, value and header bytes.
+        bytes: usize,
+        /// The producer's `message.max.bytes`.
+        limit: usize,
+    },
+
+    /// A newer producer with the same transactional id (a restored run) fenced this one:
+    /// it is a zombie of an earlier run, and what it sent is not committed.
+    #[error(
+        "kafka: producer `{id}` was fenced while publishing checkpoint {checkpoint} (a newer run uses its transactional id): {reason}"
+    )]
+    Fenced {
+        /// The transactional id.
+        id: String,
+        /// The checkpoint it was publishing.
+        checkpoint: u64,
+        /// The client's fatal error.
+        reason: String,
+    },
+
+    /// No broker answered for longer than the source's broker timeout.
+    #[error(
+        "kafka: no broker of {bootstrap} answered for {secs:.1} s (broker timeout); last error: {last_error}"
+    )]
+    BrokerUnreachable {
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// How long they have been silent.
+        secs: f64,
+        /// The last error seen.
+        last_error: String,
+    },
+
     /// The schema registry could not be reached or answered with an error.
     #[error("schema registry {url}: {reason}")]
     Registry {

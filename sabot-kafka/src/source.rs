@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -96,9 +96,14 @@ pub struct KafkaSource {
     bad_records: BadRecords,
     max_batch: usize,
     commit_offsets: bool,
+    broker_timeout: Duration,
     config: Vec<(String, String)>,
     dead_letter_config: Vec<(String, String)>,
 }
+
+/// How long a source waits for an unreachable broker before failing the job, by default
+/// (Kafka Streams' `task.timeout.ms` default).
+pub const DEFAULT_BROKER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Names of the metadata columns ([`KafkaSource::with_metadata`]).
 pub const METADATA_COLUMNS: [&str; 5] = [
@@ -125,6 +130,7 @@ impl KafkaSource {
             bad_records: BadRecords::JobPolicy,
             max_batch: 4096,
             commit_offsets: false,
+            broker_timeout: DEFAULT_BROKER_TIMEOUT,
             config: Vec::new(),
             dead_letter_config: Vec::new(),
         }
@@ -186,6 +192,16 @@ impl KafkaSource {
     /// completes (for lag monitoring; Sabot restores from its checkpoints).
     pub fn commit_offsets_on_checkpoint(mut self) -> Self {
         self.commit_offsets = true;
+        self
+    }
+
+    /// How long the source keeps retrying when no broker answers (connections refused,
+    /// requests timing out) before it fails the job with
+    /// [`KafkaError::BrokerUnreachable`]; default [`DEFAULT_BROKER_TIMEOUT`]. While it
+    /// waits, librdkafka reconnects and each failure is logged; a broker back in time
+    /// lets the source continue where it was.
+    pub fn broker_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_timeout = timeout.max(Duration::from_millis(100));
         self
     }
 
@@ -358,6 +374,7 @@ impl KafkaSource {
             dead_lettered: ctx.metrics.counter(BAD_RECORDS_DEAD_LETTERED),
             ctx: ctx.clone(),
             pending_watermark: None,
+            watch: BrokerWatch::new(&self.bootstrap, self.broker_timeout),
         })
     }
 }
@@ -418,6 +435,80 @@ struct KafkaReader {
     ctx: TaskContext,
     /// A watermark to hand out before polling again (after the batch that moved it).
     pending_watermark: Option<Timestamp>,
+    watch: BrokerWatch,
+}
+
+/// Watches whether the brokers answer: any record or end-of-partition is an answer; when
+/// none came for a while, a metadata request probes them; silence past the timeout is
+/// an error instead of a source that waits forever.
+struct BrokerWatch {
+    bootstrap: String,
+    timeout: Duration,
+    /// Quiet this long: probe.
+    probe_after: Duration,
+    last_contact: Instant,
+    last_probe: Instant,
+    last_error: Option<String>,
+}
+
+impl BrokerWatch {
+    fn new(bootstrap: &str, timeout: Duration) -> Self {
+        let now = Instant::now();
+        BrokerWatch {
+            bootstrap: bootstrap.to_owned(),
+            timeout,
+            probe_after: (timeout / 4).min(Duration::from_secs(5)),
+            last_contact: now,
+            last_probe: now,
+            last_error: None,
+        }
+    }
+
+    fn contact(&mut self) {
+        if self.last_error.take().is_some() {
+            tracing::info!(brokers = %self.bootstrap, "kafka brokers answer again");
+        }
+        self.last_contact = Instant::now();
+    }
+
+    fn error(&mut self, source: &str, e: &rdkafka::error::KafkaError) {
+        tracing::warn!(source, brokers = %self.bootstrap, error = %e, "kafka consumer error, retrying");
+        self.last_error = Some(e.to_string());
+    }
+
+    /// After a poll without records: probes quiet brokers, fails past the timeout.
+    fn check<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        source: &str,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.last_contact) < self.probe_after
+            || now.duration_since(self.last_probe) < self.probe_after
+        {
+            return Ok(());
+        }
+        let wait = self.probe_after.min(Duration::from_secs(2));
+        match consumer.fetch_metadata(Some(topic), wait) {
+            Ok(_) => {
+                self.contact();
+                self.last_probe = Instant::now();
+                return Ok(());
+            }
+            Err(e) => self.error(source, &e),
+        }
+        self.last_probe = Instant::now();
+        let quiet = self.last_probe.duration_since(self.last_contact);
+        if quiet >= self.timeout {
+            return Err(KafkaError::BrokerUnreachable {
+                bootstrap: self.bootstrap.clone(),
+                secs: quiet.as_secs_f64(),
+                last_error: self.last_error.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl KafkaReader {
@@ -494,12 +585,16 @@ impl KafkaReader {
                 Some(Ok(m)) => msgs.push(m),
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => eofs.push(p),
                 Some(Err(e)) => {
-                    // Transient broker trouble is retried by librdkafka; report and go on.
-                    tracing::warn!(source = %self.name, error = %e, "kafka consumer error");
+                    // Transient broker trouble is retried by librdkafka; report and go
+                    // on (the watch fails the job if it lasts).
+                    self.watch.error(&self.name, &e);
                     break;
                 }
             }
             wait = Duration::ZERO;
+        }
+        if !msgs.is_empty() || !eofs.is_empty() {
+            self.watch.contact();
         }
         let now = self.ctx.clock.now_ms();
         // Offsets and end-of-partition bookkeeping.
@@ -535,6 +630,8 @@ impl KafkaReader {
             }
         }
         if msgs.is_empty() {
+            self.watch
+                .check(&self.name, &self.consumer, &self.partitions[0].0)?;
             if let Some(wm) = self.tracker.on_tick(now) {
                 return Ok(SourcePoll::Watermark(wm));
             }

@@ -113,6 +113,28 @@ impl Broker {
         std::fs::read_to_string(self._dir.path().join("broker.log")).unwrap_or_default()
     }
 
+    /// Stops the broker process (`SIGSTOP`): connections stay open but nothing answers,
+    /// as in a network partition. [`resume`](Self::resume) continues it.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Continues a [`pause`](Self::pause)d broker (`SIGCONT`).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map_err(|e| broker_error(format!("kill {sig}: {e}")))?;
+        if !status.success() {
+            return Err(broker_error(format!("kill {sig} exited with {status}")));
+        }
+        Ok(())
+    }
+
     /// Creates `topic` with `partitions` partitions.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         crate::admin::create_topic(&self.bootstrap(), topic, partitions)

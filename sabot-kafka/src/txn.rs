@@ -36,12 +36,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::Producer;
 use sabot_core::CheckpointId;
 use sabot_operators::StagedFiles;
 use sabot_time::TimerCodec;
 
-use crate::admin::{OutRecord, send};
+use crate::admin::{KafkaProducer, OutRecord, max_message_bytes, producer, record_bytes, send};
 use crate::{KafkaError, Result};
 
 /// The topic holding commit markers (one partition, keyed by transactional id).
@@ -67,7 +67,9 @@ struct StoredRecord {
 pub(crate) struct TxnLog {
     bootstrap: String,
     id: String,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: KafkaProducer,
+    /// The producer's `message.max.bytes`: larger records are refused when appended.
+    max_bytes: usize,
     /// The staging files, in a checkpointed job.
     files: Option<StagedFiles>,
     /// The current staging file's topics (name -> index).
@@ -102,9 +104,8 @@ impl TxnLog {
         for (k, v) in extra {
             cfg.set(k, v);
         }
-        let producer: ThreadedProducer<DefaultProducerContext> = cfg
-            .create()
-            .map_err(|e| KafkaError::client(format!("producer for {bootstrap}"), e))?;
+        let producer = producer(&cfg, bootstrap)?;
+        let max_bytes = max_message_bytes(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let files = match dir {
             Some(d) => {
                 let files = StagedFiles::new(d, id)?;
@@ -121,6 +122,7 @@ impl TxnLog {
             bootstrap: bootstrap.to_owned(),
             id: id.to_owned(),
             producer,
+            max_bytes,
             files,
             topic_index: HashMap::new(),
             scratch: Vec::new(),
@@ -130,8 +132,18 @@ impl TxnLog {
     /// Adds a record: staged (checkpointed job) or produced now.
     pub(crate) fn append(&mut self, r: &OutRecord<'_>) -> Result<()> {
         let Some(files) = &mut self.files else {
-            return send(&self.producer, r);
+            return send(&self.producer, r, self.max_bytes);
         };
+        // Refused now, not when the checkpoint is published (where it would fail every
+        // restart again).
+        let bytes = record_bytes(r);
+        if bytes > self.max_bytes {
+            return Err(KafkaError::RecordTooLarge {
+                topic: r.topic.to_owned(),
+                bytes,
+                limit: self.max_bytes,
+            });
+        }
         let topic_index = &mut self.topic_index;
         let w = files.writer(|_| {
             // Topic indexes are per file.
@@ -186,6 +198,7 @@ impl TxnLog {
                             value: r.value.as_deref(),
                             headers: &r.headers,
                         },
+                        self.max_bytes,
                     )?;
                 }
             }
@@ -199,12 +212,26 @@ impl TxnLog {
                     value: Some(marker.as_bytes()),
                     headers: &[],
                 },
+                usize::MAX,
             )?;
+            self.producer
+                .flush(TXN_TIMEOUT)
+                .map_err(|e| KafkaError::client(ctx("flush"), e))?;
+            self.producer.context().check(&ctx("publish"))?;
             self.producer
                 .commit_transaction(TXN_TIMEOUT)
                 .map_err(|e| KafkaError::client(ctx("commit transaction"), e))
         })();
         if let Err(e) = result {
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                // Fenced by a newer producer of this id (a restored run): this one is a
+                // zombie and must stop; nothing it sent is committed.
+                return Err(KafkaError::Fenced {
+                    id: txn_id,
+                    checkpoint: newest,
+                    reason: format!("{reason} ({code:?})"),
+                });
+            }
             let _ = self.producer.abort_transaction(TXN_TIMEOUT);
             return Err(e);
         }
@@ -229,9 +256,11 @@ impl TxnLog {
 
     /// Waits until every produced record is acknowledged.
     pub(crate) fn flush(&mut self) -> Result<()> {
+        let what = format!("flush producer `{}`", self.id);
         self.producer
             .flush(Duration::from_secs(60))
-            .map_err(|e| KafkaError::client(format!("flush producer `{}`", self.id), e))
+            .map_err(|e| KafkaError::client(what.clone(), e))?;
+        self.producer.context().check(&what)
     }
 
     /// Whether records are staged since the last barrier.
@@ -430,6 +459,26 @@ mod tests {
         assert_eq!(values, [b"a", b"b", b"c", b"d", b"e"].map(|v| v.to_vec()));
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "nothing stays staged: {left:?}");
+    }
+
+    /// A restore opens the subtask's transactional id again, which fences the producer of
+    /// the earlier run: a zombie of it (a process thought dead that still runs) cannot
+    /// commit what it staged.
+    #[test]
+    fn a_restore_fences_the_zombie_of_the_earlier_run() {
+        let broker = Broker::start().unwrap();
+        broker.create_topic("out", 1).unwrap();
+        let b = broker.bootstrap();
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut zombie = TxnLog::open(&b, "t-z", Some(dir_a.path().into()), &settings()).unwrap();
+        zombie.recover(None).unwrap();
+        zombie.append(&record(b"zombie")).unwrap();
+        zombie.on_barrier(CheckpointId(1)).unwrap();
+        let mut restored = TxnLog::open(&b, "t-z", Some(dir_b.path().into()), &settings()).unwrap();
+        restored.recover(None).unwrap();
+        let r = zombie.on_complete(CheckpointId(1));
+        let e = r.expect_err("the fenced producer committed").to_string();
+        assert!(e.contains("fenced") && e.contains("`t-z`"), "{e}");
     }
 
     #[test]

@@ -164,6 +164,166 @@ fn offsets_restore_and_the_exactly_once_sink_give_each_record_once() {
     }
 }
 
+/// Polls `s` until `ids` holds `want` ids or `deadline` passes; errors are returned.
+fn read_ids(
+    s: &mut Box<dyn sabot::operators::Source>,
+    ids: &mut Vec<i64>,
+    want: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + within;
+    while ids.len() < want && std::time::Instant::now() < deadline {
+        if let SourcePoll::Batch(b) = s.poll_next().map_err(|e| e.to_string())? {
+            let col = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<sabot::arrow::array::Int64Array>()
+                .unwrap();
+            ids.extend(col.values().iter().copied());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_short_broker_outage_is_ridden_out_and_a_long_one_fails_the_source_clearly() {
+    let broker = Broker::start().unwrap();
+    fill(&broker, "outage", 1, 100, &[]);
+    let timeout = Duration::from_secs(3);
+    let source = KafkaSource::new(&broker.bootstrap(), &["outage"], Codec::json(schema()))
+        .broker_timeout(timeout);
+    let metrics = sabot::core::metrics::Metrics::default();
+    let mut s = source
+        .create(&TaskContext::new(0, 1, 128, metrics))
+        .unwrap();
+    let mut ids = Vec::new();
+    read_ids(&mut s, &mut ids, 100, Duration::from_secs(30)).unwrap();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+
+    // Half the timeout without an answer: the source keeps polling, then continues.
+    broker.pause().unwrap();
+    let quiet = std::time::Instant::now();
+    while quiet.elapsed() < timeout / 2 {
+        s.poll_next().expect("a short outage is not an error");
+    }
+    broker.resume().unwrap();
+    let more: Vec<Vec<u8>> = (100..200).map(record).collect();
+    let records: Vec<OutRecord<'_>> = more
+        .iter()
+        .map(|v| OutRecord {
+            topic: "outage",
+            partition: Some(0),
+            key: None,
+            value: Some(v),
+            headers: &[],
+        })
+        .collect();
+    produce(&broker.bootstrap(), &records, &PRODUCER_SETTINGS).unwrap();
+    read_ids(&mut s, &mut ids, 200, Duration::from_secs(30)).unwrap();
+    assert_eq!(ids, (0..200).collect::<Vec<_>>(), "after the outage");
+
+    // Silent past the timeout: an error that says so, not a source waiting forever.
+    broker.pause().unwrap();
+    let t0 = std::time::Instant::now();
+    let r = read_ids(&mut s, &mut ids, usize::MAX, Duration::from_secs(30));
+    let took = t0.elapsed();
+    broker.resume().unwrap();
+    let e = r.expect_err("the source should fail once the broker was silent past its timeout");
+    assert!(
+        e.contains(&broker.bootstrap()) && e.contains("broker timeout"),
+        "the error names the brokers and the timeout: {e}"
+    );
+    assert!(
+        took >= timeout && took < timeout * 4,
+        "failed after {took:?} (timeout {timeout:?})"
+    );
+}
+
+#[test]
+fn undeliverable_and_oversized_records_are_errors_not_silent_losses() {
+    use sabot::kafka::admin::Sender;
+    let broker = Broker::start().unwrap();
+    broker.create_topic("small", 1).unwrap();
+    let big = vec![b'x'; 2000];
+    let rec = |v: &'static [u8]| OutRecord {
+        topic: "small",
+        partition: Some(0),
+        key: Some(b"k"),
+        value: Some(v),
+        headers: &[],
+    };
+    let big: &'static [u8] = big.leak();
+    // Over the producer's message.max.bytes: refused before sending, with the sizes.
+    let e = produce(
+        &broker.bootstrap(),
+        &[rec(big)],
+        &[("message.max.bytes", "1000")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("2001 bytes") && e.contains("`small`") && e.contains("1000"),
+        "{e}"
+    );
+
+    // The exactly-once sink refuses it as well, with the same clear error (checked when
+    // the row is staged: a record that cannot be published never enters a checkpoint).
+    let env = StreamEnv::new();
+    let dir = tempfile::tempdir().unwrap();
+    env.set_checkpoints(CheckpointSettings::new(
+        dir.path().join("ckpt"),
+        Duration::from_millis(50),
+    ));
+    fill(&broker, "wide-in", 1, 10, &[]);
+    let mut fields: Vec<Field> = schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("pad", DataType::Utf8, false));
+    let wide = Arc::new(Schema::new(fields));
+    env.source(
+        KafkaSource::new(&broker.bootstrap(), &["wide-in"], Codec::json(schema())).bounded(),
+    )
+    .with_column("pad", DataType::Utf8, |b| {
+        let pad: sabot::arrow::array::StringArray =
+            (0..b.num_rows()).map(|_| Some("p".repeat(1500))).collect();
+        Ok(Arc::new(pad))
+    })
+    .sink(
+        KafkaSink::new(&broker.bootstrap(), "small", Codec::json(wide))
+            .guarantee(DeliveryGuarantee::ExactlyOnce)
+            .set("message.max.bytes", "1000"),
+    );
+    let e = env.execute().unwrap_err().to_string();
+    assert!(
+        e.contains("message.max.bytes of 1000") && e.contains("`small`"),
+        "{e}"
+    );
+
+    // A broker that stops answering: the records time out and flush says so.
+    let sender = Sender::new(
+        &broker.bootstrap(),
+        &[("message.timeout.ms", "1500"), PRODUCER_SETTINGS[0]],
+    )
+    .unwrap();
+    sender.send(&rec(b"first")).unwrap();
+    sender.flush().unwrap();
+    broker.pause().unwrap();
+    sender.send(&rec(b"lost")).unwrap();
+    let t0 = std::time::Instant::now();
+    let r = sender.flush();
+    broker.resume().unwrap();
+    let e = r
+        .expect_err("an undelivered record must fail the flush")
+        .to_string();
+    assert!(
+        e.contains("1 record(s) not delivered") && e.contains("topic `small`"),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}
+
 fn run_policy(broker: &Broker, topic: &str, policy: BadRecords) -> sabot::runtime::JobResult {
     let env = StreamEnv::new();
     env.set_parallelism(2);
