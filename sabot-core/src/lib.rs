@@ -43,7 +43,7 @@ mod time;
 pub use error::{CoreError, Result};
 pub use ids::{CheckpointBarrier, CheckpointId, SubtaskIndex};
 pub use key::{KeyGroup, KeyGroupRange};
-pub use message::Message;
+pub use message::{Message, wall_clock_micros};
 pub use time::{Timestamp, duration_millis};
 
 /// What to do with a record that cannot be processed (a null event time, a malformed

@@ -18,6 +18,18 @@ pub enum Message {
     Idle,
     /// The sender will send nothing more.
     EndOfStream,
+    /// A latency marker (Flink's method): a source emitted it after a batch, stamped with
+    /// the wall-clock time (microseconds since the Unix epoch) at which that batch left
+    /// the source. It travels behind the batches before it, through every queue and
+    /// operator, without waiting in windows; a sink records how old it is.
+    LatencyMarker(i64),
+}
+
+/// The wall-clock time in microseconds since the Unix epoch, as latency markers carry.
+pub fn wall_clock_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl Message {

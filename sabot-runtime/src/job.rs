@@ -40,6 +40,13 @@ fn take_senders(senders: &mut Senders, exchange: usize, me: usize) -> Result<Vec
 pub const SOURCE_RECORDS: &str = "source.records";
 /// Counter: records received by all sinks.
 pub const SINK_RECORDS: &str = "sink.records";
+/// Histogram: the age in microseconds of each latency marker when it reached a sink:
+/// how long everything a source emitted before it took to get through the job (queues,
+/// exchanges and operators; not the time rows wait in windows). Sources emit one after
+/// a batch every [`LATENCY_MARKER_INTERVAL`].
+pub const SINK_LATENCY_US: &str = "sink.latency_us";
+/// How often a source subtask emits a latency marker (after its next batch).
+pub const LATENCY_MARKER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A validated job, ready to run: every schema is known and every operator accepted its
 /// settings.
@@ -265,6 +272,8 @@ pub struct JobResult {
     pub elapsed: Duration,
     /// Every counter of the job, by name.
     pub metrics: BTreeMap<String, u64>,
+    /// Every histogram of the job (such as [`SINK_LATENCY_US`]), by name.
+    pub histograms: BTreeMap<String, sabot_core::metrics::HistogramSnapshot>,
     /// The checkpoints this run completed.
     pub checkpoints: Vec<sabot_core::CheckpointId>,
     /// The checkpoint this run continued from.
@@ -275,6 +284,14 @@ impl JobResult {
     /// A counter's final value (0 if never created).
     pub fn metric(&self, name: &str) -> u64 {
         self.metrics.get(name).copied().unwrap_or(0)
+    }
+
+    /// The `q`-quantile of the latency markers' age at the sinks, if any reached one.
+    pub fn latency(&self, q: f64) -> Option<Duration> {
+        self.histograms
+            .get(SINK_LATENCY_US)
+            .and_then(|h| h.quantile(q))
+            .map(Duration::from_micros)
     }
 }
 
@@ -400,6 +417,7 @@ impl JobHandle {
         Ok(JobResult {
             elapsed,
             metrics: self.metrics.snapshot(),
+            histograms: self.metrics.histograms(),
             checkpoints,
             restored_from: self.restored_from,
         })
@@ -927,6 +945,7 @@ impl Job {
                             .create(input, ctx)
                             .map_err(|e| e.into_node(&kind.name()))?,
                         records: ctx.metrics.counter(SINK_RECORDS),
+                        latency: ctx.metrics.histogram(SINK_LATENCY_US),
                     },
                     NodeKind::Exchange(p) => ChainNode::Exchange(ExchangeWriter {
                         me: self.exchange_tag(child.0, ctx.subtask),

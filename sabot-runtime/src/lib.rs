@@ -44,4 +44,7 @@ mod task;
 pub use checkpointing::CheckpointSettings;
 pub use error::{Result, RuntimeError};
 pub use graph::{Cluster, JobConfig, JobGraph, NodeId, Partitioning};
-pub use job::{Job, JobHandle, JobResult, SINK_RECORDS, SOURCE_RECORDS};
+pub use job::{
+    Job, JobHandle, JobResult, LATENCY_MARKER_INTERVAL, SINK_LATENCY_US, SINK_RECORDS,
+    SOURCE_RECORDS,
+};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sabot_core::metrics::Counter;
+use sabot_core::metrics::{Counter, Histogram};
 use sabot_core::{CheckpointBarrier, CheckpointId, Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
 use sabot_shuffle::flight::{Delivery, RemoteSender};
@@ -46,6 +46,7 @@ pub(crate) enum ChainNode {
     Sink {
         sink: Box<dyn Sink>,
         records: Counter,
+        latency: Histogram,
     },
     Exchange(ExchangeWriter),
 }
@@ -94,7 +95,11 @@ impl ChainNode {
                 }
                 Ok(())
             }
-            ChainNode::Sink { sink, records } => {
+            ChainNode::Sink {
+                sink,
+                records,
+                latency,
+            } => {
                 match msg {
                     Message::Data(b) => {
                         records.add(b.num_rows() as u64);
@@ -103,6 +108,10 @@ impl ChainNode {
                     Message::Watermark(wm) => sink.on_watermark(wm)?,
                     Message::EndOfStream => sink.finish()?,
                     Message::Barrier(b) => sink.on_checkpoint(b.id)?,
+                    Message::LatencyMarker(at) => {
+                        let age = sabot_core::wall_clock_micros().saturating_sub(at);
+                        latency.record(age.max(0) as u64);
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -268,6 +277,12 @@ impl ExchangeWriter {
                     self.send(t, Message::Data(batch))
                 }
             },
+            Message::LatencyMarker(at) => {
+                // One target, as Flink does (a marker per target would multiply them);
+                // the microseconds spread markers over the targets.
+                let t = at.rem_euclid(self.targets.len().max(1) as i64) as usize;
+                self.send(t, Message::LatencyMarker(at))
+            }
             control => {
                 let end = matches!(control, Message::EndOfStream);
                 for t in 0..self.targets.len() {
@@ -338,6 +353,8 @@ pub(crate) fn run_source(
     }
     let mut last_barrier = 0;
     let mut completions = Completions { notified: None };
+    // The first batch gets a marker, then one every interval.
+    let mut last_marker: Option<Instant> = None;
     // Writes the source's position into checkpoint `b`, then sends the barrier on.
     let inject = |b: CheckpointBarrier,
                   c: &SourceCheckpoints,
@@ -370,7 +387,16 @@ pub(crate) fn run_source(
         match source.poll_next()? {
             SourcePoll::Batch(b) => {
                 records.add(b.num_rows() as u64);
+                // Stamped before the batch goes down the chain, sent after it: the
+                // marker's age at a sink covers this batch's way through the job.
+                let marker = last_marker
+                    .is_none_or(|t| t.elapsed() >= crate::LATENCY_MARKER_INTERVAL)
+                    .then(sabot_core::wall_clock_micros);
                 push_all(chain, Message::Data(b))?;
+                if let Some(at) = marker {
+                    last_marker = Some(Instant::now());
+                    push_all(chain, Message::LatencyMarker(at))?;
+                }
             }
             SourcePoll::Idle => std::thread::sleep(IDLE_BACKOFF),
             SourcePoll::Watermark(wm) => push_all(chain, Message::Watermark(wm))?,

@@ -976,6 +976,7 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
         "Result rows: {}",
         result.metric(sabot::runtime::SINK_RECORDS)
     );
+    print_latency(&result);
     if args.checkpoint_dir.is_some() {
         println!("Checkpoints completed: {}", result.checkpoints.len());
         if let Some(r) = result.restored_from {
@@ -986,6 +987,28 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
         println!("Results written to {}", dir.display());
     }
     Ok(())
+}
+
+/// The latency markers' age at the sinks: how long a batch took from its source through
+/// the job (see `sabot::runtime::SINK_LATENCY_US`).
+fn print_latency(result: &sabot::runtime::JobResult) {
+    let markers = result
+        .histograms
+        .get(sabot::runtime::SINK_LATENCY_US)
+        .map_or(0, |h| h.count());
+    if let (Some(p50), Some(p99), Some(max)) = (
+        result.latency(0.5),
+        result.latency(0.99),
+        result.latency(1.0),
+    ) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "Batch latency, source to sink ({markers} latency markers): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(p50),
+            ms(p99),
+            ms(max)
+        );
+    }
 }
 
 fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {

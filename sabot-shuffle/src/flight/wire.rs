@@ -42,6 +42,7 @@ const WATERMARK: u8 = b'W';
 const BARRIER: u8 = b'B';
 const IDLE: u8 = b'I';
 const END: u8 = b'E';
+const LATENCY: u8 = b'L';
 const CREDIT: u8 = b'C';
 const DONE: u8 = b'D';
 
@@ -104,6 +105,11 @@ impl FrameEncoder {
             }
             Message::Idle => out.push(control(vec![IDLE])),
             Message::EndOfStream => out.push(control(vec![END])),
+            Message::LatencyMarker(us) => {
+                let mut m = vec![LATENCY];
+                m.extend_from_slice(&us.to_le_bytes());
+                out.push(control(m));
+            }
             other => {
                 return Err(ShuffleError::Malformed {
                     channel: None,
@@ -297,6 +303,7 @@ impl FrameDecoder {
             })),
             [IDLE] => Ok(Message::Idle),
             [END] => Ok(Message::EndOfStream),
+            [LATENCY, rest @ ..] if rest.len() == 8 => Ok(Message::LatencyMarker(i64_at(rest))),
             [] => Err(self.malformed("an empty frame".into())),
             [tag, ..] => Err(self.malformed(format!(
                 "unknown control message {:?} of {} bytes",
@@ -366,6 +373,7 @@ mod tests {
             Message::Data(batch.clone()),
             Message::Watermark(Timestamp::from_millis(-3)),
             Message::Data(batch.clone()),
+            Message::LatencyMarker(1_733_000_000_123_456),
             Message::EndOfStream,
         ] {
             enc.encode(&m, &mut frames).unwrap();
@@ -391,11 +399,15 @@ mod tests {
         )
         .unwrap();
         let got = round_trip(&batch);
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5);
         assert!(matches!(&got[0], Message::Data(b) if *b == batch));
         assert!(matches!(&got[1], Message::Watermark(w) if w.millis() == -3));
         assert!(matches!(&got[2], Message::Data(b) if *b == batch));
-        assert!(matches!(&got[3], Message::EndOfStream));
+        assert!(matches!(
+            &got[3],
+            Message::LatencyMarker(1_733_000_000_123_456)
+        ));
+        assert!(matches!(&got[4], Message::EndOfStream));
     }
 
     /// A record batch frame for a one-column `schema` with these buffers over a zeroed
