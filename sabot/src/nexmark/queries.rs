@@ -12,7 +12,7 @@ use sabot_core::{RecordBatch, SchemaRef, Timestamp};
 use sabot_operators::{
     KeyedContext, KeyedProcessFunction, ProcessState, Result as OpResult, RowWriter,
 };
-use sabot_state::{StateDescriptor, ValueState};
+use sabot_state::{ListState, StateDescriptor, ValueState};
 use sabot_time::TimeDomain;
 
 use super::{EventKind, NexmarkConfig, NexmarkSource};
@@ -417,15 +417,19 @@ impl KeyedProcessFunction for TopPerWindow {
 /// A bid as q7 keeps it: auction, price, bidder, date_time, extra.
 type Bid = (i64, i64, i64, i64, String);
 
-/// q7's per-window state: the highest price and the bids at that price.
+/// q7's per-window state: the highest price, and the bids at that price in a list (a
+/// tie appends without reading the list; a higher price clears it).
 #[derive(Default)]
 struct HighestBid {
-    best: Option<ValueState<(i64, Vec<Bid>)>>,
+    state: Option<(ValueState<i64>, ListState<Bid>)>,
 }
 
 impl KeyedProcessFunction for HighestBid {
     fn open(&mut self, state: &mut ProcessState) -> OpResult<()> {
-        self.best = Some(state.value_state(StateDescriptor::new("highest"))?);
+        self.state = Some((
+            state.value_state(StateDescriptor::new("highest"))?,
+            state.list_state(StateDescriptor::new("highest_bids"))?,
+        ));
         Ok(())
     }
 
@@ -437,9 +441,11 @@ impl KeyedProcessFunction for HighestBid {
         _out: &mut RowWriter,
     ) -> OpResult<()> {
         let price = int_at(batch, "price", row)?;
-        let Some(st) = &self.best else { return Ok(()) };
-        let current = st.get(ctx.state())?;
-        if current.as_ref().is_some_and(|(p, _)| *p > price) {
+        let Some((highest, bids)) = &self.state else {
+            return Ok(());
+        };
+        let current = highest.get(ctx.state())?;
+        if current.is_some_and(|p| p > price) {
             return Ok(());
         }
         let extra = batch
@@ -453,19 +459,16 @@ impl KeyedProcessFunction for HighestBid {
             int_at(batch, "date_time", row)?,
             extra,
         );
-        let next = match current {
+        match current {
             None => {
                 let start = ctx.key_i64().unwrap_or(0);
                 ctx.register_event_time_timer(Timestamp::from_millis(start + 10_000 - 1));
-                (price, vec![bid])
             }
-            Some((p, mut bids)) if p == price => {
-                bids.push(bid);
-                (p, bids)
-            }
-            Some(_) => (price, vec![bid]),
-        };
-        Ok(st.update(ctx.state(), &next)?)
+            Some(p) if p == price => return Ok(bids.add(ctx.state(), &bid)?),
+            Some(_) => bids.clear(ctx.state())?,
+        }
+        highest.update(ctx.state(), &price)?;
+        Ok(bids.add(ctx.state(), &bid)?)
     }
 
     fn on_timer(
@@ -475,17 +478,18 @@ impl KeyedProcessFunction for HighestBid {
         ctx: &mut KeyedContext<'_>,
         out: &mut RowWriter,
     ) -> OpResult<()> {
-        let Some(st) = &self.best else { return Ok(()) };
-        if let Some((_, bids)) = st.get(ctx.state())? {
-            for (auction, price, bidder, t, extra) in bids {
-                out.append_i64(0, auction)?;
-                out.append_i64(1, price)?;
-                out.append_i64(2, bidder)?;
-                out.append_i64(3, t)?;
-                out.append_str(4, &extra)?;
-            }
-            st.clear(ctx.state())?;
+        let Some((highest, bids)) = &self.state else {
+            return Ok(());
+        };
+        for (auction, price, bidder, t, extra) in bids.get(ctx.state())? {
+            out.append_i64(0, auction)?;
+            out.append_i64(1, price)?;
+            out.append_i64(2, bidder)?;
+            out.append_i64(3, t)?;
+            out.append_str(4, &extra)?;
         }
+        highest.clear(ctx.state())?;
+        bids.clear(ctx.state())?;
         Ok(())
     }
 }
