@@ -20,6 +20,7 @@
 
 mod lookup;
 mod rows;
+mod store;
 mod stored;
 
 pub use lookup::LookupJoinFactory;

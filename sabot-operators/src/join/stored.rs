@@ -8,10 +8,10 @@ use sabot_core::arrow::datatypes::{DataType, Field};
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
 use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
-use sabot_state::{StateBackend, StateId};
 use sabot_time::{TimeDomain, TimerService};
 
-use super::rows::{Pairs, SideRows, bad_entry, entry, split_namespace, time_key, write_entry};
+use super::rows::{Pairs, SideRows};
+use super::store::{Found, RowStore, StateNames};
 use super::{JoinColumns, JoinType, join_columns, side_fingerprint};
 use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
@@ -375,24 +375,26 @@ impl TwoInputOperatorFactory for JoinFactory {
     ) -> Result<Box<dyn Operator>> {
         let (cols, lt, rt) = self.bind(left, right)?;
         let name = self.name();
-        let mut backend = ctx.open_state(&format!(
-            "join-{}-{}",
-            self.left_keys.join("-"),
-            self.right_keys.join("-")
-        ))?;
-        let states = [
-            backend.register(
-                "join.left",
-                &side_fingerprint("join-left", left, &cols.left_keys),
-            )?,
-            backend.register(
-                "join.right",
-                &side_fingerprint("join-right", right, &cols.right_keys),
-            )?,
-        ];
-        for &st in &states {
-            backend.index_for_scans(st)?;
-        }
+        let names = StateNames {
+            ctx: ctx.clone(),
+            operator: format!(
+                "join-{}-{}",
+                self.left_keys.join("-"),
+                self.right_keys.join("-")
+            ),
+            fingerprints: [
+                side_fingerprint("join-left", left, &cols.left_keys),
+                side_fingerprint("join-right", right, &cols.right_keys),
+            ],
+        };
+        // Memory state: the rows live in hash tables in the operator, written to a
+        // backend only for snapshots (the same layout either way).
+        let store = if ctx.state.name() == "memory" {
+            RowStore::memory(names)
+        } else {
+            let (backend, states) = names.open()?;
+            RowStore::Backend { backend, states }
+        };
         Ok(Box::new(TimeJoinOp {
             sides: [
                 Side {
@@ -417,15 +419,13 @@ impl TwoInputOperatorFactory for JoinFactory {
             name,
             bound: self.bound,
             outer: self.join_type == JoinType::LeftOuter,
-            backend,
-            states,
+            store,
             timers: TimerService::new(ctx.max_parallelism),
             max_parallelism: ctx.max_parallelism,
             watermark: Timestamp::MIN,
             late: ctx.metrics.counter(JOIN_LATE_RECORDS_DROPPED),
             hashes: Vec::new(),
             key: Vec::new(),
-            ns: Vec::new(),
         }))
     }
 }
@@ -451,9 +451,8 @@ struct TimeJoinOp {
     /// A regular left outer join emits its outer rows at once and retracts them when a
     /// partner comes: the output has the [`CHANGELOG_OP`] column.
     changelog: bool,
-    backend: Box<dyn StateBackend>,
     /// Stored rows of the left and the right input.
-    states: [StateId; 2],
+    store: RowStore,
     timers: Timers,
     max_parallelism: usize,
     watermark: Timestamp,
@@ -461,7 +460,6 @@ struct TimeJoinOp {
     late: Counter,
     hashes: Vec<u64>,
     key: Vec<u8>,
-    ns: Vec<u8>,
 }
 
 impl TimeJoinOp {
@@ -485,12 +483,10 @@ impl TimeJoinOp {
         let keys = side.keys.of(&batch, &mut self.hashes)?;
         let rows = side.rows.encode(&batch)?;
         let mut pairs = Pairs::new(self.extra_columns, self.changelog);
-        let (mine, other) = (self.states[input], self.states[1 - input]);
         let bound = self.bound;
         let (outer, changelog) = (self.outer, self.changelog);
         let cutoff = self.cutoff();
         let now = self.clock.now_ms();
-        let mut to_mark: Vec<Vec<u8>> = Vec::new();
         for row in 0..batch.num_rows() {
             let ts = match &times {
                 Some(t) if t.is_null(row) => {
@@ -521,63 +517,40 @@ impl TimeJoinOp {
             keys.write(row, &mut self.key);
             let me = rows.row(row);
             let me = me.as_ref();
-            let (lo, hi) = if right {
+            let range = if right {
                 bound.left_range(ts)
             } else {
                 bound.right_range(ts)
             };
             // Probe the other side's rows of this key, in time order.
             let mut matched = false;
-            let mut bad = None;
             let my_index = right.then(|| pairs.add_right(me));
-            self.backend
-                .scan(other, kg, &self.key, b"", &mut |ns, value| {
-                    let (Some((t, partner)), Some((count, unmatched))) =
-                        (split_namespace(ns), entry(value))
-                    else {
-                        bad = Some("namespace or value too short");
+            self.store.probe(
+                &self.name,
+                1 - input,
+                kg,
+                &self.key,
+                range,
+                &mut |p: Found<'_>| {
+                    if bound.expiry(!right, p.ts) <= cutoff {
                         return false;
-                    };
-                    if t > hi {
-                        return false;
-                    }
-                    if t < lo || bound.expiry(!right, t) <= cutoff {
-                        return true;
                     }
                     matched = true;
                     if right {
-                        if changelog && unmatched > 0 {
+                        if changelog && p.unmatched > 0 {
                             // The left row's outer rows were emitted: retract them.
-                            pairs.push(partner, None, &[], unmatched, true);
+                            pairs.push(p.row, None, &[], p.unmatched, true);
                         }
-                        pairs.push(partner, my_index, &bound.extra(t), count, false);
-                        if outer && unmatched > 0 {
-                            to_mark.push(ns.to_vec());
-                        }
+                        pairs.push(p.row, my_index, &bound.extra(p.ts), p.count, false);
+                        // A left outer join remembers which left rows found a partner.
+                        outer && p.unmatched > 0
                     } else {
-                        let r = pairs.add_right(partner);
-                        pairs.push(me, Some(r), &bound.extra(ts), count, false);
+                        let r = pairs.add_right(p.row);
+                        pairs.push(me, Some(r), &bound.extra(ts), p.count, false);
+                        false
                     }
-                    true
-                })?;
-            if let Some(what) = bad {
-                return Err(bad_entry(&self.name, what));
-            }
-            // A left outer join remembers which left rows found a partner.
-            for ns in to_mark.drain(..) {
-                let mut err = None;
-                self.backend
-                    .update(other, kg, &self.key, &ns, &mut |old, new| {
-                        match old.and_then(entry) {
-                            Some((count, _)) => write_entry(new, count, 0),
-                            None => err = Some("a left row vanished while being matched"),
-                        }
-                        Ok(())
-                    })?;
-                if let Some(what) = err {
-                    return Err(bad_entry(&self.name, what));
-                }
-            }
+                },
+            )?;
             let unmatched = u32::from(outer && !right && !matched);
             if changelog && unmatched > 0 {
                 pairs.push(me, None, &[], 1, false);
@@ -588,25 +561,8 @@ impl TimeJoinOp {
                 continue;
             }
             // Keep the row for partners still to come.
-            self.ns.clear();
-            self.ns.extend_from_slice(&time_key(stored));
-            self.ns.extend_from_slice(me);
-            let mut err = None;
-            self.backend
-                .update(mine, kg, &self.key, &self.ns, &mut |old, new| {
-                    let (count, was) = match old {
-                        None => (0, 0),
-                        Some(v) => entry(v).unwrap_or_else(|| {
-                            err = Some("stored value too short");
-                            (0, 0)
-                        }),
-                    };
-                    write_entry(new, count.saturating_add(1), was.saturating_add(unmatched));
-                    Ok(())
-                })?;
-            if let Some(what) = err {
-                return Err(bad_entry(&self.name, what));
-            }
+            self.store
+                .add(&self.name, input, kg, &self.key, stored, me, unmatched)?;
             if expiry != i64::MAX {
                 let at = Timestamp::from_millis(expiry);
                 let timer = (kg, self.key.clone());
@@ -636,7 +592,6 @@ impl TimeJoinOp {
     /// time-bounded left outer join emits the left ones that matched nothing.
     fn expire(&mut self, domain: TimeDomain, cutoff: i64, out: &mut Output) -> Result<()> {
         let mut pairs = Pairs::new(self.extra_columns, self.changelog);
-        let mut expired: Vec<Vec<u8>> = Vec::new();
         loop {
             let next = match domain {
                 TimeDomain::EventTime => self.timers.next_event_timer(),
@@ -645,32 +600,21 @@ impl TimeJoinOp {
             let Some(t) = next else { break };
             let right = t.namespace;
             let (kg, key) = t.key;
-            let state = self.states[usize::from(right)];
             let bound = self.bound;
             let emit_outer = self.outer && !right && bound.is_time_bounded();
-            let mut bad = None;
-            self.backend.scan(state, kg, &key, b"", &mut |ns, value| {
-                let (Some((ts, row)), Some((_, unmatched))) = (split_namespace(ns), entry(value))
-                else {
-                    bad = Some("namespace or value too short");
-                    return false;
-                };
-                // Expiry grows with the stored time: the rest is still joinable.
-                if bound.expiry(right, ts) > cutoff {
-                    return false;
-                }
-                if emit_outer {
-                    pairs.push(row, None, &bound.extra(ts), unmatched, false);
-                }
-                expired.push(ns.to_vec());
-                true
-            })?;
-            if let Some(what) = bad {
-                return Err(bad_entry(&self.name, what));
-            }
-            for ns in expired.drain(..) {
-                self.backend.delete(state, kg, &key, &ns)?;
-            }
+            // Expiry grows with the stored time: the rest is still joinable.
+            self.store.expire(
+                &self.name,
+                usize::from(right),
+                kg,
+                &key,
+                &|ts| bound.expiry(right, ts) <= cutoff,
+                &mut |ts, row, unmatched| {
+                    if emit_outer {
+                        pairs.push(row, None, &bound.extra(ts), unmatched, false);
+                    }
+                },
+            )?;
         }
         self.emit(&mut pairs, out)
     }
@@ -723,11 +667,12 @@ impl Operator for TimeJoinOp {
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(dir, &mut self.backend, &self.timers, self.watermark)
+        self.store
+            .snapshot_async(&self.name, dir, &self.timers, self.watermark)
     }
 
     fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(dirs, &mut self.backend, &mut self.timers)?;
+        self.watermark = self.store.restore(&self.name, dirs, &mut self.timers)?;
         Ok(())
     }
 }

@@ -1,0 +1,398 @@
+//! Where a join keeps its rows: in the job's state backend, or (memory state) in hash
+//! tables inside the operator, written to a backend only for snapshots.
+//!
+//! Both keep the same entries (see [`super::rows`]): per side, key and event time, a row
+//! with how many times it arrived and how many of those matched nothing yet. The
+//! in-operator store keeps each key's rows in a vector sorted by time, so a probe
+//! binary-searches its time range and expiry drops a prefix; the backend store goes
+//! through byte-level state (composite keys with the whole row in the namespace, an
+//! ordered index per key). Snapshots of both have the same layout: a job can restore
+//! either from either, at any parallelism.
+
+use hashbrown::HashMap;
+use sabot_core::key::KeyGroup;
+use sabot_state::{StateBackend, StateId};
+
+use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
+use crate::{Result, TaskContext};
+
+/// One stored row of the in-operator store.
+pub(crate) struct StoredRow {
+    ts: i64,
+    row: Box<[u8]>,
+    count: u32,
+    unmatched: u32,
+}
+
+/// One key's rows, sorted by time (arrival order among equal times).
+pub(crate) struct KeyRows {
+    kg: KeyGroup,
+    rows: Vec<StoredRow>,
+}
+
+/// A row a probe found: its time, bytes, count and unmatched count.
+pub(crate) struct Found<'a> {
+    pub(crate) ts: i64,
+    pub(crate) row: &'a [u8],
+    pub(crate) count: u32,
+    pub(crate) unmatched: u32,
+}
+
+/// The names a join's state is registered under, to open backends for snapshots.
+pub(crate) struct StateNames {
+    pub(crate) ctx: TaskContext,
+    pub(crate) operator: String,
+    pub(crate) fingerprints: [String; 2],
+}
+
+impl StateNames {
+    /// A backend of this subtask with both sides' states registered.
+    pub(crate) fn open(&self) -> Result<(Box<dyn StateBackend>, [StateId; 2])> {
+        let mut backend = self.ctx.open_state(&self.operator)?;
+        let states = [
+            backend.register("join.left", &self.fingerprints[0])?,
+            backend.register("join.right", &self.fingerprints[1])?,
+        ];
+        for &st in &states {
+            backend.index_for_scans(st)?;
+        }
+        Ok((backend, states))
+    }
+}
+
+/// A join's rows, per side.
+pub(crate) enum RowStore {
+    /// In the job's backend.
+    Backend {
+        backend: Box<dyn StateBackend>,
+        states: [StateId; 2],
+    },
+    /// In the operator (memory state).
+    Memory {
+        sides: [HashMap<Box<[u8]>, KeyRows>; 2],
+        names: StateNames,
+    },
+}
+
+impl RowStore {
+    /// The in-operator store.
+    pub(crate) fn memory(names: StateNames) -> Self {
+        RowStore::Memory {
+            sides: [HashMap::new(), HashMap::new()],
+            names,
+        }
+    }
+
+    /// Visits the rows of `side` under `key` with times in `[lo, hi]`, in time order;
+    /// `f` returns whether the row is now matched (its unmatched count drops to 0).
+    pub(crate) fn probe(
+        &mut self,
+        operator: &str,
+        side: usize,
+        kg: KeyGroup,
+        key: &[u8],
+        (lo, hi): (i64, i64),
+        f: &mut dyn FnMut(Found<'_>) -> bool,
+    ) -> Result<()> {
+        match self {
+            RowStore::Memory { sides, .. } => {
+                let Some(k) = sides[side].get_mut(key) else {
+                    return Ok(());
+                };
+                let from = k.rows.partition_point(|r| r.ts < lo);
+                for r in &mut k.rows[from..] {
+                    if r.ts > hi {
+                        break;
+                    }
+                    let found = Found {
+                        ts: r.ts,
+                        row: &r.row[..],
+                        count: r.count,
+                        unmatched: r.unmatched,
+                    };
+                    if f(found) {
+                        r.unmatched = 0;
+                    }
+                }
+                Ok(())
+            }
+            RowStore::Backend { backend, states } => {
+                let state = states[side];
+                let mut bad = None;
+                let mut matched: Vec<Vec<u8>> = Vec::new();
+                backend.scan(state, kg, key, b"", &mut |ns, value| {
+                    let (Some((ts, row)), Some((count, unmatched))) =
+                        (split_namespace(ns), entry(value))
+                    else {
+                        bad = Some("namespace or value too short");
+                        return false;
+                    };
+                    if ts > hi {
+                        return false;
+                    }
+                    if ts >= lo
+                        && f(Found {
+                            ts,
+                            row,
+                            count,
+                            unmatched,
+                        })
+                    {
+                        matched.push(ns.to_vec());
+                    }
+                    true
+                })?;
+                if let Some(what) = bad {
+                    return Err(bad_entry(operator, what));
+                }
+                for ns in matched {
+                    let mut err = None;
+                    backend.update(state, kg, key, &ns, &mut |old, new| {
+                        match old.and_then(entry) {
+                            Some((count, _)) => write_entry(new, count, 0),
+                            None => err = Some("a row vanished while being matched"),
+                        }
+                        Ok(())
+                    })?;
+                    if let Some(what) = err {
+                        return Err(bad_entry(operator, what));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps one more arrival of `row` at time `ts` under `key`, `unmatched` (0 or 1)
+    /// of it not matched yet.
+    pub(crate) fn add(
+        &mut self,
+        operator: &str,
+        side: usize,
+        kg: KeyGroup,
+        key: &[u8],
+        ts: i64,
+        row: &[u8],
+        unmatched: u32,
+    ) -> Result<()> {
+        match self {
+            RowStore::Memory { sides, .. } => {
+                let k = match sides[side].get_mut(key) {
+                    Some(k) => k,
+                    None => sides[side].entry(key.into()).or_insert(KeyRows {
+                        kg,
+                        rows: Vec::new(),
+                    }),
+                };
+                let stored = StoredRow {
+                    ts,
+                    row: row.into(),
+                    count: 1,
+                    unmatched,
+                };
+                // Rows mostly come in time order: the end, or just before it.
+                if k.rows.last().is_none_or(|r| r.ts <= ts) {
+                    k.rows.push(stored);
+                } else {
+                    let at = k.rows.partition_point(|r| r.ts <= ts);
+                    k.rows.insert(at, stored);
+                }
+                Ok(())
+            }
+            RowStore::Backend { backend, states } => {
+                let mut ns = Vec::with_capacity(8 + row.len());
+                ns.extend_from_slice(&time_key(ts));
+                ns.extend_from_slice(row);
+                add_entry(operator, backend.as_mut(), states[side], kg, key, &ns, 1, unmatched)
+            }
+        }
+    }
+
+    /// Removes the rows of `side` under `key` whose expiry (growing with their time) is
+    /// at or before `cutoff`, visiting each with `f(ts, row, unmatched)`.
+    pub(crate) fn expire(
+        &mut self,
+        operator: &str,
+        side: usize,
+        kg: KeyGroup,
+        key: &[u8],
+        expired: &dyn Fn(i64) -> bool,
+        f: &mut dyn FnMut(i64, &[u8], u32),
+    ) -> Result<()> {
+        match self {
+            RowStore::Memory { sides, .. } => {
+                let Some(k) = sides[side].get_mut(key) else {
+                    return Ok(());
+                };
+                let n = k.rows.partition_point(|r| expired(r.ts));
+                for r in k.rows.drain(..n) {
+                    f(r.ts, &r.row[..], r.unmatched);
+                }
+                if k.rows.is_empty() {
+                    sides[side].remove(key);
+                }
+                Ok(())
+            }
+            RowStore::Backend { backend, states } => {
+                let state = states[side];
+                let mut bad = None;
+                let mut gone: Vec<Vec<u8>> = Vec::new();
+                backend.scan(state, kg, key, b"", &mut |ns, value| {
+                    let (Some((ts, row)), Some((_, unmatched))) =
+                        (split_namespace(ns), entry(value))
+                    else {
+                        bad = Some("namespace or value too short");
+                        return false;
+                    };
+                    if !expired(ts) {
+                        return false;
+                    }
+                    f(ts, row, unmatched);
+                    gone.push(ns.to_vec());
+                    true
+                })?;
+                if let Some(what) = bad {
+                    return Err(bad_entry(operator, what));
+                }
+                for ns in gone {
+                    backend.delete(state, kg, key, &ns)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a snapshot into `dir`: of the job's backend, or (in-operator rows) of a
+    /// fresh backend holding every row, identical rows merged into one entry as the
+    /// backend store keeps them.
+    pub(crate) fn snapshot_async<K, N>(
+        &mut self,
+        operator: &str,
+        dir: &std::path::Path,
+        timers: &sabot_time::TimerService<K, N>,
+        watermark: sabot_core::Timestamp,
+    ) -> Result<Option<crate::SnapshotWrite>>
+    where
+        K: sabot_time::TimerKey,
+        N: sabot_time::TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    {
+        let (sides, names) = match self {
+            RowStore::Backend { backend, .. } => {
+                return crate::snapshot::backend_write_async(dir, backend, timers, watermark);
+            }
+            RowStore::Memory { sides, names } => (sides, names),
+        };
+        let (mut backend, states) = names.open()?;
+        let mut ns = Vec::new();
+        for (side, rows) in sides.iter().enumerate() {
+            for (key, k) in rows {
+                for r in &k.rows {
+                    ns.clear();
+                    ns.extend_from_slice(&time_key(r.ts));
+                    ns.extend_from_slice(&r.row);
+                    add_entry(
+                        operator,
+                        backend.as_mut(),
+                        states[side],
+                        k.kg,
+                        key,
+                        &ns,
+                        r.count,
+                        r.unmatched,
+                    )?;
+                }
+            }
+        }
+        crate::snapshot::backend_write_async(dir, &mut backend, timers, watermark)
+    }
+
+    /// Restores the rows and `timers` from the snapshots in `dirs`; returns the
+    /// watermark they were taken at.
+    pub(crate) fn restore<K, N>(
+        &mut self,
+        operator: &str,
+        dirs: &[std::path::PathBuf],
+        timers: &mut sabot_time::TimerService<K, N>,
+    ) -> Result<sabot_core::Timestamp>
+    where
+        K: sabot_time::TimerKey,
+        N: sabot_time::TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    {
+        let (sides, names) = match self {
+            RowStore::Backend { backend, .. } => {
+                return crate::snapshot::backend_read(dirs, backend, timers);
+            }
+            RowStore::Memory { sides, names } => (sides, names),
+        };
+        let (mut backend, states) = names.open()?;
+        let watermark = crate::snapshot::backend_read(dirs, &mut backend, timers)?;
+        let range = backend.key_groups();
+        for (side, state) in states.into_iter().enumerate() {
+            let rows = &mut sides[side];
+            rows.clear();
+            for kg in range.start..range.end {
+                let kg = KeyGroup(kg);
+                let mut bad = None;
+                backend.scan_key_group(state, kg, &mut |key, ns, value| {
+                    let (Some((ts, row)), Some((count, unmatched))) =
+                        (split_namespace(ns), entry(value))
+                    else {
+                        bad = Some("namespace or value too short");
+                        return false;
+                    };
+                    rows.entry(key.into())
+                        .or_insert(KeyRows {
+                            kg,
+                            rows: Vec::new(),
+                        })
+                        .rows
+                        .push(StoredRow {
+                            ts,
+                            row: row.into(),
+                            count,
+                            unmatched,
+                        });
+                    true
+                })?;
+                if let Some(what) = bad {
+                    return Err(bad_entry(operator, what));
+                }
+            }
+            // A key group's scan need not come in namespace order.
+            for k in rows.values_mut() {
+                k.rows.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.row.cmp(&b.row)));
+            }
+        }
+        Ok(watermark)
+    }
+}
+
+/// Adds `count` arrivals (`unmatched` of them unmatched) to the entry at `ns`.
+#[allow(clippy::too_many_arguments)]
+fn add_entry(
+    operator: &str,
+    backend: &mut dyn StateBackend,
+    state: StateId,
+    kg: KeyGroup,
+    key: &[u8],
+    ns: &[u8],
+    count: u32,
+    unmatched: u32,
+) -> Result<()> {
+    let mut err = None;
+    backend.update(state, kg, key, ns, &mut |old, new| {
+        let (c, u) = match old {
+            None => (0, 0),
+            Some(v) => entry(v).unwrap_or_else(|| {
+                err = Some("stored value too short");
+                (0, 0)
+            }),
+        };
+        write_entry(new, c.saturating_add(count), u.saturating_add(unmatched));
+        Ok(())
+    })?;
+    match err {
+        Some(what) => Err(bad_entry(operator, what)),
+        None => Ok(()),
+    }
+}
