@@ -9,6 +9,8 @@
 //! ordered index per key). Snapshots of both have the same layout: a job can restore
 //! either from either, at any parallelism.
 
+use std::collections::VecDeque;
+
 use hashbrown::HashMap;
 use sabot_core::key::KeyGroup;
 use sabot_state::{StateBackend, StateId};
@@ -24,10 +26,11 @@ pub(crate) struct StoredRow {
     unmatched: u32,
 }
 
-/// One key's rows, sorted by time (arrival order among equal times).
+/// One key's rows, sorted by time (arrival order among equal times): expiry pops the
+/// front, new rows push the back.
 pub(crate) struct KeyRows {
     kg: KeyGroup,
-    rows: Vec<StoredRow>,
+    rows: VecDeque<StoredRow>,
 }
 
 /// A row a probe found: its time, bytes, count and unmatched count.
@@ -100,7 +103,7 @@ impl RowStore {
                     return Ok(());
                 };
                 let from = k.rows.partition_point(|r| r.ts < lo);
-                for r in &mut k.rows[from..] {
+                for r in k.rows.range_mut(from..) {
                     if r.ts > hi {
                         break;
                     }
@@ -181,7 +184,7 @@ impl RowStore {
                     Some(k) => k,
                     None => sides[side].entry(key.into()).or_insert(KeyRows {
                         kg,
-                        rows: Vec::new(),
+                        rows: VecDeque::new(),
                     }),
                 };
                 let stored = StoredRow {
@@ -191,8 +194,8 @@ impl RowStore {
                     unmatched,
                 };
                 // Rows mostly come in time order: the end, or just before it.
-                if k.rows.last().is_none_or(|r| r.ts <= ts) {
-                    k.rows.push(stored);
+                if k.rows.back().is_none_or(|r| r.ts <= ts) {
+                    k.rows.push_back(stored);
                 } else {
                     let at = k.rows.partition_point(|r| r.ts <= ts);
                     k.rows.insert(at, stored);
@@ -343,10 +346,10 @@ impl RowStore {
                     rows.entry(key.into())
                         .or_insert(KeyRows {
                             kg,
-                            rows: Vec::new(),
+                            rows: VecDeque::new(),
                         })
                         .rows
-                        .push(StoredRow {
+                        .push_back(StoredRow {
                             ts,
                             row: row.into(),
                             count,
@@ -360,7 +363,9 @@ impl RowStore {
             }
             // A key group's scan need not come in namespace order.
             for k in rows.values_mut() {
-                k.rows.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.row.cmp(&b.row)));
+                k.rows
+                    .make_contiguous()
+                    .sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.row.cmp(&b.row)));
             }
         }
         Ok(watermark)
