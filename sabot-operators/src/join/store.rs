@@ -13,15 +13,23 @@ use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use sabot_core::key::KeyGroup;
+use smallvec::SmallVec;
 use sabot_state::{StateBackend, StateId};
 
 use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
 use crate::{Result, TaskContext};
 
+/// A join key: an `Int64` key (8 bytes) or a short composite one sits in the hash
+/// table's bucket (no pointer to chase on a lookup).
+type Key = SmallVec<[u8; 16]>;
+
+/// A stored row's bytes: a few fixed-width columns fit inline.
+type RowBytes = SmallVec<[u8; 40]>;
+
 /// One stored row of the in-operator store.
 pub(crate) struct StoredRow {
     ts: i64,
-    row: Box<[u8]>,
+    row: RowBytes,
     count: u32,
     unmatched: u32,
 }
@@ -72,7 +80,7 @@ pub(crate) enum RowStore {
     },
     /// In the operator (memory state).
     Memory {
-        sides: [HashMap<Box<[u8]>, KeyRows>; 2],
+        sides: [HashMap<Key, KeyRows>; 2],
         names: StateNames,
     },
 }
@@ -182,14 +190,14 @@ impl RowStore {
             RowStore::Memory { sides, .. } => {
                 let k = match sides[side].get_mut(key) {
                     Some(k) => k,
-                    None => sides[side].entry(key.into()).or_insert(KeyRows {
+                    None => sides[side].entry(Key::from_slice(key)).or_insert(KeyRows {
                         kg,
                         rows: VecDeque::new(),
                     }),
                 };
                 let stored = StoredRow {
                     ts,
-                    row: row.into(),
+                    row: RowBytes::from_slice(row),
                     count: 1,
                     unmatched,
                 };
@@ -343,7 +351,7 @@ impl RowStore {
                         bad = Some("namespace or value too short");
                         return false;
                     };
-                    rows.entry(key.into())
+                    rows.entry(Key::from_slice(key))
                         .or_insert(KeyRows {
                             kg,
                             rows: VecDeque::new(),
@@ -351,7 +359,7 @@ impl RowStore {
                         .rows
                         .push_back(StoredRow {
                             ts,
-                            row: row.into(),
+                            row: RowBytes::from_slice(row),
                             count,
                             unmatched,
                         });
