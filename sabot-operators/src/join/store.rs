@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use sabot_core::key::KeyGroup;
-use smallvec::SmallVec;
 use sabot_state::{StateBackend, StateId};
+use smallvec::SmallVec;
 
 use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
 use crate::{Result, TaskContext};
@@ -72,6 +72,8 @@ impl StateNames {
 }
 
 /// A join's rows, per side.
+// One per operator: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum RowStore {
     /// In the job's backend.
     Backend {
@@ -176,6 +178,7 @@ impl RowStore {
 
     /// Keeps one more arrival of `row` at time `ts` under `key`, `unmatched` (0 or 1)
     /// of it not matched yet.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
         operator: &str,
@@ -214,7 +217,16 @@ impl RowStore {
                 let mut ns = Vec::with_capacity(8 + row.len());
                 ns.extend_from_slice(&time_key(ts));
                 ns.extend_from_slice(row);
-                add_entry(operator, backend.as_mut(), states[side], kg, key, &ns, 1, unmatched)
+                add_entry(
+                    operator,
+                    backend.as_mut(),
+                    states[side],
+                    kg,
+                    key,
+                    &ns,
+                    1,
+                    unmatched,
+                )
             }
         }
     }
