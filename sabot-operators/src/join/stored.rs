@@ -387,9 +387,12 @@ impl TwoInputOperatorFactory for JoinFactory {
                 side_fingerprint("join-right", right, &cols.right_keys),
             ],
         };
-        // Memory state: the rows live in hash tables in the operator, written to a
-        // backend only for snapshots (the same layout either way).
-        let store = if ctx.state.name() == "memory" {
+        // Memory state and rows bounded by the watermark: the rows live in hash tables
+        // in the operator, written to a backend only for snapshots (the same layout
+        // either way). A regular join's rows live for ever or for a time to live: its
+        // state can grow large, and the backend's copy-on-write snapshots do not copy
+        // it at every checkpoint.
+        let store = if ctx.state.name() == "memory" && self.bound.is_time_bounded() {
             RowStore::memory(names)
         } else {
             let (backend, states) = names.open()?;
