@@ -31,6 +31,7 @@ pub use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 pub use arrow::record_batch::RecordBatch;
 
 mod error;
+pub mod hint;
 mod ids;
 pub mod key;
 mod message;

@@ -1,5 +1,5 @@
 //! Latency markers: sources stamp them, they travel behind the batches through queues,
-//! exchanges and operators, and sinks record their age (`sabot::runtime::SINK_LATENCY_US`).
+//! exchanges (to one target each) and operators, and sinks record their age (`sabot::runtime::SINK_LATENCY_US`).
 
 use std::time::Duration;
 
@@ -30,16 +30,15 @@ fn markers_cross_the_exchange_behind_the_batches_and_sinks_record_their_age() {
     // The first batch of each source subtask gets one, then one every 10 ms of a job
     // that runs at least 200 batches x 2 ms over 2 subtasks.
     assert!(markers >= 10, "{markers} markers reached the sinks");
-    // A marker is stamped before its batch leaves the source and reaches the sink
-    // after the slow map processed that batch: never younger than the map's sleep.
-    let youngest = r.latency(0.0).unwrap();
+    // The source is far faster than the maps, so their input queues fill up: most
+    // markers (each goes to one of the two maps, as in Flink) wait behind at least one
+    // batch that takes the map 2 ms. A marker stamped late (or recorded early) would be
+    // younger than that.
+    let p50 = r.latency(0.5).unwrap();
     assert!(
-        youngest >= slow,
-        "a marker overtook its batch: {youngest:?}"
+        p50 >= slow,
+        "markers did not wait behind the batches: p50 {p50:?}"
     );
     let p99 = r.latency(0.99).unwrap();
-    assert!(
-        p99 >= youngest && p99 < Duration::from_secs(10),
-        "p99 {p99:?}"
-    );
+    assert!(p99 >= p50 && p99 < Duration::from_secs(10), "p99 {p99:?}");
 }

@@ -12,19 +12,142 @@ use super::aggregate::RowSel;
 use crate::keys::BatchKeys;
 
 /// Where a [`GroupTable`] keeps its keys: a single `Int64` key column is stored as plain
-/// integers (compared as integers); anything else in Arrow's row format.
+/// integers (compared as integers) in an [`IntTable`]; anything else in Arrow's row
+/// format, found through a hash table of group indices.
 enum KeyStore {
-    Int64(Vec<i64>),
+    Int64(IntTable),
     Rows(Rows),
+}
+
+/// A slot of an [`IntTable`]: a key and its group (12 bytes, no padding).
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Slot {
+    key: i64,
+    group: u32,
+}
+
+/// An empty slot's group.
+const EMPTY: u32 = u32::MAX;
+
+/// Open addressing with linear probing over (key, group) slots, at most half full: a
+/// lookup usually touches one cache line, which [`prefetch`](Self::prefetch) can fetch
+/// ahead of time (a table of group indices would chase the key in a second array).
+struct IntTable {
+    slots: Vec<Slot>,
+    ints: Vec<i64>,
+}
+
+impl IntTable {
+    fn new() -> Self {
+        IntTable {
+            slots: Vec::new(),
+            ints: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Brings the slot where `hash`'s search starts into the cache.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if let Some(s) = self.slots.get(hash as usize & self.mask()) {
+            sabot_core::hint::prefetch(s);
+        }
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: i64) -> Option<u32> {
+        let mask = self.mask();
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.group == EMPTY {
+                return None;
+            }
+            if s.key == key {
+                return Some(s.group);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The group of `key`, the next group number if new.
+    #[inline]
+    fn find_or_insert(&mut self, hash: u64, key: i64) -> (u32, bool) {
+        if (self.ints.len() + 1) * 2 > self.slots.len() {
+            self.grow(self.ints.len() + 1);
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.group == EMPTY {
+                let g = self.ints.len() as u32;
+                self.slots[i] = Slot { key, group: g };
+                self.ints.push(key);
+                return (g, true);
+            }
+            if s.key == key {
+                return (s.group, false);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Makes room for `groups` groups (re-placing every slot).
+    fn grow(&mut self, groups: usize) {
+        let want = (groups * 2).next_power_of_two().max(16);
+        if want <= self.slots.len() {
+            return;
+        }
+        let mut slots = vec![
+            Slot {
+                key: 0,
+                group: EMPTY
+            };
+            want
+        ];
+        let mask = want - 1;
+        for (g, &key) in self.ints.iter().enumerate() {
+            let mut i = sabot_core::key::hash_i64(key) as usize & mask;
+            while slots[i].group != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = Slot {
+                key,
+                group: g as u32,
+            };
+        }
+        self.slots = slots;
+    }
+
+    fn clear(&mut self) {
+        self.slots.fill(Slot {
+            key: 0,
+            group: EMPTY,
+        });
+        self.ints.clear();
+    }
 }
 
 /// Maps keys to group indices `0..len()`, in first-seen order. Keys are stored once, in
 /// one contiguous buffer, so a group costs no allocation of its own.
 pub(crate) struct GroupTable {
+    /// Row keys: group indices by key hash (unused for integer keys).
     table: HashTable<u32>,
     hashes: Vec<u64>,
     keys: KeyStore,
 }
+
+/// How many rows ahead [`GroupTable::groups_of`] prefetches integer keys' slots.
+const PREFETCH_AHEAD: usize = 16;
 
 impl GroupTable {
     /// The group of row `r` of a batch with keys `keys` and key hashes `hashes`,
@@ -45,6 +168,28 @@ impl GroupTable {
         sel: RowSel<'_>,
         out: &mut Vec<u32>,
     ) {
+        if let (BatchKeys::Int64(k), KeyStore::Int64(_)) = (keys, &self.keys) {
+            // Fetch the slots a few rows ahead: the table is larger than the caches.
+            match sel {
+                RowSel::All => {
+                    for r in 0..hashes.len() {
+                        if let Some(&ahead) = hashes.get(r + PREFETCH_AHEAD) {
+                            self.prefetch_i64(ahead);
+                        }
+                        out.push(self.find_or_insert_i64(hashes[r], k.value(r)));
+                    }
+                }
+                RowSel::Some(rows) => {
+                    for (n, &r) in rows.iter().enumerate() {
+                        if let Some(&ahead) = rows.get(n + PREFETCH_AHEAD) {
+                            self.prefetch_i64(hashes[ahead as usize]);
+                        }
+                        out.push(self.find_or_insert_i64(hashes[r as usize], k.value(r as usize)));
+                    }
+                }
+            }
+            return;
+        }
         match sel {
             RowSel::All => out.extend((0..hashes.len()).map(|r| self.group_of(keys, hashes, r))),
             RowSel::Some(rows) => out.extend(
@@ -54,12 +199,19 @@ impl GroupTable {
         }
     }
 
+    #[inline]
+    fn prefetch_i64(&self, hash: u64) {
+        if let KeyStore::Int64(t) = &self.keys {
+            t.prefetch(hash);
+        }
+    }
+
     /// A table for a single `Int64` key column.
     pub(crate) fn for_int64() -> Self {
         GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
-            keys: KeyStore::Int64(Vec::new()),
+            keys: KeyStore::Int64(IntTable::new()),
         }
     }
 
@@ -81,7 +233,7 @@ impl GroupTable {
         self.table.clear();
         self.hashes.clear();
         match &mut self.keys {
-            KeyStore::Int64(ints) => ints.clear(),
+            KeyStore::Int64(t) => t.clear(),
             KeyStore::Rows(rows) => rows.clear(),
         }
     }
@@ -97,7 +249,7 @@ impl GroupTable {
     #[inline]
     pub(crate) fn key_bytes(&self, g: usize, out: &mut Vec<u8>) {
         match &self.keys {
-            KeyStore::Int64(ints) => out.extend_from_slice(&ints[g].to_le_bytes()),
+            KeyStore::Int64(t) => out.extend_from_slice(&t.ints[g].to_le_bytes()),
             KeyStore::Rows(rows) => out.extend_from_slice(rows.row(g).as_ref()),
         }
     }
@@ -108,24 +260,14 @@ impl GroupTable {
     /// If the table was made for row keys (a bug in the window operator).
     #[inline]
     pub(crate) fn find_or_insert_i64(&mut self, hash: u64, key: i64) -> u32 {
-        let GroupTable {
-            table,
-            hashes,
-            keys,
-        } = self;
-        let KeyStore::Int64(ints) = keys else {
+        let KeyStore::Int64(t) = &mut self.keys else {
             panic!("integer key used on a table of row keys");
         };
-        match table.entry(hash, |&g| ints[g as usize] == key, |&g| hashes[g as usize]) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(v) => {
-                let g = hashes.len() as u32;
-                hashes.push(hash);
-                ints.push(key);
-                v.insert(g);
-                g
-            }
+        let (g, new) = t.find_or_insert(hash, key);
+        if new {
+            self.hashes.push(hash);
         }
+        g
     }
 
     /// The group of the row `key` (hashed as `hash`), created if new.
@@ -160,11 +302,16 @@ impl GroupTable {
 
     /// Makes room for `n` more groups.
     pub(crate) fn reserve(&mut self, n: usize) {
-        let hashes = &self.hashes;
-        self.table.reserve(n, |&g| hashes[g as usize]);
         self.hashes.reserve(n);
-        if let KeyStore::Int64(ints) = &mut self.keys {
-            ints.reserve(n);
+        match &mut self.keys {
+            KeyStore::Int64(t) => {
+                t.grow(t.ints.len() + n);
+                t.ints.reserve(n);
+            }
+            KeyStore::Rows(_) => {
+                let hashes = &self.hashes;
+                self.table.reserve(n, |&g| hashes[g as usize]);
+            }
         }
     }
 
@@ -174,7 +321,7 @@ impl GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
             keys: match &self.keys {
-                KeyStore::Int64(_) => KeyStore::Int64(Vec::new()),
+                KeyStore::Int64(_) => KeyStore::Int64(IntTable::new()),
                 KeyStore::Rows(rows) => {
                     let mut empty = rows.clone();
                     empty.clear();
@@ -189,7 +336,7 @@ impl GroupTable {
     pub(crate) fn insert_from(&mut self, other: &GroupTable, g: usize) -> u32 {
         let hash = other.hashes[g];
         match &other.keys {
-            KeyStore::Int64(ints) => self.find_or_insert_i64(hash, ints[g]),
+            KeyStore::Int64(t) => self.find_or_insert_i64(hash, t.ints[g]),
             KeyStore::Rows(rows) => self.find_or_insert_row(hash, rows.row(g)),
         }
     }
@@ -199,10 +346,7 @@ impl GroupTable {
     pub(crate) fn find_from(&self, other: &GroupTable, g: usize) -> Option<u32> {
         let hash = other.hashes[g];
         match (&self.keys, &other.keys) {
-            (KeyStore::Int64(mine), KeyStore::Int64(theirs)) => self
-                .table
-                .find(hash, |&h| mine[h as usize] == theirs[g])
-                .copied(),
+            (KeyStore::Int64(mine), KeyStore::Int64(theirs)) => mine.find(hash, theirs.ints[g]),
             (KeyStore::Rows(mine), KeyStore::Rows(theirs)) => self
                 .table
                 .find(hash, |&h| {
@@ -220,13 +364,60 @@ impl GroupTable {
         groups: Option<&[u32]>,
     ) -> Result<Vec<ArrayRef>, ArrowError> {
         match (&self.keys, groups) {
-            (KeyStore::Int64(ints), None) => Ok(vec![Arc::new(Int64Array::from(ints.clone()))]),
-            (KeyStore::Int64(ints), Some(g)) => Ok(vec![Arc::new(Int64Array::from_iter_values(
-                g.iter().map(|&g| ints[g as usize]),
+            (KeyStore::Int64(t), None) => Ok(vec![Arc::new(Int64Array::from(t.ints.clone()))]),
+            (KeyStore::Int64(t), Some(g)) => Ok(vec![Arc::new(Int64Array::from_iter_values(
+                g.iter().map(|&g| t.ints[g as usize]),
             ))]),
             (KeyStore::Rows(rows), None) => converter.convert_rows(rows.iter()),
             (KeyStore::Rows(rows), Some(g)) => {
                 converter.convert_rows(g.iter().map(|&g| rows.row(g as usize)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The integer table against a `HashMap` model: groups in first-seen order,
+        /// through growth, `reserve` and `clear`.
+        #[test]
+        fn int_table_matches_a_map(
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec(-50i64..5000, 0..3000), any::<bool>()),
+                1..4,
+            ),
+        ) {
+            let mut t = GroupTable::for_int64();
+            for (keys, reserve_first) in rounds {
+                if reserve_first {
+                    t.reserve(keys.len());
+                }
+                let mut model: std::collections::HashMap<i64, u32> = Default::default();
+                for &k in &keys {
+                    let next = model.len() as u32;
+                    let want = *model.entry(k).or_insert(next);
+                    prop_assert_eq!(t.find_or_insert_i64(sabot_core::key::hash_i64(k), k), want);
+                }
+                prop_assert_eq!(t.len(), model.len());
+                let mut bytes = Vec::new();
+                for (&k, &g) in &model {
+                    bytes.clear();
+                    t.key_bytes(g as usize, &mut bytes);
+                    prop_assert_eq!(bytes.as_slice(), &k.to_le_bytes()[..]);
+                    let mut other = GroupTable::for_int64();
+                    let og = other.find_or_insert_i64(sabot_core::key::hash_i64(k), k);
+                    prop_assert_eq!(t.find_from(&other, og as usize), Some(g));
+                }
+                let mut absent = GroupTable::for_int64();
+                let ag = absent.find_or_insert_i64(sabot_core::key::hash_i64(-99), -99);
+                prop_assert_eq!(t.find_from(&absent, ag as usize), None);
+                t.clear();
+                prop_assert_eq!(t.len(), 0);
             }
         }
     }
