@@ -115,8 +115,13 @@ impl IntTable {
             want
         ];
         let mask = want - 1;
+        let slot_of = |key: i64| sabot_core::key::hash_i64(key) as usize & mask;
         for (g, &key) in self.ints.iter().enumerate() {
-            let mut i = sabot_core::key::hash_i64(key) as usize & mask;
+            // The new table is larger than the caches too: fetch ahead.
+            if let Some(&ahead) = self.ints.get(g + PREFETCH_AHEAD) {
+                sabot_core::hint::prefetch(&slots[slot_of(ahead)]);
+            }
+            let mut i = slot_of(key);
             while slots[i].group != EMPTY {
                 i = (i + 1) & mask;
             }
