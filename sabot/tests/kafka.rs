@@ -164,6 +164,16 @@ fn offsets_restore_and_the_exactly_once_sink_give_each_record_once() {
     }
 }
 
+/// The values of a batch's first column (the ids).
+fn first_column(b: &sabot::arrow::record_batch::RecordBatch) -> Vec<i64> {
+    b.column(0)
+        .as_any()
+        .downcast_ref::<sabot::arrow::array::Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
 /// Polls `s` until `ids` holds `want` ids or `deadline` passes; errors are returned.
 fn read_ids(
     s: &mut Box<dyn sabot::operators::Source>,
@@ -174,12 +184,7 @@ fn read_ids(
     let deadline = std::time::Instant::now() + within;
     while ids.len() < want && std::time::Instant::now() < deadline {
         if let SourcePoll::Batch(b) = s.poll_next().map_err(|e| e.to_string())? {
-            let col = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<sabot::arrow::array::Int64Array>()
-                .unwrap();
-            ids.extend(col.values().iter().copied());
+            ids.extend(first_column(&b));
         }
     }
     Ok(())
@@ -426,12 +431,7 @@ fn each_partition_is_read_by_one_subtask_and_spare_subtasks_go_idle() {
             match s.poll_next().unwrap() {
                 SourcePoll::Batch(b) => {
                     first.get_or_insert("batch");
-                    let col = b
-                        .column(0)
-                        .as_any()
-                        .downcast_ref::<sabot::arrow::array::Int64Array>()
-                        .unwrap();
-                    ids.extend(col.values().iter().copied());
+                    ids.extend(first_column(&b));
                 }
                 SourcePoll::MarkIdle => {
                     first.get_or_insert("idle");

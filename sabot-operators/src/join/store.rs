@@ -131,33 +131,23 @@ impl RowStore {
             }
             RowStore::Backend { backend, states } => {
                 let state = states[side];
-                let mut bad = None;
                 let mut matched: Vec<Vec<u8>> = Vec::new();
-                backend.scan(state, kg, key, b"", &mut |ns, value| {
-                    let (Some((ts, row)), Some((count, unmatched))) =
-                        (split_namespace(ns), entry(value))
-                    else {
-                        bad = Some("namespace or value too short");
-                        return false;
-                    };
-                    if ts > hi {
-                        return false;
-                    }
-                    if ts >= lo
-                        && f(Found {
-                            ts,
-                            row,
-                            count,
-                            unmatched,
-                        })
-                    {
-                        matched.push(ns.to_vec());
-                    }
-                    true
-                })?;
-                if let Some(what) = bad {
-                    return Err(bad_entry(operator, what));
-                }
+                scan_entries(
+                    operator,
+                    backend.as_ref(),
+                    state,
+                    kg,
+                    key,
+                    &mut |ns, found| {
+                        if found.ts > hi {
+                            return false;
+                        }
+                        if found.ts >= lo && f(found) {
+                            matched.push(ns.to_vec());
+                        }
+                        true
+                    },
+                )?;
                 for ns in matched {
                     let mut err = None;
                     backend.update(state, kg, key, &ns, &mut |old, new| {
@@ -258,25 +248,22 @@ impl RowStore {
             }
             RowStore::Backend { backend, states } => {
                 let state = states[side];
-                let mut bad = None;
                 let mut gone: Vec<Vec<u8>> = Vec::new();
-                backend.scan(state, kg, key, b"", &mut |ns, value| {
-                    let (Some((ts, row)), Some((_, unmatched))) =
-                        (split_namespace(ns), entry(value))
-                    else {
-                        bad = Some("namespace or value too short");
-                        return false;
-                    };
-                    if !expired(ts) {
-                        return false;
-                    }
-                    f(ts, row, unmatched);
-                    gone.push(ns.to_vec());
-                    true
-                })?;
-                if let Some(what) = bad {
-                    return Err(bad_entry(operator, what));
-                }
+                scan_entries(
+                    operator,
+                    backend.as_ref(),
+                    state,
+                    kg,
+                    key,
+                    &mut |ns, found| {
+                        if !expired(found.ts) {
+                            return false;
+                        }
+                        f(found.ts, found.row, found.unmatched);
+                        gone.push(ns.to_vec());
+                        true
+                    },
+                )?;
                 for ns in gone {
                     backend.delete(state, kg, key, &ns)?;
                 }
@@ -389,6 +376,39 @@ impl RowStore {
             }
         }
         Ok(watermark)
+    }
+}
+
+/// Visits the entries of `state` under `key` in namespace (time) order with their
+/// namespace; `f` returns `false` to stop. A malformed entry is an error.
+fn scan_entries(
+    operator: &str,
+    backend: &dyn StateBackend,
+    state: StateId,
+    kg: KeyGroup,
+    key: &[u8],
+    f: &mut dyn FnMut(&[u8], Found<'_>) -> bool,
+) -> Result<()> {
+    let mut bad = None;
+    backend.scan(state, kg, key, b"", &mut |ns, value| {
+        let (Some((ts, row)), Some((count, unmatched))) = (split_namespace(ns), entry(value))
+        else {
+            bad = Some("namespace or value too short");
+            return false;
+        };
+        f(
+            ns,
+            Found {
+                ts,
+                row,
+                count,
+                unmatched,
+            },
+        )
+    })?;
+    match bad {
+        Some(what) => Err(bad_entry(operator, what)),
+        None => Ok(()),
     }
 }
 
