@@ -198,7 +198,11 @@ impl ProducerContext for Deliveries {
 impl Deliveries {
     /// `Err` naming the first failure if any record could not be delivered since the
     /// last check.
-    pub(crate) fn check(&self, what: &str) -> Result<()> {
+    pub(crate) fn check(&self, what: impl FnOnce() -> String) -> Result<()> {
+        // A plain load first: this runs for every record sent.
+        if self.failed.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
         let failed = self.failed.swap(0, Ordering::Relaxed);
         if failed == 0 {
             return Ok(());
@@ -210,7 +214,7 @@ impl Deliveries {
             .take()
             .unwrap_or_default();
         Err(KafkaError::Delivery {
-            context: what.to_owned(),
+            context: what(),
             failed,
             first,
         })
@@ -236,7 +240,7 @@ pub(crate) fn send(producer: &KafkaProducer, r: &OutRecord<'_>, max_bytes: usize
     }
     producer
         .context()
-        .check(&format!("produce to `{}`", r.topic))?;
+        .check(|| format!("produce to `{}`", r.topic))?;
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for (k, v) in r.headers {
         headers = headers.insert(Header {
@@ -317,7 +321,7 @@ impl Sender {
         self.producer
             .flush(Duration::from_secs(60))
             .map_err(|e| KafkaError::client(what.clone(), e))?;
-        self.producer.context().check(&what)
+        self.producer.context().check(|| what)
     }
 }
 

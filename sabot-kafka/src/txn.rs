@@ -217,7 +217,7 @@ impl TxnLog {
             self.producer
                 .flush(TXN_TIMEOUT)
                 .map_err(|e| KafkaError::client(ctx("flush"), e))?;
-            self.producer.context().check(&ctx("publish"))?;
+            self.producer.context().check(|| ctx("publish"))?;
             self.producer
                 .commit_transaction(TXN_TIMEOUT)
                 .map_err(|e| KafkaError::client(ctx("commit transaction"), e))
@@ -260,7 +260,7 @@ impl TxnLog {
         self.producer
             .flush(Duration::from_secs(60))
             .map_err(|e| KafkaError::client(what.clone(), e))?;
-        self.producer.context().check(&what)
+        self.producer.context().check(|| what)
     }
 
     /// Whether records are staged since the last barrier.
