@@ -19,9 +19,38 @@ use smallvec::SmallVec;
 use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
 use crate::{Result, TaskContext};
 
-/// A join key: an `Int64` key (8 bytes) or a short composite one sits in the hash
-/// table's bucket (no pointer to chase on a lookup).
-type Key = SmallVec<[u8; 16]>;
+/// A join key in the hash table: up to 16 bytes (an `Int64` key is 8) sit in the bucket
+/// and compare as two words (no pointer to chase, no `memcmp` call); longer ones live on
+/// the heap.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Inline { len: u8, bytes: [u8; 16] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    #[inline]
+    fn new(key: &[u8]) -> Self {
+        match key.len() {
+            len @ 0..=16 => {
+                let mut bytes = [0; 16];
+                bytes[..len].copy_from_slice(key);
+                Key::Inline {
+                    len: len as u8,
+                    bytes,
+                }
+            }
+            _ => Key::Heap(key.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(b) => b,
+        }
+    }
+}
 
 /// A stored row's bytes: a few fixed-width columns fit inline.
 type RowBytes = SmallVec<[u8; 40]>;
@@ -109,7 +138,7 @@ impl RowStore {
     ) -> Result<()> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let Some(k) = sides[side].get_mut(key) else {
+                let Some(k) = sides[side].get_mut(&Key::new(key)) else {
                     return Ok(());
                 };
                 let from = k.rows.partition_point(|r| r.ts < lo);
@@ -181,13 +210,10 @@ impl RowStore {
     ) -> Result<()> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let k = match sides[side].get_mut(key) {
-                    Some(k) => k,
-                    None => sides[side].entry(Key::from_slice(key)).or_insert(KeyRows {
-                        kg,
-                        rows: VecDeque::new(),
-                    }),
-                };
+                let k = sides[side].entry(Key::new(key)).or_insert_with(|| KeyRows {
+                    kg,
+                    rows: VecDeque::new(),
+                });
                 let stored = StoredRow {
                     ts,
                     row: RowBytes::from_slice(row),
@@ -234,7 +260,8 @@ impl RowStore {
     ) -> Result<()> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let Some(k) = sides[side].get_mut(key) else {
+                let key = Key::new(key);
+                let Some(k) = sides[side].get_mut(&key) else {
                     return Ok(());
                 };
                 let n = k.rows.partition_point(|r| expired(r.ts));
@@ -242,7 +269,7 @@ impl RowStore {
                     f(r.ts, &r.row[..], r.unmatched);
                 }
                 if k.rows.is_empty() {
-                    sides[side].remove(key);
+                    sides[side].remove(&key);
                 }
                 Ok(())
             }
@@ -305,7 +332,7 @@ impl RowStore {
                         backend.as_mut(),
                         states[side],
                         k.kg,
-                        key,
+                        key.as_slice(),
                         &ns,
                         r.count,
                         r.unmatched,
@@ -350,7 +377,7 @@ impl RowStore {
                         bad = Some("namespace or value too short");
                         return false;
                     };
-                    rows.entry(Key::from_slice(key))
+                    rows.entry(Key::new(key))
                         .or_insert(KeyRows {
                             kg,
                             rows: VecDeque::new(),
