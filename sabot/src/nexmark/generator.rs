@@ -193,54 +193,6 @@ impl NexmarkConfig {
     }
 }
 
-/// [`NexmarkConfig::timestamp`] of increasing event numbers without a division per
-/// event: the quotient and remainder of `n * 1000 / rate` carried from one to the next.
-struct Times {
-    rate: u64,
-    n: u64,
-    q: u64,
-    r: u64,
-}
-
-impl Times {
-    fn new(config: &NexmarkConfig, n: u64) -> Self {
-        let rate = config.rate.max(1);
-        let x = n.saturating_mul(1000);
-        Times {
-            rate,
-            n,
-            q: x / rate,
-            r: x % rate,
-        }
-    }
-
-    /// The event time of event `n` (any `n`; cheapest a little after the last one).
-    #[inline]
-    fn at(&mut self, n: u64) -> i64 {
-        match n.checked_sub(self.n) {
-            Some(d) if d <= 64 => {
-                self.r += d * 1000;
-                self.n = n;
-                if self.r >= self.rate {
-                    self.q += self.r / self.rate;
-                    self.r %= self.rate;
-                }
-            }
-            _ => {
-                let rate = self.rate;
-                let x = n.saturating_mul(1000);
-                *self = Times {
-                    rate,
-                    n,
-                    q: x / rate,
-                    r: x % rate,
-                };
-            }
-        }
-        BASE_TIME_MS + self.q as i64
-    }
-}
-
 /// Persons created before event `n` (counting event `n`'s own person).
 #[inline]
 fn last_person(n: u64) -> u64 {
@@ -604,7 +556,6 @@ impl Generator {
         let mut channel: Vec<i32> = Vec::with_capacity(rows);
         let mut extra = Strings::with_capacity(rows, rows * 24);
         let ch = channels();
-        let mut times = Times::new(&self.config, range.start);
         for n in Self::numbers(range, EventKind::Bid) {
             let mut r = SplitMix64::new(self.config.seed, n);
             let a = if r.below(HOT_AUCTION_RATIO) > 0 {
@@ -627,7 +578,7 @@ impl Generator {
                 HOT_CHANNELS.len() + r.below(CHANNELS) as usize
             };
             channel.push(c as i32);
-            ts.push(times.at(n));
+            ts.push(self.config.timestamp(n));
             push_extra(&mut extra.values, &mut r, ch.bytes[c] + 32, BID_AVG_BYTES);
             extra.end();
         }
@@ -647,34 +598,5 @@ impl Generator {
             Arc::new(Int64Array::from(ts)),
             extra.finish(),
         ])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        /// Carried event times equal the division, for small and large rates, small
-        /// steps and jumps (forward and back).
-        #[test]
-        fn carried_times_equal_the_division(
-            rate in prop_oneof![
-                Just(10_000_000u64), Just(1000), Just(10), 1u64..2000, 1u64..1_000_000_000
-            ],
-            start in 0u64..1 << 40,
-            steps in proptest::collection::vec(prop_oneof![0u64..70, 0u64..1 << 30], 1..200),
-            back in any::<bool>(),
-        ) {
-            let config = NexmarkConfig::new(1 << 50, 0, rate);
-            let mut times = Times::new(&config, start);
-            let mut n = start;
-            for (i, d) in steps.into_iter().enumerate() {
-                n = if back && i == 3 { n.saturating_sub(d) } else { (n + d).min(1 << 50) };
-                prop_assert_eq!(times.at(n), config.timestamp(n), "event {}", n);
-            }
-        }
     }
 }
