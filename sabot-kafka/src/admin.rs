@@ -152,15 +152,23 @@ pub(crate) fn max_message_bytes<'a>(
     Ok(limit)
 }
 
-/// The bytes `r` takes against `message.max.bytes` (key, value and headers; librdkafka
-/// adds a few dozen bytes of framing).
-pub(crate) fn record_bytes(r: &OutRecord<'_>) -> usize {
-    r.key.map_or(0, <[u8]>::len)
+/// [`KafkaError::RecordTooLarge`] if `r` (key, value and headers; librdkafka adds a few
+/// dozen bytes of framing) is over `max_bytes`.
+pub(crate) fn check_size(r: &OutRecord<'_>, max_bytes: usize) -> Result<()> {
+    let bytes = r.key.map_or(0, <[u8]>::len)
         + r.value.map_or(0, <[u8]>::len)
         + r.headers
             .iter()
             .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
+            .sum::<usize>();
+    if bytes > max_bytes {
+        return Err(KafkaError::RecordTooLarge {
+            topic: r.topic.to_owned(),
+            bytes,
+            limit: max_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// A producer that keeps its delivery failures: librdkafka reports a record it could not
@@ -230,14 +238,7 @@ pub(crate) fn producer(cfg: &ClientConfig, bootstrap: &str) -> Result<KafkaProdu
 /// Sends `r`, waiting while the producer's queue is full (backpressure); a record over
 /// `max_bytes` is refused with [`KafkaError::RecordTooLarge`] before it is sent.
 pub(crate) fn send(producer: &KafkaProducer, r: &OutRecord<'_>, max_bytes: usize) -> Result<()> {
-    let bytes = record_bytes(r);
-    if bytes > max_bytes {
-        return Err(KafkaError::RecordTooLarge {
-            topic: r.topic.to_owned(),
-            bytes,
-            limit: max_bytes,
-        });
-    }
+    check_size(r, max_bytes)?;
     producer
         .context()
         .check(|| format!("produce to `{}`", r.topic))?;

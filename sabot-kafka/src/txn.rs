@@ -41,7 +41,7 @@ use sabot_core::CheckpointId;
 use sabot_operators::StagedFiles;
 use sabot_time::TimerCodec;
 
-use crate::admin::{KafkaProducer, OutRecord, max_message_bytes, producer, record_bytes, send};
+use crate::admin::{KafkaProducer, OutRecord, check_size, max_message_bytes, producer, send};
 use crate::{KafkaError, Result};
 
 /// The topic holding commit markers (one partition, keyed by transactional id).
@@ -136,14 +136,7 @@ impl TxnLog {
         };
         // Refused now, not when the checkpoint is published (where it would fail every
         // restart again).
-        let bytes = record_bytes(r);
-        if bytes > self.max_bytes {
-            return Err(KafkaError::RecordTooLarge {
-                topic: r.topic.to_owned(),
-                bytes,
-                limit: self.max_bytes,
-            });
-        }
+        check_size(r, self.max_bytes)?;
         let topic_index = &mut self.topic_index;
         let w = files.writer(|_| {
             // Topic indexes are per file.

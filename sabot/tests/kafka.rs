@@ -482,32 +482,31 @@ fn cli_topics_produce_and_consume() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("cli\t2 partitions"));
-    let mut child = Command::new(sabot)
-        .args([
-            "produce",
-            "--topic",
-            "cli",
-            "--key-separator",
-            ":",
-            "--brokers",
-            &b,
-        ])
-        // One record per batch: see `PRODUCER_SETTINGS`.
-        .arg(format!(
-            "--producer-property={}={}",
-            PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1
-        ))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a:1\nb:2\nc:3\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    // `sabot produce` with `input` on its stdin.
+    let produce = |input: &[u8]| {
+        let mut child = Command::new(sabot)
+            .args([
+                "produce",
+                "--topic",
+                "cli",
+                "--key-separator",
+                ":",
+                "--brokers",
+                &b,
+            ])
+            // One record per batch: see `PRODUCER_SETTINGS`.
+            .arg(format!(
+                "--producer-property={}={}",
+                PRODUCER_SETTINGS[0].0, PRODUCER_SETTINGS[0].1
+            ))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = produce(b"a:1\nb:2\nc:3\n");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = Command::new(sabot)
         .args(["consume", "--topic", "cli", "--keys", "--brokers", &b])
@@ -520,28 +519,7 @@ fn cli_topics_produce_and_consume() {
     lines.sort();
     assert_eq!(lines, ["a\t1", "b\t2", "c\t3"]);
     // A line without the separator is a clear error.
-    let mut child = Command::new(sabot)
-        .args([
-            "produce",
-            "--topic",
-            "cli",
-            "--key-separator",
-            ":",
-            "--brokers",
-            &b,
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a:1\nnope\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(!o.status.success());
+    let o = produce(b"a:1\nnope\n");
     assert!(String::from_utf8_lossy(&o.stderr).contains("line 2"));
 }
 

@@ -108,6 +108,8 @@ pub(crate) enum RowStore {
     Backend {
         backend: Box<dyn StateBackend>,
         states: [StateId; 2],
+        /// A namespace being built, reused.
+        ns: Vec<u8>,
     },
     /// In the operator (memory state).
     Memory {
@@ -158,7 +160,9 @@ impl RowStore {
                 }
                 Ok(())
             }
-            RowStore::Backend { backend, states } => {
+            RowStore::Backend {
+                backend, states, ..
+            } => {
                 let state = states[side];
                 let mut matched: Vec<Vec<u8>> = Vec::new();
                 scan_entries(
@@ -229,8 +233,12 @@ impl RowStore {
                 }
                 Ok(())
             }
-            RowStore::Backend { backend, states } => {
-                let mut ns = Vec::with_capacity(8 + row.len());
+            RowStore::Backend {
+                backend,
+                states,
+                ns,
+            } => {
+                ns.clear();
                 ns.extend_from_slice(&time_key(ts));
                 ns.extend_from_slice(row);
                 add_entry(
@@ -239,7 +247,7 @@ impl RowStore {
                     states[side],
                     kg,
                     key,
-                    &ns,
+                    ns,
                     1,
                     unmatched,
                 )
@@ -273,7 +281,9 @@ impl RowStore {
                 }
                 Ok(())
             }
-            RowStore::Backend { backend, states } => {
+            RowStore::Backend {
+                backend, states, ..
+            } => {
                 let state = states[side];
                 let mut gone: Vec<Vec<u8>> = Vec::new();
                 scan_entries(

@@ -396,7 +396,11 @@ impl TwoInputOperatorFactory for JoinFactory {
             RowStore::memory(names)
         } else {
             let (backend, states) = names.open()?;
-            RowStore::Backend { backend, states }
+            RowStore::Backend {
+                backend,
+                states,
+                ns: Vec::new(),
+            }
         };
         Ok(Box::new(TimeJoinOp {
             sides: [
