@@ -1,20 +1,25 @@
 //! Sleeping until a condition holds, woken by whoever makes it hold.
 
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence};
+use crate::ring::barrier::{self, heavy_barrier, light_barrier};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering};
+
+/// How long a waiter sleeps when the system barrier failed (see `ring::barrier`).
+const UNORDERED_NAP: Duration = Duration::from_millis(1);
 
 /// An event a thread can wait on: `wait_until(ready)` sleeps until `ready()` holds, and
 /// a task can register for it (`poll_until`); whoever may have made it hold calls
 /// `notify()` (cheap when nobody waits), which wakes sleeping threads and registered
 /// tasks.
 ///
-/// No wake-up is lost: a waiter registers (increments the waiter count), issues a
-/// sequentially consistent fence and checks `ready()` again, all under the lock, before
-/// sleeping; a notifier publishes its change, issues a fence, reads the waiter count and,
-/// if anyone waits, notifies under the same lock. Whichever fence comes second sees the
-/// other side's write. A registered task counts as a waiter until a notify wakes it.
+/// No wake-up is lost: a waiter registers (increments the waiter count), issues the heavy
+/// barrier and checks `ready()` again, all under the lock, before sleeping; a notifier
+/// publishes its change, issues the light barrier, reads the waiter count and, if anyone
+/// waits, notifies under the same lock. The two barriers order each side's write before
+/// its read (`ring::barrier`), so one side sees the other's write. A registered task counts
+/// as a waiter until a notify wakes it.
 #[derive(Debug)]
 pub(crate) struct Event {
     waiters: AtomicUsize,
@@ -25,6 +30,7 @@ pub(crate) struct Event {
 
 impl Event {
     pub(crate) fn new() -> Self {
+        barrier::init();
         Event {
             waiters: AtomicUsize::new(0),
             lock: Mutex::new(Vec::new()),
@@ -35,8 +41,18 @@ impl Event {
     /// Wakes every waiter, if any. Call after publishing the change they wait for.
     #[inline]
     pub(crate) fn notify(&self) {
-        fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        light_barrier();
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.wake_all();
+        }
+    }
+
+    /// `notify`'s slow path, out of line so that the fast path inlines into every push
+    /// and pop.
+    #[cold]
+    #[inline(never)]
+    fn wake_all(&self) {
+        {
             let tasks = {
                 let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.cond.notify_all();
@@ -61,8 +77,11 @@ impl Event {
             tasks.push(cx.waker().clone());
             self.waiters.fetch_add(1, Ordering::SeqCst);
         }
-        // As in `wait_until`: the later fence sees the other side's write.
-        fence(Ordering::SeqCst);
+        // As in `wait_until`: the barriers order each side's write before its read.
+        if !heavy_barrier() {
+            // A notify may go unseen: come back at once rather than hang.
+            cx.waker().wake_by_ref();
+        }
         // Ready now: the caller goes on; the registration only costs a spurious wake-up.
         ready()
     }
@@ -79,14 +98,20 @@ impl Event {
             }
             let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.waiters.fetch_add(1, Ordering::SeqCst);
-            // Pairs with the fence in `notify`: of the two fences, the later one sees the
-            // other side's write (the waiter count, or the change `ready` reads).
-            fence(Ordering::SeqCst);
+            // Pairs with the light barrier in `notify`: one side sees the other's write
+            // (the waiter count, or the change `ready` reads).
+            let ordered = heavy_barrier();
             if ready() {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
-            let timed_out = self.sleep(guard, deadline);
+            // Without the barrier a notify may go unseen: sleep briefly, then look again.
+            let wake_by = match (ordered, deadline) {
+                (true, d) => d,
+                (false, None) => Some(Instant::now() + UNORDERED_NAP),
+                (false, Some(d)) => Some(d.min(Instant::now() + UNORDERED_NAP)),
+            };
+            let timed_out = self.sleep(guard, wake_by) && wake_by == deadline;
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             if timed_out {
                 return ready();

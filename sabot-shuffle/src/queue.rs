@@ -28,15 +28,15 @@ use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
 fn spin_while(mut waiting: impl FnMut() -> bool) {
     #[cfg(not(sabot_loom))]
     for round in 0..10u32 {
-        if !waiting() {
-            return;
-        }
         if round <= 6 {
             for _ in 0..1u32 << round {
                 std::hint::spin_loop();
             }
         } else {
             std::thread::yield_now();
+        }
+        if !waiting() {
+            return;
         }
     }
     #[cfg(sabot_loom)]
@@ -207,6 +207,7 @@ impl<T, P: RingTx<T>> Tx<T, P> {
         }
     }
 
+    #[inline]
     fn try_push(&self, value: T) -> Result<(), TryPushError<T>> {
         if !self.shared.receiver_alive.load(Ordering::Acquire) {
             return Err(TryPushError::Closed(value));
@@ -220,7 +221,20 @@ impl<T, P: RingTx<T>> Tx<T, P> {
         }
     }
 
-    fn push(&self, mut value: T) -> Result<(), T> {
+    #[inline]
+    fn push(&self, value: T) -> Result<(), T> {
+        match self.try_push(value) {
+            Ok(()) => Ok(()),
+            Err(TryPushError::Closed(v)) => Err(v),
+            Err(TryPushError::Full(v)) => self.push_waiting(v),
+        }
+    }
+
+    /// `push` once the queue was full: waits for room, out of line so that the fast path
+    /// stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn push_waiting(&self, mut value: T) -> Result<(), T> {
         loop {
             match self.try_push(value) {
                 Ok(()) => return Ok(()),
@@ -289,6 +303,7 @@ impl<T, C: RingRx<T>> Rx<T, C> {
         }
     }
 
+    #[inline]
     fn try_pop(&self) -> Option<T> {
         let v = self.ring.pop()?;
         self.shared.not_full.notify();
@@ -300,7 +315,19 @@ impl<T, C: RingRx<T>> Rx<T, C> {
     }
 
     /// `Ok(Some)`: an item; `Ok(None)`: closed and drained; `Err`: the deadline passed.
+    #[inline]
     fn pop_until(&self, deadline: Option<Instant>) -> Result<Option<T>, ()> {
+        match self.try_pop() {
+            Some(v) => Ok(Some(v)),
+            None => self.pop_waiting(deadline),
+        }
+    }
+
+    /// `pop_until` once the queue was empty, out of line so that the fast path stays small
+    /// enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn pop_waiting(&self, deadline: Option<Instant>) -> Result<Option<T>, ()> {
         loop {
             if let Some(v) = self.try_pop() {
                 return Ok(Some(v));
@@ -364,6 +391,7 @@ macro_rules! sender_api {
         impl<T> $name<T> {
             /// Pushes `value`, blocking while the queue is full. Returns the value back
             /// if the receiver is gone.
+            #[inline]
             pub fn push(&self, value: T) -> Result<(), T> {
                 self.0.push(value)
             }
@@ -415,6 +443,7 @@ macro_rules! receiver_api {
         impl<T> $name<T> {
             /// The next item, blocking while the queue is empty; `None` once every sender
             /// is gone and the queue is drained.
+            #[inline]
             pub fn pop(&self) -> Option<T> {
                 self.0.pop_until(None).unwrap_or(None)
             }

@@ -101,6 +101,37 @@ fn items_left_in_a_dropped_queue_are_dropped_exactly_once() {
     }
 }
 
+/// Every wait that outlasts the spinning goes to sleep, so each round trip here puts a
+/// receiver (and, through the capacity of 1, a sender) to sleep: a lost wake-up leaves a
+/// `pop_timeout` waiting its full 10 s and fails the test.
+#[test]
+fn sleepers_are_woken_every_time_across_thousands_of_round_trips() {
+    let (ping_tx, ping_rx) = queue::spsc::<u32>(1);
+    let (pong_tx, pong_rx) = queue::spsc::<u32>(1);
+    let echo = std::thread::spawn(move || {
+        let mut n = 0;
+        while let Ok(Some(v)) = ping_rx.pop_timeout(Duration::from_secs(10)) {
+            if v % 4 == 0 {
+                // Long enough for the other side to stop spinning and sleep.
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            pong_tx.push(v).unwrap();
+            n += 1;
+        }
+        n
+    });
+    for i in 0..2_000 {
+        if i % 4 == 1 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        ping_tx.push(i).unwrap();
+        let back = pong_rx.pop_timeout(Duration::from_secs(10));
+        assert_eq!(back, Ok(Some(i)), "round trip {i}: lost wake-up or wrong item");
+    }
+    drop(ping_tx);
+    assert_eq!(echo.join().unwrap(), 2_000);
+}
+
 #[test]
 fn a_blocked_sender_wakes_when_the_receiver_leaves() {
     let (tx, rx) = queue::bounded::<u32>(2);
