@@ -20,7 +20,12 @@ const UNORDERED_NAP: Duration = Duration::from_millis(1);
 /// waits, notifies under the same lock. The two barriers order each side's write before
 /// its read (`ring::barrier`), so one side sees the other's write. A registered task counts
 /// as a waiter until a notify wakes it.
+///
+/// Each event has cache lines of its own: its waiter count is read by every push (or
+/// pop) of the other side and written only when a thread goes to sleep, so it must not
+/// share a line with anything written more often.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Event {
     waiters: AtomicUsize,
     /// The tasks to wake.
