@@ -126,7 +126,11 @@ fn sleepers_are_woken_every_time_across_thousands_of_round_trips() {
         }
         ping_tx.push(i).unwrap();
         let back = pong_rx.pop_timeout(Duration::from_secs(10));
-        assert_eq!(back, Ok(Some(i)), "round trip {i}: lost wake-up or wrong item");
+        assert_eq!(
+            back,
+            Ok(Some(i)),
+            "round trip {i}: lost wake-up or wrong item"
+        );
     }
     drop(ping_tx);
     assert_eq!(echo.join().unwrap(), 2_000);

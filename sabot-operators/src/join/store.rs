@@ -200,7 +200,10 @@ impl RowStore {
     }
 
     /// Keeps one more arrival of `row` at time `ts` under `key`, `unmatched` (0 or 1)
-    /// of it not matched yet.
+    /// of it not matched yet. Returns whether the row needs an expiry timer of its own:
+    /// in the operator, only a key's earliest row does (a key's timer is at its
+    /// earliest row's expiry, and [`expire`](Self::expire) says when the next one is
+    /// due); in the backend, every row does.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
@@ -211,7 +214,7 @@ impl RowStore {
         ts: i64,
         row: &[u8],
         unmatched: u32,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         match self {
             RowStore::Memory { sides, .. } => {
                 let k = sides[side].entry(Key::new(key)).or_insert_with(|| KeyRows {
@@ -225,13 +228,14 @@ impl RowStore {
                     unmatched,
                 };
                 // Rows mostly come in time order: the end, or just before it.
+                let first = k.rows.front().is_none_or(|r| ts < r.ts);
                 if k.rows.back().is_none_or(|r| r.ts <= ts) {
                     k.rows.push_back(stored);
                 } else {
                     let at = k.rows.partition_point(|r| r.ts <= ts);
                     k.rows.insert(at, stored);
                 }
-                Ok(())
+                Ok(first)
             }
             RowStore::Backend {
                 backend,
@@ -250,13 +254,16 @@ impl RowStore {
                     ns,
                     1,
                     unmatched,
-                )
+                )?;
+                Ok(true)
             }
         }
     }
 
     /// Removes the rows of `side` under `key` whose expiry (growing with their time) is
-    /// at or before `cutoff`, visiting each with `f(ts, row, unmatched)`.
+    /// at or before `cutoff`, visiting each with `f(ts, row, unmatched)`. In the
+    /// operator, returns the time of the key's earliest row left, whose expiry the
+    /// key's next timer is due at (rows in the backend have a timer each: `None`).
     pub(crate) fn expire(
         &mut self,
         operator: &str,
@@ -265,21 +272,22 @@ impl RowStore {
         key: &[u8],
         expired: &dyn Fn(i64) -> bool,
         f: &mut dyn FnMut(i64, &[u8], u32),
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         match self {
             RowStore::Memory { sides, .. } => {
                 let key = Key::new(key);
                 let Some(k) = sides[side].get_mut(&key) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let n = k.rows.partition_point(|r| expired(r.ts));
                 for r in k.rows.drain(..n) {
                     f(r.ts, &r.row[..], r.unmatched);
                 }
-                if k.rows.is_empty() {
+                let next = k.rows.front().map(|r| r.ts);
+                if next.is_none() {
                     sides[side].remove(&key);
                 }
-                Ok(())
+                Ok(next)
             }
             RowStore::Backend {
                 backend, states, ..
@@ -304,7 +312,7 @@ impl RowStore {
                 for ns in gone {
                     backend.delete(state, kg, key, &ns)?;
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -568,16 +568,12 @@ impl TimeJoinOp {
                 continue;
             }
             // Keep the row for partners still to come.
-            self.store
+            let needs_timer = self
+                .store
                 .add(&self.name, input, kg, &self.key, stored, me, unmatched)?;
-            if expiry != i64::MAX {
-                let at = Timestamp::from_millis(expiry);
+            if needs_timer && expiry != i64::MAX {
                 let timer = (kg, self.key.clone());
-                if matches!(bound, Bound::Regular(Ttl::Processing(_))) {
-                    self.timers.register_processing_time_timer(timer, right, at);
-                } else {
-                    self.timers.register_event_time_timer(timer, right, at);
-                }
+                register_expiry(&mut self.timers, bound, timer, right, expiry);
             }
         }
         self.emit(&mut pairs, out)
@@ -610,7 +606,7 @@ impl TimeJoinOp {
             let bound = self.bound;
             let emit_outer = self.outer && !right && bound.is_time_bounded();
             // Expiry grows with the stored time: the rest is still joinable.
-            self.store.expire(
+            let next = self.store.expire(
                 &self.name,
                 usize::from(right),
                 kg,
@@ -622,8 +618,36 @@ impl TimeJoinOp {
                     }
                 },
             )?;
+            // The key's rows left in the operator: a timer for the earliest (later than
+            // `cutoff`, as every row expiring by then is gone).
+            if let Some(ts) = next {
+                register_expiry(
+                    &mut self.timers,
+                    bound,
+                    (kg, key),
+                    right,
+                    bound.expiry(right, ts),
+                );
+            }
         }
         self.emit(&mut pairs, out)
+    }
+}
+
+/// A timer at `expiry` for rows of one side (`right`) under `key`, in `bound`'s time
+/// domain.
+fn register_expiry(
+    timers: &mut Timers,
+    bound: Bound,
+    key: (KeyGroup, Vec<u8>),
+    right: bool,
+    expiry: i64,
+) {
+    let at = Timestamp::from_millis(expiry);
+    if matches!(bound, Bound::Regular(Ttl::Processing(_))) {
+        timers.register_processing_time_timer(key, right, at);
+    } else {
+        timers.register_event_time_timer(key, right, at);
     }
 }
 
