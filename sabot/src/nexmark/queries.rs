@@ -222,7 +222,10 @@ fn q4(auctions: Stream, bids: Stream, config: &NexmarkConfig) -> Stream {
             Ok(cmp::lt_eq(t, e)?)
         })
         .key_by(&["id"])
-        .process_fn("closing_price", output, || ClosingPrice { state: None })
+        .process_fn("closing_price", output, || ClosingPrice {
+            state: None,
+            columns: IntColumns::new(&["price", "category", "expires"]),
+        })
         .key_by(&["category"])
         .window(GlobalWindow::with_trigger(Trigger::Count(1)))
         .aggregate([Aggregate::avg("final").alias("final")])
@@ -232,6 +235,7 @@ fn q4(auctions: Stream, bids: Stream, config: &NexmarkConfig) -> Stream {
 /// `(category, highest)` when the watermark passes the expiry.
 struct ClosingPrice {
     state: Option<(ValueState<(i64, i64, i64)>,)>,
+    columns: IntColumns,
 }
 
 impl KeyedProcessFunction for ClosingPrice {
@@ -247,8 +251,8 @@ impl KeyedProcessFunction for ClosingPrice {
         ctx: &mut KeyedContext<'_>,
         _out: &mut RowWriter,
     ) -> OpResult<()> {
-        let v = |c: &str| -> OpResult<i64> { int_at(batch, c, row) };
-        let (price, category, expires) = (v("price")?, v("category")?, v("expires")?);
+        let mut v = |i| self.columns.value(batch, i, row);
+        let (price, category, expires) = (v(0)?, v(1)?, v(2)?);
         let Some((st,)) = &self.state else {
             return Ok(());
         };
@@ -282,15 +286,59 @@ impl KeyedProcessFunction for ClosingPrice {
     }
 }
 
-/// The Int64 value of `column` in `row`.
-fn int_at(batch: &RecordBatch, column: &str, row: usize) -> OpResult<i64> {
-    let c = batch.column_by_name(column).ok_or_else(|| {
-        sabot_operators::OperatorError::InvalidPlan {
-            operator: "nexmark".into(),
-            reason: format!("no column `{column}`"),
+/// Int64 columns a process function reads by name, found once per schema: a row's
+/// value is then an index into the batch, not a search of its column names.
+struct IntColumns {
+    names: Vec<String>,
+    /// The schema of the batches last seen (batches of one stream share it), and where
+    /// each name is in it.
+    found: Option<(SchemaRef, Vec<usize>)>,
+}
+
+impl IntColumns {
+    fn new(names: &[&str]) -> Self {
+        IntColumns {
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            found: None,
         }
-    })?;
-    Ok(c.as_primitive::<Int64Type>().value(row))
+    }
+
+    /// The value of the `i`-th named column in `row` of `batch`.
+    #[inline]
+    fn value(&mut self, batch: &RecordBatch, i: usize, row: usize) -> OpResult<i64> {
+        let known = self
+            .found
+            .as_ref()
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, batch.schema_ref()));
+        if !known {
+            self.found = Some((batch.schema(), self.find(batch)?));
+        }
+        let at = self.found.as_ref().map_or(0, |(_, at)| at[i]);
+        Ok(batch.column(at).as_primitive::<Int64Type>().value(row))
+    }
+
+    /// Where each name is in `batch`, checking that it is an Int64 column.
+    fn find(&self, batch: &RecordBatch) -> OpResult<Vec<usize>> {
+        let schema = batch.schema_ref();
+        self.names
+            .iter()
+            .map(|name| match schema.index_of(name) {
+                Ok(at) if schema.field(at).data_type() == &DataType::Int64 => Ok(at),
+                Ok(at) => Err(plan_error(format!(
+                    "column `{name}` is {}, not Int64",
+                    schema.field(at).data_type()
+                ))),
+                Err(_) => Err(plan_error(format!("no column `{name}`"))),
+            })
+            .collect()
+    }
+}
+
+fn plan_error(reason: String) -> sabot_operators::OperatorError {
+    sabot_operators::OperatorError::InvalidPlan {
+        operator: "nexmark".into(),
+        reason,
+    }
 }
 
 /// q5 (hot items): bids per auction in 10 s windows every 2 s; per window, the auctions
@@ -341,14 +389,14 @@ type WindowTop = (i64, i64, Vec<i64>);
 /// Per window (the key: its start): the rows with the largest value so far; emitted when
 /// the watermark passes the window's end. q5 keeps `(auction, num)` rows by `num`.
 struct TopPerWindow {
-    columns: Vec<String>,
+    columns: IntColumns,
     best: Option<(ValueState<WindowTop>,)>,
 }
 
 impl TopPerWindow {
     fn new(columns: &[&str]) -> Self {
         TopPerWindow {
-            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            columns: IntColumns::new(columns),
             best: None,
         }
     }
@@ -368,9 +416,9 @@ impl KeyedProcessFunction for TopPerWindow {
         _out: &mut RowWriter,
     ) -> OpResult<()> {
         let (id, num, end) = (
-            int_at(batch, &self.columns[0], row)?,
-            int_at(batch, &self.columns[1], row)?,
-            int_at(batch, &self.columns[3], row)?,
+            self.columns.value(batch, 0, row)?,
+            self.columns.value(batch, 1, row)?,
+            self.columns.value(batch, 3, row)?,
         );
         let Some((st,)) = &self.best else {
             return Ok(());
@@ -419,9 +467,19 @@ type Bid = (i64, i64, i64, i64, String);
 
 /// q7's per-window state: the highest price, and the bids at that price in a list (a
 /// tie appends without reading the list; a higher price clears it).
-#[derive(Default)]
 struct HighestBid {
     state: Option<(ValueState<i64>, ListState<Bid>)>,
+    /// price, auction, bidder, date_time.
+    columns: IntColumns,
+}
+
+impl Default for HighestBid {
+    fn default() -> Self {
+        HighestBid {
+            state: None,
+            columns: IntColumns::new(&["price", "auction", "bidder", "date_time"]),
+        }
+    }
 }
 
 impl KeyedProcessFunction for HighestBid {
@@ -440,7 +498,7 @@ impl KeyedProcessFunction for HighestBid {
         ctx: &mut KeyedContext<'_>,
         _out: &mut RowWriter,
     ) -> OpResult<()> {
-        let price = int_at(batch, "price", row)?;
+        let price = self.columns.value(batch, 0, row)?;
         let Some((highest, bids)) = &self.state else {
             return Ok(());
         };
@@ -453,10 +511,10 @@ impl KeyedProcessFunction for HighestBid {
             .map(|c| c.as_string::<i32>().value(row).to_owned())
             .unwrap_or_default();
         let bid = (
-            int_at(batch, "auction", row)?,
+            self.columns.value(batch, 1, row)?,
             price,
-            int_at(batch, "bidder", row)?,
-            int_at(batch, "date_time", row)?,
+            self.columns.value(batch, 2, row)?,
+            self.columns.value(batch, 3, row)?,
             extra,
         );
         match current {
