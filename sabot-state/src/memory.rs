@@ -30,6 +30,18 @@ struct Group {
     index: Option<HashMap<Key, std::collections::BTreeSet<Key>>>,
 }
 
+/// Overwrites a stored value: in place when the length is unchanged (the common case of
+/// a counter or a fixed-size record), without the vector's growth checks.
+#[inline]
+fn set_value(v: &mut Value, value: &[u8]) {
+    if v.len() == value.len() {
+        v.copy_from_slice(value);
+    } else {
+        v.clear();
+        v.extend_from_slice(value);
+    }
+}
+
 /// Splits a composite key into its key part (length prefix and key) and namespace.
 #[inline]
 fn split_at_namespace(c: &[u8]) -> (&[u8], &[u8]) {
@@ -320,7 +332,7 @@ impl MemoryBackend {
     fn table(&self, state: StateId) -> Result<&Table> {
         self.tables
             .get(state.0 as usize)
-            .ok_or(StateError::UnknownState(state.0))
+            .ok_or_else(|| StateError::UnknownState(state.0))
     }
 
     fn group(&self, state: StateId, kg: KeyGroup) -> Result<&Group> {
@@ -333,7 +345,7 @@ impl MemoryBackend {
         let t = self
             .tables
             .get_mut(state.0 as usize)
-            .ok_or(StateError::UnknownState(state.0))?;
+            .ok_or_else(|| StateError::UnknownState(state.0))?;
         Ok(Arc::make_mut(&mut t.groups[slot]))
     }
 
@@ -472,10 +484,7 @@ impl StateBackend for MemoryBackend {
         composite(&mut scratch, key, namespace);
         let group = self.group_mut(state, kg)?;
         match group.get_mut(scratch.as_slice()) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
+            Some(v) => set_value(v, value),
             None => {
                 group.insert(Key::from_slice(&scratch), Value::from_slice(value));
             }
@@ -557,10 +566,7 @@ impl StateBackend for MemoryBackend {
         let group = self.group_mut(state, kg)?;
         // One probe when the entry exists; the value is rewritten in place.
         let result = match group.get_mut(scratch.as_slice()) {
-            Some(v) => f(Some(v), &mut new).map(|()| {
-                v.clear();
-                v.extend_from_slice(&new);
-            }),
+            Some(v) => f(Some(v), &mut new).map(|()| set_value(v, &new)),
             None => f(None, &mut new).map(|()| {
                 group.insert(Key::from_slice(&scratch), Value::from_slice(&new));
             }),
@@ -578,7 +584,7 @@ impl StateBackend for MemoryBackend {
         let t = self
             .tables
             .get_mut(state.0 as usize)
-            .ok_or(StateError::UnknownState(state.0))?;
+            .ok_or_else(|| StateError::UnknownState(state.0))?;
         if !t.indexed {
             t.indexed = true;
             for g in &mut t.groups {
@@ -592,7 +598,7 @@ impl StateBackend for MemoryBackend {
         let t = self
             .tables
             .get_mut(state.0 as usize)
-            .ok_or(StateError::UnknownState(state.0))?;
+            .ok_or_else(|| StateError::UnknownState(state.0))?;
         if t.evictable {
             return Ok(());
         }

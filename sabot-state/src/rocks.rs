@@ -374,7 +374,7 @@ impl RocksDbBackend {
         let mut buf = [0u8; 24];
         self.db()?
             .cf_handle(cf_name_in(&mut buf, state.0 as usize))
-            .ok_or(StateError::UnknownState(state.0))
+            .ok_or_else(|| StateError::UnknownState(state.0))
     }
 
     /// Visits entries whose key starts with `prefix`, in key order.
