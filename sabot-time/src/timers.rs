@@ -82,10 +82,10 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
         added
     }
 
-    fn delete(&mut self, (at, key, ns): &(Timestamp, K, N)) -> bool {
-        let key_ns = (key.clone(), ns.clone());
+    fn delete(&mut self, (at, key, ns): (Timestamp, K, N)) -> bool {
+        let key_ns = (key, ns);
         if let Some((ts, v)) = &mut self.firing
-            && ts == at
+            && *ts == at
         {
             return match v.binary_search_by(|x| key_ns.cmp(x)) {
                 Ok(i) => {
@@ -96,12 +96,12 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
                 Err(_) => false,
             };
         }
-        let Some(bucket) = self.buckets.get_mut(at) else {
+        let Some(bucket) = self.buckets.get_mut(&at) else {
             return false;
         };
         let removed = bucket.remove(&key_ns);
         if bucket.is_empty() {
-            self.buckets.remove(at);
+            self.buckets.remove(&at);
         }
         self.len -= usize::from(removed);
         removed
@@ -230,7 +230,7 @@ impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
 
     /// Deletes an event-time timer; returns whether it existed.
     pub fn delete_event_time_timer(&mut self, key: K, namespace: N, at: Timestamp) -> bool {
-        self.event.delete(&(at, key, namespace))
+        self.event.delete((at, key, namespace))
     }
 
     /// Registers a processing-time timer; returns whether it was new.
@@ -240,7 +240,7 @@ impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
 
     /// Deletes a processing-time timer; returns whether it existed.
     pub fn delete_processing_time_timer(&mut self, key: K, namespace: N, at: Timestamp) -> bool {
-        self.processing.delete(&(at, key, namespace))
+        self.processing.delete((at, key, namespace))
     }
 
     /// Moves event time to `wm` (never backwards); due timers then come out of
