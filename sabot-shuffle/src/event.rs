@@ -57,17 +57,15 @@ impl Event {
     #[cold]
     #[inline(never)]
     fn wake_all(&self) {
-        {
-            let tasks = {
-                let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                self.cond.notify_all();
-                self.waiters.fetch_sub(tasks.len(), Ordering::SeqCst);
-                std::mem::take(&mut *tasks)
-            };
-            // Woken outside the lock: a waker may run code that registers again.
-            for t in tasks {
-                t.wake();
-            }
+        let tasks = {
+            let mut tasks = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.cond.notify_all();
+            self.waiters.fetch_sub(tasks.len(), Ordering::SeqCst);
+            std::mem::take(&mut *tasks)
+        };
+        // Woken outside the lock: a waker may run code that registers again.
+        for t in tasks {
+            t.wake();
         }
     }
 
