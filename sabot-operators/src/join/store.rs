@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use sabot_core::key::KeyGroup;
 use sabot_state::{StateBackend, StateId};
+use sabot_time::TimerCodec;
 use smallvec::SmallVec;
 
 use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
@@ -22,7 +23,7 @@ use crate::{Result, TaskContext};
 /// A join key in the hash table: up to 16 bytes (an `Int64` key is 8) sit in the bucket
 /// and compare as two words (no pointer to chase, no `memcmp` call); longer ones live on
 /// the heap.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
     Inline { len: u8, bytes: [u8; 16] },
     Heap(Box<[u8]>),
@@ -30,7 +31,7 @@ pub(crate) enum Key {
 
 impl Key {
     #[inline]
-    fn new(key: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8]) -> Self {
         match key.len() {
             len @ 0..=16 => {
                 let mut bytes = [0; 16];
@@ -44,11 +45,38 @@ impl Key {
         }
     }
 
-    fn as_slice(&self) -> &[u8] {
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Key::Heap(b) => b,
         }
+    }
+}
+
+/// Ordered as byte strings (the order of the `Vec<u8>` keys it stands for).
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As a timer key: encoded as a `Vec<u8>` is (a `u32` length, then the bytes), so timers
+/// in snapshots read the same either way; a short key costs no allocation.
+impl TimerCodec for Key {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.as_slice().len() as u32).encode(out);
+        out.extend_from_slice(self.as_slice());
+    }
+
+    fn decode(input: &mut &[u8]) -> sabot_time::Result<Self> {
+        Ok(Key::new(&Vec::<u8>::decode(input)?))
     }
 }
 
@@ -143,7 +171,12 @@ impl RowStore {
                 let Some(k) = sides[side].get_mut(&Key::new(key)) else {
                     return Ok(());
                 };
-                let from = k.rows.partition_point(|r| r.ts < lo);
+                // Usually every row is in range from the first (a bid's auction, say).
+                let from = if k.rows.front().is_none_or(|r| r.ts >= lo) {
+                    0
+                } else {
+                    k.rows.partition_point(|r| r.ts < lo)
+                };
                 for r in k.rows.range_mut(from..) {
                     if r.ts > hi {
                         break;
@@ -279,7 +312,12 @@ impl RowStore {
                 let Some(k) = sides[side].get_mut(&key) else {
                     return Ok(None);
                 };
-                let n = k.rows.partition_point(|r| expired(r.ts));
+                // Usually all of a key's rows expire together (its newest is due too).
+                let n = if k.rows.back().is_some_and(|r| expired(r.ts)) {
+                    k.rows.len()
+                } else {
+                    k.rows.partition_point(|r| expired(r.ts))
+                };
                 for r in k.rows.drain(..n) {
                     f(r.ts, &r.row[..], r.unmatched);
                 }

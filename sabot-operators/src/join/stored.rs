@@ -11,7 +11,7 @@ use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_milli
 use sabot_time::{TimeDomain, TimerService};
 
 use super::rows::{Pairs, SideRows};
-use super::store::{Found, RowStore, StateNames};
+use super::store::{Found, Key, RowStore, StateNames};
 use super::{JoinColumns, JoinType, join_columns, side_fingerprint};
 use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
@@ -446,7 +446,7 @@ struct Side {
 }
 
 /// Cleanup timers: per (key group, key), namespace = whether it is the right side.
-type Timers = TimerService<(KeyGroup, Vec<u8>), bool>;
+type Timers = TimerService<(KeyGroup, Key), bool>;
 
 struct TimeJoinOp {
     sides: [Side; 2],
@@ -572,7 +572,7 @@ impl TimeJoinOp {
                 .store
                 .add(&self.name, input, kg, &self.key, stored, me, unmatched)?;
             if needs_timer && expiry != i64::MAX {
-                let timer = (kg, self.key.clone());
+                let timer = (kg, Key::new(&self.key));
                 register_expiry(&mut self.timers, bound, timer, right, expiry);
             }
         }
@@ -610,7 +610,7 @@ impl TimeJoinOp {
                 &self.name,
                 usize::from(right),
                 kg,
-                &key,
+                key.as_slice(),
                 &|ts| bound.expiry(right, ts) <= cutoff,
                 &mut |ts, row, unmatched| {
                     if emit_outer {
@@ -639,7 +639,7 @@ impl TimeJoinOp {
 fn register_expiry(
     timers: &mut Timers,
     bound: Bound,
-    key: (KeyGroup, Vec<u8>),
+    key: (KeyGroup, Key),
     right: bool,
     expiry: i64,
 ) {

@@ -91,7 +91,11 @@ pub(crate) type Buckets = (Vec<(i64, Option<Vec<u32>>)>, Vec<u32>);
 
 /// Buckets rows with event times `ts` into panes of `slide` ms (see [`Buckets`]).
 pub(crate) fn bucket_by_pane(ts: &[i64], slide: i64, too_late: impl Fn(i64) -> bool) -> Buckets {
-    let pane_of = |t: i64| t - t.rem_euclid(slide);
+    // Saturating: the pane of a time within `slide` of `i64::MIN` starts below it.
+    let pane_of = |t: i64| t.saturating_sub(t.rem_euclid(slide));
+    if ts.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
     let (lo, hi) = ts
         .iter()
         .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
@@ -100,20 +104,50 @@ pub(crate) fn bucket_by_pane(ts: &[i64], slide: i64, too_late: impl Fn(i64) -> b
         return (vec![(first, None)], Vec::new());
     }
     let mut late = Vec::new();
-    let mut by_pane: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    let mut panes: Vec<(i64, Vec<u32>)> = Vec::new();
+    // Where each pane is in `panes`, once there are too many to search.
+    let mut index: hashbrown::HashMap<i64, usize> = hashbrown::HashMap::new();
+    // Rows come mostly in time order: the pane of the row before, and where its rows go
+    // (`None`: too late), is the one to check first.
+    let mut current: Option<(i64, Option<usize>)> = None;
     for (row, &t) in ts.iter().enumerate() {
         let p = pane_of(t);
-        if too_late(p) {
-            late.push(row as u32);
-        } else {
-            by_pane.entry(p).or_default().push(row as u32);
+        let slot = match current {
+            Some((q, slot)) if q == p => slot,
+            _ => {
+                let slot = (!too_late(p)).then(|| {
+                    let found = if index.is_empty() {
+                        panes.iter().position(|(q, _)| *q == p)
+                    } else {
+                        index.get(&p).copied()
+                    };
+                    found.unwrap_or_else(|| {
+                        panes.push((p, Vec::new()));
+                        if panes.len() > PANES_SEARCHED {
+                            if index.is_empty() {
+                                index.extend(panes.iter().enumerate().map(|(i, (q, _))| (*q, i)));
+                            } else {
+                                index.insert(p, panes.len() - 1);
+                            }
+                        }
+                        panes.len() - 1
+                    })
+                });
+                current = Some((p, slot));
+                slot
+            }
+        };
+        match slot {
+            Some(i) => panes[i].1.push(row as u32),
+            None => late.push(row as u32),
         }
     }
-    (
-        by_pane.into_iter().map(|(p, r)| (p, Some(r))).collect(),
-        late,
-    )
+    panes.sort_unstable_by_key(|(p, _)| *p);
+    (panes.into_iter().map(|(p, r)| (p, Some(r))).collect(), late)
 }
+
+/// Up to this many panes in one batch are found by a linear search, more by a hash map.
+const PANES_SEARCHED: usize = 8;
 
 /// Counts rows `rows` of `batch` as late and dropped, and sends them to the
 /// [`LATE_DATA`] side output.
@@ -204,4 +238,49 @@ pub(crate) fn keyed_output(
         aggs,
         fields,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::bucket_by_pane;
+
+    proptest! {
+        /// Against a map from pane to rows, built row by row: the same panes in order,
+        /// the same rows in each, the same late rows (times spread over up to 250 panes,
+        /// so that both the searched and the indexed path run).
+        #[test]
+        fn rows_land_in_their_panes_in_order(
+            ts in prop::collection::vec(prop_oneof![-50i64..200, Just(i64::MIN), Just(i64::MAX)], 0..300),
+            slide in 1i64..20,
+            late_before in -60i64..100,
+            sorted in any::<bool>(),
+        ) {
+            let mut ts = ts;
+            if sorted {
+                ts.sort_unstable();
+            }
+            let too_late = |p: i64| p < late_before;
+            let (buckets, late) = bucket_by_pane(&ts, slide, too_late);
+            let mut model: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+            let mut model_late = Vec::new();
+            for (row, &t) in ts.iter().enumerate() {
+                let p = (i128::from(t) - i128::from(t.rem_euclid(slide))).max(i128::from(i64::MIN)) as i64;
+                if too_late(p) {
+                    model_late.push(row as u32);
+                } else {
+                    model.entry(p).or_default().push(row as u32);
+                }
+            }
+            let got: Vec<(i64, Vec<u32>)> = buckets
+                .into_iter()
+                .map(|(p, rows)| (p, rows.unwrap_or_else(|| (0..ts.len() as u32).collect())))
+                .collect();
+            prop_assert_eq!(late, model_late);
+            prop_assert_eq!(got, model.into_iter().collect::<Vec<_>>());
+        }
+    }
 }

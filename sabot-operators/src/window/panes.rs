@@ -317,12 +317,14 @@ impl PaneWindowOp {
         let batch = if live.is_empty() {
             None
         } else {
-            let mut cols = r.table.key_columns(self.keys.converter(), Some(&live))?;
+            // Every key still in the window (the steady state): copies, not gathers.
+            let sel = (live.len() < r.table.len()).then_some(live.as_slice());
+            let mut cols = r.table.key_columns(self.keys.converter(), sel)?;
             let n = live.len();
             cols.push(Arc::new(Int64Array::from_value(w, n)));
             cols.push(Arc::new(Int64Array::from_value(w.saturating_add(size), n)));
             for a in &r.accs {
-                cols.push(a.finish(Some(&live))?);
+                cols.push(a.finish(sel)?);
             }
             Some(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
         };
