@@ -22,8 +22,8 @@ use crate::{Result, TaskContext};
 
 /// A join key in the hash table: up to 16 bytes (an `Int64` key is 8) sit in the bucket
 /// and compare as two words (no pointer to chase, no `memcmp` call); longer ones live on
-/// the heap.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// the heap. Hashed and borrowed as its bytes, so a lookup needs no `Key` built.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Key {
     Inline { len: u8, bytes: [u8; 16] },
     Heap(Box<[u8]>),
@@ -35,7 +35,11 @@ impl Key {
         match key.len() {
             len @ 0..=16 => {
                 let mut bytes = [0; 16];
-                bytes[..len].copy_from_slice(key);
+                // An `Int64` key: one fixed-size move, not a `memcpy` call.
+                match <[u8; 8]>::try_from(key) {
+                    Ok(k) => bytes[..8].copy_from_slice(&k),
+                    Err(_) => bytes[..len].copy_from_slice(key),
+                }
                 Key::Inline {
                     len: len as u8,
                     bytes,
@@ -51,6 +55,21 @@ impl Key {
             Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Key::Heap(b) => b,
         }
+    }
+}
+
+/// Hashed as its bytes are (`Borrow<[u8]>` needs the same hash for both).
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
     }
 }
 
@@ -168,7 +187,7 @@ impl RowStore {
     ) -> Result<()> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let Some(k) = sides[side].get_mut(&Key::new(key)) else {
+                let Some(k) = sides[side].get_mut(key) else {
                     return Ok(());
                 };
                 // Usually every row is in range from the first (a bid's auction, say).
@@ -308,8 +327,7 @@ impl RowStore {
     ) -> Result<Option<i64>> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let key = Key::new(key);
-                let Some(k) = sides[side].get_mut(&key) else {
+                let Some(k) = sides[side].get_mut(key) else {
                     return Ok(None);
                 };
                 // Usually all of a key's rows expire together (its newest is due too).
@@ -323,7 +341,7 @@ impl RowStore {
                 }
                 let next = k.rows.front().map(|r| r.ts);
                 if next.is_none() {
-                    sides[side].remove(&key);
+                    sides[side].remove(key);
                 }
                 Ok(next)
             }
@@ -522,5 +540,43 @@ fn add_entry(
     match err {
         Some(what) => Err(bad_entry(operator, what)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hashbrown::HashMap;
+    use sabot_time::TimerCodec;
+
+    use super::Key;
+
+    /// Keys of every length, inline or not, are found by their bytes, hash as their
+    /// bytes do, order as byte strings and encode as a `Vec<u8>` timer key.
+    #[test]
+    fn keys_are_found_by_their_bytes_at_every_length() {
+        let keys: Vec<Vec<u8>> = (0..40u8).map(|n| (0..n).map(|i| i ^ n).collect()).collect();
+        let mut map: HashMap<Key, usize> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(Key::new(k), i);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(map.get(k.as_slice()), Some(&i), "key of {} bytes", k.len());
+            assert_eq!(Key::new(k).as_slice(), k.as_slice());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            Key::new(k).encode(&mut a);
+            k.encode(&mut b);
+            assert_eq!(a, b);
+            assert_eq!(Key::decode(&mut a.as_slice()).unwrap(), Key::new(k));
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let mut by_key: Vec<Key> = keys.iter().map(|k| Key::new(k)).collect();
+        by_key.sort();
+        assert!(
+            by_key
+                .iter()
+                .map(Key::as_slice)
+                .eq(sorted.iter().map(Vec::as_slice))
+        );
     }
 }
