@@ -162,6 +162,8 @@ impl Pairs {
         schema: &SchemaRef,
     ) -> Result<Option<RecordBatch>> {
         if self.is_empty() {
+            // Right rows added for pairs that never came.
+            self.clear();
             return Ok(None);
         }
         let mut cols = left.decode(Self::slices(&self.left, &self.left_ends))?;
@@ -187,11 +189,20 @@ impl Pairs {
                 r.drain(..).map(|r| if r { "-D" } else { "+I" }),
             )));
         }
+        self.clear();
+        Ok(Some(RecordBatch::try_new(schema.clone(), cols)?))
+    }
+
+    /// Forgets every row, keeping the buffers.
+    fn clear(&mut self) {
         self.left.clear();
         self.left_ends.clear();
         self.right.clear();
         self.right_ends.clear();
         self.right_of.clear();
-        Ok(Some(RecordBatch::try_new(schema.clone(), cols)?))
+        self.extra.iter_mut().for_each(Vec::clear);
+        if let Some(r) = &mut self.retract {
+            r.clear();
+        }
     }
 }

@@ -433,6 +433,7 @@ impl TwoInputOperatorFactory for JoinFactory {
             late: ctx.metrics.counter(JOIN_LATE_RECORDS_DROPPED),
             hashes: Vec::new(),
             key: Vec::new(),
+            pairs: None,
         }))
     }
 }
@@ -467,6 +468,8 @@ struct TimeJoinOp {
     late: Counter,
     hashes: Vec<u64>,
     key: Vec<u8>,
+    /// The output pairs' buffers, kept between batches (see [`Self::take_pairs`]).
+    pairs: Option<Pairs>,
 }
 
 impl TimeJoinOp {
@@ -482,6 +485,7 @@ impl TimeJoinOp {
 
     fn on_side(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let right = input == 1;
+        let mut pairs = self.take_pairs();
         let side = &self.sides[input];
         let times = side
             .time
@@ -489,7 +493,6 @@ impl TimeJoinOp {
             .transpose()?;
         let keys = side.keys.of(&batch, &mut self.hashes)?;
         let rows = side.rows.encode(&batch)?;
-        let mut pairs = Pairs::new(self.extra_columns, self.changelog);
         let bound = self.bound;
         let (outer, changelog) = (self.outer, self.changelog);
         let cutoff = self.cutoff();
@@ -576,10 +579,19 @@ impl TimeJoinOp {
                 register_expiry(&mut self.timers, bound, timer, right, expiry);
             }
         }
-        self.emit(&mut pairs, out)
+        self.emit(pairs, out)
     }
 
-    fn emit(&self, pairs: &mut Pairs, out: &mut Output) -> Result<()> {
+    /// The pairs being built, empty: last batch's, whose buffers have grown to a batch's
+    /// output already (a fresh one after an error).
+    fn take_pairs(&mut self) -> Pairs {
+        self.pairs
+            .take()
+            .unwrap_or_else(|| Pairs::new(self.extra_columns, self.changelog))
+    }
+
+    /// Emits the pairs as one batch, and keeps them (cleared) for the next.
+    fn emit(&mut self, mut pairs: Pairs, out: &mut Output) -> Result<()> {
         if let Some(b) = pairs.finish(
             &self.sides[0].rows,
             &self.sides[1].rows,
@@ -588,13 +600,14 @@ impl TimeJoinOp {
         )? {
             out.batch(b);
         }
+        self.pairs = Some(pairs);
         Ok(())
     }
 
     /// Deletes the rows whose time is up (`domain`'s timers due at `cutoff`); a
     /// time-bounded left outer join emits the left ones that matched nothing.
     fn expire(&mut self, domain: TimeDomain, cutoff: i64, out: &mut Output) -> Result<()> {
-        let mut pairs = Pairs::new(self.extra_columns, self.changelog);
+        let mut pairs = self.take_pairs();
         loop {
             let next = match domain {
                 TimeDomain::EventTime => self.timers.next_event_timer(),
@@ -630,7 +643,7 @@ impl TimeJoinOp {
                 );
             }
         }
-        self.emit(&mut pairs, out)
+        self.emit(pairs, out)
     }
 }
 
