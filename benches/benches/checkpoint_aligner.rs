@@ -4,6 +4,9 @@
 //! barrier): the difference is what alignment costs. Throughput counts barriers
 //! (one per input per checkpoint).
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

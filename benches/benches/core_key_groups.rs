@@ -1,5 +1,8 @@
 //! Key-group hashing of Arrow key columns against a plain per-row loop with std's hasher.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! structs in the same run: `serde_json::from_slice` and `apache_avro::from_avro_datum`
 //! plus `from_value` (the Confluent prefix skipped). Throughput is records per second.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

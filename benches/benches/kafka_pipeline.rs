@@ -6,6 +6,9 @@
 //! record; see `sabot_kafka::testing::PRODUCER_SETTINGS`). Throughput is transactions
 //! per second.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! one batch of 1M rows, whole on one thread next to split into 32,768-row morsels on 2
 //! threads, in the same run.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::sync::Arc;
 use std::time::Duration;
 

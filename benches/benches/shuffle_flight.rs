@@ -4,6 +4,9 @@
 //! what gRPC, HTTP/2 and the loopback socket cost. Throughput counts the Arrow IPC body
 //! bytes of the batches.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,9 @@
 //! same rows into the same 8 outputs (row lists computed once, outside the loop): the
 //! difference is the cost of hashing keys into key groups and sorting rows by target.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -3,6 +3,9 @@
 //! full/empty, as it has no blocking) in the same run. 100,000 items per iteration,
 //! capacity 1,024.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

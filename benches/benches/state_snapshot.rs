@@ -1,6 +1,9 @@
 //! Snapshot of 1 GiB of memory state (keys and values of 100 bytes): time, bytes written
 //! and throughput, against writing the same bytes with one `fs::write` + fsync.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;

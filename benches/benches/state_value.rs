@@ -1,6 +1,9 @@
 //! `ValueState<u64>` get+put on the memory backend over 1M keys, against a raw
 //! `hashbrown::HashMap<u64, u64>` doing the same read-modify-write.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

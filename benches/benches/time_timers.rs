@@ -2,6 +2,9 @@
 //! workloads: streaming (timers for the current windows, fired as the watermark moves on,
 //! as a window operator does) and random (every timer registered, then all fired).
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hint::black_box;

@@ -1,5 +1,8 @@
 //! Watermark tracker updates over 64 inputs against a naive recomputation of the minimum.
 
+// Links the benches' shared crate, and with it the allocator of the `sabot` binary.
+use sabot_benches as _;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
