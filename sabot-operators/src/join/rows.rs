@@ -206,3 +206,25 @@ impl Pairs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sabot_core::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::{Pairs, SideRows};
+
+    /// Pairs kept between batches start each batch empty, also after a batch whose right
+    /// rows found no partner (no output, nothing left behind to grow or to misnumber).
+    #[test]
+    fn a_batch_without_pairs_leaves_nothing_behind() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let rows = SideRows::new(&schema).unwrap();
+        let mut pairs = Pairs::new(0, false);
+        pairs.add_right(&[1, 2, 3]);
+        assert!(pairs.finish(&rows, &rows, &[], &schema).unwrap().is_none());
+        assert!(pairs.right.is_empty() && pairs.right_ends.is_empty());
+        assert_eq!(pairs.add_right(&[4]), 0);
+    }
+}

@@ -104,9 +104,7 @@ pub(crate) fn bucket_by_pane(ts: &[i64], slide: i64, too_late: impl Fn(i64) -> b
         return (vec![(first, None)], Vec::new());
     }
     let mut late = Vec::new();
-    let mut panes: Vec<(i64, Vec<u32>)> = Vec::new();
-    // Where each pane is in `panes`, once there are too many to search.
-    let mut index: hashbrown::HashMap<i64, usize> = hashbrown::HashMap::new();
+    let mut panes = PaneRows::default();
     // Rows come mostly in time order: the times of the row before's pane, and where its
     // rows go (`None`: too late), are checked first (no division per row).
     let mut current: Option<(i64, i64, Option<usize>)> = None;
@@ -114,40 +112,51 @@ pub(crate) fn bucket_by_pane(ts: &[i64], slide: i64, too_late: impl Fn(i64) -> b
         let slot = match current {
             Some((lo, hi, slot)) if lo <= t && t <= hi => slot,
             _ => {
-                let p = pane_of(t);
-                let slot = (!too_late(p)).then(|| {
-                    let found = if index.is_empty() {
-                        panes.iter().position(|(q, _)| *q == p)
-                    } else {
-                        index.get(&p).copied()
-                    };
-                    found.unwrap_or_else(|| {
-                        panes.push((p, Vec::new()));
-                        if panes.len() > PANES_SEARCHED {
-                            if index.is_empty() {
-                                index.extend(panes.iter().enumerate().map(|(i, (q, _))| (*q, i)));
-                            } else {
-                                index.insert(p, panes.len() - 1);
-                            }
-                        }
-                        panes.len() - 1
-                    })
-                });
-                // A pane cut off at `i64::MIN` is not remembered: its times are not
-                // one slide from its (saturated) start.
-                current = t
-                    .checked_sub(t.rem_euclid(slide))
-                    .map(|start| (start, start.saturating_add(slide - 1), slot));
+                // `None`: the pane starts below `i64::MIN`; it is cut off there, and not
+                // remembered (its times are not one slide from its saturated start).
+                let start = t.checked_sub(t.rem_euclid(slide));
+                let p = start.unwrap_or(i64::MIN);
+                let slot = (!too_late(p)).then(|| panes.slot(p));
+                current = start.map(|s| (s, s.saturating_add(slide - 1), slot));
                 slot
             }
         };
         match slot {
-            Some(i) => panes[i].1.push(row as u32),
+            Some(i) => panes.rows[i].1.push(row as u32),
             None => late.push(row as u32),
         }
     }
+    let mut panes = panes.rows;
     panes.sort_unstable_by_key(|(p, _)| *p);
     (panes.into_iter().map(|(p, r)| (p, Some(r))).collect(), late)
+}
+
+/// The rows of each pane a batch touches, in first-seen order.
+#[derive(Default)]
+struct PaneRows {
+    rows: Vec<(i64, Vec<u32>)>,
+    /// Where each pane is in `rows`, once there are too many to search.
+    index: hashbrown::HashMap<i64, usize>,
+}
+
+impl PaneRows {
+    /// Where pane `p`'s rows are, added if new.
+    fn slot(&mut self, p: i64) -> usize {
+        let found = if self.index.is_empty() {
+            self.rows.iter().position(|(q, _)| *q == p)
+        } else {
+            self.index.get(&p).copied()
+        };
+        found.unwrap_or_else(|| {
+            self.rows.push((p, Vec::new()));
+            if self.rows.len() > PANES_SEARCHED {
+                let all = self.rows.iter().enumerate().map(|(i, (q, _))| (*q, i));
+                // Indexes every pane the first time, then each new one.
+                self.index.extend(all.skip(self.index.len()));
+            }
+            self.rows.len() - 1
+        })
+    }
 }
 
 /// Up to this many panes in one batch are found by a linear search, more by a hash map.
