@@ -4,7 +4,7 @@
 //! `scripts/kafka-broker install` (run by `scripts/setup`) installs it; the binary is
 //! found through `$SABOT_TANSU`, or in the virtualenv that script uses.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,19 +52,46 @@ pub fn tansu_binary() -> Result<PathBuf> {
     })
 }
 
+/// How one try at starting a broker ended.
+enum Started {
+    Up(Broker),
+    /// Another process bound the port first.
+    PortTaken(u16),
+}
+
 impl Broker {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Starts a broker on a free port and waits until it listens there.
+    ///
+    /// The port is picked by binding port 0 and letting it go, so another process can take
+    /// it before the broker binds it: the broker then exits with "address in use", and a
+    /// plain connect check would succeed against that other process (a broker of a
+    /// parallel test, whose pause would not be ours). So the broker counts as started only
+    /// once the listening socket on the port is one of its own file descriptors, and a
+    /// port lost to a race is retried with a fresh one.
     pub fn start() -> Result<Broker> {
         let bin = tansu_binary()?;
+        let mut taken = Vec::new();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| broker_error(format!("no free port: {e}")))?
+                .port();
+            match Self::start_once(&bin, port)? {
+                Started::Up(broker) => return Ok(broker),
+                Started::PortTaken(port) => taken.push(port),
+            }
+        }
+        Err(broker_error(format!(
+            "every port tried was taken before the broker could bind it: {taken:?}"
+        )))
+    }
+
+    fn start_once(bin: &std::path::Path, port: u16) -> Result<Started> {
         let dir = tempfile::tempdir().map_err(|e| broker_error(e.to_string()))?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| broker_error(format!("no free port: {e}")))?
-            .port();
         let log = std::fs::File::create(dir.path().join("broker.log"))
             .map_err(|e| broker_error(e.to_string()))?;
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .args([
                 "broker",
                 "--listener-url",
@@ -85,12 +112,18 @@ impl Broker {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
             if let Ok(Some(status)) = broker.child.try_wait() {
+                let log = broker.log();
+                if log.contains("AddrInUse") || log.contains("Address in use") {
+                    return Ok(Started::PortTaken(port));
+                }
                 return Err(broker_error(format!(
-                    "the broker exited with {status}: {}",
-                    broker.log()
+                    "the broker exited with {status}: {log}"
                 )));
+            }
+            if broker.listening() {
+                return Ok(Started::Up(broker));
             }
             if Instant::now() > deadline {
                 return Err(broker_error(format!(
@@ -100,7 +133,45 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(broker)
+    }
+
+    /// Whether this broker's own process listens on its port (Linux: a listening socket
+    /// in `/proc/net/tcp` whose inode is among the process's descriptors). Elsewhere: the
+    /// port accepts connections and the process still runs.
+    #[cfg(target_os = "linux")]
+    fn listening(&mut self) -> bool {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
+            return false;
+        };
+        let inodes: Vec<String> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| {
+                let t = target.to_string_lossy();
+                t.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let port = format!(":{:04X}", self.port);
+        ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            std::fs::read_to_string(table).is_ok_and(|text| {
+                text.lines().skip(1).any(|line| {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    cols.len() > 9
+                        && cols[1].ends_with(&port)
+                        && cols[3] == "0A"
+                        && inodes.iter().any(|i| i == cols[9])
+                })
+            })
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn listening(&mut self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && matches!(self.child.try_wait(), Ok(None))
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
@@ -115,8 +186,39 @@ impl Broker {
 
     /// Stops the broker process (`SIGSTOP`): connections stay open but nothing answers,
     /// as in a network partition. [`resume`](Self::resume) continues it.
+    ///
+    /// Returns once the process is stopped (on Linux, where its state is visible in
+    /// `/proc`), so nothing sent after it is answered.
     pub fn pause(&self) -> Result<()> {
-        self.signal("-STOP")
+        self.signal("-STOP")?;
+        #[cfg(target_os = "linux")]
+        {
+            let stat = format!("/proc/{}/stat", self.child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let text = std::fs::read_to_string(&stat).unwrap_or_default();
+                // pid (comm) state ...: the state follows the last ')'.
+                let state = text
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim().chars().next());
+                match state {
+                    Some('T') => return Ok(()),
+                    Some('Z') | Some('X') | None => {
+                        return Err(broker_error(format!(
+                            "cannot pause the broker: it has exited: {}",
+                            self.log()
+                        )));
+                    }
+                    Some(_) if Instant::now() > deadline => {
+                        return Err(broker_error("the broker did not stop within 5 s"));
+                    }
+                    Some(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        Ok(())
     }
 
     /// Continues a [`pause`](Self::pause)d broker (`SIGCONT`).
@@ -145,5 +247,26 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another process listens on is not taken for the broker's own: a connect
+    /// check alone would count the broker started there, against the other process.
+    #[test]
+    fn a_port_taken_by_another_process_is_not_mistaken_for_the_broker() {
+        let bin = tansu_binary().expect("scripts/setup installs Tansu");
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        match Broker::start_once(&bin, port).unwrap() {
+            Started::PortTaken(p) => assert_eq!(p, port),
+            Started::Up(_) => panic!("started on port {port}, which another socket holds"),
+        }
+        let broker = Broker::start().unwrap();
+        broker.pause().unwrap();
+        broker.resume().unwrap();
     }
 }
