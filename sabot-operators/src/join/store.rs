@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 
 use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 use sabot_core::key::KeyGroup;
 use sabot_state::{StateBackend, StateId};
 use sabot_time::TimerCodec;
@@ -114,7 +115,94 @@ pub(crate) struct StoredRow {
 /// front, new rows push the back.
 pub(crate) struct KeyRows {
     kg: KeyGroup,
-    rows: VecDeque<StoredRow>,
+    rows: Rows,
+}
+
+/// A key's rows in time order. Most keys hold one row (an auction under its id, a bid
+/// under its auction until the next watermark expires it), kept in the hash table's
+/// bucket: a probe or expiry of such a key reads one place in memory, not the bucket
+/// and then a deque's buffer elsewhere. A second row moves them to a deque.
+enum Rows {
+    One(StoredRow),
+    Many(VecDeque<StoredRow>),
+}
+
+impl Rows {
+    #[inline]
+    fn front(&self) -> Option<&StoredRow> {
+        match self {
+            Rows::One(r) => Some(r),
+            Rows::Many(d) => d.front(),
+        }
+    }
+
+    #[inline]
+    fn back(&self) -> Option<&StoredRow> {
+        match self {
+            Rows::One(r) => Some(r),
+            Rows::Many(d) => d.back(),
+        }
+    }
+
+    /// The index of the first row for which `pred` is false (`pred` holds for a prefix).
+    fn partition_point(&self, mut pred: impl FnMut(&StoredRow) -> bool) -> usize {
+        match self {
+            Rows::One(r) => usize::from(pred(r)),
+            Rows::Many(d) => d.partition_point(pred),
+        }
+    }
+
+    /// The rows from index `from` on, in order, until `f` returns `false`.
+    #[inline]
+    fn visit_from(&mut self, from: usize, mut f: impl FnMut(&mut StoredRow) -> bool) {
+        match self {
+            Rows::One(r) => {
+                if from == 0 {
+                    f(r);
+                }
+            }
+            Rows::Many(d) => {
+                for r in d.range_mut(from..) {
+                    if !f(r) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `row` at its place in time order (after rows of the same time).
+    #[inline]
+    fn add(&mut self, row: StoredRow) {
+        if let Rows::One(_) = self {
+            let Rows::One(first) = std::mem::replace(self, Rows::Many(VecDeque::new())) else {
+                unreachable!("matched above")
+            };
+            let Rows::Many(d) = self else {
+                unreachable!("just set")
+            };
+            d.reserve(4);
+            d.push_back(first);
+        }
+        let Rows::Many(d) = self else {
+            unreachable!("a deque by now")
+        };
+        // Rows mostly come in time order: the end, or just before it.
+        if d.back().is_none_or(|r| r.ts <= row.ts) {
+            d.push_back(row);
+        } else {
+            let at = d.partition_point(|r| r.ts <= row.ts);
+            d.insert(at, row);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &StoredRow> {
+        let (one, many) = match self {
+            Rows::One(r) => (Some(r), None),
+            Rows::Many(d) => (None, Some(d.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 /// A row a probe found: its time, bytes, count and unmatched count.
@@ -196,9 +284,9 @@ impl RowStore {
                 } else {
                     k.rows.partition_point(|r| r.ts < lo)
                 };
-                for r in k.rows.range_mut(from..) {
+                k.rows.visit_from(from, |r| {
                     if r.ts > hi {
-                        break;
+                        return false;
                     }
                     let found = Found {
                         ts: r.ts,
@@ -209,7 +297,8 @@ impl RowStore {
                     if f(found) {
                         r.unmatched = 0;
                     }
-                }
+                    true
+                });
                 Ok(())
             }
             RowStore::Backend {
@@ -269,25 +358,30 @@ impl RowStore {
     ) -> Result<bool> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let k = sides[side].entry(Key::new(key)).or_insert_with(|| KeyRows {
-                    kg,
-                    rows: VecDeque::new(),
-                });
                 let stored = StoredRow {
                     ts,
                     row: RowBytes::from_slice(row),
                     count: 1,
                     unmatched,
                 };
-                // Rows mostly come in time order: the end, or just before it.
-                let first = k.rows.front().is_none_or(|r| ts < r.ts);
-                if k.rows.back().is_none_or(|r| r.ts <= ts) {
-                    k.rows.push_back(stored);
-                } else {
-                    let at = k.rows.partition_point(|r| r.ts <= ts);
-                    k.rows.insert(at, stored);
+                match sides[side].entry_ref(key) {
+                    EntryRef::Vacant(v) => {
+                        v.insert_with_key(
+                            Key::new(key),
+                            KeyRows {
+                                kg,
+                                rows: Rows::One(stored),
+                            },
+                        );
+                        Ok(true)
+                    }
+                    EntryRef::Occupied(mut o) => {
+                        let rows = &mut o.get_mut().rows;
+                        let first = rows.front().is_none_or(|r| ts < r.ts);
+                        rows.add(stored);
+                        Ok(first)
+                    }
                 }
-                Ok(first)
             }
             RowStore::Backend {
                 backend,
@@ -327,23 +421,25 @@ impl RowStore {
     ) -> Result<Option<i64>> {
         match self {
             RowStore::Memory { sides, .. } => {
-                let Some(k) = sides[side].get_mut(key) else {
+                let EntryRef::Occupied(mut o) = sides[side].entry_ref(key) else {
                     return Ok(None);
                 };
+                let rows = &mut o.get_mut().rows;
                 // Usually all of a key's rows expire together (its newest is due too).
-                let n = if k.rows.back().is_some_and(|r| expired(r.ts)) {
-                    k.rows.len()
-                } else {
-                    k.rows.partition_point(|r| expired(r.ts))
-                };
-                for r in k.rows.drain(..n) {
-                    f(r.ts, &r.row[..], r.unmatched);
+                if rows.back().is_some_and(|r| expired(r.ts)) {
+                    for r in o.remove().rows.iter() {
+                        f(r.ts, &r.row[..], r.unmatched);
+                    }
+                    return Ok(None);
                 }
-                let next = k.rows.front().map(|r| r.ts);
-                if next.is_none() {
-                    sides[side].remove(key);
+                let n = rows.partition_point(|r| expired(r.ts));
+                if let Rows::Many(d) = rows {
+                    for r in d.drain(..n) {
+                        f(r.ts, &r.row[..], r.unmatched);
+                    }
                 }
-                Ok(next)
+                // Not every row expired (`n < len`): some are left.
+                Ok(rows.front().map(|r| r.ts))
             }
             RowStore::Backend {
                 backend, states, ..
@@ -397,7 +493,7 @@ impl RowStore {
         let mut ns = Vec::new();
         for (side, rows) in sides.iter().enumerate() {
             for (key, k) in rows {
-                for r in &k.rows {
+                for r in k.rows.iter() {
                     ns.clear();
                     ns.extend_from_slice(&time_key(r.ts));
                     ns.extend_from_slice(&r.row);
@@ -451,18 +547,24 @@ impl RowStore {
                         bad = Some("namespace or value too short");
                         return false;
                     };
-                    rows.entry(Key::new(key))
-                        .or_insert(KeyRows {
-                            kg,
-                            rows: VecDeque::new(),
-                        })
-                        .rows
-                        .push_back(StoredRow {
-                            ts,
-                            row: RowBytes::from_slice(row),
-                            count,
-                            unmatched,
-                        });
+                    let stored = StoredRow {
+                        ts,
+                        row: RowBytes::from_slice(row),
+                        count,
+                        unmatched,
+                    };
+                    match rows.entry_ref(key) {
+                        EntryRef::Vacant(v) => {
+                            v.insert_with_key(
+                                Key::new(key),
+                                KeyRows {
+                                    kg,
+                                    rows: Rows::One(stored),
+                                },
+                            );
+                        }
+                        EntryRef::Occupied(mut o) => o.get_mut().rows.add(stored),
+                    }
                     true
                 })?;
                 if let Some(what) = bad {
@@ -471,9 +573,10 @@ impl RowStore {
             }
             // A key group's scan need not come in namespace order.
             for k in rows.values_mut() {
-                k.rows
-                    .make_contiguous()
-                    .sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.row.cmp(&b.row)));
+                if let Rows::Many(d) = &mut k.rows {
+                    d.make_contiguous()
+                        .sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.row.cmp(&b.row)));
+                }
             }
         }
         Ok(watermark)
