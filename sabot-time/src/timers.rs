@@ -41,6 +41,10 @@ struct TimerQueue<K: Ord + Hash, N: Ord + Hash> {
     /// The bucket being fired: its timestamp and its remaining timers, sorted descending
     /// (the next to fire is last).
     firing: Option<(Timestamp, Vec<(K, N)>)>,
+    /// Whether a timer earlier than the firing bucket was registered since it began to
+    /// fire (only then can a bucket precede it; otherwise firing needs no look at the
+    /// other buckets per timer).
+    earlier: bool,
     len: usize,
 }
 
@@ -50,6 +54,7 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
             buckets: HashMap::new(),
             order: BinaryHeap::new(),
             firing: None,
+            earlier: false,
             len: 0,
         }
     }
@@ -64,18 +69,20 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
 
     fn register(&mut self, (at, key, ns): (Timestamp, K, N)) -> bool {
         let key_ns = (key, ns);
-        if let Some((ts, v)) = &mut self.firing
-            && *ts == at
-        {
-            // Registered while its bucket fires: join it in order.
-            return match v.binary_search_by(|x| key_ns.cmp(x)) {
-                Ok(_) => false,
-                Err(pos) => {
-                    v.insert(pos, key_ns);
-                    self.len += 1;
-                    true
-                }
-            };
+        if let Some((ts, v)) = &mut self.firing {
+            if at < *ts {
+                self.earlier = true;
+            } else if *ts == at {
+                // Registered while its bucket fires: join it in order.
+                return match v.binary_search_by(|x| key_ns.cmp(x)) {
+                    Ok(_) => false,
+                    Err(pos) => {
+                        v.insert(pos, key_ns);
+                        self.len += 1;
+                        true
+                    }
+                };
+            }
         }
         let added = self.bucket(at).insert(key_ns);
         self.len += usize::from(added);
@@ -123,11 +130,16 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
         loop {
             if let Some(at) = self.firing.as_ref().map(|(at, _)| *at) {
                 // A timer registered while firing, earlier than this bucket, goes first.
-                if self.first_bucket().is_some_and(|t| t < at) {
-                    if let Some((at, rest)) = self.firing.take() {
-                        self.bucket(at).extend(rest);
+                if self.earlier {
+                    if self.first_bucket().is_some_and(|t| t < at) {
+                        self.earlier = false;
+                        if let Some((at, rest)) = self.firing.take() {
+                            self.bucket(at).extend(rest);
+                        }
+                        continue;
                     }
-                    continue;
+                    // Deleted since: none precedes this bucket any more.
+                    self.earlier = false;
                 }
                 if let Some((_, v)) = &mut self.firing
                     && let Some((key, namespace)) = v.pop()
@@ -151,6 +163,8 @@ impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerQueue<K, N> {
             let mut v: Vec<(K, N)> = bucket.into_iter().collect();
             v.sort_unstable_by(|a, b| b.cmp(a));
             self.firing = Some((at, v));
+            // It is the earliest bucket.
+            self.earlier = false;
         }
     }
 

@@ -76,7 +76,17 @@ impl std::borrow::Borrow<[u8]> for Key {
 
 /// Ordered as byte strings (the order of the `Vec<u8>` keys it stands for).
 impl Ord for Key {
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if let (Key::Inline { len: a, bytes: x }, Key::Inline { len: b, bytes: y }) = (self, other)
+        {
+            // Zero padding sorts at or before any byte: the padded bytes as one big-endian
+            // number, then the length, order as the byte strings do (no `memcmp` call;
+            // expiry timers sort by key when they fire).
+            return u128::from_be_bytes(*x)
+                .cmp(&u128::from_be_bytes(*y))
+                .then(a.cmp(b));
+        }
         self.as_slice().cmp(other.as_slice())
     }
 }
@@ -657,7 +667,18 @@ mod tests {
     /// bytes do, order as byte strings and encode as a `Vec<u8>` timer key.
     #[test]
     fn keys_are_found_by_their_bytes_at_every_length() {
-        let keys: Vec<Vec<u8>> = (0..40u8).map(|n| (0..n).map(|i| i ^ n).collect()).collect();
+        let mut keys: Vec<Vec<u8>> = (0..40u8).map(|n| (0..n).map(|i| i ^ n).collect()).collect();
+        // Zero bytes and prefixes: inline keys compare zero-padded, then by length.
+        keys.extend((1..=17).map(|n| vec![0; n]));
+        keys.extend([
+            vec![1],
+            vec![1, 0],
+            vec![1, 0, 0],
+            vec![0, 1],
+            vec![0xff; 16],
+        ]);
+        keys.sort_by_key(|k| (k.len(), k.clone()));
+        keys.dedup();
         let mut map: HashMap<Key, usize> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             map.insert(Key::new(k), i);
