@@ -114,7 +114,24 @@ proptest! {
         outer in any::<bool>(),
         two_keys in any::<bool>(),
         rocksdb in any::<bool>(),
+        unique in 0u8..3,
     ) {
+        // A side declared unique (1: left, 2: right) keeps the first row of each key.
+        let unique = [unique == 1, unique == 2];
+        let mut seen = std::collections::HashSet::new();
+        let steps: Vec<(bool, Vec<Row>)> = steps
+            .into_iter()
+            .map(|(right, rows)| {
+                let rows = rows
+                    .into_iter()
+                    .filter(|r| {
+                        !unique[usize::from(right)]
+                            || seen.insert((right, r.key, two_keys.then(|| r.name.clone())))
+                    })
+                    .collect();
+                (right, rows)
+            })
+            .collect();
         let (lk, rk): (Vec<&str>, Vec<&str>) = if two_keys {
             (vec!["key", "name"], vec!["key", "name"])
         } else {
@@ -128,7 +145,8 @@ proptest! {
                 &lk, &rk, "ts", "r_ts", Duration::from_millis(size as u64),
             ),
         }
-        .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner });
+        .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner })
+        .with_unique_keys(unique[0], unique[1]);
         let dir = tempfile::tempdir().unwrap();
         let state = if rocksdb {
             StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
@@ -204,9 +222,24 @@ proptest! {
         ttl in proptest::option::of(1i64..400),
         outer in any::<bool>(),
         rocksdb in any::<bool>(),
+        unique in 0u8..3,
     ) {
+        // A side declared unique (1: left, 2: right) keeps the first row of each key.
+        let unique = [unique == 1, unique == 2];
+        let mut seen = std::collections::HashSet::new();
+        let steps: Vec<(bool, Vec<Row>)> = steps
+            .into_iter()
+            .map(|(right, rows)| {
+                let rows = rows
+                    .into_iter()
+                    .filter(|r| !unique[usize::from(right)] || seen.insert((right, r.key)))
+                    .collect();
+                (right, rows)
+            })
+            .collect();
         let mut factory = JoinFactory::regular(&["key"], &["key"])
-            .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner });
+            .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner })
+            .with_unique_keys(unique[0], unique[1]);
         if let Some(ttl) = ttl {
             factory = factory
                 .with_ttl(Duration::from_millis(ttl as u64), true)
@@ -551,4 +584,50 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             }
         })
         .sum()
+}
+
+/// A second row for a key declared unique, while the first is held, fails the batch
+/// with an error naming it (on memory and RocksDB state); the other side's rows of a
+/// key whose unique row is held still join it.
+#[test]
+fn a_repeated_unique_key_is_an_error() {
+    for rocksdb in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = if rocksdb {
+            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
+        } else {
+            StateConfig::memory()
+        };
+        let ctx = TaskContext::new(0, 1, 128, Metrics::new()).with_state(state);
+        let factory = JoinFactory::interval_ms(&["key"], &["key"], "ts", "r_ts", 0, 100)
+            .with_unique_keys(true, false);
+        let mut op = factory.create(&schema(""), &schema("r_"), &ctx).unwrap();
+        let mut out = Output::new();
+        let row = |key, ts| Row {
+            name: "a".into(),
+            key,
+            ts,
+            value: 1,
+        };
+        op.on_batch_from(0, batch("", &[row(1, 10)]), &mut out)
+            .unwrap();
+        op.on_batch_from(1, batch("r_", &[row(1, 20), row(1, 30)]), &mut out)
+            .unwrap();
+        let joined: usize = out
+            .drain()
+            .map(|m| match m {
+                Message::Data(b) => b.num_rows(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(joined, 2, "rocksdb: {rocksdb}");
+        let e = op
+            .on_batch_from(0, batch("", &[row(2, 11), row(1, 12)]), &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("declared unique on the left input") && e.contains("row 1 of a batch"),
+            "{e}"
+        );
+    }
 }

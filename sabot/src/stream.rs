@@ -482,6 +482,7 @@ impl KeyedStream {
             left: self,
             right: other,
             join_type: JoinType::Inner,
+            unique: [false; 2],
         }
     }
 }
@@ -492,6 +493,7 @@ pub struct JoinedStreams {
     left: KeyedStream,
     right: KeyedStream,
     join_type: JoinType,
+    unique: [bool; 2],
 }
 
 impl JoinedStreams {
@@ -499,6 +501,24 @@ impl JoinedStreams {
     /// right columns, once no partner can arrive any more (default: inner join).
     pub fn left_outer(mut self) -> Self {
         self.join_type = JoinType::LeftOuter;
+        self
+    }
+
+    /// Declares the left input's key unique: each key comes at most once, as a primary
+    /// key does. Right rows whose key's left row is held then join it and are not kept
+    /// in state (no other partner can come): for the many side of a one-to-many join,
+    /// such as bids on their auction. A second left row with the key of one still held
+    /// fails the job, naming it. Interval, window and regular joins.
+    pub fn left_key_unique(mut self) -> Self {
+        self.unique[0] = true;
+        self
+    }
+
+    /// Declares the right input's key unique (see [`Self::left_key_unique`]): left rows
+    /// whose key's right row is held are not kept (an inner join's; a left outer join
+    /// keeps its left rows).
+    pub fn right_key_unique(mut self) -> Self {
+        self.unique[1] = true;
         self
     }
 
@@ -539,7 +559,8 @@ impl JoinedStreams {
             self.left.stream.time_column(),
             self.right.stream.time_column(),
         )
-        .with_join_type(self.join_type);
+        .with_join_type(self.join_type)
+        .with_unique_keys(self.unique[0], self.unique[1]);
         self.add(factory)
     }
 
@@ -553,7 +574,8 @@ impl JoinedStreams {
             &Self::key_refs(&self.left.keys),
             &Self::key_refs(&self.right.keys),
         )
-        .with_join_type(self.join_type);
+        .with_join_type(self.join_type)
+        .with_unique_keys(self.unique[0], self.unique[1]);
         if let Some(ttl) = ttl {
             factory = factory.with_ttl(ttl, false);
         }
@@ -572,7 +594,8 @@ impl JoinedStreams {
             self.left.stream.time_column(),
             self.right.stream.time_column(),
         )
-        .with_join_type(self.join_type);
+        .with_join_type(self.join_type)
+        .with_unique_keys(self.unique[0], self.unique[1]);
         self.add(factory)
     }
 
@@ -624,7 +647,8 @@ impl JoinedStreams {
             self.left.stream.time_column(),
             self.right.stream.time_column(),
         )
-        .with_join_type(self.join_type);
+        .with_join_type(self.join_type)
+        .with_unique_keys(self.unique[0], self.unique[1]);
         self.add(factory)
     }
 }

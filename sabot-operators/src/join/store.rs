@@ -274,6 +274,7 @@ impl RowStore {
 
     /// Visits the rows of `side` under `key` with times in `[lo, hi]`, in time order;
     /// `f` returns whether the row is now matched (its unmatched count drops to 0).
+    /// Returns whether `side` holds any row under `key`, in the range or not.
     pub(crate) fn probe(
         &mut self,
         operator: &str,
@@ -282,11 +283,11 @@ impl RowStore {
         key: &[u8],
         (lo, hi): (i64, i64),
         f: &mut dyn FnMut(Found<'_>) -> bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         match self {
             RowStore::Memory { sides, .. } => {
                 let Some(k) = sides[side].get_mut(key) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 // Usually every row is in range from the first (a bid's auction, say).
                 let from = if k.rows.front().is_none_or(|r| r.ts >= lo) {
@@ -309,13 +310,14 @@ impl RowStore {
                     }
                     true
                 });
-                Ok(())
+                Ok(true)
             }
             RowStore::Backend {
                 backend, states, ..
             } => {
                 let state = states[side];
                 let mut matched: Vec<Vec<u8>> = Vec::new();
+                let mut present = false;
                 scan_entries(
                     operator,
                     backend.as_ref(),
@@ -323,6 +325,7 @@ impl RowStore {
                     kg,
                     key,
                     &mut |ns, found| {
+                        present = true;
                         if found.ts > hi {
                             return false;
                         }
@@ -345,7 +348,37 @@ impl RowStore {
                         return Err(bad_entry(operator, what));
                     }
                 }
-                Ok(())
+                Ok(present)
+            }
+        }
+    }
+
+    /// Whether `side` holds any row under `key`.
+    pub(crate) fn has_rows(
+        &self,
+        operator: &str,
+        side: usize,
+        kg: KeyGroup,
+        key: &[u8],
+    ) -> Result<bool> {
+        match self {
+            RowStore::Memory { sides, .. } => Ok(sides[side].contains_key(key)),
+            RowStore::Backend {
+                backend, states, ..
+            } => {
+                let mut present = false;
+                scan_entries(
+                    operator,
+                    backend.as_ref(),
+                    states[side],
+                    kg,
+                    key,
+                    &mut |_, _| {
+                        present = true;
+                        false
+                    },
+                )?;
+                Ok(present)
             }
         }
     }

@@ -148,6 +148,8 @@ pub struct JoinFactory {
     right_time: Option<String>,
     bound: Bound,
     join_type: JoinType,
+    /// Per side: whether each key comes at most once (see [`Self::with_unique_keys`]).
+    unique: [bool; 2],
 }
 
 impl JoinFactory {
@@ -192,6 +194,7 @@ impl JoinFactory {
             right_time: Some(right_time.to_owned()),
             bound: Bound::Interval { lower, upper },
             join_type: JoinType::Inner,
+            unique: [false; 2],
         }
     }
 
@@ -213,6 +216,7 @@ impl JoinFactory {
                 size: duration_millis(size),
             },
             join_type: JoinType::Inner,
+            unique: [false; 2],
         }
     }
 
@@ -229,6 +233,7 @@ impl JoinFactory {
             right_time: None,
             bound: Bound::Regular(Ttl::Forever),
             join_type: JoinType::Inner,
+            unique: [false; 2],
         }
     }
 
@@ -252,6 +257,19 @@ impl JoinFactory {
     pub fn with_time_columns(mut self, left: Option<&str>, right: Option<&str>) -> Self {
         self.left_time = left.map(str::to_owned);
         self.right_time = right.map(str::to_owned);
+        self
+    }
+
+    /// Declares that each key comes at most once on the left (`left`) or the right
+    /// (`right`) input, as a primary key does (an auction's id, a person's id). A row of
+    /// the other input whose key's one row is already held then joins it and is not kept:
+    /// no other partner can come. This keeps the many side of a one-to-many join out of
+    /// state (Nexmark's bids on their auction) and saves storing and expiring it. A
+    /// second row with the key of a row still held on a unique side is an error naming
+    /// it (a broken promise would otherwise lose matches); once the first is deleted, a
+    /// repeat is not detected. A left outer join still keeps its left rows.
+    pub fn with_unique_keys(mut self, left: bool, right: bool) -> Self {
+        self.unique = [left, right];
         self
     }
 
@@ -426,6 +444,7 @@ impl TwoInputOperatorFactory for JoinFactory {
             name,
             bound: self.bound,
             outer: self.join_type == JoinType::LeftOuter,
+            unique: self.unique,
             store,
             timers: TimerService::new(ctx.max_parallelism),
             max_parallelism: ctx.max_parallelism,
@@ -456,6 +475,8 @@ struct TimeJoinOp {
     name: String,
     bound: Bound,
     outer: bool,
+    /// Per side: whether each key comes at most once.
+    unique: [bool; 2],
     /// A regular left outer join emits its outer rows at once and retracts them when a
     /// partner comes: the output has the [`CHANGELOG_OP`] column.
     changelog: bool,
@@ -535,7 +556,7 @@ impl TimeJoinOp {
             // Probe the other side's rows of this key, in time order.
             let mut matched = false;
             let my_index = right.then(|| pairs.add_right(me));
-            self.store.probe(
+            let partner_held = self.store.probe(
                 &self.name,
                 1 - input,
                 kg,
@@ -569,6 +590,21 @@ impl TimeJoinOp {
             if expiry <= cutoff {
                 // Already past its time to live: joined, not kept.
                 continue;
+            }
+            // The other side's one row of this key is held: no other partner can come
+            // (a left outer join keeps its left rows, to emit them if unmatched).
+            if partner_held && self.unique[1 - input] && (right || !outer) {
+                continue;
+            }
+            if self.unique[input] && self.store.has_rows(&self.name, input, kg, &self.key)? {
+                return Err(OperatorError::BadRecord {
+                    reason: format!(
+                        "a second row for a key declared unique on the {} input, while its \
+                         first row is held",
+                        if right { "right" } else { "left" }
+                    ),
+                    position: format!("row {row} of a batch in `{}`", self.name),
+                });
             }
             // Keep the row for partners still to come.
             let needs_timer = self

@@ -184,12 +184,17 @@ fn q3(auctions: Stream, persons: Stream) -> Stream {
         })
         .select(&["id", "name", "city", "state"])
         .key_by(&["id"]);
-    auctions.join(persons).regular(None).select_as(&[
-        ("name", "name"),
-        ("city", "city"),
-        ("state", "state"),
-        ("id", "id"),
-    ])
+    // A person's id is unique: auctions of a seller already held are not stored.
+    auctions
+        .join(persons)
+        .right_key_unique()
+        .regular(None)
+        .select_as(&[
+            ("name", "name"),
+            ("city", "city"),
+            ("state", "state"),
+            ("id", "id"),
+        ])
 }
 
 /// q4: the average closing price per category. An auction closes at its `expires`; its
@@ -213,8 +218,10 @@ fn q4(auctions: Stream, bids: Stream, config: &NexmarkConfig) -> Stream {
         Field::new("category", DataType::Int64, false),
         Field::new("final", DataType::Int64, false),
     ]));
+    // An auction's id is unique: bids on an auction already held are not stored.
     auctions
         .join(bids)
+        .left_key_unique()
         .interval(0, 2 * longest + 1)
         .filter(|b| {
             let t = b.column_by_name("bid_time").ok_or("no bid_time")?;
@@ -561,6 +568,8 @@ fn q8(persons: Stream, auctions: Stream) -> Stream {
         .key_by(&["seller"]);
     persons
         .join(auctions)
+        // A person's id is unique: auctions of a person already held are not stored.
+        .left_key_unique()
         .window(TumblingWindow::of(Duration::from_secs(10)))
         .select_as(&[
             ("id", "id"),
