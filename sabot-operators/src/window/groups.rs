@@ -149,6 +149,10 @@ pub(crate) struct GroupTable {
     table: HashTable<u32>,
     hashes: Vec<u64>,
     keys: KeyStore,
+    /// Groups `0..indexed` can be found by key; later ones were appended with
+    /// [`push_from`](Self::push_from) (a pane whose keys are found through the window's
+    /// shared dictionary) and are indexed when a lookup first needs them.
+    indexed: usize,
 }
 
 /// How many rows ahead [`GroupTable::groups_of`] prefetches integer keys' slots.
@@ -173,6 +177,7 @@ impl GroupTable {
         sel: RowSel<'_>,
         out: &mut Vec<u32>,
     ) {
+        self.ensure_index();
         if let (BatchKeys::Int64(k), KeyStore::Int64(_)) = (keys, &self.keys) {
             // Fetch the slots a few rows ahead: the table is larger than the caches.
             match sel {
@@ -217,6 +222,7 @@ impl GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
             keys: KeyStore::Int64(IntTable::new()),
+            indexed: 0,
         }
     }
 
@@ -226,6 +232,7 @@ impl GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
             keys: KeyStore::Rows(converter.empty_rows(0, 0)),
+            indexed: 0,
         }
     }
 
@@ -237,6 +244,7 @@ impl GroupTable {
     pub(crate) fn clear(&mut self) {
         self.table.clear();
         self.hashes.clear();
+        self.indexed = 0;
         match &mut self.keys {
             KeyStore::Int64(t) => t.clear(),
             KeyStore::Rows(rows) => rows.clear(),
@@ -265,12 +273,14 @@ impl GroupTable {
     /// If the table was made for row keys (a bug in the window operator).
     #[inline]
     pub(crate) fn find_or_insert_i64(&mut self, hash: u64, key: i64) -> u32 {
+        self.ensure_index();
         let KeyStore::Int64(t) = &mut self.keys else {
             panic!("integer key used on a table of row keys");
         };
         let (g, new) = t.find_or_insert(hash, key);
         if new {
             self.hashes.push(hash);
+            self.indexed += 1;
         }
         g
     }
@@ -281,10 +291,12 @@ impl GroupTable {
     /// If the table was made for integer keys (a bug in the window operator).
     #[inline]
     pub(crate) fn find_or_insert_row(&mut self, hash: u64, key: Row<'_>) -> u32 {
+        self.ensure_index();
         let GroupTable {
             table,
             hashes,
             keys,
+            indexed,
         } = self;
         let KeyStore::Rows(rows) = keys else {
             panic!("row key used on a table of integer keys");
@@ -300,13 +312,64 @@ impl GroupTable {
                 hashes.push(hash);
                 rows.push(key);
                 v.insert(g);
+                *indexed += 1;
                 g
             }
         }
     }
 
+    /// Appends `other`'s group `g` (same key kind) as a new group, without looking for
+    /// it: the caller knows it is not here (a pane adding a key through the window's
+    /// dictionary). It is indexed when a lookup first needs it.
+    #[inline]
+    pub(crate) fn push_from(&mut self, other: &GroupTable, g: usize) -> u32 {
+        let n = self.hashes.len() as u32;
+        self.hashes.push(other.hashes[g]);
+        match (&mut self.keys, &other.keys) {
+            (KeyStore::Int64(mine), KeyStore::Int64(theirs)) => mine.ints.push(theirs.ints[g]),
+            (KeyStore::Rows(mine), KeyStore::Rows(theirs)) => mine.push(theirs.row(g)),
+            _ => panic!("keys of another kind appended to a group table"),
+        }
+        n
+    }
+
+    /// Whether every group can be found by key (see [`push_from`](Self::push_from)).
+    #[inline]
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.indexed == self.hashes.len()
+    }
+
+    /// Indexes the groups appended by [`push_from`](Self::push_from).
+    #[inline]
+    pub(crate) fn ensure_index(&mut self) {
+        if !self.is_indexed() {
+            self.index_appended();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn index_appended(&mut self) {
+        match &mut self.keys {
+            KeyStore::Int64(t) => {
+                // Re-places every key: the appended ones are usually most of them.
+                t.slots.clear();
+                t.grow(t.ints.len());
+            }
+            KeyStore::Rows(_) => {
+                let hashes = &self.hashes;
+                for g in self.indexed..hashes.len() {
+                    self.table
+                        .insert_unique(hashes[g], g as u32, |&h| hashes[h as usize]);
+                }
+            }
+        }
+        self.indexed = self.hashes.len();
+    }
+
     /// Makes room for `n` more groups.
     pub(crate) fn reserve(&mut self, n: usize) {
+        self.ensure_index();
         self.hashes.reserve(n);
         match &mut self.keys {
             KeyStore::Int64(t) => {
@@ -325,6 +388,7 @@ impl GroupTable {
         GroupTable {
             table: HashTable::new(),
             hashes: Vec::new(),
+            indexed: 0,
             keys: match &self.keys {
                 KeyStore::Int64(_) => KeyStore::Int64(IntTable::new()),
                 KeyStore::Rows(rows) => {
@@ -349,6 +413,7 @@ impl GroupTable {
     /// The group of `other`'s group `g` in this table, if it has that key.
     #[inline]
     pub(crate) fn find_from(&self, other: &GroupTable, g: usize) -> Option<u32> {
+        debug_assert!(self.is_indexed(), "find_from on a table not indexed");
         let hash = other.hashes[g];
         match (&self.keys, &other.keys) {
             (KeyStore::Int64(mine), KeyStore::Int64(theirs)) => mine.find(hash, theirs.ints[g]),

@@ -41,6 +41,41 @@ struct Pane {
     /// Where its groups are in the running aggregates numbered `.0` (set when the pane
     /// is added, used when it is taken out).
     in_running: (u64, Vec<u32>),
+    /// With a shared dictionary ([`Shared`]): each group's key's number there (which is
+    /// also where the running aggregates keep that key).
+    ids: Vec<u32>,
+    /// With a shared dictionary, while rows still come to this pane in order: the group
+    /// of each dictionary key (`EMPTY_GROUP` if none), so a row finds its group with one
+    /// dictionary lookup and an index. Empty once the watermark passed the pane: later
+    /// (late) rows use the pane's own index.
+    slot_of: Vec<u32>,
+}
+
+/// Copies into `p`'s own key table the keys it holds only as numbers of `dict` (rows
+/// add a pane's keys as dictionary numbers alone; snapshots, late rows and re-emitted
+/// windows read the pane's keys).
+fn sync_keys(p: &mut Pane, dict: &GroupTable) {
+    for g in p.table.len()..p.ids.len() {
+        p.table.push_from(dict, p.ids[g] as usize);
+    }
+}
+
+/// No group in a pane's [`Pane::slot_of`].
+const EMPTY_GROUP: u32 = u32::MAX;
+
+/// Sliding windows with invertible aggregates: one dictionary of the keys in any pane,
+/// shared by the panes and the running aggregates. A row is one dictionary lookup (the
+/// dictionary stays warm, as a tumbling window's table does), a pane is a list of
+/// dictionary numbers with its accumulators, and adding or taking a pane out of the
+/// running aggregates needs no lookup: they are indexed by dictionary number.
+struct Shared {
+    dict: GroupTable,
+    /// Per dictionary key: how many panes hold it.
+    refs: Vec<u32>,
+    /// How many keys have `refs > 0`.
+    live: usize,
+    /// The dictionary numbers of the rows being added, reused.
+    ids: Vec<u32>,
 }
 
 /// A pane read back from a snapshot: its keys and their slot sets, as stored.
@@ -70,6 +105,8 @@ pub(super) struct PaneWindowOp {
     invertible: bool,
     /// The last [`Running::id`] given out.
     running_ids: u64,
+    /// The shared key dictionary (sliding windows with invertible aggregates).
+    shared: Option<Shared>,
 }
 
 /// The incremental sliding window (for counts, integer sums and averages): window `w`'s
@@ -83,7 +120,8 @@ struct Running {
     start: i64,
     table: GroupTable,
     accs: Vec<Accumulator>,
-    /// Per key: how many of the held panes hold it (0: not in the window).
+    /// Per key: how many of the held panes hold it (0: not in the window). With a
+    /// shared dictionary, keys (and `accs`) are numbered as in the dictionary.
     present: Vec<u32>,
 }
 
@@ -95,6 +133,17 @@ impl PaneWindowOp {
         state_name: String,
         fingerprint: String,
     ) -> Self {
+        let invertible = bound.slide_ms < bound.size_ms && {
+            bound
+                .aggs
+                .iter()
+                .all(|a| a.new_accumulator().invertible(a.input_nullable))
+        };
+        let dict = if keys.is_int64() {
+            GroupTable::for_int64()
+        } else {
+            GroupTable::for_rows(keys.converter())
+        };
         PaneWindowOp {
             keys,
             bound: bound.clone(),
@@ -110,12 +159,13 @@ impl PaneWindowOp {
             next_early: i64::MIN,
             running: None,
             running_ids: 0,
-            invertible: bound.slide_ms < bound.size_ms && {
-                bound
-                    .aggs
-                    .iter()
-                    .all(|a| a.new_accumulator().invertible(a.input_nullable))
-            },
+            invertible,
+            shared: invertible.then(|| Shared {
+                dict,
+                refs: Vec::new(),
+                live: 0,
+                ids: Vec::new(),
+            }),
         }
     }
 
@@ -138,6 +188,8 @@ impl PaneWindowOp {
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             in_running: (0, Vec::new()),
+            ids: Vec::new(),
+            slot_of: Vec::new(),
         }
     }
 
@@ -179,6 +231,7 @@ impl PaneWindowOp {
 
     /// Window `w`'s results: for every key in its panes, or only for the keys of `only`.
     fn window_results(&mut self, w: i64, only: Option<&GroupTable>) -> Result<Option<RecordBatch>> {
+        self.sync_all_keys();
         let conv = self.keys.converter();
         if self.bound.slide_ms == self.bound.size_ms && only.is_none() {
             // Tumbling: the pane is the window.
@@ -207,6 +260,13 @@ impl PaneWindowOp {
         accs.iter_mut().for_each(|a| a.reset(slots));
         let mut q = w;
         while q < w.saturating_add(self.bound.size_ms) {
+            if only.is_some()
+                && let Some(p) = self.panes.get_mut(&q)
+            {
+                // Panes keyed through the shared dictionary index their own keys on
+                // first need.
+                p.table.ensure_index();
+            }
             if let Some(p) = self.panes.get(&q) {
                 if only.is_some() {
                     for h in 0..combined.len() {
@@ -243,6 +303,30 @@ impl PaneWindowOp {
         let Some(p) = self.panes.get_mut(&pane) else {
             return Ok(());
         };
+        if let Some(sh) = &self.shared {
+            // The running aggregates are numbered as the dictionary: the pane's numbers
+            // are where its groups go.
+            let n = sh.dict.len();
+            if r.present.len() < n {
+                r.present.resize(n, 0);
+                r.accs.iter_mut().for_each(|a| a.resize(n));
+            }
+            let ok = if add {
+                for &h in &p.ids {
+                    r.present[h as usize] += 1;
+                }
+                merge_mapped(&mut r.accs, &p.accs, &p.ids)
+            } else {
+                for &h in &p.ids {
+                    r.present[h as usize] = r.present[h as usize].saturating_sub(1);
+                }
+                unmerge_mapped(&mut r.accs, &p.accs, &p.ids)
+            };
+            if !ok {
+                return Err(bad_value(format!("pane {pane}: aggregates of another layout")).into());
+            }
+            return Ok(());
+        }
         let n = p.table.len();
         let cached = p.in_running.0 == r.id && p.in_running.1.len() == n;
         if add || !cached {
@@ -311,6 +395,17 @@ impl PaneWindowOp {
             }
         };
         self.apply_pane(&mut r, w.saturating_add(size - slide), true)?;
+        let keys = match &self.shared {
+            Some(sh) => {
+                let n = sh.dict.len();
+                if r.present.len() < n {
+                    r.present.resize(n, 0);
+                    r.accs.iter_mut().for_each(|a| a.resize(n));
+                }
+                &sh.dict
+            }
+            None => &r.table,
+        };
         let live: Vec<u32> = (0..r.present.len() as u32)
             .filter(|&h| r.present[h as usize] > 0)
             .collect();
@@ -318,8 +413,8 @@ impl PaneWindowOp {
             None
         } else {
             // Every key still in the window (the steady state): copies, not gathers.
-            let sel = (live.len() < r.table.len()).then_some(live.as_slice());
-            let mut cols = r.table.key_columns(self.keys.converter(), sel)?;
+            let sel = (live.len() < keys.len()).then_some(live.as_slice());
+            let mut cols = keys.key_columns(self.keys.converter(), sel)?;
             let n = live.len();
             cols.push(Arc::new(Int64Array::from_value(w, n)));
             cols.push(Arc::new(Int64Array::from_value(w.saturating_add(size), n)));
@@ -330,9 +425,10 @@ impl PaneWindowOp {
         };
         self.apply_pane(&mut r, w, false)?;
         r.start = w.saturating_add(slide);
-        // Keys that left the window stay in the table: rebuild when they dominate.
+        // Keys that left the window stay in the table: rebuild when they dominate. With
+        // the shared dictionary, that is when it is compacted (see `fire`).
         let dead = r.present.len() - live.len();
-        if dead <= live.len() + 4096 {
+        if self.shared.is_some() || dead <= live.len() + 4096 {
             self.running = Some(r);
         }
         Ok(batch)
@@ -390,13 +486,81 @@ impl PaneWindowOp {
             .take_while(|&p| self.passed(self.cleanup_time(p)))
             .collect();
         for p in gone {
-            self.panes.remove(&p);
+            if let Some(p) = self.panes.remove(&p)
+                && let Some(sh) = &mut self.shared
+            {
+                for &id in &p.ids {
+                    let r = &mut sh.refs[id as usize];
+                    *r -= 1;
+                    if *r == 0 {
+                        sh.live -= 1;
+                    }
+                }
+            }
+        }
+        if self.shared.is_some() {
+            // Panes the watermark passed get rows only when late: they drop their
+            // dictionary-sized map (late rows use the pane's own index).
+            for (&start, p) in self.panes.iter_mut() {
+                if !p.slot_of.is_empty()
+                    && Timestamp::from_millis(start.saturating_add(slide - 1)) <= self.watermark
+                {
+                    p.slot_of = Vec::new();
+                }
+            }
+            self.compact_dict();
         }
         Ok(())
     }
 
+    /// Brings every pane's own key table up to date with its dictionary numbers.
+    fn sync_all_keys(&mut self) {
+        if let Some(sh) = &self.shared {
+            for p in self.panes.values_mut() {
+                sync_keys(p, &sh.dict);
+            }
+        }
+    }
+
+    /// Rebuilds the shared dictionary without the keys no pane holds, once they
+    /// outnumber the others: renumbers the panes' keys and drops the running
+    /// aggregates (rebuilt from the panes at the next firing).
+    fn compact_dict(&mut self) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        if sh.dict.len() - sh.live <= sh.live + 4096 {
+            return;
+        }
+        let mut dict = sh.dict.empty_like();
+        let mut renumber = vec![EMPTY_GROUP; sh.dict.len()];
+        let mut refs = Vec::with_capacity(sh.live);
+        for (id, &r) in sh.refs.iter().enumerate() {
+            if r > 0 {
+                renumber[id] = dict.insert_from(&sh.dict, id);
+                refs.push(r);
+            }
+        }
+        for p in self.panes.values_mut() {
+            for id in &mut p.ids {
+                *id = renumber[*id as usize];
+            }
+            if !p.slot_of.is_empty() {
+                p.slot_of.clear();
+                p.slot_of.resize(dict.len(), EMPTY_GROUP);
+                for (g, &id) in p.ids.iter().enumerate() {
+                    p.slot_of[id as usize] = g as u32;
+                }
+            }
+        }
+        sh.dict = dict;
+        sh.refs = refs;
+        self.running = None;
+    }
+
     /// Early firing: windows not fired yet emit the keys updated in their panes.
     fn fire_early(&mut self, out: &mut Output) -> Result<()> {
+        self.sync_all_keys();
         let mut windows: BTreeMap<i64, GroupTable> = BTreeMap::new();
         let dirty: Vec<i64> = self
             .panes
@@ -447,7 +611,11 @@ impl PaneWindowOp {
             let mut p = self.new_pane();
             // Panes of a stream tend to hold as many keys as the one before.
             if let Some(last) = self.panes.values().next_back() {
-                p.table.reserve(last.table.len());
+                if self.shared.is_some() {
+                    p.ids.reserve(last.ids.len());
+                } else {
+                    p.table.reserve(last.table.len());
+                }
             }
             self.panes.insert(pane, p);
         }
@@ -465,8 +633,67 @@ impl PaneWindowOp {
             .get_mut(&pane)
             .ok_or_else(|| bad_value("a pane vanished".into()))?;
         self.groups.clear();
-        p.table.groups_of(keys, &self.hashes, sel, &mut self.groups);
-        let n = p.table.len();
+        match &mut self.shared {
+            Some(sh) => {
+                // One dictionary lookup per row; the pane's group from its map by
+                // dictionary number, or (a pane the watermark passed) its own index.
+                sh.ids.clear();
+                sh.dict.groups_of(keys, &self.hashes, sel, &mut sh.ids);
+                let n = sh.dict.len();
+                if sh.refs.len() < n {
+                    sh.refs.resize(n, 0);
+                }
+                let hot = !Timestamp::from_millis(pane.saturating_add(self.bound.slide_ms - 1))
+                    .le(&self.watermark);
+                if hot && p.slot_of.len() < n {
+                    if p.slot_of.is_empty() {
+                        // Turning hot again (after a compaction, say): map its keys.
+                        p.slot_of.resize(n, EMPTY_GROUP);
+                        for (g, &id) in p.ids.iter().enumerate() {
+                            p.slot_of[id as usize] = g as u32;
+                        }
+                    } else {
+                        p.slot_of.resize(n, EMPTY_GROUP);
+                    }
+                }
+                if !p.slot_of.is_empty() {
+                    for &id in &sh.ids {
+                        let slot = &mut p.slot_of[id as usize];
+                        if *slot == EMPTY_GROUP {
+                            // The key itself is copied into the pane's table only when
+                            // needed (see `sync_keys`).
+                            *slot = p.ids.len() as u32;
+                            p.ids.push(id);
+                            let r = &mut sh.refs[id as usize];
+                            *r += 1;
+                            if *r == 1 {
+                                sh.live += 1;
+                            }
+                        }
+                        self.groups.push(*slot);
+                    }
+                } else {
+                    sync_keys(p, &sh.dict);
+                    for &id in &sh.ids {
+                        let g = p.table.insert_from(&sh.dict, id as usize);
+                        if g as usize == p.ids.len() {
+                            p.ids.push(id);
+                            let r = &mut sh.refs[id as usize];
+                            *r += 1;
+                            if *r == 1 {
+                                sh.live += 1;
+                            }
+                        }
+                        self.groups.push(g);
+                    }
+                }
+            }
+            None => p.table.groups_of(keys, &self.hashes, sel, &mut self.groups),
+        }
+        let n = match self.shared {
+            Some(_) => p.ids.len(),
+            None => p.table.len(),
+        };
         for (acc, v) in p.accs.iter_mut().zip(values) {
             acc.resize(n);
             acc.update(v.as_ref(), Some(times), sel, &self.groups)?;
@@ -492,6 +719,9 @@ impl PaneWindowOp {
             }
         }
         if late_update {
+            if let Some(sh) = &self.shared {
+                sync_keys(p, &sh.dict);
+            }
             let mut keys = p.table.empty_like();
             for &g in &touched {
                 keys.insert_from(&p.table, g as usize);
@@ -595,6 +825,7 @@ impl Operator for PaneWindowOp {
     }
 
     fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+        self.sync_all_keys();
         let mut backend = self.to_backend()?;
         let timers = Timers::new(self.ctx.max_parallelism);
         crate::snapshot::backend_write_async(dir, &mut backend, &timers, self.watermark)
@@ -605,6 +836,13 @@ impl Operator for PaneWindowOp {
         let state = backend.register(WINDOW_STATE, &self.fingerprint)?;
         let mut timers = Timers::new(self.ctx.max_parallelism);
         self.watermark = crate::snapshot::backend_read(dirs, &mut backend, &mut timers)?;
+        self.panes.clear();
+        self.running = None;
+        if let Some(sh) = &mut self.shared {
+            sh.dict.clear();
+            sh.refs.clear();
+            sh.live = 0;
+        }
         // Every stored (pane, key, slot set), by pane.
         let mut by_pane: BTreeMap<i64, StoredPane> = BTreeMap::new();
         let range = backend.key_groups();
@@ -647,6 +885,19 @@ impl Operator for PaneWindowOp {
                 p.accs.iter_mut().for_each(|a| a.resize(p.table.len()));
                 if !merge_value(&mut p.accs, g as usize, value) {
                     return Err(bad_value(format!("pane {pane}: malformed aggregates")).into());
+                }
+            }
+            if let Some(sh) = &mut self.shared {
+                for g in 0..p.table.len() {
+                    let id = sh.dict.insert_from(&p.table, g);
+                    if sh.refs.len() <= id as usize {
+                        sh.refs.resize(id as usize + 1, 0);
+                    }
+                    sh.refs[id as usize] += 1;
+                    if sh.refs[id as usize] == 1 {
+                        sh.live += 1;
+                    }
+                    p.ids.push(id);
                 }
             }
             self.panes.insert(pane, p);
