@@ -657,21 +657,26 @@ impl PaneWindowOp {
                     }
                 }
                 if !p.slot_of.is_empty() {
+                    // Without branches: about half the rows are a pane's first of their
+                    // key, so a branch on it would be mispredicted half the time. The key
+                    // itself is copied into the pane's table only when needed (see
+                    // `sync_keys`).
+                    let mut len = p.ids.len();
+                    p.ids.resize(len + sh.ids.len(), 0);
+                    self.groups.reserve(sh.ids.len());
                     for &id in &sh.ids {
-                        let slot = &mut p.slot_of[id as usize];
-                        if *slot == EMPTY_GROUP {
-                            // The key itself is copied into the pane's table only when
-                            // needed (see `sync_keys`).
-                            *slot = p.ids.len() as u32;
-                            p.ids.push(id);
-                            let r = &mut sh.refs[id as usize];
-                            *r += 1;
-                            if *r == 1 {
-                                sh.live += 1;
-                            }
-                        }
-                        self.groups.push(*slot);
+                        let slot = p.slot_of[id as usize];
+                        let new = slot == EMPTY_GROUP;
+                        let g = if new { len as u32 } else { slot };
+                        p.slot_of[id as usize] = g;
+                        p.ids[len] = id;
+                        len += usize::from(new);
+                        let r = &mut sh.refs[id as usize];
+                        *r += u32::from(new);
+                        sh.live += usize::from(new && *r == 1);
+                        self.groups.push(g);
                     }
+                    p.ids.truncate(len);
                 } else {
                     sync_keys(p, &sh.dict);
                     for &id in &sh.ids {
