@@ -123,6 +123,8 @@ struct Running {
     /// Per key: how many of the held panes hold it (0: not in the window). With a
     /// shared dictionary, keys (and `accs`) are numbered as in the dictionary.
     present: Vec<u32>,
+    /// With a shared dictionary: how many keys have `present > 0`.
+    live: usize,
 }
 
 impl PaneWindowOp {
@@ -313,12 +315,16 @@ impl PaneWindowOp {
             }
             let ok = if add {
                 for &h in &p.ids {
-                    r.present[h as usize] += 1;
+                    let n = &mut r.present[h as usize];
+                    r.live += usize::from(*n == 0);
+                    *n += 1;
                 }
                 merge_mapped(&mut r.accs, &p.accs, &p.ids)
             } else {
                 for &h in &p.ids {
-                    r.present[h as usize] = r.present[h as usize].saturating_sub(1);
+                    let n = &mut r.present[h as usize];
+                    r.live -= usize::from(*n == 1);
+                    *n = n.saturating_sub(1);
                 }
                 unmerge_mapped(&mut r.accs, &p.accs, &p.ids)
             };
@@ -385,6 +391,7 @@ impl PaneWindowOp {
                     table: first.table.empty_like(),
                     accs: self.new_accs(),
                     present: Vec::new(),
+                    live: 0,
                 };
                 let mut q = w;
                 while q < w.saturating_add(size - slide) {
@@ -406,16 +413,23 @@ impl PaneWindowOp {
             }
             None => &r.table,
         };
-        let live: Vec<u32> = (0..r.present.len() as u32)
-            .filter(|&h| r.present[h as usize] > 0)
-            .collect();
-        let batch = if live.is_empty() {
+        // Every key of the dictionary in the window (the steady state): no list needed.
+        let all_live = self.shared.is_some() && r.live == keys.len();
+        let live: Vec<u32> = if all_live {
+            Vec::new()
+        } else {
+            (0..r.present.len() as u32)
+                .filter(|&h| r.present[h as usize] > 0)
+                .collect()
+        };
+        let n_live = if all_live { keys.len() } else { live.len() };
+        let batch = if n_live == 0 {
             None
         } else {
             // Every key still in the window (the steady state): copies, not gathers.
-            let sel = (live.len() < keys.len()).then_some(live.as_slice());
+            let sel = (n_live < keys.len()).then_some(live.as_slice());
             let mut cols = keys.key_columns(self.keys.converter(), sel)?;
-            let n = live.len();
+            let n = n_live;
             cols.push(Arc::new(Int64Array::from_value(w, n)));
             cols.push(Arc::new(Int64Array::from_value(w.saturating_add(size), n)));
             for a in &r.accs {
@@ -427,8 +441,8 @@ impl PaneWindowOp {
         r.start = w.saturating_add(slide);
         // Keys that left the window stay in the table: rebuild when they dominate. With
         // the shared dictionary, that is when it is compacted (see `fire`).
-        let dead = r.present.len() - live.len();
-        if self.shared.is_some() || dead <= live.len() + 4096 {
+        let dead = r.present.len() - n_live;
+        if self.shared.is_some() || dead <= n_live + 4096 {
             self.running = Some(r);
         }
         Ok(batch)
@@ -661,21 +675,26 @@ impl PaneWindowOp {
                     // key, so a branch on it would be mispredicted half the time. The key
                     // itself is copied into the pane's table only when needed (see
                     // `sync_keys`).
+                    // Locals and slices, so that nothing is reloaded per row.
                     let mut len = p.ids.len();
                     p.ids.resize(len + sh.ids.len(), 0);
-                    self.groups.reserve(sh.ids.len());
-                    for &id in &sh.ids {
-                        let slot = p.slot_of[id as usize];
+                    self.groups.resize(sh.ids.len(), 0);
+                    let (slot_of, ids, refs) =
+                        (&mut p.slot_of[..], &mut p.ids[..], &mut sh.refs[..]);
+                    let mut live = sh.live;
+                    for (&id, group) in sh.ids.iter().zip(self.groups.iter_mut()) {
+                        let slot = slot_of[id as usize];
                         let new = slot == EMPTY_GROUP;
                         let g = if new { len as u32 } else { slot };
-                        p.slot_of[id as usize] = g;
-                        p.ids[len] = id;
+                        slot_of[id as usize] = g;
+                        ids[len] = id;
                         len += usize::from(new);
-                        let r = &mut sh.refs[id as usize];
+                        let r = &mut refs[id as usize];
                         *r += u32::from(new);
-                        sh.live += usize::from(new && *r == 1);
-                        self.groups.push(g);
+                        live += usize::from(new && *r == 1);
+                        *group = g;
                     }
+                    sh.live = live;
                     p.ids.truncate(len);
                 } else {
                     sync_keys(p, &sh.dict);
