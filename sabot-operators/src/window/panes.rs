@@ -547,6 +547,7 @@ impl PaneWindowOp {
             return;
         }
         let mut dict = sh.dict.empty_like();
+        dict.reserve(sh.live);
         let mut renumber = vec![EMPTY_GROUP; sh.dict.len()];
         let mut refs = Vec::with_capacity(sh.live);
         for (id, &r) in sh.refs.iter().enumerate() {
