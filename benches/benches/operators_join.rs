@@ -2,7 +2,9 @@
 //! runtime) building on `SABOT_JOIN_BUILD` rows (default 200K, unique keys) and probing
 //! with `SABOT_JOIN_PROBE` rows (default 2M, keys uniform over the build keys, so every
 //! probe row matches once), next to a plain `hashbrown` build/probe loop producing the
-//! same (probe row, build row) pairs, in the same run. Issue 7's headline is 10M x 1M:
+//! same (probe row, build row) pairs, in the same run; and the join again with the build
+//! side's key declared unique (probe rows that found their build row are not stored).
+//! Issue 7's headline is 10M x 1M:
 //! `SABOT_JOIN_BUILD=1000000 SABOT_JOIN_PROBE=10000000`.
 
 use std::sync::Arc;
@@ -40,8 +42,10 @@ fn batches(rows: u64, keys: u64, unique: bool, value: &str) -> Vec<RecordBatch> 
         .collect()
 }
 
-fn sabot_join(build: &[RecordBatch], probe: &[RecordBatch]) -> usize {
-    let join = JoinFactory::regular(&["key"], &["key"]);
+/// `unique_build`: the build side's key is declared unique (a primary key), so probe rows
+/// that found their build row are not stored.
+fn sabot_join(build: &[RecordBatch], probe: &[RecordBatch], unique_build: bool) -> usize {
+    let join = JoinFactory::regular(&["key"], &["key"]).with_unique_keys(false, unique_build);
     let ctx = TaskContext::new(0, 1, 128, Metrics::new());
     let mut op = join
         .create(&probe[0].schema(), &build[0].schema(), &ctx)
@@ -95,7 +99,8 @@ fn bench(c: &mut Criterion) {
     let probe_rows = sabot_benches::env_u64("SABOT_JOIN_PROBE", 2_000_000);
     let build = batches(build_rows, build_rows, true, "b_value");
     let probe = batches(probe_rows, build_rows, false, "value");
-    assert_eq!(sabot_join(&build, &probe), probe_rows as usize);
+    assert_eq!(sabot_join(&build, &probe, false), probe_rows as usize);
+    assert_eq!(sabot_join(&build, &probe, true), probe_rows as usize);
     assert_eq!(hashbrown_join(&build, &probe), probe_rows as usize);
     let mut g = c.benchmark_group(format!(
         "hash_join_{}k_probe_x_{}k_build",
@@ -104,7 +109,10 @@ fn bench(c: &mut Criterion) {
     ));
     g.throughput(Throughput::Elements(build_rows + probe_rows));
     g.bench_function("sabot_regular_join", |b| {
-        b.iter(|| sabot_join(&build, &probe))
+        b.iter(|| sabot_join(&build, &probe, false))
+    });
+    g.bench_function("sabot_regular_join_unique_build_key", |b| {
+        b.iter(|| sabot_join(&build, &probe, true))
     });
     g.bench_function("hashbrown_build_probe", |b| {
         b.iter(|| hashbrown_join(&build, &probe))

@@ -103,6 +103,29 @@ fn render(kind: Kind, l: &Row, r: Option<&Row>, two_keys: bool) -> String {
     cols.join(",")
 }
 
+/// The input with only the first row of each key on a side declared unique
+/// (`unique[side]`), as such a side's input is; `two_keys`: the key is (key, name).
+fn first_of_each_unique_key(
+    steps: Vec<(bool, Vec<Row>)>,
+    unique: [bool; 2],
+    two_keys: bool,
+) -> Vec<(bool, Vec<Row>)> {
+    let mut seen = std::collections::HashSet::new();
+    steps
+        .into_iter()
+        .map(|(right, rows)| {
+            let rows = rows
+                .into_iter()
+                .filter(|r| {
+                    !unique[usize::from(right)]
+                        || seen.insert((right, r.key, two_keys.then(|| r.name.clone())))
+                })
+                .collect();
+            (right, rows)
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
 
@@ -116,22 +139,8 @@ proptest! {
         rocksdb in any::<bool>(),
         unique in 0u8..3,
     ) {
-        // A side declared unique (1: left, 2: right) keeps the first row of each key.
         let unique = [unique == 1, unique == 2];
-        let mut seen = std::collections::HashSet::new();
-        let steps: Vec<(bool, Vec<Row>)> = steps
-            .into_iter()
-            .map(|(right, rows)| {
-                let rows = rows
-                    .into_iter()
-                    .filter(|r| {
-                        !unique[usize::from(right)]
-                            || seen.insert((right, r.key, two_keys.then(|| r.name.clone())))
-                    })
-                    .collect();
-                (right, rows)
-            })
-            .collect();
+        let steps = first_of_each_unique_key(steps, unique, two_keys);
         let (lk, rk): (Vec<&str>, Vec<&str>) = if two_keys {
             (vec!["key", "name"], vec!["key", "name"])
         } else {
@@ -224,19 +233,8 @@ proptest! {
         rocksdb in any::<bool>(),
         unique in 0u8..3,
     ) {
-        // A side declared unique (1: left, 2: right) keeps the first row of each key.
         let unique = [unique == 1, unique == 2];
-        let mut seen = std::collections::HashSet::new();
-        let steps: Vec<(bool, Vec<Row>)> = steps
-            .into_iter()
-            .map(|(right, rows)| {
-                let rows = rows
-                    .into_iter()
-                    .filter(|r| !unique[usize::from(right)] || seen.insert((right, r.key)))
-                    .collect();
-                (right, rows)
-            })
-            .collect();
+        let steps = first_of_each_unique_key(steps, unique, false);
         let mut factory = JoinFactory::regular(&["key"], &["key"])
             .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner })
             .with_unique_keys(unique[0], unique[1]);

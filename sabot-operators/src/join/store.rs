@@ -407,24 +407,7 @@ impl RowStore {
                     count: 1,
                     unmatched,
                 };
-                match sides[side].entry_ref(key) {
-                    EntryRef::Vacant(v) => {
-                        v.insert_with_key(
-                            Key::new(key),
-                            KeyRows {
-                                kg,
-                                rows: Rows::One(stored),
-                            },
-                        );
-                        Ok(true)
-                    }
-                    EntryRef::Occupied(mut o) => {
-                        let rows = &mut o.get_mut().rows;
-                        let first = rows.front().is_none_or(|r| ts < r.ts);
-                        rows.add(stored);
-                        Ok(first)
-                    }
-                }
+                Ok(add_row(&mut sides[side], kg, key, stored))
             }
             RowStore::Backend {
                 backend,
@@ -596,18 +579,7 @@ impl RowStore {
                         count,
                         unmatched,
                     };
-                    match rows.entry_ref(key) {
-                        EntryRef::Vacant(v) => {
-                            v.insert_with_key(
-                                Key::new(key),
-                                KeyRows {
-                                    kg,
-                                    rows: Rows::One(stored),
-                                },
-                            );
-                        }
-                        EntryRef::Occupied(mut o) => o.get_mut().rows.add(stored),
-                    }
+                    add_row(rows, kg, key, stored);
                     true
                 })?;
                 if let Some(what) = bad {
@@ -623,6 +595,29 @@ impl RowStore {
             }
         }
         Ok(watermark)
+    }
+}
+
+/// Adds `stored` under `key` in its time order; returns whether it is now the key's
+/// earliest row (the first of a new key, or earlier than the others).
+fn add_row(rows: &mut HashMap<Key, KeyRows>, kg: KeyGroup, key: &[u8], stored: StoredRow) -> bool {
+    match rows.entry_ref(key) {
+        EntryRef::Vacant(v) => {
+            v.insert_with_key(
+                Key::new(key),
+                KeyRows {
+                    kg,
+                    rows: Rows::One(stored),
+                },
+            );
+            true
+        }
+        EntryRef::Occupied(mut o) => {
+            let rows = &mut o.get_mut().rows;
+            let first = rows.front().is_none_or(|r| stored.ts < r.ts);
+            rows.add(stored);
+            first
+        }
     }
 }
 
