@@ -624,31 +624,46 @@ impl StateBackend for MemoryBackend {
         prefix: &[u8],
         f: &mut ScanFn<'_>,
     ) -> Result<()> {
-        let mut p = Vec::new();
-        composite(&mut p, key, prefix);
         let group = self.group(state, kg)?;
         if let Some(index) = &group.index {
             // This key's namespaces in order from the prefix: no sorting, no pass over
-            // the other keys.
-            let key_part = &p[..4 + key.len()];
-            let Some(set) = index.get(key_part) else {
+            // the other keys. Composite keys are built on the stack when small.
+            let mut c: SmallVec<[u8; 128]> = SmallVec::new();
+            c.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            c.extend_from_slice(key);
+            let key_len = c.len();
+            let Some(set) = index.get(&c[..]) else {
                 return Ok(());
             };
-            let mut c = Vec::with_capacity(p.len() + 16);
-            for ns in set
-                .range(Key::from_slice(prefix)..)
-                .take_while(|ns| ns.starts_with(prefix))
-            {
-                c.clear();
-                c.extend_from_slice(key_part);
+            let mut visit = |ns: &Key| {
+                c.truncate(key_len);
                 c.extend_from_slice(ns);
-                let Some(v) = group.get(&c) else { continue };
-                if !f(ns, v) {
-                    break;
+                match group.get(&c) {
+                    Some(v) => f(ns, v),
+                    None => true,
+                }
+            };
+            if prefix.is_empty() {
+                // Every namespace: no search for the first.
+                for ns in set {
+                    if !visit(ns) {
+                        break;
+                    }
+                }
+            } else {
+                for ns in set
+                    .range(Key::from_slice(prefix)..)
+                    .take_while(|ns| ns.starts_with(prefix))
+                {
+                    if !visit(ns) {
+                        break;
+                    }
                 }
             }
             return Ok(());
         }
+        let mut p = Vec::new();
+        composite(&mut p, key, prefix);
         let mut hits: Vec<(&[u8], &[u8])> = group
             .iter()
             .filter(|(k, _)| k.starts_with(&p))
