@@ -103,6 +103,15 @@ fn render(kind: Kind, l: &Row, r: Option<&Row>, two_keys: bool) -> String {
     cols.join(",")
 }
 
+/// RocksDB state in `dir`, or memory state.
+fn state_config(rocksdb: bool, dir: &std::path::Path) -> StateConfig {
+    if rocksdb {
+        StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir)
+    } else {
+        StateConfig::memory()
+    }
+}
+
 /// The input with only the first row of each key on a side declared unique
 /// (`unique[side]`), as such a side's input is; `two_keys`: the key is (key, name).
 fn first_of_each_unique_key(
@@ -157,11 +166,7 @@ proptest! {
         .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner })
         .with_unique_keys(unique[0], unique[1]);
         let dir = tempfile::tempdir().unwrap();
-        let state = if rocksdb {
-            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
-        } else {
-            StateConfig::memory()
-        };
+        let state = state_config(rocksdb, dir.path());
         let metrics = Metrics::new();
         let ctx = TaskContext::new(0, 1, 128, metrics.clone()).with_state(state);
         let mut op: Box<dyn Operator> = factory.create(&schema(""), &schema("r_"), &ctx).unwrap();
@@ -244,11 +249,7 @@ proptest! {
                 .with_time_columns(Some("ts"), Some("r_ts"));
         }
         let dir = tempfile::tempdir().unwrap();
-        let state = if rocksdb {
-            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
-        } else {
-            StateConfig::memory()
-        };
+        let state = state_config(rocksdb, dir.path());
         let ctx = TaskContext::new(0, 1, 128, Metrics::new()).with_state(state);
         let mut op = factory.create(&schema(""), &schema("r_"), &ctx).unwrap();
         let mut out = Output::new();
@@ -335,11 +336,7 @@ proptest! {
             .with_op_column("op")
             .with_join_type(if outer { JoinType::LeftOuter } else { JoinType::Inner });
         let dir = tempfile::tempdir().unwrap();
-        let state = if rocksdb {
-            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
-        } else {
-            StateConfig::memory()
-        };
+        let state = state_config(rocksdb, dir.path());
         let metrics = Metrics::new();
         let ctx = TaskContext::new(0, 1, 128, metrics.clone()).with_state(state);
         let table = table_schema();
@@ -591,11 +588,7 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 fn a_repeated_unique_key_is_an_error() {
     for rocksdb in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let state = if rocksdb {
-            StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
-        } else {
-            StateConfig::memory()
-        };
+        let state = state_config(rocksdb, dir.path());
         let ctx = TaskContext::new(0, 1, 128, Metrics::new()).with_state(state);
         let factory = JoinFactory::interval_ms(&["key"], &["key"], "ts", "r_ts", 0, 100)
             .with_unique_keys(true, false);

@@ -185,24 +185,19 @@ impl Rows {
     #[inline]
     fn add(&mut self, row: StoredRow) {
         if let Rows::One(_) = self {
-            let Rows::One(first) = std::mem::replace(self, Rows::Many(VecDeque::new())) else {
-                unreachable!("matched above")
-            };
-            let Rows::Many(d) = self else {
-                unreachable!("just set")
-            };
-            d.reserve(4);
-            d.push_back(first);
+            let old = std::mem::replace(self, Rows::Many(VecDeque::with_capacity(4)));
+            if let (Rows::One(first), Rows::Many(d)) = (old, &mut *self) {
+                d.push_back(first);
+            }
         }
-        let Rows::Many(d) = self else {
-            unreachable!("a deque by now")
-        };
-        // Rows mostly come in time order: the end, or just before it.
-        if d.back().is_none_or(|r| r.ts <= row.ts) {
-            d.push_back(row);
-        } else {
-            let at = d.partition_point(|r| r.ts <= row.ts);
-            d.insert(at, row);
+        if let Rows::Many(d) = self {
+            // Rows mostly come in time order: the end, or just before it.
+            if d.back().is_none_or(|r| r.ts <= row.ts) {
+                d.push_back(row);
+            } else {
+                let at = d.partition_point(|r| r.ts <= row.ts);
+                d.insert(at, row);
+            }
         }
     }
 

@@ -38,9 +38,6 @@ struct Pane {
     /// Early firing: the groups updated since the last early firing.
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
-    /// Where its groups are in the running aggregates numbered `.0` (set when the pane
-    /// is added, used when it is taken out).
-    in_running: (u64, Vec<u32>),
     /// With a shared dictionary ([`Shared`]): each group's key's number there (which is
     /// also where the running aggregates keep that key).
     ids: Vec<u32>,
@@ -58,6 +55,38 @@ fn sync_keys(p: &mut Pane, dict: &GroupTable) {
     for g in p.table.len()..p.ids.len() {
         p.table.push_from(dict, p.ids[g] as usize);
     }
+}
+
+impl Running {
+    /// Room for keys numbered up to `n` of the dictionary.
+    fn fit(&mut self, n: usize) {
+        if self.present.len() < n {
+            self.present.resize(n, 0);
+            self.accs.iter_mut().for_each(|a| a.resize(n));
+        }
+    }
+}
+
+/// The running aggregates exist only with the shared dictionary (a bug otherwise).
+fn no_dictionary() -> crate::OperatorError {
+    bad_value("incremental sliding window without its key dictionary".into()).into()
+}
+
+/// One more pane holds dictionary key `id` if `new` (without a branch: the row loop
+/// calls it for every row); `live` counts the keys some pane holds.
+#[inline]
+fn hold(refs: &mut [u32], live: &mut usize, id: u32, new: bool) {
+    let r = &mut refs[id as usize];
+    *r += u32::from(new);
+    *live += usize::from(new && *r == 1);
+}
+
+/// A pane holding dictionary key `id` is gone.
+#[inline]
+fn release(refs: &mut [u32], live: &mut usize, id: u32) {
+    let r = &mut refs[id as usize];
+    *r -= 1;
+    *live -= usize::from(*r == 0);
 }
 
 /// No group in a pane's [`Pane::slot_of`].
@@ -102,9 +131,6 @@ pub(super) struct PaneWindowOp {
     /// Sliding windows with invertible aggregates: the next window to fire, less its
     /// newest pane (see [`Running`]).
     running: Option<Running>,
-    invertible: bool,
-    /// The last [`Running::id`] given out.
-    running_ids: u64,
     /// The shared key dictionary (sliding windows with invertible aggregates).
     shared: Option<Shared>,
 }
@@ -113,17 +139,14 @@ pub(super) struct PaneWindowOp {
 /// aggregates come from the previous window's by adding the newest pane and taking out
 /// the oldest one, instead of combining all `size / slide` panes.
 struct Running {
-    /// Which running aggregates these are (a new number each rebuild).
-    id: u64,
     /// The window these aggregates are for, once its newest pane is added: they hold
     /// panes `[start, start + size - slide)`.
     start: i64,
-    table: GroupTable,
     accs: Vec<Accumulator>,
-    /// Per key: how many of the held panes hold it (0: not in the window). With a
-    /// shared dictionary, keys (and `accs`) are numbered as in the dictionary.
+    /// Per key, numbered as in the shared dictionary (as `accs` are): how many of the
+    /// held panes hold it (0: not in the window).
     present: Vec<u32>,
-    /// With a shared dictionary: how many keys have `present > 0`.
+    /// How many keys have `present > 0`.
     live: usize,
 }
 
@@ -160,8 +183,6 @@ impl PaneWindowOp {
             groups: Vec::new(),
             next_early: i64::MIN,
             running: None,
-            running_ids: 0,
-            invertible,
             shared: invertible.then(|| Shared {
                 dict,
                 refs: Vec::new(),
@@ -189,7 +210,6 @@ impl PaneWindowOp {
             accs: self.new_accs(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
-            in_running: (0, Vec::new()),
             ids: Vec::new(),
             slot_of: Vec::new(),
         }
@@ -300,71 +320,27 @@ impl PaneWindowOp {
         self.result(w, cols, &accs).map(Some)
     }
 
-    /// Adds (`add`) or takes out pane `pane` into the running aggregates.
+    /// Adds (`add`) or takes out pane `pane` into the running aggregates: they are
+    /// numbered as the shared dictionary, so the pane's numbers are where its groups go.
     fn apply_pane(&mut self, r: &mut Running, pane: i64, add: bool) -> Result<()> {
         let Some(p) = self.panes.get_mut(&pane) else {
             return Ok(());
         };
-        if let Some(sh) = &self.shared {
-            // The running aggregates are numbered as the dictionary: the pane's numbers
-            // are where its groups go.
-            let n = sh.dict.len();
-            if r.present.len() < n {
-                r.present.resize(n, 0);
-                r.accs.iter_mut().for_each(|a| a.resize(n));
-            }
-            let ok = if add {
-                for &h in &p.ids {
-                    let n = &mut r.present[h as usize];
-                    r.live += usize::from(*n == 0);
-                    *n += 1;
-                }
-                merge_mapped(&mut r.accs, &p.accs, &p.ids)
-            } else {
-                for &h in &p.ids {
-                    let n = &mut r.present[h as usize];
-                    r.live -= usize::from(*n == 1);
-                    *n = n.saturating_sub(1);
-                }
-                unmerge_mapped(&mut r.accs, &p.accs, &p.ids)
-            };
-            if !ok {
-                return Err(bad_value(format!("pane {pane}: aggregates of another layout")).into());
-            }
-            return Ok(());
-        }
-        let n = p.table.len();
-        let cached = p.in_running.0 == r.id && p.in_running.1.len() == n;
-        if add || !cached {
-            // Where each of the pane's keys is in the running aggregates.
-            r.table.reserve(if add { n } else { 0 });
-            let map = &mut p.in_running;
-            map.0 = r.id;
-            map.1.clear();
-            for g in 0..n {
-                let h = if add {
-                    r.table.insert_from(&p.table, g)
-                } else {
-                    r.table.find_from(&p.table, g).ok_or_else(|| {
-                        bad_value(format!("pane {pane}: a key missing from its window"))
-                    })?
-                };
-                map.1.push(h);
-            }
-            if r.present.len() < r.table.len() {
-                r.present.resize(r.table.len(), 0);
-                r.accs.iter_mut().for_each(|a| a.resize(r.table.len()));
-            }
-        }
-        let map = &p.in_running.1;
+        let sh = self.shared.as_ref().ok_or_else(no_dictionary)?;
+        r.fit(sh.dict.len());
+        let map = &p.ids;
         let ok = if add {
             for &h in map {
-                r.present[h as usize] += 1;
+                let n = &mut r.present[h as usize];
+                r.live += usize::from(*n == 0);
+                *n += 1;
             }
             merge_mapped(&mut r.accs, &p.accs, map)
         } else {
             for &h in map {
-                r.present[h as usize] = r.present[h as usize].saturating_sub(1);
+                let n = &mut r.present[h as usize];
+                r.live -= usize::from(*n == 1);
+                *n = n.saturating_sub(1);
             }
             unmerge_mapped(&mut r.accs, &p.accs, map)
         };
@@ -381,14 +357,11 @@ impl PaneWindowOp {
         let mut r = match self.running.take() {
             Some(r) if r.start == w => r,
             _ => {
-                let Some(first) = self.panes.values().next() else {
+                if self.panes.is_empty() {
                     return Ok(None);
-                };
-                self.running_ids += 1;
+                }
                 let mut r = Running {
-                    id: self.running_ids,
                     start: w,
-                    table: first.table.empty_like(),
                     accs: self.new_accs(),
                     present: Vec::new(),
                     live: 0,
@@ -402,19 +375,10 @@ impl PaneWindowOp {
             }
         };
         self.apply_pane(&mut r, w.saturating_add(size - slide), true)?;
-        let keys = match &self.shared {
-            Some(sh) => {
-                let n = sh.dict.len();
-                if r.present.len() < n {
-                    r.present.resize(n, 0);
-                    r.accs.iter_mut().for_each(|a| a.resize(n));
-                }
-                &sh.dict
-            }
-            None => &r.table,
-        };
+        let keys = &self.shared.as_ref().ok_or_else(no_dictionary)?.dict;
+        r.fit(keys.len());
         // Every key of the dictionary in the window (the steady state): no list needed.
-        let all_live = self.shared.is_some() && r.live == keys.len();
+        let all_live = r.live == keys.len();
         let live: Vec<u32> = if all_live {
             Vec::new()
         } else {
@@ -439,12 +403,9 @@ impl PaneWindowOp {
         };
         self.apply_pane(&mut r, w, false)?;
         r.start = w.saturating_add(slide);
-        // Keys that left the window stay in the table: rebuild when they dominate. With
-        // the shared dictionary, that is when it is compacted (see `fire`).
-        let dead = r.present.len() - n_live;
-        if self.shared.is_some() || dead <= n_live + 4096 {
-            self.running = Some(r);
-        }
+        // Keys that left the window stay numbered until the dictionary is compacted
+        // (see `fire`), which drops these aggregates.
+        self.running = Some(r);
         Ok(batch)
     }
 
@@ -483,7 +444,7 @@ impl PaneWindowOp {
             }
         }
         for w in due {
-            let batch = if self.invertible {
+            let batch = if self.shared.is_some() {
                 self.window_incremental(w)?
             } else {
                 self.window_results(w, None)?
@@ -504,11 +465,7 @@ impl PaneWindowOp {
                 && let Some(sh) = &mut self.shared
             {
                 for &id in &p.ids {
-                    let r = &mut sh.refs[id as usize];
-                    *r -= 1;
-                    if *r == 0 {
-                        sh.live -= 1;
-                    }
+                    release(&mut sh.refs, &mut sh.live, id);
                 }
             }
         }
@@ -643,6 +600,8 @@ impl PaneWindowOp {
         }) {
             self.running = None;
         }
+        // Rows still come to this pane in order until the watermark passes its end.
+        let hot = !self.passed(pane.saturating_add(self.bound.slide_ms - 1));
         let p = self
             .panes
             .get_mut(&pane)
@@ -658,8 +617,6 @@ impl PaneWindowOp {
                 if sh.refs.len() < n {
                     sh.refs.resize(n, 0);
                 }
-                let hot = !Timestamp::from_millis(pane.saturating_add(self.bound.slide_ms - 1))
-                    .le(&self.watermark);
                 if hot && p.slot_of.len() < n {
                     if p.slot_of.is_empty() {
                         // Turning hot again (after a compaction, say): map its keys.
@@ -690,9 +647,7 @@ impl PaneWindowOp {
                         slot_of[id as usize] = g;
                         ids[len] = id;
                         len += usize::from(new);
-                        let r = &mut refs[id as usize];
-                        *r += u32::from(new);
-                        live += usize::from(new && *r == 1);
+                        hold(refs, &mut live, id, new);
                         *group = g;
                     }
                     sh.live = live;
@@ -703,11 +658,7 @@ impl PaneWindowOp {
                         let g = p.table.insert_from(&sh.dict, id as usize);
                         if g as usize == p.ids.len() {
                             p.ids.push(id);
-                            let r = &mut sh.refs[id as usize];
-                            *r += 1;
-                            if *r == 1 {
-                                sh.live += 1;
-                            }
+                            hold(&mut sh.refs, &mut sh.live, id, true);
                         }
                         self.groups.push(g);
                     }
@@ -918,10 +869,7 @@ impl Operator for PaneWindowOp {
                     if sh.refs.len() <= id as usize {
                         sh.refs.resize(id as usize + 1, 0);
                     }
-                    sh.refs[id as usize] += 1;
-                    if sh.refs[id as usize] == 1 {
-                        sh.live += 1;
-                    }
+                    hold(&mut sh.refs, &mut sh.live, id, true);
                     p.ids.push(id);
                 }
             }
