@@ -102,6 +102,7 @@ impl KeyGroupRange {
     }
 
     /// Whether `kg` lies in this range.
+    #[inline]
     pub fn contains(&self, kg: KeyGroup) -> bool {
         (self.start..self.end).contains(&kg.0)
     }

@@ -394,6 +394,7 @@ impl OperatorFactory for KeyedProcessFactory {
             out: RowWriter::new(self.name.as_str().into(), self.output.clone()),
             hashes: Vec::new(),
             key: Vec::new(),
+            ahead: Vec::new(),
         }))
     }
 }
@@ -409,7 +410,12 @@ struct KeyedProcessOp {
     out: RowWriter,
     hashes: Vec<u64>,
     key: Vec<u8>,
+    /// The key of the row [`PREFETCH_AHEAD`] rows on.
+    ahead: Vec<u8>,
 }
+
+/// How many rows ahead the keyed process operator hints the state it will touch.
+const PREFETCH_AHEAD: usize = 8;
 
 impl KeyedProcessOp {
     /// Fires the due timers of `domain`, each with its key's context.
@@ -443,6 +449,14 @@ impl Operator for KeyedProcessOp {
         let now = Timestamp::from_millis(self.clock.now_ms());
         self.state.set_processing_time(now.millis());
         for row in 0..batch.num_rows() {
+            // Hint the state of the key a few rows ahead: its memory loads overlap with
+            // this row's work instead of stalling that row (state larger than the caches).
+            if let Some(&hash) = self.hashes.get(row + PREFETCH_AHEAD) {
+                self.ahead.clear();
+                keys.write(row + PREFETCH_AHEAD, &mut self.ahead);
+                let kg = KeyGroup::of_hash(hash, self.max_parallelism);
+                self.state.prefetch_key(kg, &self.ahead);
+            }
             let kg = KeyGroup::of_hash(self.hashes[row], self.max_parallelism);
             self.key.clear();
             keys.write(row, &mut self.key);

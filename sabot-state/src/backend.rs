@@ -1,6 +1,7 @@
 //! The byte-level state backend contract.
 
 use std::fmt::Debug;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use sabot_core::{KeyGroup, KeyGroupRange};
@@ -102,6 +103,70 @@ pub trait StateBackend: Send + Debug {
         namespace: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool>;
+
+    /// A hint that `entry` will be read or written soon: a backend that can start
+    /// loading it now (the memory backend brings its slot into the CPU cache) does, so
+    /// that a caller walking a batch overlaps the memory loads of the rows ahead with
+    /// the work on the current one. Does nothing by default; never fails (an unknown
+    /// state or key group is simply not prefetched).
+    fn prefetch_entry(&self, state: StateId, kg: KeyGroup, entry: &EntryKey) {
+        let _ = (state, kg, entry);
+    }
+
+    /// [`get`](Self::get) of a prepared entry key (a backend may skip re-encoding and
+    /// re-hashing it).
+    #[inline]
+    fn get_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.get(state, kg, entry.key(), entry.namespace(), out)
+    }
+
+    /// [`put`](Self::put) of a prepared entry key.
+    #[inline]
+    fn put_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        value: &[u8],
+    ) -> Result<()> {
+        self.put(state, kg, entry.key(), entry.namespace(), value)
+    }
+
+    /// [`delete`](Self::delete) of a prepared entry key.
+    #[inline]
+    fn delete_entry(&mut self, state: StateId, kg: KeyGroup, entry: &EntryKey) -> Result<bool> {
+        self.delete(state, kg, entry.key(), entry.namespace())
+    }
+
+    /// [`merge`](Self::merge) of a prepared entry key.
+    #[inline]
+    fn merge_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        operand: &[u8],
+    ) -> Result<()> {
+        self.merge(state, kg, entry.key(), entry.namespace(), operand)
+    }
+
+    /// [`update`](Self::update) of a prepared entry key.
+    #[inline]
+    fn update_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        self.update(state, kg, entry.key(), entry.namespace(), f)
+    }
 
     /// Writes a value.
     fn put(
@@ -226,6 +291,54 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
         (**self).get(state, kg, key, namespace, out)
     }
     #[inline]
+    fn prefetch_entry(&self, state: StateId, kg: KeyGroup, entry: &EntryKey) {
+        (**self).prefetch_entry(state, kg, entry)
+    }
+    #[inline]
+    fn get_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        (**self).get_entry(state, kg, entry, out)
+    }
+    #[inline]
+    fn put_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        value: &[u8],
+    ) -> Result<()> {
+        (**self).put_entry(state, kg, entry, value)
+    }
+    #[inline]
+    fn delete_entry(&mut self, state: StateId, kg: KeyGroup, entry: &EntryKey) -> Result<bool> {
+        (**self).delete_entry(state, kg, entry)
+    }
+    #[inline]
+    fn merge_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        operand: &[u8],
+    ) -> Result<()> {
+        (**self).merge_entry(state, kg, entry, operand)
+    }
+    #[inline]
+    fn update_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        (**self).update_entry(state, kg, entry, f)
+    }
+    #[inline]
     fn put(
         &mut self,
         state: StateId,
@@ -299,8 +412,94 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
     }
 }
 
+/// Hashes an entry's (key, namespace), the same way everywhere in this process (one
+/// random seed per process: a crafted key cannot aim at a known hash). The parts are
+/// hashed where they lie, not from a freshly written composite key: reading back bytes
+/// just stored in pieces would stall the CPU's store forwarding.
+#[inline]
+pub(crate) fn entry_hash(key: &[u8], namespace: &[u8]) -> u64 {
+    static HASHER: std::sync::OnceLock<hashbrown::DefaultHashBuilder> = std::sync::OnceLock::new();
+    let mut h = HASHER.get_or_init(Default::default).build_hasher();
+    h.write_usize(key.len());
+    h.write(key);
+    h.write(namespace);
+    h.finish()
+}
+
+/// [`entry_hash`] of a composite key.
+#[inline]
+pub(crate) fn composite_hash(c: &[u8]) -> u64 {
+    match split_composite(c) {
+        Some((key, namespace)) => entry_hash(key, namespace),
+        None => entry_hash(c, &[]),
+    }
+}
+
+/// The address of an entry within a state, prepared once for several accesses: the
+/// composite key (key length, key, namespace) and its hash. [`KeyedState`] keeps one
+/// for its current key and namespace, so a read and a write of the same entry (or of
+/// several states of one key) encode and hash it once.
+///
+/// [`KeyedState`]: crate::KeyedState
+#[derive(Clone, Debug, Default)]
+pub struct EntryKey {
+    composite: Vec<u8>,
+    key_len: usize,
+    hash: u64,
+}
+
+impl EntryKey {
+    /// The entry of (`key`, `namespace`).
+    pub fn new(key: &[u8], namespace: &[u8]) -> Self {
+        let mut e = EntryKey::default();
+        e.set(key, namespace);
+        e
+    }
+
+    /// Readdresses to (`key`, `namespace`).
+    #[inline]
+    pub fn set(&mut self, key: &[u8], namespace: &[u8]) {
+        composite(&mut self.composite, key, namespace);
+        self.key_len = key.len();
+        self.hash = entry_hash(key, namespace);
+    }
+
+    /// Readdresses to `namespace`, keeping the key.
+    #[inline]
+    pub fn set_namespace(&mut self, namespace: &[u8]) {
+        self.composite.truncate(4 + self.key_len);
+        self.composite.extend_from_slice(namespace);
+        self.hash = entry_hash(self.key(), namespace);
+    }
+
+    /// The key.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        self.composite.get(4..4 + self.key_len).unwrap_or_default()
+    }
+
+    /// The namespace.
+    #[inline]
+    pub fn namespace(&self) -> &[u8] {
+        self.composite.get(4 + self.key_len..).unwrap_or_default()
+    }
+
+    /// Key length (u32 LE), key, namespace.
+    #[inline]
+    pub(crate) fn composite(&self) -> &[u8] {
+        &self.composite
+    }
+
+    /// [`entry_hash`] of the key and namespace.
+    #[inline]
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// The composite key of an entry: key length (u32 LE), key, namespace. Prefixing the
 /// length keeps `(key, namespace)` pairs unambiguous and groups a key's namespaces.
+#[inline]
 pub(crate) fn composite(buf: &mut Vec<u8>, key: &[u8], namespace: &[u8]) {
     buf.clear();
     buf.extend_from_slice(&(key.len() as u32).to_le_bytes());

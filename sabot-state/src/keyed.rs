@@ -11,7 +11,7 @@ use sabot_core::{KeyGroup, KeyGroupRange, duration_millis};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{PendingSnapshot, Result, SnapshotInfo, StateBackend, StateError, StateId};
+use crate::{EntryKey, PendingSnapshot, Result, SnapshotInfo, StateBackend, StateError, StateId};
 
 /// Which clock a TTL follows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -137,8 +137,11 @@ pub struct KeyedState<B: StateBackend> {
     backend: B,
     max_parallelism: usize,
     kg: KeyGroup,
-    key: Vec<u8>,
+    /// The current key and namespace, encoded and hashed once for every access.
+    entry: EntryKey,
     namespace: Vec<u8>,
+    /// Scratch for prefetch hints.
+    ahead: EntryKey,
     event_time: i64,
     processing_time: i64,
     states: Vec<Registered>,
@@ -154,8 +157,9 @@ impl<B: StateBackend> KeyedState<B> {
             backend,
             max_parallelism,
             kg: KeyGroup(0),
-            key: Vec::new(),
+            entry: EntryKey::default(),
             namespace: Vec::new(),
+            ahead: EntryKey::default(),
             event_time: i64::MIN,
             processing_time: i64::MIN,
             states: Vec::new(),
@@ -171,25 +175,47 @@ impl<B: StateBackend> KeyedState<B> {
     }
 
     /// Sets the current key: its key group and its bytes.
+    #[inline]
     pub fn set_current_key(&mut self, kg: KeyGroup, key: &[u8]) {
         self.kg = kg;
-        self.key.clear();
-        self.key.extend_from_slice(key);
+        self.entry.set(key, &self.namespace);
     }
 
     /// Sets the current key to an integer key, in the key group an `Int64` key column
     /// with this value has (see `sabot_core::key`).
     #[inline]
     pub fn set_current_key_i64(&mut self, key: i64) {
-        self.kg = KeyGroup::of_hash(hash_i64(key), self.max_parallelism);
-        self.key.clear();
-        self.key.extend_from_slice(&key.to_le_bytes());
+        let kg = KeyGroup::of_hash(hash_i64(key), self.max_parallelism);
+        self.set_current_key(kg, &key.to_le_bytes());
+    }
+
+    /// A hint that `key` (in key group `kg`) will soon be the current key: the backend
+    /// may start loading its value, list, reducing and aggregating states in the current
+    /// namespace now (see [`StateBackend::prefetch`]). A loop over many keys that calls
+    /// this a few keys ahead overlaps their memory loads; the results never change.
+    #[inline]
+    pub fn prefetch_key(&mut self, kg: KeyGroup, key: &[u8]) {
+        self.ahead.set(key, &self.namespace);
+        for s in &self.states {
+            if s.layout != Layout::Map {
+                self.backend.prefetch_entry(s.id, kg, &self.ahead);
+            }
+        }
+    }
+
+    /// [`prefetch_key`](Self::prefetch_key) for an integer key, as
+    /// [`set_current_key_i64`](Self::set_current_key_i64) would set it.
+    #[inline]
+    pub fn prefetch_key_i64(&mut self, key: i64) {
+        let kg = KeyGroup::of_hash(hash_i64(key), self.max_parallelism);
+        self.prefetch_key(kg, &key.to_le_bytes());
     }
 
     /// Sets the current namespace (a window, say); empty by default.
     pub fn set_namespace(&mut self, namespace: &[u8]) {
         self.namespace.clear();
         self.namespace.extend_from_slice(namespace);
+        self.entry.set_namespace(namespace);
     }
 
     /// The current event time (the watermark), for event-time TTL.
@@ -331,14 +357,13 @@ impl<B: StateBackend> KeyedState<B> {
         let mut buf = std::mem::take(&mut self.buf);
         let found = self
             .backend
-            .get(reg.id, self.kg, &self.key, &self.namespace, &mut buf)?;
+            .get_entry(reg.id, self.kg, &self.entry, &mut buf)?;
         let out = if found {
             match self.live(reg, &buf) {
                 Some(payload) => Some(Self::decode(reg, payload)?),
                 None => {
                     // Expired: invisible, and gone now.
-                    self.backend
-                        .delete(reg.id, self.kg, &self.key, &self.namespace)?;
+                    self.backend.delete_entry(reg.id, self.kg, &self.entry)?;
                     None
                 }
             }
@@ -352,12 +377,11 @@ impl<B: StateBackend> KeyedState<B> {
     fn put_single<T: Serialize>(&mut self, reg: &Registered, v: &T) -> Result<()> {
         self.encode(reg, v)?;
         self.backend
-            .put(reg.id, self.kg, &self.key, &self.namespace, &self.enc)
+            .put_entry(reg.id, self.kg, &self.entry, &self.enc)
     }
 
     fn clear_single(&mut self, reg: &Registered) -> Result<()> {
-        self.backend
-            .delete(reg.id, self.kg, &self.key, &self.namespace)?;
+        self.backend.delete_entry(reg.id, self.kg, &self.entry)?;
         Ok(())
     }
 
@@ -503,8 +527,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
         let mut elem = Vec::with_capacity(4 + st.enc.len());
         elem.extend_from_slice(&(st.enc.len() as u32).to_le_bytes());
         elem.extend_from_slice(&st.enc);
-        st.backend
-            .merge(self.reg.id, st.kg, &st.key, &st.namespace, &elem)
+        st.backend.merge_entry(self.reg.id, st.kg, &st.entry, &elem)
     }
 
     /// The current key's live elements, in insertion order.
@@ -512,7 +535,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
         let mut buf = std::mem::take(&mut st.buf);
         let found = st
             .backend
-            .get(self.reg.id, st.kg, &st.key, &st.namespace, &mut buf)?;
+            .get_entry(self.reg.id, st.kg, &st.entry, &mut buf)?;
         let mut out = Vec::new();
         if found {
             let mut rest = &buf[..];
@@ -573,7 +596,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     pub fn get<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<Option<V>> {
         let ns = self.entry_ns(st, k)?;
         let mut buf = std::mem::take(&mut st.buf);
-        let found = st.backend.get(self.reg.id, st.kg, &st.key, &ns, &mut buf)?;
+        let found = st
+            .backend
+            .get(self.reg.id, st.kg, st.entry.key(), &ns, &mut buf)?;
         let out = match found.then(|| st.live(&self.reg, &buf)).flatten() {
             Some(payload) => Some(KeyedState::<B>::decode(&self.reg, payload)?),
             None => None,
@@ -587,7 +612,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     pub fn put<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K, v: &V) -> Result<()> {
         let ns = self.entry_ns(st, k)?;
         st.encode(&self.reg, v)?;
-        let r = st.backend.put(self.reg.id, st.kg, &st.key, &ns, &st.enc);
+        let r = st
+            .backend
+            .put(self.reg.id, st.kg, st.entry.key(), &ns, &st.enc);
         st.scratch_ns = ns;
         r
     }
@@ -595,7 +622,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// Removes map key `k`; returns whether it was there.
     pub fn remove<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<bool> {
         let ns = self.entry_ns(st, k)?;
-        let r = st.backend.delete(self.reg.id, st.kg, &st.key, &ns);
+        let r = st.backend.delete(self.reg.id, st.kg, st.entry.key(), &ns);
         st.scratch_ns = ns;
         r
     }
@@ -607,7 +634,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
         prefix.extend_from_slice(&st.namespace);
         let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         st.backend
-            .scan(self.reg.id, st.kg, &st.key, &prefix, &mut |ns, v| {
+            .scan(self.reg.id, st.kg, st.entry.key(), &prefix, &mut |ns, v| {
                 raw.push((ns[prefix.len()..].to_vec(), v.to_vec()));
                 true
             })?;

@@ -3,7 +3,8 @@
 //! - [`StateBackend`]: byte-level get / put / delete / merge / scans addressed by
 //!   (state, key group, key, namespace), with snapshots of key-group ranges to a folder
 //!   and restore from one or several snapshots (rescaling).
-//! - [`MemoryBackend`]: hash maps per key group, copy-on-write snapshots.
+//! - [`MemoryBackend`]: hash tables per key group (one cache line per small entry, which
+//!   a caller can prefetch), copy-on-write snapshots.
 //! - [`KeyedState`]: typed [`ValueState`], [`ListState`], [`MapState`], [`ReducingState`]
 //!   and [`AggregatingState`] over any backend, postcard-encoded, with optional [`Ttl`] in
 //!   event or processing time.
@@ -34,9 +35,10 @@ mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 pub mod snapshot;
+mod table;
 
 pub use backend::{
-    GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn,
+    EntryKey, GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn,
 };
 pub use config::{BackendKind, StateConfig};
 pub use error::{Result, StateError};

@@ -10,36 +10,23 @@ use sabot_core::{KeyGroup, KeyGroupRange};
 use smallvec::SmallVec;
 
 use crate::backend::{
-    GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn, composite,
-    split_composite, with_composite,
+    EntryKey, GroupScanFn, PendingSnapshot, ScanFn, SnapshotInfo, StateBackend, StateId, UpdateFn,
+    composite, composite_hash, entry_hash, split_composite, with_composite,
 };
 use crate::snapshot::{self, TableMeta};
+use crate::table::ByteTable;
 use crate::{Result, StateError};
 
-/// Small keys and values live inside the hash table's buckets (no pointer to chase, no
-/// allocation); larger ones spill to the heap.
+/// A key as the ordered scan index holds it.
 type Key = SmallVec<[u8; 24]>;
-type Value = SmallVec<[u8; 16]>;
 
 /// One key group of one state: composite key -> value, and, for states scanned by key
 /// (see [`StateBackend::index_for_scans`]), each key's namespaces in order.
 #[derive(Debug, Clone, Default)]
 struct Group {
-    map: HashMap<Key, Value>,
+    map: ByteTable,
     /// Key part of the composite (length + key) -> its namespaces, ordered.
     index: Option<HashMap<Key, std::collections::BTreeSet<Key>>>,
-}
-
-/// Overwrites a stored value: in place when the length is unchanged (the common case of
-/// a counter or a fixed-size record), without the vector's growth checks.
-#[inline]
-fn set_value(v: &mut Value, value: &[u8]) {
-    if v.len() == value.len() {
-        v.copy_from_slice(value);
-    } else {
-        v.clear();
-        v.extend_from_slice(value);
-    }
 }
 
 /// Splits a composite key into its key part (length prefix and key) and namespace.
@@ -55,7 +42,7 @@ fn split_at_namespace(c: &[u8]) -> (&[u8], &[u8]) {
 impl Group {
     fn new(indexed: bool) -> Self {
         Group {
-            map: HashMap::new(),
+            map: ByteTable::default(),
             index: indexed.then(Default::default),
         }
     }
@@ -64,7 +51,7 @@ impl Group {
     fn build_index(&mut self) {
         if self.index.is_none() {
             let mut index: HashMap<Key, std::collections::BTreeSet<Key>> = HashMap::new();
-            for k in self.map.keys() {
+            for (k, _) in self.map.iter() {
                 let (key, ns) = split_at_namespace(k);
                 index
                     .entry(Key::from_slice(key))
@@ -75,25 +62,11 @@ impl Group {
         }
     }
 
+    /// Records a new composite key in the index, if kept.
     #[inline]
-    fn get(&self, k: &[u8]) -> Option<&Value> {
-        self.map.get(k)
-    }
-
-    #[inline]
-    fn get_mut(&mut self, k: &[u8]) -> Option<&mut Value> {
-        self.map.get_mut(k)
-    }
-
-    #[inline]
-    fn contains_key(&self, k: &[u8]) -> bool {
-        self.map.contains_key(k)
-    }
-
-    #[inline]
-    fn insert(&mut self, k: Key, v: Value) {
-        if let Some(index) = &mut self.index {
-            let (key, ns) = split_at_namespace(&k);
+    fn indexed(&mut self, fresh: bool, k: &[u8]) {
+        if let (true, Some(index)) = (fresh, &mut self.index) {
+            let (key, ns) = split_at_namespace(k);
             match index.get_mut(key) {
                 Some(set) => {
                     set.insert(Key::from_slice(ns));
@@ -106,12 +79,37 @@ impl Group {
                 }
             }
         }
-        self.map.insert(k, v);
     }
 
     #[inline]
-    fn remove(&mut self, k: &[u8]) -> Option<Value> {
-        let v = self.map.remove(k)?;
+    fn get(&self, hash: u64, k: &[u8]) -> Option<&[u8]> {
+        self.map.get(hash, k)
+    }
+
+    #[inline]
+    fn contains_key(&self, hash: u64, k: &[u8]) -> bool {
+        self.map.contains(hash, k)
+    }
+
+    #[inline]
+    fn put(&mut self, hash: u64, k: &[u8], v: &[u8]) {
+        let fresh = self.map.put(hash, k, v);
+        self.indexed(fresh, k);
+    }
+
+    /// Appends to a value; returns its new length.
+    #[inline]
+    fn append(&mut self, hash: u64, k: &[u8], operand: &[u8]) -> usize {
+        let (len, fresh) = self.map.append(hash, k, operand);
+        self.indexed(fresh, k);
+        len
+    }
+
+    #[inline]
+    fn remove(&mut self, hash: u64, k: &[u8]) -> bool {
+        if !self.map.remove(hash, k) {
+            return false;
+        }
         if let Some(index) = &mut self.index {
             let (key, ns) = split_at_namespace(k);
             if let Some(set) = index.get_mut(key) {
@@ -121,10 +119,10 @@ impl Group {
                 }
             }
         }
-        Some(v)
+        true
     }
 
-    fn iter(&self) -> hashbrown::hash_map::Iter<'_, Key, Value> {
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.map.iter()
     }
 
@@ -133,7 +131,7 @@ impl Group {
     }
 
     fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 }
 
@@ -174,7 +172,6 @@ pub struct MemoryBackend {
     max_parallelism: usize,
     range: KeyGroupRange,
     tables: Vec<Table>,
-    scratch: Vec<u8>,
     value_scratch: Vec<u8>,
     /// Most bytes evictable states may hold, if bounded.
     bound: Option<usize>,
@@ -242,7 +239,6 @@ impl MemoryBackend {
             max_parallelism,
             range,
             tables: Vec::new(),
-            scratch: Vec::new(),
             value_scratch: Vec::new(),
             bound: None,
             lru: RefCell::new(Lru::default()),
@@ -310,13 +306,15 @@ impl MemoryBackend {
                 lru.pop_oldest()
             };
             let Some((state, slot, key)) = id else { return };
+            let hash = composite_hash(&key);
             if let Some(t) = self.tables.get_mut(state as usize) {
-                Arc::make_mut(&mut t.groups[usize::from(slot)]).remove(key.as_slice());
+                Arc::make_mut(&mut t.groups[usize::from(slot)]).remove(hash, key.as_slice());
                 self.evicted += 1;
             }
         }
     }
 
+    #[inline]
     fn slot(&self, kg: KeyGroup) -> Result<usize> {
         if self.range.contains(kg) {
             Ok(usize::from(kg.0 - self.range.start))
@@ -329,17 +327,20 @@ impl MemoryBackend {
         }
     }
 
+    #[inline]
     fn table(&self, state: StateId) -> Result<&Table> {
         self.tables
             .get(state.0 as usize)
             .ok_or_else(|| StateError::UnknownState(state.0))
     }
 
+    #[inline]
     fn group(&self, state: StateId, kg: KeyGroup) -> Result<&Group> {
         let slot = self.slot(kg)?;
         Ok(&self.table(state)?.groups[slot])
     }
 
+    #[inline]
     fn group_mut(&mut self, state: StateId, kg: KeyGroup) -> Result<&mut Group> {
         let slot = self.slot(kg)?;
         let t = self
@@ -358,6 +359,104 @@ impl MemoryBackend {
                 .map(|_| Arc::new(Group::new(self.index_all)))
                 .collect(),
         }
+    }
+
+    // --- the operations on a composite key `c` whose hash is `hash` ---
+
+    #[inline]
+    fn get_at(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        c: &[u8],
+        hash: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        out.clear();
+        match self.group(state, kg)?.get(hash, c) {
+            Some(v) => {
+                out.extend_from_slice(v);
+                if self.tracked(state) {
+                    self.touch(state, kg, c, v.len());
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    #[inline]
+    fn put_at(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        c: &[u8],
+        hash: u64,
+        value: &[u8],
+    ) -> Result<()> {
+        self.group_mut(state, kg)?.put(hash, c, value);
+        if self.tracked(state) {
+            self.touch(state, kg, c, value.len());
+            self.evict();
+        }
+        Ok(())
+    }
+
+    fn delete_at(&mut self, state: StateId, kg: KeyGroup, c: &[u8], hash: u64) -> Result<bool> {
+        // Only copy a shared group if there is something to delete.
+        if !self.group(state, kg)?.contains_key(hash, c) {
+            return Ok(false);
+        }
+        let removed = self.group_mut(state, kg)?.remove(hash, c);
+        if removed && self.tracked(state) {
+            let slot = kg.0 - self.range.start;
+            self.lru.borrow_mut().remove(state.0, slot, c);
+        }
+        Ok(removed)
+    }
+
+    fn merge_at(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        c: &[u8],
+        hash: u64,
+        operand: &[u8],
+    ) -> Result<()> {
+        let len = self.group_mut(state, kg)?.append(hash, c, operand);
+        if self.tracked(state) {
+            self.touch(state, kg, c, len);
+            self.evict();
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn update_at(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        c: &[u8],
+        hash: u64,
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        let mut new = std::mem::take(&mut self.value_scratch);
+        new.clear();
+        let result = (|| {
+            let group = self.group_mut(state, kg)?;
+            // One search whether or not the entry exists; the value is rewritten in place.
+            let fresh = group
+                .map
+                .update(hash, c, &mut new, |old, new| f(old, new))?;
+            group.indexed(fresh, c);
+            if self.tracked(state) {
+                self.touch(state, kg, c, new.len());
+                self.evict();
+            }
+            Ok(())
+        })();
+        self.value_scratch = new;
+        result
     }
 
     /// Starts a snapshot of the key groups of `range` (within this backend's): shares the
@@ -411,8 +510,7 @@ impl MemorySnapshot {
             .groups
             .iter()
             .map(|(kg, t, g)| {
-                let mut entries: Vec<(&[u8], &[u8])> =
-                    g.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+                let mut entries: Vec<(&[u8], &[u8])> = g.iter().collect();
                 entries.sort_unstable();
                 (*kg, *t, entries)
             })
@@ -455,20 +553,27 @@ impl StateBackend for MemoryBackend {
         namespace: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool> {
-        out.clear();
-        let group = self.group(state, kg)?;
-        Ok(with_composite(&[], key, namespace, |c| {
-            match group.get(c) {
-                Some(v) => {
-                    out.extend_from_slice(v);
-                    if self.tracked(state) {
-                        self.touch(state, kg, c, v.len());
-                    }
-                    true
-                }
-                None => false,
-            }
-        }))
+        with_composite(&[], key, namespace, |c| {
+            self.get_at(state, kg, c, entry_hash(key, namespace), out)
+        })
+    }
+
+    #[inline]
+    fn get_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
+        self.get_at(state, kg, entry.composite(), entry.hash(), out)
+    }
+
+    #[inline]
+    fn prefetch_entry(&self, state: StateId, kg: KeyGroup, entry: &EntryKey) {
+        if let Ok(group) = self.group(state, kg) {
+            group.map.prefetch(entry.hash());
+        }
     }
 
     #[inline]
@@ -480,21 +585,20 @@ impl StateBackend for MemoryBackend {
         namespace: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        composite(&mut scratch, key, namespace);
-        let group = self.group_mut(state, kg)?;
-        match group.get_mut(scratch.as_slice()) {
-            Some(v) => set_value(v, value),
-            None => {
-                group.insert(Key::from_slice(&scratch), Value::from_slice(value));
-            }
-        }
-        if self.tracked(state) {
-            self.touch(state, kg, &scratch, value.len());
-            self.evict();
-        }
-        self.scratch = scratch;
-        Ok(())
+        with_composite(&[], key, namespace, |c| {
+            self.put_at(state, kg, c, entry_hash(key, namespace), value)
+        })
+    }
+
+    #[inline]
+    fn put_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        value: &[u8],
+    ) -> Result<()> {
+        self.put_at(state, kg, entry.composite(), entry.hash(), value)
     }
 
     fn delete(
@@ -504,21 +608,13 @@ impl StateBackend for MemoryBackend {
         key: &[u8],
         namespace: &[u8],
     ) -> Result<bool> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        composite(&mut scratch, key, namespace);
-        // Only copy a shared group if there is something to delete.
-        let exists = self.group(state, kg)?.contains_key(scratch.as_slice());
-        let removed = exists
-            && self
-                .group_mut(state, kg)?
-                .remove(scratch.as_slice())
-                .is_some();
-        if removed && self.tracked(state) {
-            let slot = kg.0 - self.range.start;
-            self.lru.borrow_mut().remove(state.0, slot, &scratch);
-        }
-        self.scratch = scratch;
-        Ok(removed)
+        with_composite(&[], key, namespace, |c| {
+            self.delete_at(state, kg, c, entry_hash(key, namespace))
+        })
+    }
+
+    fn delete_entry(&mut self, state: StateId, kg: KeyGroup, entry: &EntryKey) -> Result<bool> {
+        self.delete_at(state, kg, entry.composite(), entry.hash())
     }
 
     fn merge(
@@ -529,25 +625,19 @@ impl StateBackend for MemoryBackend {
         namespace: &[u8],
         operand: &[u8],
     ) -> Result<()> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        composite(&mut scratch, key, namespace);
-        let group = self.group_mut(state, kg)?;
-        let len = match group.get_mut(scratch.as_slice()) {
-            Some(v) => {
-                v.extend_from_slice(operand);
-                v.len()
-            }
-            None => {
-                group.insert(Key::from_slice(&scratch), Value::from_slice(operand));
-                operand.len()
-            }
-        };
-        if self.tracked(state) {
-            self.touch(state, kg, &scratch, len);
-            self.evict();
-        }
-        self.scratch = scratch;
-        Ok(())
+        with_composite(&[], key, namespace, |c| {
+            self.merge_at(state, kg, c, entry_hash(key, namespace), operand)
+        })
+    }
+
+    fn merge_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        operand: &[u8],
+    ) -> Result<()> {
+        self.merge_at(state, kg, entry.composite(), entry.hash(), operand)
     }
 
     #[inline]
@@ -559,25 +649,20 @@ impl StateBackend for MemoryBackend {
         namespace: &[u8],
         f: &mut UpdateFn<'_>,
     ) -> Result<()> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut new = std::mem::take(&mut self.value_scratch);
-        composite(&mut scratch, key, namespace);
-        new.clear();
-        let group = self.group_mut(state, kg)?;
-        // One probe when the entry exists; the value is rewritten in place.
-        let result = match group.get_mut(scratch.as_slice()) {
-            Some(v) => f(Some(v), &mut new).map(|()| set_value(v, &new)),
-            None => f(None, &mut new).map(|()| {
-                group.insert(Key::from_slice(&scratch), Value::from_slice(&new));
-            }),
-        };
-        if result.is_ok() && self.tracked(state) {
-            self.touch(state, kg, &scratch, new.len());
-            self.evict();
-        }
-        self.scratch = scratch;
-        self.value_scratch = new;
-        result
+        with_composite(&[], key, namespace, |c| {
+            self.update_at(state, kg, c, entry_hash(key, namespace), f)
+        })
+    }
+
+    #[inline]
+    fn update_entry(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut UpdateFn<'_>,
+    ) -> Result<()> {
+        self.update_at(state, kg, entry.composite(), entry.hash(), f)
     }
 
     fn index_for_scans(&mut self, state: StateId) -> Result<()> {
@@ -638,7 +723,7 @@ impl StateBackend for MemoryBackend {
             let mut visit = |ns: &Key| {
                 c.truncate(key_len);
                 c.extend_from_slice(ns);
-                match group.get(&c) {
+                match group.get(composite_hash(&c), &c) {
                     Some(v) => f(ns, v),
                     None => true,
                 }
@@ -667,7 +752,7 @@ impl StateBackend for MemoryBackend {
         let mut hits: Vec<(&[u8], &[u8])> = group
             .iter()
             .filter(|(k, _)| k.starts_with(&p))
-            .map(|(k, v)| (&k[4 + key.len()..], v.as_slice()))
+            .map(|(k, v)| (&k[4 + key.len()..], v))
             .collect();
         hits.sort_unstable();
         for (ns, v) in hits {
@@ -680,8 +765,7 @@ impl StateBackend for MemoryBackend {
 
     fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()> {
         let group = self.group(state, kg)?;
-        let mut all: Vec<(&[u8], &[u8])> =
-            group.iter().map(|(k, v)| (&k[..], v.as_slice())).collect();
+        let mut all: Vec<(&[u8], &[u8])> = group.iter().collect();
         all.sort_unstable();
         for (c, v) in all {
             if let Some((k, ns)) = split_composite(c)
@@ -733,17 +817,14 @@ impl StateBackend for MemoryBackend {
                     continue;
                 }
                 let id = ids[g.table as usize];
-                let tracked = self.tracked(id);
-                let group = self.group_mut(id, kg)?;
-                let mut used = Vec::new();
-                for (k, v) in g.entries {
-                    if tracked {
-                        used.push((Key::from_slice(&k), v.len()));
-                    }
-                    group.insert(Key::from_vec(k), Value::from_vec(v));
+                for (k, v) in &g.entries {
+                    let hash = composite_hash(k);
+                    self.group_mut(id, kg)?.put(hash, k, v);
                 }
-                for (k, len) in used {
-                    self.touch(id, kg, &k, len);
+                if self.tracked(id) {
+                    for (k, v) in &g.entries {
+                        self.touch(id, kg, k, v.len());
+                    }
                 }
             }
         }

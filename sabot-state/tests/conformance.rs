@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use sabot_core::{KeyGroup, KeyGroupRange};
-use sabot_state::{MemoryBackend, StateBackend, StateError};
+use sabot_state::{EntryKey, MemoryBackend, StateBackend, StateError};
 
 const MAX_P: usize = 128;
 
@@ -342,10 +342,14 @@ macro_rules! conformance_inner {
 
             #[derive(Clone, Debug)]
             enum Op {
-                Put(u8, u8, u8, u8),
-                Get(u8, u8, u8),
-                Delete(u8, u8, u8),
-                Merge(u8, u8, u8, u8),
+                // The last flag: through the prepared-entry methods (`EntryKey`) instead
+                // of the plain ones; the two must address the same entries.
+                Put(u8, u8, u8, u8, bool),
+                Get(u8, u8, u8, bool),
+                Delete(u8, u8, u8, bool),
+                Merge(u8, u8, u8, u8, bool),
+                /// Read-modify-write: appends the byte (through `update`/`update_entry`).
+                Update(u8, u8, u8, u8, bool),
                 Scan(u8, u8),
                 Snapshot,
                 Restore,
@@ -354,10 +358,11 @@ macro_rules! conformance_inner {
 
             fn op() -> impl Strategy<Value = Op> {
                 prop_oneof![
-                    6 => (0u8..4, 0u8..6, 0u8..3, any::<u8>()).prop_map(|(g, k, n, v)| Op::Put(g, k, n, v)),
-                    4 => (0u8..4, 0u8..6, 0u8..3).prop_map(|(g, k, n)| Op::Get(g, k, n)),
-                    2 => (0u8..4, 0u8..6, 0u8..3).prop_map(|(g, k, n)| Op::Delete(g, k, n)),
-                    3 => (0u8..4, 0u8..6, 0u8..3, any::<u8>()).prop_map(|(g, k, n, v)| Op::Merge(g, k, n, v)),
+                    6 => (0u8..4, 0u8..6, 0u8..3, any::<u8>(), any::<bool>()).prop_map(|(g, k, n, v, e)| Op::Put(g, k, n, v, e)),
+                    4 => (0u8..4, 0u8..6, 0u8..3, any::<bool>()).prop_map(|(g, k, n, e)| Op::Get(g, k, n, e)),
+                    2 => (0u8..4, 0u8..6, 0u8..3, any::<bool>()).prop_map(|(g, k, n, e)| Op::Delete(g, k, n, e)),
+                    3 => (0u8..4, 0u8..6, 0u8..3, any::<u8>(), any::<bool>()).prop_map(|(g, k, n, v, e)| Op::Merge(g, k, n, v, e)),
+                    2 => (0u8..4, 0u8..6, 0u8..3, any::<u8>(), any::<bool>()).prop_map(|(g, k, n, v, e)| Op::Update(g, k, n, v, e)),
                     2 => (0u8..4, 0u8..6).prop_map(|(g, k)| Op::Scan(g, k)),
                     1 => Just(Op::Snapshot),
                     1 => Just(Op::Restore),
@@ -384,20 +389,58 @@ macro_rules! conformance_inner {
                     let mut out = Vec::new();
                     for op in ops {
                         match op {
-                            Op::Put(g, k, n, v) => {
-                                b.put(s, KeyGroup(g.into()), &[k], &[n], &[v]).unwrap();
+                            Op::Put(g, k, n, v, via_entry) => {
+                                let kg = KeyGroup(g.into());
+                                if via_entry {
+                                    b.put_entry(s, kg, &EntryKey::new(&[k], &[n]), &[v]).unwrap();
+                                } else {
+                                    b.put(s, kg, &[k], &[n], &[v]).unwrap();
+                                }
                                 model.insert((g, k, n), vec![v]);
                             }
-                            Op::Get(g, k, n) => {
-                                let found = b.get(s, KeyGroup(g.into()), &[k], &[n], &mut out).unwrap();
+                            Op::Get(g, k, n, via_entry) => {
+                                let kg = KeyGroup(g.into());
+                                let e = EntryKey::new(&[k], &[n]);
+                                b.prefetch_entry(s, kg, &e);
+                                let found = if via_entry {
+                                    b.get_entry(s, kg, &e, &mut out).unwrap()
+                                } else {
+                                    b.get(s, kg, &[k], &[n], &mut out).unwrap()
+                                };
                                 prop_assert_eq!(found.then(|| out.clone()), model.get(&(g, k, n)).cloned());
                             }
-                            Op::Delete(g, k, n) => {
-                                let existed = b.delete(s, KeyGroup(g.into()), &[k], &[n]).unwrap();
+                            Op::Delete(g, k, n, via_entry) => {
+                                let kg = KeyGroup(g.into());
+                                let existed = if via_entry {
+                                    b.delete_entry(s, kg, &EntryKey::new(&[k], &[n])).unwrap()
+                                } else {
+                                    b.delete(s, kg, &[k], &[n]).unwrap()
+                                };
                                 prop_assert_eq!(existed, model.remove(&(g, k, n)).is_some());
                             }
-                            Op::Merge(g, k, n, v) => {
-                                b.merge(s, KeyGroup(g.into()), &[k], &[n], &[v]).unwrap();
+                            Op::Merge(g, k, n, v, via_entry) => {
+                                let kg = KeyGroup(g.into());
+                                if via_entry {
+                                    b.merge_entry(s, kg, &EntryKey::new(&[k], &[n]), &[v]).unwrap();
+                                } else {
+                                    b.merge(s, kg, &[k], &[n], &[v]).unwrap();
+                                }
+                                model.entry((g, k, n)).or_default().push(v);
+                            }
+                            Op::Update(g, k, n, v, via_entry) => {
+                                let kg = KeyGroup(g.into());
+                                let before = model.get(&(g, k, n)).cloned();
+                                let mut f = |old: Option<&[u8]>, new: &mut Vec<u8>| {
+                                    assert_eq!(old.map(<[u8]>::to_vec), before);
+                                    new.extend_from_slice(old.unwrap_or_default());
+                                    new.push(v);
+                                    Ok(())
+                                };
+                                if via_entry {
+                                    b.update_entry(s, kg, &EntryKey::new(&[k], &[n]), &mut f).unwrap();
+                                } else {
+                                    b.update(s, kg, &[k], &[n], &mut f).unwrap();
+                                }
                                 model.entry((g, k, n)).or_default().push(v);
                             }
                             Op::Scan(g, k) => {

@@ -1,0 +1,475 @@
+//! The memory backend's hash table: byte keys to byte values, open addressing with linear
+//! probing over one-cache-line slots.
+//!
+//! A slot holds the key's hash, and the key and value themselves when together they fit
+//! in [`INLINE`] bytes (an integer key with a counter, say); larger ones move to the heap.
+//! So a lookup of a small entry touches one cache line, which [`ByteTable::prefetch`] can
+//! bring in ahead of time from the hash alone: a caller that knows its next keys (an
+//! operator walking a batch) overlaps those memory loads instead of waiting for each in
+//! turn. The table is at most 5/8 full, and a deletion shifts the entries after it back
+//! (no tombstones), so probe runs stay short.
+
+/// Bytes of key and value a slot holds without a heap allocation.
+pub(crate) const INLINE: usize = 28;
+
+/// An empty slot's key length.
+const EMPTY: u32 = u32::MAX;
+
+/// One entry, or none: exactly one cache line.
+#[derive(Clone)]
+#[repr(C, align(64))]
+struct Slot {
+    /// The low 32 bits of the key's hash (where its search starts, and a quick filter).
+    hash: u32,
+    /// [`EMPTY`] for an empty slot.
+    key_len: u32,
+    /// The value's length when inline.
+    value_len: u32,
+    /// Key then value, when they fit.
+    inline: [u8; INLINE],
+    /// Key then value, when they do not.
+    heap: Option<Vec<u8>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+impl Slot {
+    const VACANT: Slot = Slot {
+        hash: 0,
+        key_len: EMPTY,
+        value_len: 0,
+        inline: [0; INLINE],
+        heap: None,
+    };
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.key_len == EMPTY
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.heap {
+            Some(v) => v,
+            None => &self.inline[..(self.key_len + self.value_len) as usize],
+        }
+    }
+
+    #[inline]
+    fn key(&self) -> &[u8] {
+        &self.bytes()[..self.key_len as usize]
+    }
+
+    #[inline]
+    fn value(&self) -> &[u8] {
+        &self.bytes()[self.key_len as usize..]
+    }
+
+    fn new(hash: u32, key: &[u8], value: &[u8]) -> Slot {
+        let total = key.len() + value.len();
+        let mut s = Slot {
+            hash,
+            key_len: key.len() as u32,
+            ..Slot::VACANT
+        };
+        if total <= INLINE {
+            s.inline[..key.len()].copy_from_slice(key);
+            s.inline[key.len()..total].copy_from_slice(value);
+            s.value_len = value.len() as u32;
+        } else {
+            let mut v = Vec::with_capacity(total);
+            v.extend_from_slice(key);
+            v.extend_from_slice(value);
+            s.heap = Some(v);
+        }
+        s
+    }
+
+    /// Replaces the value; back inline when it fits again.
+    #[inline]
+    fn set_value(&mut self, value: &[u8]) {
+        let k = self.key_len as usize;
+        let total = k + value.len();
+        if total <= INLINE {
+            if let Some(v) = self.heap.take() {
+                self.inline[..k].copy_from_slice(&v[..k]);
+            }
+            self.inline[k..total].copy_from_slice(value);
+            self.value_len = value.len() as u32;
+        } else {
+            match &mut self.heap {
+                Some(v) => {
+                    v.truncate(k);
+                    v.extend_from_slice(value);
+                }
+                None => {
+                    let v = self.spill(value.len());
+                    v.truncate(k);
+                    v.extend_from_slice(value);
+                }
+            }
+        }
+    }
+
+    /// Appends to the value; returns its new length.
+    #[inline]
+    fn append(&mut self, operand: &[u8]) -> usize {
+        let k = self.key_len as usize;
+        match &mut self.heap {
+            Some(v) => {
+                v.extend_from_slice(operand);
+                v.len() - k
+            }
+            None => {
+                let start = k + self.value_len as usize;
+                let end = start + operand.len();
+                if end <= INLINE {
+                    self.inline[start..end].copy_from_slice(operand);
+                    self.value_len += operand.len() as u32;
+                } else {
+                    self.spill(end).extend_from_slice(operand);
+                }
+                end - k
+            }
+        }
+    }
+
+    /// Moves the inline bytes to the heap, with room for `more`; returns the vector.
+    fn spill(&mut self, more: usize) -> &mut Vec<u8> {
+        let used = (self.key_len + self.value_len) as usize;
+        let mut v = Vec::with_capacity(used + more);
+        v.extend_from_slice(&self.inline[..used]);
+        self.value_len = 0;
+        self.heap.insert(v)
+    }
+}
+
+/// A hash table of byte keys and values (see the module docs). Hashes come from the
+/// caller, which must hash a key the same way every time.
+#[derive(Clone, Default)]
+pub(crate) struct ByteTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl std::fmt::Debug for ByteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteTable")
+            .field("len", &self.len)
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
+/// Byte equality, without a call into the C library for the short keys of most states
+/// (up to 16 bytes: two overlapping word compares).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
+    let half =
+        |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or_default());
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
+    }
+}
+
+/// Where a search for `hash` starts.
+#[inline]
+fn home(hash: u32, mask: usize) -> usize {
+    hash as usize & mask
+}
+
+impl ByteTable {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Brings the slot where a search for `hash` starts, and the one after it, into the
+    /// cache: at this table's load, most searches end within those two.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let mask = self.mask();
+        let i = home(hash as u32, mask);
+        if let Some(s) = self.slots.get(i) {
+            sabot_core::hint::prefetch(s);
+            sabot_core::hint::prefetch(&self.slots[(i + 1) & mask]);
+        }
+    }
+
+    /// The slot holding `key`.
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (hash, mask) = (hash as u32, self.mask());
+        let mut i = home(hash, mask);
+        loop {
+            let s = &self.slots[i];
+            if s.is_empty() {
+                return None;
+            }
+            if s.hash == hash && short_eq(s.key(), key) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// `key`'s value.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        self.find(hash, key).map(|i| self.slots[i].value())
+    }
+
+    /// Whether `key` is there.
+    #[inline]
+    pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        self.find(hash, key).is_some()
+    }
+
+    /// Sets `key`'s value; returns whether the key is new.
+    #[inline]
+    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) -> bool {
+        match self.find(hash, key) {
+            Some(i) => {
+                self.slots[i].set_value(value);
+                false
+            }
+            None => {
+                self.insert_new(Slot::new(hash as u32, key, value));
+                true
+            }
+        }
+    }
+
+    /// Appends `operand` to `key`'s value (the key is new if absent); returns the value's
+    /// new length and whether the key is new.
+    #[inline]
+    pub(crate) fn append(&mut self, hash: u64, key: &[u8], operand: &[u8]) -> (usize, bool) {
+        match self.find(hash, key) {
+            Some(i) => (self.slots[i].append(operand), false),
+            None => {
+                self.insert_new(Slot::new(hash as u32, key, operand));
+                (operand.len(), true)
+            }
+        }
+    }
+
+    /// Calls `f` with `key`'s value (`None` if absent) and a buffer for the new one; on
+    /// `Ok` stores the buffer as the value. One search whether or not the key exists.
+    /// Returns `f`'s result and whether the key is new.
+    #[inline]
+    pub(crate) fn update<E>(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        new: &mut Vec<u8>,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        match self.find(hash, key) {
+            Some(i) => {
+                f(Some(self.slots[i].value()), new)?;
+                self.slots[i].set_value(new);
+                Ok(false)
+            }
+            None => {
+                f(None, new)?;
+                self.insert_new(Slot::new(hash as u32, key, new));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Places a slot whose key is not in the table.
+    fn insert_new(&mut self, slot: Slot) {
+        if (self.len + 1) * 8 > self.slots.len() * 5 {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = home(slot.hash, mask);
+        while !self.slots[i].is_empty() {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+        self.len += 1;
+    }
+
+    /// Doubles the slots (16 at first), re-placing every entry by its stored hash.
+    fn grow(&mut self) {
+        let want = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::VACANT; want]);
+        let mask = want - 1;
+        for s in old.into_iter().filter(|s| !s.is_empty()) {
+            let mut i = home(s.hash, mask);
+            while !self.slots[i].is_empty() {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = s;
+        }
+    }
+
+    /// Removes `key`; returns whether it was there. The entries after it in its probe run
+    /// move back as far as their own start allows, so no search ever stops early.
+    pub(crate) fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
+        let Some(mut hole) = self.find(hash, key) else {
+            return false;
+        };
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            if self.slots[j].is_empty() {
+                break;
+            }
+            // The entry at j may fill the hole unless its home lies cyclically in
+            // (hole, j]: then a search for it starts after the hole.
+            let h = home(self.slots[j].hash, mask);
+            let stays = if hole <= j {
+                hole < h && h <= j
+            } else {
+                hole < h || h <= j
+            };
+            if !stays {
+                self.slots.swap(hole, j);
+                hole = j;
+            }
+        }
+        self.slots[hole] = Slot::VACANT;
+        self.len -= 1;
+        true
+    }
+
+    /// Every (key, value), in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.slots
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| (s.key(), s.value()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::hash::BuildHasher;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, Vec<u8>),
+        Append(u8, Vec<u8>),
+        Update(u8, Vec<u8>),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Values from empty to well past the inline size, so entries move between the
+        // slot and the heap both ways.
+        let value = prop::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            (any::<u8>(), value.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+            (any::<u8>(), prop::collection::vec(any::<u8>(), 0..12))
+                .prop_map(|(k, v)| Op::Append(k, v)),
+            (any::<u8>(), value).prop_map(|(k, v)| Op::Update(k, v)),
+            any::<u8>().prop_map(Op::Remove),
+        ]
+    }
+
+    /// Keys of 1 to 20 bytes; `collide` maps every key to one of four hashes, so probe
+    /// runs are long and wrap around the end of the table.
+    fn key_of(k: u8) -> Vec<u8> {
+        vec![k; 1 + usize::from(k % 20)]
+    }
+
+    fn hash_of(key: &[u8], collide: bool) -> u64 {
+        thread_local! {
+            static HASHER: hashbrown::DefaultHashBuilder = Default::default();
+        }
+        if collide {
+            u64::from(key[0] % 4).wrapping_sub(2)
+        } else {
+            HASHER.with(|h| h.hash_one(key))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn the_table_matches_a_btree_map(ops in prop::collection::vec(op(), 1..300), collide in any::<bool>()) {
+            let mut t = ByteTable::default();
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut new = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        let key = key_of(k);
+                        let fresh = t.put(hash_of(&key, collide), &key, &v);
+                        prop_assert_eq!(fresh, model.insert(key, v).is_none());
+                    }
+                    Op::Append(k, v) => {
+                        let key = key_of(k);
+                        let (len, fresh) = t.append(hash_of(&key, collide), &key, &v);
+                        prop_assert_eq!(fresh, !model.contains_key(&key));
+                        let m = model.entry(key).or_default();
+                        m.extend_from_slice(&v);
+                        prop_assert_eq!(len, m.len());
+                    }
+                    Op::Update(k, v) => {
+                        let key = key_of(k);
+                        new.clear();
+                        let before = model.get(&key).cloned();
+                        let r: Result<bool, ()> = t.update(hash_of(&key, collide), &key, &mut new, |old, out| {
+                            assert_eq!(old.map(<[u8]>::to_vec), before);
+                            out.extend_from_slice(old.unwrap_or_default());
+                            out.extend_from_slice(&v);
+                            Ok(())
+                        });
+                        prop_assert_eq!(r, Ok(before.is_none()));
+                        model.entry(key).or_default().extend_from_slice(&v);
+                    }
+                    Op::Remove(k) => {
+                        let key = key_of(k);
+                        prop_assert_eq!(t.remove(hash_of(&key, collide), &key), model.remove(&key).is_some());
+                    }
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            for (k, v) in &model {
+                prop_assert_eq!(t.get(hash_of(k, collide), k), Some(&v[..]));
+            }
+            let mut all: Vec<(Vec<u8>, Vec<u8>)> = t.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            all.sort();
+            prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_failed_update_changes_nothing() {
+        let mut t = ByteTable::default();
+        let mut new = Vec::new();
+        let r: Result<bool, &str> = t.update(7, b"k", &mut new, |_, out| {
+            out.push(1);
+            Err("no")
+        });
+        assert_eq!(r, Err("no"));
+        assert_eq!(t.len(), 0);
+        assert!(!t.contains(7, b"k"));
+    }
+}
