@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use sabot_core::{KeyGroup, KeyGroupRange};
 
 use crate::Result;
+use crate::bytes::short_copy;
 
 /// A registered state (a table in the memory backend, a column family in RocksDB).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +125,25 @@ pub trait StateBackend: Send + Debug {
         out: &mut Vec<u8>,
     ) -> Result<bool> {
         self.get(state, kg, entry.key(), entry.namespace(), out)
+    }
+
+    /// Calls `f` with the value of a prepared entry key, if there is one; returns whether
+    /// there is. Backends holding values in memory pass them without a copy; the default
+    /// reads through [`get_entry`](Self::get_entry).
+    #[inline]
+    fn read_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        let mut buf = Vec::new();
+        let found = self.get_entry(state, kg, entry, &mut buf)?;
+        if found {
+            f(&buf);
+        }
+        Ok(found)
     }
 
     /// [`put`](Self::put) of a prepared entry key.
@@ -305,6 +325,16 @@ impl<B: StateBackend + ?Sized> StateBackend for Box<B> {
         (**self).get_entry(state, kg, entry, out)
     }
     #[inline]
+    fn read_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        (**self).read_entry(state, kg, entry, f)
+    }
+    #[inline]
     fn put_entry(
         &mut self,
         state: StateId,
@@ -422,7 +452,9 @@ pub(crate) fn entry_hash(key: &[u8], namespace: &[u8]) -> u64 {
     let mut h = HASHER.get_or_init(Default::default).build_hasher();
     h.write_usize(key.len());
     h.write(key);
-    h.write(namespace);
+    if !namespace.is_empty() {
+        h.write(namespace);
+    }
     h.finish()
 }
 
@@ -441,17 +473,36 @@ pub(crate) fn composite_hash(c: &[u8]) -> u64 {
 /// several states of one key) encode and hash it once.
 ///
 /// [`KeyedState`]: crate::KeyedState
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EntryKey {
-    composite: Vec<u8>,
+    /// The composite when it fits (most keys): no allocation, no library copy.
+    inline: [u8; ENTRY_INLINE],
+    /// The composite when it does not.
+    heap: Vec<u8>,
+    len: usize,
     key_len: usize,
     hash: u64,
+}
+
+/// The longest composite an [`EntryKey`] holds without allocating.
+const ENTRY_INLINE: usize = 48;
+
+impl Default for EntryKey {
+    fn default() -> Self {
+        EntryKey::new(&[], &[])
+    }
 }
 
 impl EntryKey {
     /// The entry of (`key`, `namespace`).
     pub fn new(key: &[u8], namespace: &[u8]) -> Self {
-        let mut e = EntryKey::default();
+        let mut e = EntryKey {
+            inline: [0; ENTRY_INLINE],
+            heap: Vec::new(),
+            len: 0,
+            key_len: 0,
+            hash: 0,
+        };
         e.set(key, namespace);
         e
     }
@@ -459,35 +510,63 @@ impl EntryKey {
     /// Readdresses to (`key`, `namespace`).
     #[inline]
     pub fn set(&mut self, key: &[u8], namespace: &[u8]) {
-        composite(&mut self.composite, key, namespace);
-        self.key_len = key.len();
+        let (k, total) = (key.len(), 4 + key.len() + namespace.len());
+        if total <= ENTRY_INLINE {
+            self.inline[..4].copy_from_slice(&(k as u32).to_le_bytes());
+            short_copy(&mut self.inline[4..4 + k], key);
+            short_copy(&mut self.inline[4 + k..total], namespace);
+        } else {
+            composite(&mut self.heap, key, namespace);
+        }
+        self.len = total;
+        self.key_len = k;
         self.hash = entry_hash(key, namespace);
     }
 
     /// Readdresses to `namespace`, keeping the key.
-    #[inline]
     pub fn set_namespace(&mut self, namespace: &[u8]) {
-        self.composite.truncate(4 + self.key_len);
-        self.composite.extend_from_slice(namespace);
+        let start = 4 + self.key_len;
+        let total = start + namespace.len();
+        match (self.len <= ENTRY_INLINE, total <= ENTRY_INLINE) {
+            (true, true) => short_copy(&mut self.inline[start..total], namespace),
+            (true, false) => {
+                self.heap.clear();
+                self.heap.extend_from_slice(&self.inline[..start]);
+                self.heap.extend_from_slice(namespace);
+            }
+            (false, true) => {
+                self.inline[..start].copy_from_slice(&self.heap[..start]);
+                self.inline[start..total].copy_from_slice(namespace);
+            }
+            (false, false) => {
+                self.heap.truncate(start);
+                self.heap.extend_from_slice(namespace);
+            }
+        }
+        self.len = total;
         self.hash = entry_hash(self.key(), namespace);
     }
 
     /// The key.
     #[inline]
     pub fn key(&self) -> &[u8] {
-        self.composite.get(4..4 + self.key_len).unwrap_or_default()
+        &self.composite()[4..4 + self.key_len]
     }
 
     /// The namespace.
     #[inline]
     pub fn namespace(&self) -> &[u8] {
-        self.composite.get(4 + self.key_len..).unwrap_or_default()
+        &self.composite()[4 + self.key_len..]
     }
 
     /// Key length (u32 LE), key, namespace.
     #[inline]
     pub(crate) fn composite(&self) -> &[u8] {
-        &self.composite
+        if self.len <= ENTRY_INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
     }
 
     /// [`entry_hash`] of the key and namespace.
@@ -539,4 +618,38 @@ pub(crate) fn split_composite(c: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(c.get(..4)?.try_into().ok()?) as usize;
     let rest = &c[4..];
     (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// An entry key readdressed any way (short and long keys and namespaces, so it
+        /// moves between its inline buffer and the heap) matches one built from scratch.
+        #[test]
+        fn an_entry_key_matches_its_parts(
+            key in prop::collection::vec(any::<u8>(), 0..60),
+            other in prop::collection::vec(any::<u8>(), 0..60),
+            ns in prop::collection::vec(any::<u8>(), 0..60),
+            ns2 in prop::collection::vec(any::<u8>(), 0..60),
+        ) {
+            let mut e = EntryKey::new(&other, &ns2);
+            for (k, n) in [(&key, &ns), (&other, &ns2), (&key, &ns2)] {
+                e.set(k, n);
+                for n in [n, &ns, &ns2] {
+                    e.set_namespace(n);
+                    let mut c = Vec::new();
+                    composite(&mut c, k, n);
+                    prop_assert_eq!(e.composite(), &c[..]);
+                    prop_assert_eq!(e.key(), &k[..]);
+                    prop_assert_eq!(e.namespace(), &n[..]);
+                    prop_assert_eq!(e.hash(), entry_hash(k, n));
+                    prop_assert_eq!(composite_hash(&c), entry_hash(k, n));
+                }
+            }
+        }
+    }
 }

@@ -86,6 +86,16 @@ pub enum StateError {
         reason: String,
     },
 
+    /// A write would make one entry (key, namespace and value) larger than a backend
+    /// holds; nothing was written.
+    #[error("an entry of {bytes} bytes exceeds the limit of {limit} bytes per entry")]
+    EntryTooLarge {
+        /// The entry's size with the write.
+        bytes: usize,
+        /// The most one entry may hold.
+        limit: usize,
+    },
+
     /// A restore was asked for without any snapshot.
     #[error("restore needs at least one snapshot folder")]
     NothingToRestore,

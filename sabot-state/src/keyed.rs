@@ -337,13 +337,7 @@ impl<B: StateBackend> KeyedState<B> {
 
     /// Strips and checks the expiry: `None` if expired.
     fn live<'a>(&self, reg: &Registered, bytes: &'a [u8]) -> Option<&'a [u8]> {
-        match reg.ttl {
-            None => Some(bytes),
-            Some(ttl) => {
-                let expiry = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-                (expiry > self.now(ttl.domain)).then(|| &bytes[8..])
-            }
-        }
+        live_at(reg.ttl.map(|ttl| self.now(ttl.domain)), bytes)
     }
 
     fn decode<T: DeserializeOwned>(reg: &Registered, bytes: &[u8]) -> Result<T> {
@@ -354,30 +348,53 @@ impl<B: StateBackend> KeyedState<B> {
     }
 
     fn get_single<T: DeserializeOwned>(&mut self, reg: &Registered) -> Result<Option<T>> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let found = self
-            .backend
-            .get_entry(reg.id, self.kg, &self.entry, &mut buf)?;
-        let out = if found {
-            match self.live(reg, &buf) {
-                Some(payload) => Some(Self::decode(reg, payload)?),
-                None => {
-                    // Expired: invisible, and gone now.
-                    self.backend.delete_entry(reg.id, self.kg, &self.entry)?;
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        self.buf = buf;
-        Ok(out)
+        let now = reg.ttl.map(|ttl| self.now(ttl.domain));
+        let mut out: Option<Result<T>> = None;
+        let mut expired = false;
+        // Decoded where the backend holds it: no copy of the bytes.
+        self.backend
+            .read_entry(
+                reg.id,
+                self.kg,
+                &self.entry,
+                &mut |bytes| match live_at(now, bytes) {
+                    Some(payload) => out = Some(Self::decode(reg, payload)),
+                    None => expired = true,
+                },
+            )?;
+        if expired {
+            // Invisible, and gone now.
+            self.backend.delete_entry(reg.id, self.kg, &self.entry)?;
+        }
+        out.transpose()
     }
 
     fn put_single<T: Serialize>(&mut self, reg: &Registered, v: &T) -> Result<()> {
-        self.encode(reg, v)?;
+        // Small values are encoded on the stack, larger ones in the reused buffer.
+        let mut stack = [0u8; 64];
+        let mut at = 0;
+        if let Some(ttl) = reg.ttl {
+            let expiry = self.now(ttl.domain).saturating_add(ttl.ttl_ms);
+            stack[..8].copy_from_slice(&expiry.to_le_bytes());
+            at = 8;
+        }
+        let len = match postcard::to_slice(v, &mut stack[at..]) {
+            Ok(used) => used.len(),
+            Err(postcard::Error::SerializeBufferFull) => {
+                self.encode(reg, v)?;
+                return self
+                    .backend
+                    .put_entry(reg.id, self.kg, &self.entry, &self.enc);
+            }
+            Err(source) => {
+                return Err(StateError::Codec {
+                    state: reg.name.clone(),
+                    source,
+                });
+            }
+        };
         self.backend
-            .put_entry(reg.id, self.kg, &self.entry, &self.enc)
+            .put_entry(reg.id, self.kg, &self.entry, &stack[..at + len])
     }
 
     fn clear_single(&mut self, reg: &Registered) -> Result<()> {
@@ -457,6 +474,19 @@ impl<B: StateBackend> KeyedState<B> {
     /// Restores the backend's key groups from `dirs`.
     pub fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
         self.backend.restore(dirs)
+    }
+}
+
+/// Strips and checks the expiry of a value of a state with a TTL, `now` being the time
+/// in its domain (`None`: no TTL, the bytes are the payload). `None` if expired.
+#[inline]
+fn live_at(now: Option<i64>, bytes: &[u8]) -> Option<&[u8]> {
+    match now {
+        None => Some(bytes),
+        Some(now) => {
+            let expiry = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+            (expiry > now).then(|| &bytes[8..])
+        }
     }
 }
 

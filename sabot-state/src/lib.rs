@@ -28,6 +28,7 @@
 //! ```
 
 mod backend;
+mod bytes;
 mod config;
 mod error;
 mod keyed;

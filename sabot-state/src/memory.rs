@@ -14,7 +14,16 @@ use crate::backend::{
     composite, composite_hash, entry_hash, split_composite, with_composite,
 };
 use crate::snapshot::{self, TableMeta};
-use crate::table::ByteTable;
+use crate::table::{ByteTable, MAX_ENTRY, TooLarge};
+
+impl From<TooLarge> for StateError {
+    fn from(TooLarge(bytes): TooLarge) -> Self {
+        StateError::EntryTooLarge {
+            bytes,
+            limit: MAX_ENTRY,
+        }
+    }
+}
 use crate::{Result, StateError};
 
 /// A key as the ordered scan index holds it.
@@ -92,17 +101,18 @@ impl Group {
     }
 
     #[inline]
-    fn put(&mut self, hash: u64, k: &[u8], v: &[u8]) {
-        let fresh = self.map.put(hash, k, v);
+    fn put(&mut self, hash: u64, k: &[u8], v: &[u8]) -> Result<()> {
+        let fresh = self.map.put(hash, k, v)?;
         self.indexed(fresh, k);
+        Ok(())
     }
 
     /// Appends to a value; returns its new length.
     #[inline]
-    fn append(&mut self, hash: u64, k: &[u8], operand: &[u8]) -> usize {
-        let (len, fresh) = self.map.append(hash, k, operand);
+    fn append(&mut self, hash: u64, k: &[u8], operand: &[u8]) -> Result<usize> {
+        let (len, fresh) = self.map.append(hash, k, operand)?;
         self.indexed(fresh, k);
-        len
+        Ok(len)
     }
 
     #[inline]
@@ -394,7 +404,7 @@ impl MemoryBackend {
         hash: u64,
         value: &[u8],
     ) -> Result<()> {
-        self.group_mut(state, kg)?.put(hash, c, value);
+        self.group_mut(state, kg)?.put(hash, c, value)?;
         if self.tracked(state) {
             self.touch(state, kg, c, value.len());
             self.evict();
@@ -423,7 +433,7 @@ impl MemoryBackend {
         hash: u64,
         operand: &[u8],
     ) -> Result<()> {
-        let len = self.group_mut(state, kg)?.append(hash, c, operand);
+        let len = self.group_mut(state, kg)?.append(hash, c, operand)?;
         if self.tracked(state) {
             self.touch(state, kg, c, len);
             self.evict();
@@ -567,6 +577,27 @@ impl StateBackend for MemoryBackend {
         out: &mut Vec<u8>,
     ) -> Result<bool> {
         self.get_at(state, kg, entry.composite(), entry.hash(), out)
+    }
+
+    #[inline]
+    fn read_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        let c = entry.composite();
+        match self.group(state, kg)?.get(entry.hash(), c) {
+            Some(v) => {
+                f(v);
+                if self.tracked(state) {
+                    self.touch(state, kg, c, v.len());
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     #[inline]
@@ -819,7 +850,7 @@ impl StateBackend for MemoryBackend {
                 let id = ids[g.table as usize];
                 for (k, v) in &g.entries {
                     let hash = composite_hash(k);
-                    self.group_mut(id, kg)?.put(hash, k, v);
+                    self.group_mut(id, kg)?.put(hash, k, v)?;
                 }
                 if self.tracked(id) {
                     for (k, v) in &g.entries {

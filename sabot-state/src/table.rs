@@ -1,146 +1,189 @@
 //! The memory backend's hash table: byte keys to byte values, open addressing with linear
-//! probing over one-cache-line slots.
+//! probing over 32-byte slots, two to a cache line.
 //!
 //! A slot holds the key's hash, and the key and value themselves when together they fit
-//! in [`INLINE`] bytes (an integer key with a counter, say); larger ones move to the heap.
-//! So a lookup of a small entry touches one cache line, which [`ByteTable::prefetch`] can
-//! bring in ahead of time from the hash alone: a caller that knows its next keys (an
-//! operator walking a batch) overlaps those memory loads instead of waiting for each in
-//! turn. The table is at most 5/8 full, and a deletion shifts the entries after it back
-//! (no tombstones), so probe runs stay short.
+//! in [`INLINE`] bytes (an integer key with a counter or a small record); larger ones
+//! live in a heap buffer that grows by doubling (lists appended to). So a lookup of a
+//! small entry touches one cache line, which [`ByteTable::prefetch`] can bring in ahead
+//! of time from the hash alone: a caller that knows its next keys (an operator walking a
+//! batch) overlaps those memory loads instead of waiting for each in turn. The table is
+//! at most 5/8 full, and a deletion shifts the entries after it back (no tombstones), so
+//! probe runs stay short.
+
+use crate::bytes::{short_copy, short_eq};
 
 /// Bytes of key and value a slot holds without a heap allocation.
-pub(crate) const INLINE: usize = 28;
+pub(crate) const INLINE: usize = 22;
 
-/// An empty slot's key length.
-const EMPTY: u32 = u32::MAX;
+/// An entry of more than this many bytes (key and value) is refused: lengths are stored
+/// as `u32` here and in snapshot files.
+pub(crate) const MAX_ENTRY: usize = u32::MAX as usize;
 
-/// One entry, or none: exactly one cache line.
+/// An entry that would exceed [`MAX_ENTRY`] bytes; nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLarge(pub(crate) usize);
+
+/// One entry, or none: 32 bytes.
 #[derive(Clone)]
-#[repr(C, align(64))]
-struct Slot {
-    /// The low 32 bits of the key's hash (where its search starts, and a quick filter).
-    hash: u32,
-    /// [`EMPTY`] for an empty slot.
-    key_len: u32,
-    /// The value's length when inline.
-    value_len: u32,
-    /// Key then value, when they fit.
-    inline: [u8; INLINE],
-    /// Key then value, when they do not.
-    heap: Option<Vec<u8>>,
+enum Slot {
+    Empty,
+    /// Key then value in the slot itself.
+    Inline {
+        /// The low 32 bits of the key's hash (where its search starts, and a filter).
+        hash: u32,
+        key_len: u8,
+        value_len: u8,
+        bytes: [u8; INLINE],
+    },
+    /// Key then value in `buf[..len]`; `buf.len()` is the capacity.
+    Heap {
+        hash: u32,
+        key_len: u32,
+        len: u32,
+        buf: Box<[u8]>,
+    },
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
 
 impl Slot {
-    const VACANT: Slot = Slot {
-        hash: 0,
-        key_len: EMPTY,
-        value_len: 0,
-        inline: [0; INLINE],
-        heap: None,
-    };
-
     #[inline]
     fn is_empty(&self) -> bool {
-        self.key_len == EMPTY
+        matches!(self, Slot::Empty)
     }
 
+    /// The stored hash bits (0 for an empty slot).
     #[inline]
-    fn bytes(&self) -> &[u8] {
-        match &self.heap {
-            Some(v) => v,
-            None => &self.inline[..(self.key_len + self.value_len) as usize],
+    fn hash(&self) -> u32 {
+        match self {
+            Slot::Empty => 0,
+            Slot::Inline { hash, .. } | Slot::Heap { hash, .. } => *hash,
+        }
+    }
+
+    /// (key length, key and value bytes).
+    #[inline]
+    fn parts(&self) -> (usize, &[u8]) {
+        match self {
+            Slot::Empty => (0, &[]),
+            Slot::Inline {
+                key_len,
+                value_len,
+                bytes,
+                ..
+            } => (
+                usize::from(*key_len),
+                &bytes[..usize::from(*key_len) + usize::from(*value_len)],
+            ),
+            Slot::Heap {
+                key_len, len, buf, ..
+            } => (*key_len as usize, &buf[..*len as usize]),
         }
     }
 
     #[inline]
     fn key(&self) -> &[u8] {
-        &self.bytes()[..self.key_len as usize]
+        let (k, b) = self.parts();
+        &b[..k]
     }
 
     #[inline]
     fn value(&self) -> &[u8] {
-        &self.bytes()[self.key_len as usize..]
+        let (k, b) = self.parts();
+        &b[k..]
     }
 
-    fn new(hash: u32, key: &[u8], value: &[u8]) -> Slot {
+    /// A slot of `key` and `value` (together at most [`MAX_ENTRY`] bytes), with room to
+    /// grow to `capacity` bytes if on the heap.
+    fn new(hash: u32, key: &[u8], value: &[u8], capacity: usize) -> Slot {
         let total = key.len() + value.len();
-        let mut s = Slot {
+        if total <= INLINE {
+            let mut bytes = [0; INLINE];
+            short_copy(&mut bytes[..key.len()], key);
+            short_copy(&mut bytes[key.len()..total], value);
+            Slot::Inline {
+                hash,
+                key_len: key.len() as u8,
+                value_len: value.len() as u8,
+                bytes,
+            }
+        } else {
+            Slot::heap(hash, key, value, capacity)
+        }
+    }
+
+    /// A heap slot of `key` and `value`, with room for `capacity` bytes.
+    fn heap(hash: u32, key: &[u8], value: &[u8], capacity: usize) -> Slot {
+        let total = key.len() + value.len();
+        let mut buf = vec![0; capacity.max(total)].into_boxed_slice();
+        buf[..key.len()].copy_from_slice(key);
+        buf[key.len()..total].copy_from_slice(value);
+        Slot::Heap {
             hash,
             key_len: key.len() as u32,
-            ..Slot::VACANT
-        };
-        if total <= INLINE {
-            s.inline[..key.len()].copy_from_slice(key);
-            s.inline[key.len()..total].copy_from_slice(value);
-            s.value_len = value.len() as u32;
-        } else {
-            let mut v = Vec::with_capacity(total);
-            v.extend_from_slice(key);
-            v.extend_from_slice(value);
-            s.heap = Some(v);
+            len: total as u32,
+            buf,
         }
-        s
     }
 
     /// Replaces the value; back inline when it fits again.
     #[inline]
-    fn set_value(&mut self, value: &[u8]) {
-        let k = self.key_len as usize;
-        let total = k + value.len();
-        if total <= INLINE {
-            if let Some(v) = self.heap.take() {
-                self.inline[..k].copy_from_slice(&v[..k]);
+    fn set_value(&mut self, value: &[u8]) -> Result<(), TooLarge> {
+        let (k, total) = (self.key().len(), self.key().len() + value.len());
+        if total > MAX_ENTRY {
+            return Err(TooLarge(total));
+        }
+        match self {
+            Slot::Inline {
+                value_len, bytes, ..
+            } if total <= INLINE => {
+                short_copy(&mut bytes[k..total], value);
+                *value_len = value.len() as u8;
             }
-            self.inline[k..total].copy_from_slice(value);
-            self.value_len = value.len() as u32;
-        } else {
-            match &mut self.heap {
-                Some(v) => {
-                    v.truncate(k);
-                    v.extend_from_slice(value);
-                }
-                None => {
-                    let v = self.spill(value.len());
-                    v.truncate(k);
-                    v.extend_from_slice(value);
-                }
+            Slot::Heap { len, buf, .. } if total <= buf.len() && total > INLINE => {
+                buf[k..total].copy_from_slice(value);
+                *len = total as u32;
+            }
+            _ => {
+                let moved = Slot::new(self.hash(), &self.parts().1[..k], value, total);
+                *self = moved;
             }
         }
+        Ok(())
     }
 
     /// Appends to the value; returns its new length.
     #[inline]
-    fn append(&mut self, operand: &[u8]) -> usize {
-        let k = self.key_len as usize;
-        match &mut self.heap {
-            Some(v) => {
-                v.extend_from_slice(operand);
-                v.len() - k
+    fn append(&mut self, operand: &[u8]) -> Result<usize, TooLarge> {
+        let (k, used) = (self.key().len(), self.parts().1.len());
+        let total = used + operand.len();
+        if total > MAX_ENTRY {
+            return Err(TooLarge(total));
+        }
+        match self {
+            Slot::Inline {
+                value_len, bytes, ..
+            } if total <= INLINE => {
+                short_copy(&mut bytes[used..total], operand);
+                *value_len += operand.len() as u8;
             }
-            None => {
-                let start = k + self.value_len as usize;
-                let end = start + operand.len();
-                if end <= INLINE {
-                    self.inline[start..end].copy_from_slice(operand);
-                    self.value_len += operand.len() as u32;
-                } else {
-                    self.spill(end).extend_from_slice(operand);
+            Slot::Heap { len, buf, .. } if total <= buf.len() => {
+                buf[used..total].copy_from_slice(operand);
+                *len = total as u32;
+            }
+            _ => {
+                // Doubling, so that a value appended to n times is copied O(n) bytes.
+                let capacity = total.max(2 * used).min(MAX_ENTRY);
+                let (key, value) = self.parts().1.split_at(k);
+                let mut grown = Slot::heap(self.hash(), key, value, capacity);
+                if let Slot::Heap { len, buf, .. } = &mut grown {
+                    buf[used..total].copy_from_slice(operand);
+                    *len = total as u32;
                 }
-                end - k
+                *self = grown;
             }
         }
-    }
-
-    /// Moves the inline bytes to the heap, with room for `more`; returns the vector.
-    fn spill(&mut self, more: usize) -> &mut Vec<u8> {
-        let used = (self.key_len + self.value_len) as usize;
-        let mut v = Vec::with_capacity(used + more);
-        v.extend_from_slice(&self.inline[..used]);
-        self.value_len = 0;
-        self.heap.insert(v)
+        Ok(total - k)
     }
 }
 
@@ -161,25 +204,6 @@ impl std::fmt::Debug for ByteTable {
     }
 }
 
-/// Byte equality, without a call into the C library for the short keys of most states
-/// (up to 16 bytes: two overlapping word compares).
-#[inline]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word =
-        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default());
-    let half =
-        |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or_default());
-    match n {
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => a == b,
-    }
-}
-
 /// Where a search for `hash` starts.
 #[inline]
 fn home(hash: u32, mask: usize) -> usize {
@@ -197,8 +221,9 @@ impl ByteTable {
         self.len
     }
 
-    /// Brings the slot where a search for `hash` starts, and the one after it, into the
-    /// cache: at this table's load, most searches end within those two.
+    /// Brings the slot where a search for `hash` starts, and the one after it (mostly in
+    /// the same cache line), into the cache: at this table's load, most searches end
+    /// within those two.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         let mask = self.mask();
@@ -222,7 +247,7 @@ impl ByteTable {
             if s.is_empty() {
                 return None;
             }
-            if s.hash == hash && short_eq(s.key(), key) {
+            if s.hash() == hash && short_eq(s.key(), key) {
                 return Some(i);
             }
             i = (i + 1) & mask;
@@ -243,15 +268,12 @@ impl ByteTable {
 
     /// Sets `key`'s value; returns whether the key is new.
     #[inline]
-    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) -> bool {
+    pub(crate) fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) -> Result<bool, TooLarge> {
         match self.find(hash, key) {
-            Some(i) => {
-                self.slots[i].set_value(value);
-                false
-            }
+            Some(i) => self.slots[i].set_value(value).map(|()| false),
             None => {
-                self.insert_new(Slot::new(hash as u32, key, value));
-                true
+                self.insert_new(hash, key, value)?;
+                Ok(true)
             }
         }
     }
@@ -259,12 +281,17 @@ impl ByteTable {
     /// Appends `operand` to `key`'s value (the key is new if absent); returns the value's
     /// new length and whether the key is new.
     #[inline]
-    pub(crate) fn append(&mut self, hash: u64, key: &[u8], operand: &[u8]) -> (usize, bool) {
+    pub(crate) fn append(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        operand: &[u8],
+    ) -> Result<(usize, bool), TooLarge> {
         match self.find(hash, key) {
-            Some(i) => (self.slots[i].append(operand), false),
+            Some(i) => self.slots[i].append(operand).map(|len| (len, false)),
             None => {
-                self.insert_new(Slot::new(hash as u32, key, operand));
-                (operand.len(), true)
+                self.insert_new(hash, key, operand)?;
+                Ok((operand.len(), true))
             }
         }
     }
@@ -273,7 +300,7 @@ impl ByteTable {
     /// `Ok` stores the buffer as the value. One search whether or not the key exists.
     /// Returns `f`'s result and whether the key is new.
     #[inline]
-    pub(crate) fn update<E>(
+    pub(crate) fn update<E: From<TooLarge>>(
         &mut self,
         hash: u64,
         key: &[u8],
@@ -283,38 +310,43 @@ impl ByteTable {
         match self.find(hash, key) {
             Some(i) => {
                 f(Some(self.slots[i].value()), new)?;
-                self.slots[i].set_value(new);
+                self.slots[i].set_value(new)?;
                 Ok(false)
             }
             None => {
                 f(None, new)?;
-                self.insert_new(Slot::new(hash as u32, key, new));
+                self.insert_new(hash, key, new)?;
                 Ok(true)
             }
         }
     }
 
-    /// Places a slot whose key is not in the table.
-    fn insert_new(&mut self, slot: Slot) {
+    /// Adds an entry whose key is not in the table.
+    fn insert_new(&mut self, hash: u64, key: &[u8], value: &[u8]) -> Result<(), TooLarge> {
+        let total = key.len() + value.len();
+        if total > MAX_ENTRY {
+            return Err(TooLarge(total));
+        }
         if (self.len + 1) * 8 > self.slots.len() * 5 {
             self.grow();
         }
         let mask = self.mask();
-        let mut i = home(slot.hash, mask);
+        let mut i = home(hash as u32, mask);
         while !self.slots[i].is_empty() {
             i = (i + 1) & mask;
         }
-        self.slots[i] = slot;
+        self.slots[i] = Slot::new(hash as u32, key, value, total);
         self.len += 1;
+        Ok(())
     }
 
     /// Doubles the slots (16 at first), re-placing every entry by its stored hash.
     fn grow(&mut self) {
         let want = (self.slots.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.slots, vec![Slot::VACANT; want]);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::Empty; want]);
         let mask = want - 1;
         for s in old.into_iter().filter(|s| !s.is_empty()) {
-            let mut i = home(s.hash, mask);
+            let mut i = home(s.hash(), mask);
             while !self.slots[i].is_empty() {
                 i = (i + 1) & mask;
             }
@@ -337,7 +369,7 @@ impl ByteTable {
             }
             // The entry at j may fill the hole unless its home lies cyclically in
             // (hole, j]: then a search for it starts after the hole.
-            let h = home(self.slots[j].hash, mask);
+            let h = home(self.slots[j].hash(), mask);
             let stays = if hole <= j {
                 hole < h && h <= j
             } else {
@@ -348,7 +380,7 @@ impl ByteTable {
                 hole = j;
             }
         }
-        self.slots[hole] = Slot::VACANT;
+        self.slots[hole] = Slot::Empty;
         self.len -= 1;
         true
     }
@@ -420,12 +452,12 @@ mod tests {
                 match op {
                     Op::Put(k, v) => {
                         let key = key_of(k);
-                        let fresh = t.put(hash_of(&key, collide), &key, &v);
+                        let fresh = t.put(hash_of(&key, collide), &key, &v).unwrap();
                         prop_assert_eq!(fresh, model.insert(key, v).is_none());
                     }
                     Op::Append(k, v) => {
                         let key = key_of(k);
-                        let (len, fresh) = t.append(hash_of(&key, collide), &key, &v);
+                        let (len, fresh) = t.append(hash_of(&key, collide), &key, &v).unwrap();
                         prop_assert_eq!(fresh, !model.contains_key(&key));
                         let m = model.entry(key).or_default();
                         m.extend_from_slice(&v);
@@ -435,7 +467,7 @@ mod tests {
                         let key = key_of(k);
                         new.clear();
                         let before = model.get(&key).cloned();
-                        let r: Result<bool, ()> = t.update(hash_of(&key, collide), &key, &mut new, |old, out| {
+                        let r: Result<bool, TooLarge> = t.update(hash_of(&key, collide), &key, &mut new, |old, out| {
                             assert_eq!(old.map(<[u8]>::to_vec), before);
                             out.extend_from_slice(old.unwrap_or_default());
                             out.extend_from_slice(&v);
@@ -464,11 +496,11 @@ mod tests {
     fn a_failed_update_changes_nothing() {
         let mut t = ByteTable::default();
         let mut new = Vec::new();
-        let r: Result<bool, &str> = t.update(7, b"k", &mut new, |_, out| {
+        let r: Result<bool, TooLarge> = t.update(7, b"k", &mut new, |_, out| {
             out.push(1);
-            Err("no")
+            Err(TooLarge(9))
         });
-        assert_eq!(r, Err("no"));
+        assert_eq!(r, Err(TooLarge(9)));
         assert_eq!(t.len(), 0);
         assert!(!t.contains(7, b"k"));
     }
