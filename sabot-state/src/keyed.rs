@@ -378,8 +378,8 @@ impl<B: StateBackend> KeyedState<B> {
             stack[..8].copy_from_slice(&expiry.to_le_bytes());
             at = 8;
         }
-        let len = match postcard::to_slice(v, &mut stack[at..]) {
-            Ok(used) => used.len(),
+        let len = match postcard::serialize_with_flavor(v, StackFlavor::new(&mut stack[at..])) {
+            Ok(used) => used,
             Err(postcard::Error::SerializeBufferFull) => {
                 self.encode(reg, v)?;
                 return self
@@ -474,6 +474,50 @@ impl<B: StateBackend> KeyedState<B> {
     /// Restores the backend's key groups from `dirs`.
     pub fn restore(&mut self, dirs: &[PathBuf]) -> Result<()> {
         self.backend.restore(dirs)
+    }
+}
+
+/// A postcard output into a fixed buffer (on the stack), like postcard's own slice
+/// flavor but copying the few bytes of a varint without a call into the C library.
+struct StackFlavor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> StackFlavor<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        StackFlavor { buf, at: 0 }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for StackFlavor<'_> {
+    /// Bytes written.
+    type Output = usize;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.at + data.len();
+        let dst = self
+            .buf
+            .get_mut(self.at..end)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        crate::bytes::short_copy(dst, data);
+        self.at = end;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        *self
+            .buf
+            .get_mut(self.at)
+            .ok_or(postcard::Error::SerializeBufferFull)? = data;
+        self.at += 1;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.at)
     }
 }
 

@@ -60,6 +60,44 @@ macro_rules! keyed_suite {
                 assert_eq!(v.get(&mut st).unwrap(), None);
             }
 
+            /// Values of every size (encoded on the stack or in the heap buffer, held in a
+            /// slot or on the heap), keys long and short, with and without TTL.
+            #[test]
+            fn values_and_keys_of_every_size_round_trip() {
+                let mut st = state();
+                let v = st.value_state::<String>(StateDescriptor::new("v")).unwrap();
+                let t = st
+                    .value_state::<String>(
+                        StateDescriptor::new("t")
+                            .with_ttl(Ttl::event_time(Duration::from_secs(60))),
+                    )
+                    .unwrap();
+                let sizes = [
+                    0, 1, 7, 8, 15, 16, 21, 22, 23, 55, 56, 63, 64, 65, 200, 5000,
+                ];
+                for &n in &sizes {
+                    let key = vec![b'k'; n];
+                    st.set_current_key(sabot_core::KeyGroup((n % MAX_P) as u16), &key);
+                    v.update(&mut st, &"x".repeat(n)).unwrap();
+                    t.update(&mut st, &"y".repeat(n)).unwrap();
+                }
+                for &n in sizes.iter().rev() {
+                    let key = vec![b'k'; n];
+                    st.set_current_key(sabot_core::KeyGroup((n % MAX_P) as u16), &key);
+                    assert_eq!(v.get(&mut st).unwrap(), Some("x".repeat(n)), "value of {n}");
+                    assert_eq!(
+                        t.get(&mut st).unwrap(),
+                        Some("y".repeat(n)),
+                        "TTL value of {n}"
+                    );
+                    // Shrink and grow in place.
+                    v.update(&mut st, &"z".repeat(n / 2)).unwrap();
+                    assert_eq!(v.get(&mut st).unwrap(), Some("z".repeat(n / 2)));
+                    v.update(&mut st, &"w".repeat(2 * n)).unwrap();
+                    assert_eq!(v.get(&mut st).unwrap(), Some("w".repeat(2 * n)));
+                }
+            }
+
             #[test]
             fn list_state_appends_and_replaces() {
                 let mut st = state();
