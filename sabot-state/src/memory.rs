@@ -140,6 +140,23 @@ impl Group {
         self.map.len()
     }
 
+    /// Every (composite key, value) in key byte order. Sorted by the keys' first 16
+    /// bytes read once each, so most comparisons do not go back to keys that live on
+    /// the heap (entries with large values).
+    fn sorted(&self) -> Vec<(&[u8], &[u8])> {
+        let mut all: Vec<(u128, &[u8], &[u8])> = self
+            .iter()
+            .map(|(k, v)| {
+                let mut head = [0u8; 16];
+                let n = k.len().min(16);
+                head[..n].copy_from_slice(&k[..n]);
+                (u128::from_be_bytes(head), k, v)
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        all.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+
     fn is_empty(&self) -> bool {
         self.map.len() == 0
     }
@@ -519,11 +536,7 @@ impl MemorySnapshot {
         let groups: Vec<snapshot::GroupRef<'_>> = self
             .groups
             .iter()
-            .map(|(kg, t, g)| {
-                let mut entries: Vec<(&[u8], &[u8])> = g.iter().collect();
-                entries.sort_unstable();
-                (*kg, *t, entries)
-            })
+            .map(|(kg, t, g)| (*kg, *t, g.sorted()))
             .collect();
         let (file, bytes, entries) =
             snapshot::write(dir, self.max_parallelism, &self.tables, &groups)?;
@@ -796,9 +809,7 @@ impl StateBackend for MemoryBackend {
 
     fn scan_key_group(&self, state: StateId, kg: KeyGroup, f: &mut GroupScanFn<'_>) -> Result<()> {
         let group = self.group(state, kg)?;
-        let mut all: Vec<(&[u8], &[u8])> = group.iter().collect();
-        all.sort_unstable();
-        for (c, v) in all {
+        for (c, v) in group.sorted() {
             if let Some((k, ns)) = split_composite(c)
                 && !f(k, ns, v)
             {
