@@ -1,4 +1,4 @@
-//! The in-memory state backend: hash maps per key group, copy-on-write snapshots.
+//! The in-memory state backend: a hash table per key group, copy-on-write snapshots.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -174,7 +174,9 @@ struct Table {
     groups: Vec<Arc<Group>>,
 }
 
-/// State in hash maps (hashbrown), one per (state, key group).
+/// State in hash tables (see the `table` module: one cache line per small entry, which
+/// [`prefetch_entry`](StateBackend::prefetch_entry) fetches ahead), one per (state, key
+/// group).
 ///
 /// Snapshots are copy-on-write at key-group granularity: [`begin_snapshot`] only clones
 /// pointers, processing continues at once, and the snapshot can be written on another
