@@ -191,7 +191,7 @@ impl<B: StateBackend> KeyedState<B> {
 
     /// A hint that `key` (in key group `kg`) will soon be the current key: the backend
     /// may start loading its value, list, reducing and aggregating states in the current
-    /// namespace now (see [`StateBackend::prefetch`]). A loop over many keys that calls
+    /// namespace now (see [`StateBackend::prefetch_entry`]). A loop over many keys that calls
     /// this a few keys ahead overlaps their memory loads; the results never change.
     #[inline]
     pub fn prefetch_key(&mut self, kg: KeyGroup, key: &[u8]) {
