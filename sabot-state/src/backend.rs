@@ -523,6 +523,17 @@ impl EntryKey {
         self.hash = entry_hash(key, namespace);
     }
 
+    /// Readdresses to `key`, keeping the namespace.
+    #[inline]
+    pub fn set_key(&mut self, key: &[u8]) {
+        if self.namespace().is_empty() {
+            self.set(key, &[]);
+        } else {
+            let namespace = smallvec::SmallVec::<[u8; ENTRY_INLINE]>::from_slice(self.namespace());
+            self.set(key, &namespace);
+        }
+    }
+
     /// Readdresses to `namespace`, keeping the key.
     pub fn set_namespace(&mut self, namespace: &[u8]) {
         let start = 4 + self.key_len;
@@ -627,8 +638,9 @@ mod tests {
     use super::*;
 
     proptest! {
-        /// An entry key readdressed any way (short and long keys and namespaces, so it
-        /// moves between its inline buffer and the heap) matches one built from scratch.
+        /// An entry key readdressed any way (key and namespace together or one at a
+        /// time; short and long ones, so it moves between its inline buffer and the
+        /// heap) matches one built from scratch.
         #[test]
         fn an_entry_key_matches_its_parts(
             key in prop::collection::vec(any::<u8>(), 0..60),
@@ -639,8 +651,14 @@ mod tests {
             let mut e = EntryKey::new(&other, &ns2);
             for (k, n) in [(&key, &ns), (&other, &ns2), (&key, &ns2)] {
                 e.set(k, n);
-                for n in [n, &ns, &ns2] {
+                let mut k = k;
+                for (i, n) in [n, &ns, &ns2].into_iter().enumerate() {
                     e.set_namespace(n);
+                    if i == 1 {
+                        // The key changes under the namespace.
+                        e.set_key(&other);
+                        k = &other;
+                    }
                     let mut c = Vec::new();
                     composite(&mut c, k, n);
                     prop_assert_eq!(e.composite(), &c[..]);

@@ -139,7 +139,6 @@ pub struct KeyedState<B: StateBackend> {
     kg: KeyGroup,
     /// The current key and namespace, encoded and hashed once for every access.
     entry: EntryKey,
-    namespace: Vec<u8>,
     /// Scratch for prefetch hints.
     ahead: EntryKey,
     event_time: i64,
@@ -158,7 +157,6 @@ impl<B: StateBackend> KeyedState<B> {
             max_parallelism,
             kg: KeyGroup(0),
             entry: EntryKey::default(),
-            namespace: Vec::new(),
             ahead: EntryKey::default(),
             event_time: i64::MIN,
             processing_time: i64::MIN,
@@ -178,7 +176,7 @@ impl<B: StateBackend> KeyedState<B> {
     #[inline]
     pub fn set_current_key(&mut self, kg: KeyGroup, key: &[u8]) {
         self.kg = kg;
-        self.entry.set(key, &self.namespace);
+        self.entry.set_key(key);
     }
 
     /// Sets the current key to an integer key, in the key group an `Int64` key column
@@ -195,7 +193,7 @@ impl<B: StateBackend> KeyedState<B> {
     /// this a few keys ahead overlaps their memory loads; the results never change.
     #[inline]
     pub fn prefetch_key(&mut self, kg: KeyGroup, key: &[u8]) {
-        self.ahead.set(key, &self.namespace);
+        self.ahead.set(key, self.entry.namespace());
         for s in &self.states {
             if s.layout != Layout::Map {
                 self.backend.prefetch_entry(s.id, kg, &self.ahead);
@@ -213,8 +211,6 @@ impl<B: StateBackend> KeyedState<B> {
 
     /// Sets the current namespace (a window, say); empty by default.
     pub fn set_namespace(&mut self, namespace: &[u8]) {
-        self.namespace.clear();
-        self.namespace.extend_from_slice(namespace);
         self.entry.set_namespace(namespace);
     }
 
@@ -658,8 +654,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     fn entry_ns<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<Vec<u8>> {
         let mut ns = std::mem::take(&mut st.scratch_ns);
         ns.clear();
-        ns.extend_from_slice(&(st.namespace.len() as u32).to_le_bytes());
-        ns.extend_from_slice(&st.namespace);
+        ns.extend_from_slice(&(st.entry.namespace().len() as u32).to_le_bytes());
+        ns.extend_from_slice(st.entry.namespace());
         postcard::to_extend(k, ns).map_err(|source| StateError::Codec {
             state: self.reg.name.clone(),
             source,
@@ -704,8 +700,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// Every live entry, in the byte order of the encoded map keys.
     pub fn entries<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Vec<(K, V)>> {
         let mut prefix = Vec::new();
-        prefix.extend_from_slice(&(st.namespace.len() as u32).to_le_bytes());
-        prefix.extend_from_slice(&st.namespace);
+        prefix.extend_from_slice(&(st.entry.namespace().len() as u32).to_le_bytes());
+        prefix.extend_from_slice(st.entry.namespace());
         let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         st.backend
             .scan(self.reg.id, st.kg, st.entry.key(), &prefix, &mut |ns, v| {

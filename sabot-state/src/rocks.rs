@@ -12,7 +12,8 @@ use rocksdb::{
 use sabot_core::{KeyGroup, KeyGroupRange};
 
 use crate::backend::{
-    GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, split_composite, with_composite,
+    EntryKey, GroupScanFn, ScanFn, SnapshotInfo, StateBackend, StateId, split_composite,
+    with_composite,
 };
 use crate::snapshot::{self, TableMeta};
 use crate::{Result, StateError};
@@ -152,6 +153,29 @@ fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
 }
 
 impl RocksDbBackend {
+    /// Calls `f` with the value of (`key`, `namespace`), if any, while RocksDB's pinned
+    /// slice lives (no copy); returns whether there is one.
+    fn read(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &[u8],
+        namespace: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        self.check(state, kg)?;
+        let cf = self.cf(state)?;
+        let db = self.db()?;
+        with_composite(&kg.0.to_be_bytes(), key, namespace, |k| {
+            let v = db.get_pinned_cf(cf, k)?;
+            if let Some(v) = &v {
+                f(v);
+            }
+            Ok(v.is_some())
+        })
+        .map_err(db_err(&self.path))
+    }
+
     /// Opens a fresh database in folder `path` (emptied first: state comes from restores,
     /// never from a previous run's leftovers).
     pub fn open(
@@ -435,19 +459,18 @@ impl StateBackend for RocksDbBackend {
         namespace: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool> {
-        self.check(state, kg)?;
         out.clear();
-        let cf = self.cf(state)?;
-        let db = self.db()?;
-        with_composite(&kg.0.to_be_bytes(), key, namespace, |k| {
-            // Copied out while the pinned slice lives.
-            let v = db.get_pinned_cf(cf, k)?;
-            if let Some(v) = &v {
-                out.extend_from_slice(v);
-            }
-            Ok(v.is_some())
-        })
-        .map_err(db_err(&self.path))
+        self.read(state, kg, key, namespace, &mut |v| out.extend_from_slice(v))
+    }
+
+    fn read_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        entry: &EntryKey,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        self.read(state, kg, entry.key(), entry.namespace(), f)
     }
 
     fn put(

@@ -52,6 +52,12 @@ macro_rules! keyed_suite {
                 v.update(&mut st, &"two".to_owned()).unwrap();
                 st.set_namespace(b"window-1");
                 assert_eq!(v.get(&mut st).unwrap(), None, "namespaces are separate");
+                // The namespace stays while the key changes.
+                v.update(&mut st, &"two in window-1".to_owned()).unwrap();
+                st.set_current_key_i64(1);
+                assert_eq!(v.get(&mut st).unwrap(), None);
+                st.set_current_key_i64(2);
+                assert_eq!(v.get(&mut st).unwrap().as_deref(), Some("two in window-1"));
                 st.set_namespace(b"");
                 assert_eq!(v.get(&mut st).unwrap().as_deref(), Some("two"));
                 st.set_current_key_i64(1);
