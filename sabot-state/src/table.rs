@@ -93,43 +93,40 @@ impl Slot {
         &b[k..]
     }
 
-    /// A slot of `key` and `value` (together at most [`MAX_ENTRY`] bytes), with room to
-    /// grow to `capacity` bytes if on the heap.
-    fn new(hash: u32, key: &[u8], value: &[u8], capacity: usize) -> Slot {
-        let total = key.len() + value.len();
+    /// A slot holding `head` then `tail` (together at most [`MAX_ENTRY`] bytes), whose
+    /// first `key_len` bytes are the key; with room for `capacity` bytes if on the heap.
+    fn new(hash: u32, key_len: usize, head: &[u8], tail: &[u8], capacity: usize) -> Slot {
+        let total = head.len() + tail.len();
         if total <= INLINE {
             let mut bytes = [0; INLINE];
-            short_copy(&mut bytes[..key.len()], key);
-            short_copy(&mut bytes[key.len()..total], value);
+            short_copy(&mut bytes[..head.len()], head);
+            short_copy(&mut bytes[head.len()..total], tail);
             Slot::Inline {
                 hash,
-                key_len: key.len() as u8,
-                value_len: value.len() as u8,
+                key_len: key_len as u8,
+                value_len: (total - key_len) as u8,
                 bytes,
             }
         } else {
-            Slot::heap(hash, key, value, capacity)
+            let mut buf = vec![0; capacity.max(total)].into_boxed_slice();
+            buf[..head.len()].copy_from_slice(head);
+            buf[head.len()..total].copy_from_slice(tail);
+            Slot::Heap {
+                hash,
+                key_len: key_len as u32,
+                len: total as u32,
+                buf,
+            }
         }
     }
 
-    /// A heap slot of `key` and `value`, with room for `capacity` bytes.
-    fn heap(hash: u32, key: &[u8], value: &[u8], capacity: usize) -> Slot {
-        let total = key.len() + value.len();
-        let mut buf = vec![0; capacity.max(total)].into_boxed_slice();
-        buf[..key.len()].copy_from_slice(key);
-        buf[key.len()..total].copy_from_slice(value);
-        Slot::Heap {
-            hash,
-            key_len: key.len() as u32,
-            len: total as u32,
-            buf,
-        }
-    }
-
-    /// Replaces the value; back inline when it fits again.
+    /// Writes `data` at byte `at` of the entry (key first, `at` at least the key's
+    /// length), which then ends after it: in place where it fits, else into a new slot
+    /// with room for `capacity` bytes (back inline when the entry fits there).
     #[inline]
-    fn set_value(&mut self, value: &[u8]) -> Result<(), TooLarge> {
-        let (k, total) = (self.key().len(), self.key().len() + value.len());
+    fn write_at(&mut self, at: usize, data: &[u8], capacity: usize) -> Result<(), TooLarge> {
+        let k = self.key().len();
+        let total = at + data.len();
         if total > MAX_ENTRY {
             return Err(TooLarge(total));
         }
@@ -137,19 +134,26 @@ impl Slot {
             Slot::Inline {
                 value_len, bytes, ..
             } if total <= INLINE => {
-                short_copy(&mut bytes[k..total], value);
-                *value_len = value.len() as u8;
+                short_copy(&mut bytes[at..total], data);
+                *value_len = (total - k) as u8;
             }
             Slot::Heap { len, buf, .. } if total <= buf.len() && total > INLINE => {
-                buf[k..total].copy_from_slice(value);
+                buf[at..total].copy_from_slice(data);
                 *len = total as u32;
             }
             _ => {
-                let moved = Slot::new(self.hash(), &self.parts().1[..k], value, total);
+                let moved = Slot::new(self.hash(), k, &self.parts().1[..at], data, capacity);
                 *self = moved;
             }
         }
         Ok(())
+    }
+
+    /// Replaces the value.
+    #[inline]
+    fn set_value(&mut self, value: &[u8]) -> Result<(), TooLarge> {
+        let k = self.key().len();
+        self.write_at(k, value, k + value.len())
     }
 
     /// Appends to the value; returns its new length.
@@ -157,32 +161,8 @@ impl Slot {
     fn append(&mut self, operand: &[u8]) -> Result<usize, TooLarge> {
         let (k, used) = (self.key().len(), self.parts().1.len());
         let total = used + operand.len();
-        if total > MAX_ENTRY {
-            return Err(TooLarge(total));
-        }
-        match self {
-            Slot::Inline {
-                value_len, bytes, ..
-            } if total <= INLINE => {
-                short_copy(&mut bytes[used..total], operand);
-                *value_len += operand.len() as u8;
-            }
-            Slot::Heap { len, buf, .. } if total <= buf.len() => {
-                buf[used..total].copy_from_slice(operand);
-                *len = total as u32;
-            }
-            _ => {
-                // Doubling, so that a value appended to n times is copied O(n) bytes.
-                let capacity = total.max(2 * used).min(MAX_ENTRY);
-                let (key, value) = self.parts().1.split_at(k);
-                let mut grown = Slot::heap(self.hash(), key, value, capacity);
-                if let Slot::Heap { len, buf, .. } = &mut grown {
-                    buf[used..total].copy_from_slice(operand);
-                    *len = total as u32;
-                }
-                *self = grown;
-            }
-        }
+        // Room doubles, so that a value appended to n times is copied O(n) bytes.
+        self.write_at(used, operand, total.max(2 * used).min(MAX_ENTRY))?;
         Ok(total - k)
     }
 }
@@ -335,7 +315,7 @@ impl ByteTable {
         while !self.slots[i].is_empty() {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Slot::new(hash as u32, key, value, total);
+        self.slots[i] = Slot::new(hash as u32, key.len(), key, value, total);
         self.len += 1;
         Ok(())
     }
