@@ -18,6 +18,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::backend::split_composite;
 use crate::{Result, StateError};
 
 /// The snapshot file's name inside its folder.
@@ -323,10 +324,16 @@ pub(crate) fn decode(data: &[u8], path: &Path) -> Result<Decoded> {
         }
         let mut p = Reader { buf: payload, path };
         let mut list = Vec::with_capacity((entries as usize).min(payload.len() / 8 + 1));
-        for _ in 0..entries {
-            let k = p.bytes("entry key")?.to_vec();
-            let v = p.bytes("entry value")?.to_vec();
-            list.push((k, v));
+        for i in 0..entries {
+            let k = p.bytes("entry key")?;
+            if split_composite(k).is_none() {
+                // Restored, it could be neither scanned nor addressed, yet kept for ever.
+                return Err(r.corrupt(format!(
+                    "key group {kg}: entry {i}'s key is not a key length, key and namespace"
+                )));
+            }
+            let v = p.bytes("entry value")?;
+            list.push((k.to_vec(), v.to_vec()));
         }
         if !p.buf.is_empty() {
             return Err(r.corrupt(format!("key group {kg}: bytes after the last entry")));
@@ -345,4 +352,47 @@ pub(crate) fn decode(data: &[u8], path: &Path) -> Result<Decoded> {
         tables,
         groups,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Vec<TableMeta> {
+        vec![TableMeta {
+            name: "s".into(),
+            fingerprint: "v1".into(),
+        }]
+    }
+
+    #[test]
+    fn an_entry_key_that_is_not_a_composite_is_corrupt_naming_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // Key length 2, key "ab", namespace "n": well formed; then a key length of 9
+        // with only 2 key bytes after it.
+        let good: &[u8] = &[2, 0, 0, 0, b'a', b'b', b'n'];
+        let bad: &[u8] = &[9, 0, 0, 0, b'a', b'b'];
+        write(
+            dir.path(),
+            8,
+            &table(),
+            &[(3, 0, vec![(good, b"v".as_slice())])],
+        )
+        .unwrap();
+        let d = read(dir.path()).unwrap();
+        assert_eq!(d.groups[0].entries, vec![(good.to_vec(), b"v".to_vec())]);
+
+        write(
+            dir.path(),
+            8,
+            &table(),
+            &[(3, 0, vec![(good, b"v".as_slice()), (bad, b"w".as_slice())])],
+        )
+        .unwrap();
+        let err = read(dir.path()).err().expect("a malformed key is an error");
+        let msg = err.to_string();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{msg}");
+        assert!(msg.contains("key group 3: entry 1's key"), "{msg}");
+        assert!(msg.contains(SNAPSHOT_FILE), "{msg}");
+    }
 }
