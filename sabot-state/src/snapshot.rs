@@ -10,7 +10,8 @@
 //! "SBSE"  crc32(every byte before this trailer):u32
 //! ```
 //!
-//! `composite` is (key length u32, key, namespace). Entries are in composite byte order.
+//! `composite` is (key length u32, key, namespace); one whose key length runs past its end
+//! makes the file corrupt. Entries are in composite byte order.
 //! The file is written as `state.sbst.tmp`, fsynced, renamed into place, and the folder
 //! fsynced: a folder either has a complete file or none.
 
