@@ -1,5 +1,5 @@
 //! Comparing and copying the short byte strings of state keys and values without a call
-//! into the C library (whose `memcmp`/`memcpy` cost more than the work for 4 to 16 bytes).
+//! into the C library (whose `memcmp`/`memcpy` cost more than the work for up to 16 bytes).
 
 /// Reads the 8 bytes of `s` at `at`.
 #[inline(always)]
@@ -13,6 +13,12 @@ fn half(s: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or_default())
 }
 
+/// Reads the 2 bytes of `s` at `at`.
+#[inline(always)]
+fn pair(s: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(s[at..at + 2].try_into().unwrap_or_default())
+}
+
 /// `a == b`; up to 16 bytes as two overlapping word compares.
 #[inline]
 pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
@@ -23,6 +29,9 @@ pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     match n {
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
         4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        2..=3 => pair(a, 0) == pair(b, 0) && pair(a, n - 2) == pair(b, n - 2),
+        1 => a[0] == b[0],
+        0 => true,
         _ => a == b,
     }
 }
@@ -50,11 +59,14 @@ pub(crate) fn short_copy(dst: &mut [u8], src: &[u8]) {
             dst[..4].copy_from_slice(&head.to_le_bytes());
             dst[n - 4..].copy_from_slice(&tail.to_le_bytes());
         }
-        0..=3 => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = *s;
-            }
+        // Not a byte loop: the compiler makes a call of `memcpy` of that.
+        2..=3 => {
+            let (head, tail) = (pair(src, 0), pair(src, n - 2));
+            dst[..2].copy_from_slice(&head.to_le_bytes());
+            dst[n - 2..].copy_from_slice(&tail.to_le_bytes());
         }
+        1 => dst[0] = src[0],
+        0 => {}
         _ => dst.copy_from_slice(src),
     }
 }

@@ -103,6 +103,16 @@ struct Registered {
     layout: Layout,
 }
 
+impl Registered {
+    /// A codec error of this state.
+    fn codec_error(&self, source: postcard::Error) -> StateError {
+        StateError::Codec {
+            state: self.name.clone(),
+            source,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Layout {
     /// One value per (key, namespace): `[expiry]` + payload.
@@ -316,35 +326,38 @@ impl<B: StateBackend> KeyedState<B> {
 
     // --- byte-level helpers with TTL ---
 
+    /// The expiry a value written now gets, for a state with a TTL.
+    fn expiry(&self, reg: &Registered) -> Option<i64> {
+        Some(self.ttl_now(reg)?.saturating_add(reg.ttl?.ttl_ms))
+    }
+
     fn encode<T: Serialize>(&mut self, reg: &Registered, v: &T) -> Result<()> {
         self.enc.clear();
-        if let Some(ttl) = reg.ttl {
-            let expiry = self.now(ttl.domain).saturating_add(ttl.ttl_ms);
+        if let Some(expiry) = self.expiry(reg) {
             self.enc.extend_from_slice(&expiry.to_le_bytes());
         }
         let enc = std::mem::take(&mut self.enc);
-        let enc = postcard::to_extend(v, enc).map_err(|source| StateError::Codec {
-            state: reg.name.clone(),
-            source,
-        })?;
+        let enc = postcard::to_extend(v, enc).map_err(|e| reg.codec_error(e))?;
         self.enc = enc;
         Ok(())
     }
 
     /// Strips and checks the expiry: `None` if expired.
     fn live<'a>(&self, reg: &Registered, bytes: &'a [u8]) -> Option<&'a [u8]> {
-        live_at(reg.ttl.map(|ttl| self.now(ttl.domain)), bytes)
+        live_at(self.ttl_now(reg), bytes)
+    }
+
+    /// The time in the domain of the state's TTL; `None` without a TTL.
+    fn ttl_now(&self, reg: &Registered) -> Option<i64> {
+        reg.ttl.map(|ttl| self.now(ttl.domain))
     }
 
     fn decode<T: DeserializeOwned>(reg: &Registered, bytes: &[u8]) -> Result<T> {
-        postcard::from_bytes(bytes).map_err(|source| StateError::Codec {
-            state: reg.name.clone(),
-            source,
-        })
+        postcard::from_bytes(bytes).map_err(|e| reg.codec_error(e))
     }
 
     fn get_single<T: DeserializeOwned>(&mut self, reg: &Registered) -> Result<Option<T>> {
-        let now = reg.ttl.map(|ttl| self.now(ttl.domain));
+        let now = self.ttl_now(reg);
         let mut out: Option<Result<T>> = None;
         let mut expired = false;
         // Decoded where the backend holds it: no copy of the bytes.
@@ -369,8 +382,7 @@ impl<B: StateBackend> KeyedState<B> {
         // Small values are encoded on the stack, larger ones in the reused buffer.
         let mut stack = [0u8; 64];
         let mut at = 0;
-        if let Some(ttl) = reg.ttl {
-            let expiry = self.now(ttl.domain).saturating_add(ttl.ttl_ms);
+        if let Some(expiry) = self.expiry(reg) {
             stack[..8].copy_from_slice(&expiry.to_le_bytes());
             at = 8;
         }
@@ -382,12 +394,7 @@ impl<B: StateBackend> KeyedState<B> {
                     .backend
                     .put_entry(reg.id, self.kg, &self.entry, &self.enc);
             }
-            Err(source) => {
-                return Err(StateError::Codec {
-                    state: reg.name.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(reg.codec_error(source)),
         };
         self.backend
             .put_entry(reg.id, self.kg, &self.entry, &stack[..at + len])
@@ -530,6 +537,15 @@ fn live_at(now: Option<i64>, bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Sets `out` to the start of every map entry's namespace in the current namespace: its
+/// length (u32 LE) and bytes; the encoded map key follows.
+fn namespace_prefix<B: StateBackend>(st: &KeyedState<B>, out: &mut Vec<u8>) {
+    let ns = st.entry.namespace();
+    out.clear();
+    out.extend_from_slice(&(ns.len() as u32).to_le_bytes());
+    out.extend_from_slice(ns);
+}
+
 /// Splits a TTL list value into its live elements; returns (kept bytes, dropped count).
 fn filter_list(v: &[u8], now: i64) -> (Vec<u8>, u64) {
     let mut kept = Vec::with_capacity(v.len());
@@ -610,9 +626,9 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
         if found {
             let mut rest = &buf[..];
             while !rest.is_empty() {
-                let corrupt = || StateError::Codec {
-                    state: self.reg.name.clone(),
-                    source: postcard::Error::DeserializeUnexpectedEnd,
+                let corrupt = || {
+                    self.reg
+                        .codec_error(postcard::Error::DeserializeUnexpectedEnd)
                 };
                 let len = u32::from_le_bytes(
                     rest.get(..4)
@@ -653,13 +669,8 @@ pub struct MapState<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<K, V> {
     fn entry_ns<B: StateBackend>(&self, st: &mut KeyedState<B>, k: &K) -> Result<Vec<u8>> {
         let mut ns = std::mem::take(&mut st.scratch_ns);
-        ns.clear();
-        ns.extend_from_slice(&(st.entry.namespace().len() as u32).to_le_bytes());
-        ns.extend_from_slice(st.entry.namespace());
-        postcard::to_extend(k, ns).map_err(|source| StateError::Codec {
-            state: self.reg.name.clone(),
-            source,
-        })
+        namespace_prefix(st, &mut ns);
+        postcard::to_extend(k, ns).map_err(|e| self.reg.codec_error(e))
     }
 
     /// The value under map key `k`.
@@ -700,8 +711,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
     /// Every live entry, in the byte order of the encoded map keys.
     pub fn entries<B: StateBackend>(&self, st: &mut KeyedState<B>) -> Result<Vec<(K, V)>> {
         let mut prefix = Vec::new();
-        prefix.extend_from_slice(&(st.entry.namespace().len() as u32).to_le_bytes());
-        prefix.extend_from_slice(st.entry.namespace());
+        namespace_prefix(st, &mut prefix);
         let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         st.backend
             .scan(self.reg.id, st.kg, st.entry.key(), &prefix, &mut |ns, v| {
