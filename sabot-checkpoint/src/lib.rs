@@ -57,6 +57,41 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// The newest published checkpoint is damaged (its cause names the file and what is
+    /// wrong). A job does not continue from an older checkpoint on its own: that would
+    /// produce again, and commit a second time, the output committed after it.
+    #[error(
+        "the newest checkpoint, {}, in {} is damaged; continuing from an older one would repeat output committed after it. Repair or restore the damaged file; or {}; or start afresh with another checkpoint folder",
+        checkpoint.0,
+        folder.display(),
+        match older {
+            Some(o) => format!("continue from checkpoint {} explicitly (the CLI's --restore-from {}) once the output committed after it is removed", o.0, o.0),
+            None => "remove the output it committed (no older intact checkpoint is left)".to_string(),
+        }
+    )]
+    Damaged {
+        /// The damaged checkpoint.
+        checkpoint: sabot_core::CheckpointId,
+        /// The checkpoint folder.
+        folder: std::path::PathBuf,
+        /// The newest intact checkpoint before it, if any.
+        older: Option<sabot_core::CheckpointId>,
+        /// What is damaged.
+        #[source]
+        cause: Box<CheckpointError>,
+    },
+    /// Another process runs on the checkpoint folder.
+    #[error(
+        "the checkpoint folder {} is in use by another process ({}); two jobs on one folder would overwrite each other's checkpoints",
+        folder.display(),
+        if holder.is_empty() { "unknown pid" } else { holder.as_str() }
+    )]
+    Locked {
+        /// The checkpoint folder.
+        folder: std::path::PathBuf,
+        /// What the lock file says of its holder (`pid N`).
+        holder: String,
+    },
     /// A message to the coordinator that breaks the protocol (unknown task, twice).
     #[error("checkpoint protocol violated: {reason}")]
     Protocol {

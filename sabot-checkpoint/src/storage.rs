@@ -8,6 +8,8 @@
 //! chk-00000000000000000042/          one folder per checkpoint
 //!     <task files>                   whatever the tasks wrote (state snapshots, ...)
 //!     _manifest                      published last: the checkpoint exists from here on
+//! _latest                            the newest published checkpoint's id (see below)
+//! _lock                              held (flock) by the one process running on the folder
 //! ```
 //!
 //! The manifest is text, one record per line:
@@ -22,8 +24,23 @@
 //! ```
 //!
 //! Publishing: `_manifest.tmp` is written and fsynced, renamed to `_manifest`, and the
-//! folder is fsynced, so after a crash the manifest is either absent or complete.
-//! Every file operation goes through [`Io`], where tests inject a failure at any step.
+//! folder is fsynced, so after a crash the manifest is either absent or complete. Then
+//! `_latest` is replaced the same way (`sabot-checkpoint-latest 1`, `id N`, and a
+//! checksum line as in the manifest). Every file operation goes through [`Io`], where
+//! tests inject a failure at any step.
+//!
+//! **Continuing never goes back past committed output.** Sinks commit their output once
+//! a checkpoint is published, so the newest published checkpoint is the only one a job
+//! may continue from on its own: continuing from an older one would produce again, and
+//! commit a second time, what the newer one had committed. The newest published
+//! checkpoint is the larger of `_latest` and the highest folder whose `_manifest` exists
+//! (valid or not: a manifest that exists was published, since it is renamed into place
+//! whole; `_latest` still names a checkpoint whose manifest or whole folder was lost).
+//! If that checkpoint is damaged in any way (a manifest that does not parse or whose
+//! checksum fails, a file missing, cut short or altered, a damaged `_latest`),
+//! [`LocalStorage::latest`] is an error ([`CheckpointError::Damaged`]) naming the
+//! damaged file and the older intact checkpoint, if any; the user chooses
+//! ([`LocalStorage::restore_from`] continues from a checkpoint named explicitly).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -38,6 +55,9 @@ use crate::{CheckpointError, Result};
 
 const MANIFEST: &str = "_manifest";
 const HEADER: &str = "sabot-checkpoint 1";
+const LATEST: &str = "_latest";
+const LATEST_HEADER: &str = "sabot-checkpoint-latest 1";
+const LOCK: &str = "_lock";
 
 /// One file of a checkpoint, as the manifest records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,21 +116,7 @@ impl Manifest {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
-        let body_end = text
-            .rfind("checksum ")
-            .ok_or_else(|| bad("no checksum line".into()))?;
-        let (body, tail) = text.split_at(body_end);
-        let want = tail
-            .trim_end()
-            .strip_prefix("checksum ")
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or_else(|| bad("unreadable checksum line".into()))?;
-        if crc32fast::hash(body.as_bytes()) != want || !tail.ends_with('\n') {
-            return Err(bad(
-                "checksum mismatch: the manifest is damaged or incomplete".into(),
-            ));
-        }
+        let body = checked_body(bytes).map_err(bad)?;
         let mut lines = body.lines().enumerate();
         if lines.next().map(|(_, l)| l) != Some(HEADER) {
             return Err(bad(format!("the first line must be `{HEADER}`")));
@@ -302,6 +308,7 @@ impl LocalStorage {
         Ok(CheckpointWriter {
             id,
             dir,
+            root: self.root.clone(),
             io: self.io.clone(),
             files: BTreeMap::new(),
         })
@@ -309,32 +316,17 @@ impl LocalStorage {
 
     /// Every checkpoint folder, oldest first, complete or not.
     pub fn list(&self) -> Result<Vec<Listed>> {
-        let mut out = Vec::new();
-        let entries = fs::read_dir(&self.root).map_err(|source| CheckpointError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
-        let mut ids = Vec::new();
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                ids.push(CheckpointId(id));
-            }
-        }
-        ids.sort();
-        for id in ids {
-            out.push(match self.manifest(id) {
+        Ok(self
+            .folder_ids()?
+            .into_iter()
+            .map(|id| match self.manifest(id) {
                 Ok(m) => Listed::Complete(m),
                 Err(e) => Listed::Incomplete {
                     id,
                     reason: e.to_string(),
                 },
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// The published checkpoints, oldest first.
@@ -349,18 +341,176 @@ impl LocalStorage {
             .collect())
     }
 
-    /// The newest published checkpoint whose files are all intact, if any. A newer one
-    /// that fails verification is skipped (and logged), never half-used.
+    /// The checkpoint a job continues from: the newest published one, if any (see the
+    /// module docs), checked intact. A damaged one is an error naming what is damaged,
+    /// never a silent step back to an older checkpoint.
     pub fn latest(&self) -> Result<Option<Manifest>> {
-        for m in self.completed()?.into_iter().rev() {
-            match self.verify(&m) {
-                Ok(()) => return Ok(Some(m)),
-                Err(e) => {
-                    tracing::warn!(checkpoint = %m.id, error = %e, "skipping a damaged checkpoint")
-                }
+        let Some(newest) = self.newest_published()? else {
+            return Ok(None);
+        };
+        match self.intact(newest) {
+            Ok(m) => Ok(Some(m)),
+            Err(cause) => {
+                let older = self.newest_intact_before(newest);
+                Err(CheckpointError::Damaged {
+                    checkpoint: newest,
+                    folder: self.root.clone(),
+                    older,
+                    cause: Box::new(cause),
+                })
             }
         }
-        Ok(None)
+    }
+
+    /// Checkpoint `id`, named explicitly (for a user's choice after [`latest`] refused a
+    /// damaged newest checkpoint): it must be published and intact. Logs a warning when
+    /// a newer checkpoint was published: output committed after `id` is not rolled
+    /// back.
+    ///
+    /// [`latest`]: LocalStorage::latest
+    pub fn restore_from(&self, id: CheckpointId) -> Result<Manifest> {
+        if !self.dir(id).exists() {
+            let have: Vec<String> = self
+                .completed()?
+                .iter()
+                .map(|m| m.id.0.to_string())
+                .collect();
+            return Err(CheckpointError::BadManifest {
+                path: self.dir(id),
+                reason: format!(
+                    "no such checkpoint in the folder (complete ones: {})",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            });
+        }
+        let m = self.intact(id)?;
+        if let Ok(Some(newest)) = self.newest_published()
+            && newest > id
+        {
+            tracing::warn!(
+                checkpoint = %id, newest = %newest,
+                "continuing from an older checkpoint than the newest published one: output committed after it is produced again"
+            );
+        }
+        Ok(m)
+    }
+
+    /// Checkpoint `id`'s manifest, with every file checked.
+    pub fn intact(&self, id: CheckpointId) -> Result<Manifest> {
+        let m = self.manifest(id)?;
+        self.verify(&m)?;
+        Ok(m)
+    }
+
+    /// The newest published checkpoint: the larger of `_latest` and the highest folder
+    /// with a `_manifest` file (intact or not). An error if `_latest` is damaged.
+    pub fn newest_published(&self) -> Result<Option<CheckpointId>> {
+        let pointer = self.read_latest()?;
+        let mut newest = pointer;
+        for id in self.folder_ids()?.into_iter().rev() {
+            if self.dir(id).join(MANIFEST).exists() {
+                newest = newest.max(Some(id));
+                break;
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The newest intact checkpoint older than `id`, if any.
+    fn newest_intact_before(&self, id: CheckpointId) -> Option<CheckpointId> {
+        let ids = self.folder_ids().ok()?;
+        ids.into_iter()
+            .rev()
+            .filter(|i| *i < id)
+            .find(|i| self.intact(*i).is_ok())
+    }
+
+    /// What `_latest` says (none if absent).
+    fn read_latest(&self) -> Result<Option<CheckpointId>> {
+        let path = self.root.join(LATEST);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        };
+        let bad = |reason: &str| CheckpointError::BadManifest {
+            path: path.clone(),
+            reason: format!(
+                "{reason}; this file names the newest checkpoint, so no checkpoint is used: restore it, or delete it if the highest chk-* folder with an intact _manifest is the newest checkpoint the job completed"
+            ),
+        };
+        let body = checked_body(&bytes).map_err(|r| bad(&r))?;
+        let mut lines = body.lines();
+        if lines.next() != Some(LATEST_HEADER) {
+            return Err(bad(&format!("the first line must be `{LATEST_HEADER}`")));
+        }
+        let id = lines
+            .next()
+            .and_then(|l| l.strip_prefix("id "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| bad("the second line must be `id <checkpoint>`"))?;
+        if lines.next().is_some() {
+            return Err(bad("more than two lines"));
+        }
+        Ok(Some(CheckpointId(id)))
+    }
+
+    /// Takes the folder for this process: a second process on the same folder gets
+    /// [`CheckpointError::Locked`]. The lock is the kernel's (`flock`): it goes with the
+    /// returned guard, or with the process, however it ends.
+    pub fn lock(&self) -> Result<FolderLock> {
+        let path = self.root.join(LOCK);
+        let io = |source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(CheckpointError::Locked {
+                    folder: self.root.clone(),
+                    holder: holder.trim().to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // Who holds it, for the message a second process gets.
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "pid {}", std::process::id()).map_err(io)?;
+        Ok(FolderLock { _file: file, path })
+    }
+
+    /// Checkpoint ids of the folders under the root, ascending.
+    fn folder_ids(&self) -> Result<Vec<CheckpointId>> {
+        let entries = fs::read_dir(&self.root).map_err(|source| CheckpointError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        let mut ids: Vec<CheckpointId> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("chk-")?
+                    .parse::<u64>()
+                    .ok()
+                    .map(CheckpointId)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Reads checkpoint `id`'s manifest.
@@ -408,8 +558,17 @@ impl LocalStorage {
         Ok(())
     }
 
-    /// Deletes checkpoint `id` (published or not).
+    /// Deletes checkpoint `id` (published or not), unless it is the newest published
+    /// one: without it a restart could only go back past committed output.
     pub fn discard(&self, id: CheckpointId) -> Result<()> {
+        if self.newest_published().ok().flatten() == Some(id) {
+            return Err(CheckpointError::Protocol {
+                reason: format!(
+                    "checkpoint {id} is the newest published checkpoint in {}: it is never discarded",
+                    self.root.display()
+                ),
+            });
+        }
         let dir = self.dir(id);
         if dir.exists() {
             // The manifest goes first: a half-deleted checkpoint is never complete.
@@ -430,6 +589,7 @@ impl LocalStorage {
 pub struct CheckpointWriter {
     id: CheckpointId,
     dir: PathBuf,
+    root: PathBuf,
     io: Io,
     files: BTreeMap<String, FileEntry>,
 }
@@ -504,7 +664,8 @@ impl CheckpointWriter {
     }
 
     /// Publishes the checkpoint: writes the manifest with `meta` and every file's
-    /// checksum, fsyncs it, renames it into place and fsyncs the folder.
+    /// checksum, fsyncs it, renames it into place and fsyncs the folder; then points
+    /// `_latest` at it the same way.
     pub fn commit(self, created_ms: i64, meta: BTreeMap<String, String>) -> Result<Manifest> {
         let manifest = Manifest {
             id: self.id,
@@ -524,6 +685,54 @@ impl CheckpointWriter {
             source,
         })?;
         self.io.io("fsync folder", &self.dir, || dir.sync_all())?;
+        // The checkpoint is published. `_latest` keeps its id even if its folder or its
+        // manifest is lost later.
+        let mut text = format!("{LATEST_HEADER}\nid {}\n", self.id.0);
+        let crc = crc32fast::hash(text.as_bytes());
+        text.push_str(&format!("checksum {crc:08x}\n"));
+        let tmp = self.root.join(format!("{LATEST}.tmp"));
+        let path = self.root.join(LATEST);
+        let mut f = self.io.io("create", &tmp, || File::create(&tmp))?;
+        self.io.io("write", &tmp, || f.write_all(text.as_bytes()))?;
+        self.io.io("fsync", &tmp, || f.sync_all())?;
+        self.io.io("rename", &path, || fs::rename(&tmp, &path))?;
+        let root = File::open(&self.root).map_err(|source| CheckpointError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        self.io.io("fsync folder", &self.root, || root.sync_all())?;
         Ok(manifest)
     }
+}
+
+/// The lock on a checkpoint folder ([`LocalStorage::lock`]); released when dropped.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FolderLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The text above a `checksum <crc32>` last line, if the checksum matches.
+fn checked_body(bytes: &[u8]) -> std::result::Result<&str, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let body_end = text
+        .rfind("checksum ")
+        .ok_or_else(|| "no checksum line".to_string())?;
+    let (body, tail) = text.split_at(body_end);
+    let want = tail
+        .trim_end()
+        .strip_prefix("checksum ")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| "unreadable checksum line".to_string())?;
+    if crc32fast::hash(body.as_bytes()) != want || !tail.ends_with('\n') {
+        return Err("checksum mismatch: the file is damaged or incomplete".into());
+    }
+    Ok(body)
 }

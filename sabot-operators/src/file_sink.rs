@@ -47,6 +47,49 @@ impl TransactionalCsvSink {
     }
 }
 
+impl TransactionalCsvSink {
+    /// Fencing: a committed file of this sink (any subtask, any parallelism) from a
+    /// checkpoint newer than the one the job continues from means its rows would be
+    /// produced and committed a second time: an error, not duplicates. It happens when
+    /// the job was pointed at an older checkpoint, or at an empty checkpoint folder with
+    /// an output folder of an earlier run.
+    fn refuse_output_after(&self, restored: Option<CheckpointId>) -> Result<()> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&self.dir, e)),
+        };
+        let from = restored.map_or(0, |r| r.0);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(k) = self.committed_checkpoint(&name) else {
+                continue;
+            };
+            if k > from {
+                let since = match restored {
+                    Some(r) => format!("checkpoint {}, which this run continues from", r.0),
+                    None => "the start: this run continues from no checkpoint".into(),
+                };
+                return Err(OperatorError::Snapshot {
+                    path: e.path(),
+                    reason: format!(
+                        "committed by checkpoint {k}, after {since}; its rows would be committed twice. Remove the files committed after that checkpoint, or use another output folder"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint of a committed file of this sink: `<name>-<subtask>-<K>.csv`.
+    fn committed_checkpoint(&self, file: &str) -> Option<u64> {
+        let rest = file.strip_prefix(&self.name)?.strip_prefix('-')?;
+        let (subtask, k) = rest.strip_suffix(".csv")?.split_once('-')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(subtask) && digits(k)).then(|| k.parse().ok())?
+    }
+}
+
 impl SinkFactory for TransactionalCsvSink {
     fn name(&self) -> String {
         format!("csv_sink({})", self.name)
@@ -65,6 +108,9 @@ impl SinkFactory for TransactionalCsvSink {
             prefix,
             checkpointed: ctx.checkpoint_dir.is_some(),
         };
+        if writer.checkpointed {
+            self.refuse_output_after(ctx.restored_from)?;
+        }
         // After a restart: commit what the restored checkpoint covers (the rest is gone).
         let covered = writer.files.recover(ctx.restored_from)?;
         writer.commit(covered)?;

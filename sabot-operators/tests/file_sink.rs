@@ -154,3 +154,41 @@ fn without_checkpoints_the_end_of_input_commits_everything() {
     sink.finish().unwrap();
     assert_eq!(visible(&out), ["5", "6"]);
 }
+
+#[test]
+fn output_committed_after_the_restored_checkpoint_is_an_error_not_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ck) = (dir.path().join("out"), dir.path().join("ck"));
+    let factory = TransactionalCsvSink::new(&out, "t");
+    let schema = batch(&[]).schema();
+    let ctx = |subtask: usize, p: usize, restored: Option<u64>| {
+        TaskContext::new(subtask, p, 8, Metrics::new())
+            .with_checkpoints(&ck, restored.map(CheckpointId))
+    };
+    // Subtask 1 of 2 committed checkpoints 3 and 5.
+    let mut sink = factory.create(&schema, &ctx(1, 2, None)).unwrap();
+    for k in [3, 5] {
+        sink.write(batch(&[k as i64])).unwrap();
+        sink.on_checkpoint(CheckpointId(k)).unwrap();
+        sink.notify_checkpoint_complete(CheckpointId(k)).unwrap();
+    }
+    drop(sink);
+    // Continuing from 5 (or later) is fine, at any parallelism.
+    factory.create(&schema, &ctx(0, 3, Some(5))).unwrap();
+    // From 4, or from nothing, checkpoint 5's rows would be committed again.
+    for (restored, says) in [(Some(4), "after checkpoint 4"), (None, "no checkpoint")] {
+        let e = factory
+            .create(&schema, &ctx(0, 1, restored))
+            .err()
+            .expect("output after the restored checkpoint");
+        let text = e.to_string();
+        assert!(text.contains("t-1-00000000000000000005.csv"), "{text}");
+        assert!(text.contains("committed by checkpoint 5"), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+    assert_eq!(visible(&out), ["3", "5"], "nothing was touched");
+    // Another sink's files in the same folder are not this sink's.
+    TransactionalCsvSink::new(&out, "t-1")
+        .create(&schema, &ctx(0, 1, None))
+        .unwrap();
+}

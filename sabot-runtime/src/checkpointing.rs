@@ -40,6 +40,11 @@ pub struct CheckpointSettings {
     /// Messages a task holds back while aligning barriers before it gives the
     /// checkpoint up (default 10,000).
     pub max_buffered: usize,
+    /// Continue from this checkpoint instead of the newest one (default: none). For a
+    /// user's explicit choice after the newest checkpoint was found damaged: output
+    /// committed after this checkpoint is not rolled back (the transactional file sink
+    /// refuses to start while it holds such output).
+    pub restore_from: Option<CheckpointId>,
 }
 
 impl CheckpointSettings {
@@ -52,7 +57,15 @@ impl CheckpointSettings {
             retain: 3,
             timeout: Duration::from_secs(600),
             max_buffered: 10_000,
+            restore_from: None,
         }
+    }
+
+    /// Continues from checkpoint `id` instead of the newest one (see
+    /// [`restore_from`](CheckpointSettings::restore_from)).
+    pub fn with_restore_from(mut self, id: CheckpointId) -> Self {
+        self.restore_from = Some(id);
+        self
     }
 
     /// Sets the mode.
@@ -304,7 +317,12 @@ impl CoordinatorThread {
         let config = CoordinatorConfig::every(settings.interval)
             .with_timeout(settings.timeout)
             .with_retain(settings.retain);
-        let done: Vec<CheckpointId> = storage.completed()?.iter().map(|m| m.id).collect();
+        let mut done: Vec<CheckpointId> = storage.completed()?.iter().map(|m| m.id).collect();
+        // New checkpoints are numbered past every published one, a damaged one too: the
+        // newest published checkpoint must stay the newest id.
+        done.extend(storage.newest_published()?);
+        done.sort();
+        done.dedup();
         let coordinator = CheckpointCoordinator::new(tasks, config, &done);
         let stop = Arc::new(AtomicBool::new(false));
         let completed = Arc::new(Mutex::new(Vec::new()));

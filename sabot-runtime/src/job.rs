@@ -307,6 +307,8 @@ pub struct JobHandle {
     network: Option<Network>,
     coordinator: Option<CoordinatorThread>,
     restored_from: Option<sabot_core::CheckpointId>,
+    /// The checkpoint folder's lock, held until the handle is dropped (after `join`).
+    _folder_lock: Option<sabot_checkpoint::storage::FolderLock>,
 }
 
 /// This worker's side of a cluster job: its shuffle server and a client per peer.
@@ -557,9 +559,15 @@ impl Job {
         let mut coordinator = None;
         let mut chain_ckpt = None;
         let mut restored_from = None;
+        let mut folder_lock = None;
         if let Some(cs) = &c.checkpoints {
             let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
-            let latest = storage.latest()?;
+            // One process per folder, for as long as the job runs.
+            folder_lock = Some(storage.lock()?);
+            let latest = match cs.restore_from {
+                Some(id) => Some(storage.restore_from(id)?),
+                None => storage.latest()?,
+            };
             // The graph's nodes, one per line: what operator state belongs to.
             let graph: String = self
                 .graph
@@ -823,6 +831,7 @@ impl Job {
             network,
             coordinator,
             restored_from,
+            _folder_lock: folder_lock,
         })
     }
 

@@ -183,6 +183,12 @@ struct NexmarkRunArgs {
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_interval: u64,
 
+    /// Continue from this checkpoint of --checkpoint-dir instead of the newest one. For
+    /// when the newest checkpoint is damaged: remove the output committed after this
+    /// checkpoint first (the file sink refuses to start while it is there).
+    #[arg(long, value_name = "ID", requires = "checkpoint_dir")]
+    restore_from: Option<u64>,
+
     /// Write the results as CSV part files (with a header) into this folder, through the
     /// exactly-once file sink: `<query>-<subtask>-<checkpoint>.csv`, or
     /// `<query>-<subtask>-final.csv` without checkpoints. Without it the results are
@@ -350,6 +356,12 @@ struct DemoArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_interval: u64,
 
+    /// Continue from this checkpoint of --checkpoint-dir instead of the newest one. For
+    /// when the newest checkpoint is damaged: remove the output committed after this
+    /// checkpoint first (the file sink refuses to start while it is there).
+    #[arg(long, value_name = "ID", requires = "checkpoint_dir")]
+    restore_from: Option<u64>,
+
     /// Run from and to Kafka at these bootstrap servers (HOST:PORT[,HOST:PORT]): the
     /// transactions are loaded into <prefix>-transactions (resuming an interrupted
     /// load), the job reads them from there and writes its alerts as JSON to
@@ -500,6 +512,19 @@ fn consume(args: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Checkpoints into `dir` every `interval_ms`, from checkpoint `restore_from` if given.
+fn checkpoint_settings(
+    dir: &std::path::Path,
+    interval_ms: u64,
+    restore_from: Option<u64>,
+) -> sabot::runtime::CheckpointSettings {
+    let settings = sabot::runtime::CheckpointSettings::new(dir, Duration::from_millis(interval_ms));
+    match restore_from {
+        Some(id) => settings.with_restore_from(sabot::core::CheckpointId(id)),
+        None => settings,
+    }
+}
+
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -578,9 +603,10 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
     }
     let transactional = match (&args.checkpoint_dir, &args.output) {
         (Some(dir), None) if args.brokers.is_some() => {
-            env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+            env.set_checkpoints(checkpoint_settings(
                 dir,
-                Duration::from_millis(args.checkpoint_interval),
+                args.checkpoint_interval,
+                args.restore_from,
             ));
             true
         }
@@ -591,9 +617,10 @@ fn demo(args: DemoArgs, cluster: Option<Cluster>) -> Result<()> {
             anyhow::bail!("--checkpoint-dir is not supported with sabot worker yet")
         }
         (Some(dir), Some(_)) => {
-            env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+            env.set_checkpoints(checkpoint_settings(
                 dir,
-                Duration::from_millis(args.checkpoint_interval),
+                args.checkpoint_interval,
+                args.restore_from,
             ));
             true
         }
@@ -898,9 +925,10 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
                 "--checkpoint-dir needs --output: results are committed there with each checkpoint"
             );
         }
-        env.set_checkpoints(sabot::runtime::CheckpointSettings::new(
+        env.set_checkpoints(checkpoint_settings(
             dir,
-            Duration::from_millis(args.checkpoint_interval),
+            args.checkpoint_interval,
+            args.restore_from,
         ));
     }
     let result = args.query.build(&env, &config);
