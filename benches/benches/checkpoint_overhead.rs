@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sabot::StreamEnv;
-use sabot::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job_with_output};
 use sabot::runtime::CheckpointSettings;
+use sabot_cli::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job_with_output};
 
 fn events() -> u64 {
     sabot_benches::env_u64("SABOT_BENCH_EVENTS", 10_000_000)

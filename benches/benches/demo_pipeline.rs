@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sabot::StreamEnv;
-use sabot::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job};
 use sabot_benches::plain_fraud_baseline;
+use sabot_cli::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job};
 
 const EVENTS: u64 = 1_000_000;
 

@@ -3,7 +3,7 @@
 //! fraud job from it to the alert topics, next to the broker's own throughput in the
 //! same run: producing the same JSON records and reading them back with a plain client.
 //! Both use one record per produce batch (what the test broker needs to keep every
-//! record; see `sabot_kafka::testing::PRODUCER_SETTINGS`). Throughput is transactions
+//! record; see `sabot_test_kit::kafka::PRODUCER_SETTINGS`). Throughput is transactions
 //! per second.
 
 // Links the benches' shared crate, and with it the allocator of the `sabot` binary.
@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sabot::StreamEnv;
-use sabot::demo::{FraudRules, GeneratorConfig, KafkaDemo, TransactionGenerator};
 use sabot::kafka::admin::{OutRecord, Sender, create_topic, read_topic};
-use sabot::kafka::testing::{Broker, PRODUCER_SETTINGS};
 use sabot::kafka::{Codec, Payloads};
 use sabot::operators::{SourceFactory, SourcePoll, TaskContext};
+use sabot_cli::demo::{FraudRules, GeneratorConfig, KafkaDemo, TransactionGenerator};
+use sabot_test_kit::kafka::{Broker, PRODUCER_SETTINGS};
 
 fn generator(events: u64) -> TransactionGenerator {
     let mut config = GeneratorConfig::default();

@@ -15,8 +15,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sabot::StreamEnv;
 use sabot::core::random::SplitMix64;
-use sabot::nexmark::{CHUNK_EVENTS, EventKind, Generator, NexmarkConfig, NexmarkSource, Query};
 use sabot::operators::{Sink, SinkFactory, TaskContext};
+use sabot_nexmark::{CHUNK_EVENTS, EventKind, Generator, NexmarkConfig, NexmarkSource, Query};
 
 /// Drops what it gets (the runtime counts the rows).
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sabot::arrow::array::UInt32Array;
 use sabot::arrow::compute::take_record_batch;
-use sabot::core::test_util::keyed_batches;
 use sabot::shuffle::HashPartitioner;
+use sabot_test_kit::keyed_batches;
 
 const ROWS: usize = 8_192;
 const TARGETS: usize = 8;

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use sabot::arrow::array::AsArray;
 use sabot::arrow::datatypes::Int64Type;
-use sabot::demo::{FraudRules, TransactionGenerator};
+use sabot_cli::demo::{FraudRules, TransactionGenerator};
 
 /// A bench size from environment variable `var`, else `default`.
 pub fn env_u64(var: &str, default: u64) -> u64 {

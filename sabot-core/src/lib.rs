@@ -37,8 +37,6 @@ pub mod key;
 mod message;
 pub mod metrics;
 pub mod random;
-#[cfg(feature = "test-util")]
-pub mod test_util;
 mod time;
 
 pub use error::{CoreError, Result};

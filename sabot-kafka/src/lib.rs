@@ -7,7 +7,6 @@
 //!   checkpoints, per-partition watermarks, bad-record policies with a dead-letter topic.
 //! - [`KafkaSink`]: at-least-once, or exactly-once with Kafka transactions tied to
 //!   checkpoints.
-//! - [`testing::Broker`]: a real Kafka-compatible broker (Tansu) for tests.
 
 pub mod codec;
 mod dead_letter;
@@ -24,4 +23,3 @@ pub use source::{
     StartOffsets, decode_position, encode_position,
 };
 pub mod admin;
-pub mod testing;

@@ -396,7 +396,7 @@ fn last_marker(bootstrap: &str, id: &str) -> Result<Option<u64>> {
 mod tests {
     use super::*;
     use crate::admin::read_topic;
-    use crate::testing::{Broker, PRODUCER_SETTINGS};
+    use sabot_test_kit::kafka::{Broker, PRODUCER_SETTINGS};
 
     fn settings() -> Vec<(String, String)> {
         PRODUCER_SETTINGS
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn recovery_publishes_each_completed_checkpoint_once() {
         let broker = Broker::start().unwrap();
-        broker.create_topic("out", 1).unwrap();
+        crate::admin::create_topic(&broker.bootstrap(), "out", 1).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let b = broker.bootstrap();
         let mut log = TxnLog::open(&b, "t-0", Some(dir.path().into()), &settings()).unwrap();
@@ -460,7 +460,7 @@ mod tests {
     #[test]
     fn a_restore_fences_the_zombie_of_the_earlier_run() {
         let broker = Broker::start().unwrap();
-        broker.create_topic("out", 1).unwrap();
+        crate::admin::create_topic(&broker.bootstrap(), "out", 1).unwrap();
         let b = broker.bootstrap();
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut zombie = TxnLog::open(&b, "t-z", Some(dir_a.path().into()), &settings()).unwrap();

@@ -1,12 +1,12 @@
 //! The test broker starts and takes topics, and records sent to it read back in order.
 
 use sabot_kafka::admin::{OutRecord, list_topics, produce, read_topic};
-use sabot_kafka::testing::{Broker, PRODUCER_SETTINGS};
+use sabot_test_kit::kafka::{Broker, PRODUCER_SETTINGS};
 
 #[test]
 fn broker_round_trip() {
     let broker = Broker::start().unwrap();
-    broker.create_topic("t", 3).unwrap();
+    sabot_kafka::admin::create_topic(&broker.bootstrap(), "t", 3).unwrap();
     let topics = list_topics(&broker.bootstrap()).unwrap();
     assert!(
         topics.iter().any(|t| t.name == "t" && t.partitions == 3),

@@ -24,7 +24,7 @@
 //! use std::time::Duration;
 //! use sabot_core::metrics::Metrics;
 //! use sabot_core::{Message, Timestamp};
-//! use sabot_core::test_util::int64_batch;
+//! use sabot_test_kit::int64_batch;
 //! use sabot_operators::{Aggregate, OperatorFactory, Output, TaskContext, TumblingWindowFactory};
 //!
 //! let batch = int64_batch(&[("k", vec![1, 2, 1]), ("v", vec![10, 20, 30]), ("ts", vec![0, 5, 9])]);

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sabot_core::metrics::Metrics;
-use sabot_core::test_util::{int64_batch, row_strings};
 use sabot_core::{Message, Timestamp};
 use sabot_operators::{
     Aggregate, GlobalWindowFactory, OperatorFactory, Output, TaskContext, Trigger,
 };
 use sabot_state::{RocksDbConfig, StateConfig};
+use sabot_test_kit::{int64_batch, row_strings};
 
 fn rows_of(out: &mut Output) -> Vec<String> {
     out.drain()

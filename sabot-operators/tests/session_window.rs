@@ -11,13 +11,13 @@ use proptest::prelude::*;
 use sabot_core::arrow::array::{ArrayRef, Int64Array, StringArray};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::metrics::Metrics;
-use sabot_core::test_util::row_strings;
 use sabot_core::{Message, RecordBatch, Timestamp};
 use sabot_operators::{
     Aggregate, LATE_DATA, LATE_RECORDS_DROPPED, OperatorFactory, Output, SessionWindowFactory,
     TaskContext,
 };
 use sabot_state::{RocksDbConfig, StateConfig};
+use sabot_test_kit::row_strings;
 
 #[derive(Clone, Debug)]
 struct Row {

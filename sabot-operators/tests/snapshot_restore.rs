@@ -10,13 +10,13 @@ use sabot_core::arrow::array::{ArrayRef, Int64Array};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sabot_core::key::hash_i64;
 use sabot_core::metrics::Metrics;
-use sabot_core::test_util::row_strings;
 use sabot_core::{KeyGroup, KeyGroupRange, Message, RecordBatch, Timestamp};
 use sabot_operators::{
     Aggregate, KeyedContext, KeyedProcessFactory, KeyedProcessFunction, Operator, OperatorFactory,
     Output, ProcessState, RowWriter, TaskContext, TumblingWindowFactory,
 };
 use sabot_state::{RocksDbConfig, StateConfig, StateDescriptor, ValueState};
+use sabot_test_kit::row_strings;
 use sabot_time::TimeDomain;
 
 const MAX_P: usize = 16;

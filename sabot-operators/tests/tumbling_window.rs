@@ -250,7 +250,7 @@ proptest! {
 /// watermark. Sliding windows combine their panes for it.
 #[test]
 fn early_firing_emits_partial_results_of_open_windows() {
-    use sabot_core::test_util::{int64_batch, row_strings};
+    use sabot_test_kit::{int64_batch, row_strings};
     for slide in [100u64, 50] {
         let factory = TumblingWindowFactory::new(
             vec!["k".into()],

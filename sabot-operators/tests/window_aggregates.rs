@@ -301,10 +301,7 @@ fn final_rows(
             if let Message::Data(b) = m {
                 let key = b.column(0).as_primitive::<Int64Type>();
                 let ws = b.column(1).as_primitive::<Int64Type>();
-                for (i, r) in sabot_core::test_util::row_strings(&b)
-                    .into_iter()
-                    .enumerate()
-                {
+                for (i, r) in sabot_test_kit::row_strings(&b).into_iter().enumerate() {
                     last.insert((key.value(i), ws.value(i)), r);
                 }
             }

@@ -158,7 +158,7 @@ impl Default for JobConfig {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sabot_core::test_util::{keyed_batches, keyed_schema};
+/// use sabot_test_kit::{keyed_batches, keyed_schema};
 /// use sabot_operators::{CollectSink, VecSource};
 /// use sabot_runtime::{JobConfig, JobGraph, Partitioning};
 ///

@@ -15,7 +15,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use sabot_core::test_util::{keyed_batches, keyed_schema};
+//! use sabot_test_kit::{keyed_batches, keyed_schema};
 //! use sabot_operators::{Aggregate, CollectSink, TumblingWindowFactory, VecSource, WatermarkFactory};
 //! use sabot_runtime::{JobConfig, JobGraph, Partitioning};
 //!

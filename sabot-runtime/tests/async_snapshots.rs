@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sabot_checkpoint::storage::LocalStorage;
-use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 use sabot_operators::{
     CollectSink, MapFactory, Operator, OperatorError, OperatorFactory, Output, SnapshotWrite,
     TaskContext, VecSource,
 };
 use sabot_runtime::{CheckpointSettings, JobConfig, JobGraph, Partitioning};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// What the probe operator's snapshots do.
 #[derive(Debug, Default)]

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sabot_core::test_util::row_strings;
-use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_operators::{
     Aggregate, CollectSink, Collected, TumblingWindowFactory, VecSource, WatermarkFactory,
 };
 use sabot_runtime::{Cluster, JobConfig, JobGraph, Partitioning, RuntimeError};
 use sabot_shuffle::flight::FlightConfig;
+use sabot_test_kit::row_strings;
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// source -> watermarks -> key_by -> 100 ms window (count, sum) -> rebalance -> sink.
 fn job(cluster: Option<Cluster>) -> (JobGraph, Collected) {

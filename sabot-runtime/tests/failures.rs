@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_operators::{CollectSink, MapFactory, OperatorError, VecSource};
 use sabot_runtime::{JobConfig, JobGraph, Partitioning, Result, RuntimeError};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// Runs the job on a helper thread; a hang fails the test instead of blocking CI.
 fn run_with_timeout(g: JobGraph) -> Result<sabot_runtime::JobResult> {

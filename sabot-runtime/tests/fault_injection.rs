@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sabot_core::random::SplitMix64;
-use sabot_core::test_util::seed_from_env;
 use sabot_state::{RocksDbConfig, StateConfig};
+use sabot_test_kit::seed_from_env;
 
 use common::{Chaos, Epochs, Fault, Setup, run};
 

@@ -31,7 +31,7 @@ fn split(batch: &RecordBatch, rows_by_target: &[Vec<u32>]) -> Result<Vec<(usize,
 /// Arrow's `take` kernel.
 ///
 /// ```
-/// use sabot_core::test_util::keyed_batches;
+/// use sabot_test_kit::keyed_batches;
 /// use sabot_shuffle::HashPartitioner;
 ///
 /// let batch = &keyed_batches(1, 100, 100, 10, 1, 1)[0];
@@ -118,7 +118,7 @@ impl HashPartitioner {
 /// `n + 1` targets. Nulls go to target 0, as nulls sort first.
 ///
 /// ```
-/// use sabot_core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 /// use sabot_shuffle::RangePartitioner;
 ///
 /// let batch = int64_batch(&[("ts", vec![5, 15, 25, 10])]);
@@ -241,7 +241,7 @@ mod tests {
     use proptest::prelude::*;
     use sabot_core::arrow::array::{AsArray, Int64Array};
     use sabot_core::arrow::datatypes::Int64Type;
-    use sabot_core::test_util::{int64_batch, keyed_batches};
+    use sabot_test_kit::{int64_batch, keyed_batches};
 
     use super::*;
 

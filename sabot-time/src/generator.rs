@@ -59,7 +59,7 @@ impl fmt::Debug for WatermarkStrategy {
 /// ```
 /// use std::time::Duration;
 /// use sabot_core::Timestamp;
-/// use sabot_core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 /// use sabot_time::{WatermarkGenerator, WatermarkStrategy};
 ///
 /// let mut g = WatermarkGenerator::new(
@@ -135,7 +135,7 @@ impl WatermarkGenerator {
 
 #[cfg(test)]
 mod tests {
-    use sabot_core::test_util::int64_batch;
+    use sabot_test_kit::int64_batch;
 
     use super::*;
 

@@ -20,7 +20,7 @@
 //! ```
 //! use std::time::Duration;
 //! use sabot_core::Timestamp;
-//! use sabot_core::test_util::int64_batch;
+//! use sabot_test_kit::int64_batch;
 //! use sabot_time::{WatermarkGenerator, WatermarkStrategy, WatermarkTracker};
 //!
 //! let strategy = WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(1));

@@ -1,13 +1,14 @@
 //! Sabot: a stream processor with Flink's guarantees on Arrow columnar batches.
 //!
 //! This facade re-exports the component crates and adds the user-facing APIs:
-//! [`StreamEnv`] and [`Stream`] (jobs as chains of calls, as Flink's DataStream), and the
-//! [`demo`] job behind `sabot demo`, and Faust-style Kafka agents ([`app::App`]).
+//! [`StreamEnv`] and [`Stream`] (jobs as chains of calls, as Flink's DataStream) and
+//! Faust-style Kafka agents ([`app::App`]). The `sabot` command, the fraud demo job and
+//! Nexmark live in their own crates (`sabot-cli`, `sabot-nexmark`).
 //!
 //! ```
 //! use std::time::Duration;
 //! use sabot::{Aggregate, StreamEnv, TumblingWindow};
-//! use sabot::core::test_util::{keyed_batches, keyed_schema};
+//! use sabot_test_kit::{keyed_batches, keyed_schema};
 //! use sabot::operators::VecSource;
 //!
 //! let env = StreamEnv::new();
@@ -30,19 +31,28 @@
 //! |---|---|---|---|
 //! | [`core`] | `sabot-core` | L0 | messages, timestamps, key groups, errors, Arrow |
 //! | [`time`] | `sabot-time` | L1 | watermark generation and tracking |
-//! | [`state`] | `sabot-state` | L1 | state backends (issue 4) |
-//! | [`checkpoint`] | `sabot-checkpoint` | L1 | barrier checkpoints (issue 6) |
+//! | [`state`] | `sabot-state` | L1 | state backends: memory, RocksDB; typed keyed state |
+//! | [`checkpoint`] | `sabot-checkpoint` | L1 | barrier alignment, the checkpoint coordinator, checkpoint storage |
 //! | [`shuffle`] | `sabot-shuffle` | L1 | queues and partitioners |
 //! | [`operators`] | `sabot-operators` | L2 | operator contracts, maps, filters, windows |
 //! | [`runtime`] | `sabot-runtime` | L3 | job graphs, chained tasks, threads |
 //! | [`kafka`] | `sabot-kafka` | L3 | Kafka source and sink (exactly-once), codecs, test broker |
 //!
 //! A crate depends only on crates below it.
+//!
+//! # Features
+//!
+//! Both on by default; a library user who needs neither can turn them off
+//! (`default-features = false`) and build no C++:
+//!
+//! - `rocksdb`: the RocksDB state backend ([`state::StateConfig::rocksdb`]);
+//! - `kafka`: [`kafka`] sources, sinks and codecs, and Faust-style agents ([`app`]).
 
 #[doc(inline)]
 pub use sabot_checkpoint as checkpoint;
 #[doc(inline)]
 pub use sabot_core as core;
+#[cfg(feature = "kafka")]
 #[doc(inline)]
 pub use sabot_kafka as kafka;
 #[doc(inline)]
@@ -56,9 +66,8 @@ pub use sabot_state as state;
 #[doc(inline)]
 pub use sabot_time as time;
 
+#[cfg(feature = "kafka")]
 pub mod app;
-pub mod demo;
-pub mod nexmark;
 mod stream;
 
 pub use sabot_core::arrow;

@@ -27,7 +27,7 @@ use crate::Result;
 /// ```
 /// use std::time::Duration;
 /// use sabot::{Aggregate, StreamEnv, TumblingWindow};
-/// use sabot::core::test_util::{keyed_batches, keyed_schema};
+/// use sabot_test_kit::{keyed_batches, keyed_schema};
 /// use sabot::operators::VecSource;
 ///
 /// let env = StreamEnv::new();
@@ -248,7 +248,7 @@ impl Stream {
     /// use sabot::arrow::compute::kernels::numeric::mul;
     /// use sabot::arrow::datatypes::DataType;
     /// use sabot::operators::VecSource;
-    /// use sabot::core::test_util::{keyed_batches, keyed_schema};
+    /// use sabot_test_kit::{keyed_batches, keyed_schema};
     ///
     /// let env = sabot::StreamEnv::new();
     /// let doubled = env
@@ -308,7 +308,7 @@ impl Stream {
     /// use std::time::Duration;
     /// use sabot::operators::{VecSource, WatermarkFactory};
     /// use sabot::time::WatermarkStrategy;
-    /// use sabot::core::test_util::{keyed_batches, keyed_schema};
+    /// use sabot_test_kit::{keyed_batches, keyed_schema};
     ///
     /// let env = sabot::StreamEnv::new();
     /// let events = env
@@ -459,7 +459,7 @@ impl KeyedStream {
     /// use std::time::Duration;
     /// use sabot::StreamEnv;
     /// use sabot::operators::VecSource;
-    /// use sabot::core::test_util::int64_batch;
+    /// use sabot_test_kit::int64_batch;
     ///
     /// let env = StreamEnv::new();
     /// let bids = int64_batch(&[("auction", vec![1, 2, 1]), ("price", vec![5, 6, 7]), ("ts", vec![10, 20, 90])]);
@@ -674,7 +674,7 @@ impl TumblingWindow {
 /// use std::time::Duration;
 /// use sabot::{Aggregate, SlidingWindow, StreamEnv};
 /// use sabot::operators::VecSource;
-/// use sabot::core::test_util::{keyed_batches, keyed_schema};
+/// use sabot_test_kit::{keyed_batches, keyed_schema};
 ///
 /// let env = StreamEnv::new();
 /// let per_minute_every_10s = env
@@ -725,7 +725,7 @@ impl CountWindow {
 /// use std::time::Duration;
 /// use sabot::{Aggregate, SessionWindow, StreamEnv};
 /// use sabot::operators::VecSource;
-/// use sabot::core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 ///
 /// let env = StreamEnv::new();
 /// let clicks = int64_batch(&[("user", vec![1, 1, 1, 2]), ("ts", vec![0, 20, 100, 5])]);
@@ -764,7 +764,7 @@ impl From<SessionWindow> for Windows {
 /// use std::time::Duration;
 /// use sabot::{Aggregate, GlobalWindow, StreamEnv, Trigger};
 /// use sabot::operators::VecSource;
-/// use sabot::core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 ///
 /// let env = StreamEnv::new();
 /// let events = int64_batch(&[("user", vec![1, 1, 1, 1, 2]), ("amount", vec![1, 2, 3, 4, 5])]);

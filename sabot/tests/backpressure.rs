@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sabot::StreamEnv;
-use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::core::{RecordBatch, SchemaRef};
 use sabot::operators::{Result, Sink, SinkFactory, Source, SourceFactory, SourcePoll, TaskContext};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// Counts live heap bytes, to measure what the job holds.
 struct CountingAlloc;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use sabot::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use sabot::arrow::datatypes::{DataType, Field, Schema};
-use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::operators::VecSource;
 use sabot::{Aggregate, Error, Stream, StreamEnv, TumblingWindow};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 fn keyed_source(env: &StreamEnv) -> Stream {
     env.source(VecSource::new(

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use sabot::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
 use sabot::arrow::datatypes::Int64Type;
-use sabot::core::test_util::{int64_batch, keyed_schema};
 use sabot::core::{BadRecordPolicy, SchemaRef};
 use sabot::operators::{
     LATE_RECORDS_DROPPED, NULL_EVENT_TIME_DROPPED, Result, Sink, SinkFactory, Source,
@@ -15,6 +14,7 @@ use sabot::operators::{
 };
 use sabot::time::WatermarkStrategy;
 use sabot::{Aggregate, StreamEnv, TumblingWindow};
+use sabot_test_kit::{int64_batch, keyed_schema};
 
 const LATE_MARKER: i64 = 999_999;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::operators::{
     KeyedContext, KeyedProcessFunction, ProcessState, Result, RowWriter, VecSource,
 };
 use sabot::state::{ReducingState, RocksDbConfig, StateConfig, StateDescriptor, ValueState};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// Per key: the running count of records, and the running sum of `value`.
 struct Running {

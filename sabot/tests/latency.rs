@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use sabot::StreamEnv;
-use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::operators::VecSource;
 use sabot::runtime::SINK_LATENCY_US;
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 #[test]
 fn markers_cross_the_exchange_behind_the_batches_and_sinks_record_their_age() {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sabot::core::random::SplitMix64;
-use sabot::core::test_util::{int64_batch, row_strings};
 use sabot::operators::VecSource;
 use sabot::state::{RocksDbConfig, StateConfig};
 use sabot::{Aggregate, SessionWindow, StreamEnv};
+use sabot_test_kit::{int64_batch, row_strings};
 
 fn run(p: usize, state: StateConfig, rows: &[(i64, i64, i64)]) -> Vec<String> {
     let env = StreamEnv::new();

@@ -8,9 +8,9 @@ use sabot::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
 use sabot::arrow::compute::kernels::cmp::eq;
 use sabot::arrow::compute::kernels::numeric::mul;
 use sabot::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use sabot::core::test_util::{keyed_batches, keyed_schema};
 use sabot::operators::VecSource;
 use sabot::{Aggregate, StreamEnv, TumblingWindow};
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 fn input() -> Vec<RecordBatch> {
     keyed_batches(11, 20_000, 700, 40, 3, 20)

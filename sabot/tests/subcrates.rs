@@ -20,5 +20,4 @@ fn public_types_are_send_and_sync() {
     check::<sabot::JobResult>();
     check::<sabot::runtime::JobGraph>();
     check::<sabot::operators::Collected>();
-    check::<sabot::demo::TransactionGenerator>();
 }

@@ -36,7 +36,7 @@ use crate::{
 /// ```
 /// use sabot_core::metrics::Metrics;
 /// use sabot_core::Message;
-/// use sabot_core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 /// use sabot_operators::{LookupJoinFactory, Output, TaskContext, TwoInputOperatorFactory};
 ///
 /// let orders = int64_batch(&[("currency", vec![1, 2]), ("amount", vec![10, 20])]);

@@ -123,7 +123,7 @@ fn window_range(ts: i64, size: i64) -> (i64, i64) {
 /// use std::time::Duration;
 /// use sabot_core::metrics::Metrics;
 /// use sabot_core::{Message, Timestamp};
-/// use sabot_core::test_util::int64_batch;
+/// use sabot_test_kit::int64_batch;
 /// use sabot_operators::{TaskContext, JoinFactory, TwoInputOperatorFactory, Output};
 ///
 /// let bids = int64_batch(&[("auction", vec![1, 2]), ("ts", vec![10, 20])]);

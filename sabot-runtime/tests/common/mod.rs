@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sabot_core::test_util::row_strings;
-use sabot_core::test_util::{keyed_batches, keyed_schema};
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, MapFactory, Operator, OperatorError, OperatorFactory, Output, Sink, SinkFactory,
@@ -18,6 +16,8 @@ use sabot_operators::{
 };
 use sabot_runtime::{CheckpointSettings, JobConfig, JobGraph, JobResult, Partitioning};
 use sabot_state::StateConfig;
+use sabot_test_kit::row_strings;
+use sabot_test_kit::{keyed_batches, keyed_schema};
 
 /// What a two-phase-commit sink has committed over every run of a job, and what it holds
 /// pre-committed by checkpoint (as the CSV sink does with files).

@@ -1,12 +1,12 @@
-//! Seeded batch generators for tests and benches of other crates (feature `test-util`).
+//! Seeded batches and helpers for tests and benches.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use sabot_core::arrow::array::{ArrayRef, Int64Array};
+use sabot_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use sabot_core::arrow::record_batch::RecordBatch;
 
-use crate::random::SplitMix64;
+use sabot_core::random::SplitMix64;
 
 /// Schema of [`keyed_batches`]: `key`, `value`, `ts`, all non-null `Int64`.
 pub fn keyed_schema() -> SchemaRef {
@@ -96,7 +96,8 @@ pub fn row_strings(batch: &RecordBatch) -> Vec<String> {
                 .columns()
                 .iter()
                 .map(|c| {
-                    arrow::util::display::array_value_to_string(c, r).expect("a displayable column")
+                    sabot_core::arrow::util::display::array_value_to_string(c, r)
+                        .expect("a displayable column")
                 })
                 .collect::<Vec<_>>()
                 .join(",")

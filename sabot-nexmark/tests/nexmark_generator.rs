@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use sabot::StreamEnv;
 use sabot::arrow::array::{Array, AsArray, RecordBatch};
 use sabot::arrow::datatypes::{DataType, Int64Type};
-use sabot::core::test_util::row_strings;
-use sabot::nexmark::{CHUNK_EVENTS, EventKind, Generator, NexmarkConfig, NexmarkSource};
+use sabot_nexmark::{CHUNK_EVENTS, EventKind, Generator, NexmarkConfig, NexmarkSource};
+use sabot_test_kit::row_strings;
 
 /// FNV-1a over every value of every row, in order, with separators.
 fn fnv(h: &mut u64, bytes: &[u8]) {
@@ -138,7 +138,7 @@ fn events_follow_nexmark_proportions_and_references() {
     );
     let ts = ints(&bids, "date_time");
     assert!(ts.windows(2).all(|w| w[0] <= w[1]));
-    assert_eq!(ts[0], sabot::nexmark::BASE_TIME_MS);
+    assert_eq!(ts[0], sabot_nexmark::BASE_TIME_MS);
     // 500,000 events at 10,000/s: 50 s of event time.
     assert!(*ts.last().unwrap() - ts[0] < 50_000);
     // Categories 10..15, prices 1 dollar to 1M dollars, reserve above the initial bid,

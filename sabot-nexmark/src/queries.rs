@@ -16,7 +16,7 @@ use sabot_state::{ListState, StateDescriptor, ValueState};
 use sabot_time::TimeDomain;
 
 use super::{EventKind, NexmarkConfig, NexmarkSource};
-use crate::{
+use sabot::{
     Aggregate, GlobalWindow, SessionWindow, SlidingWindow, Stream, StreamEnv, Trigger,
     TumblingWindow,
 };
@@ -155,7 +155,7 @@ fn int_filter(
     b: &RecordBatch,
     column: &str,
     keep: impl Fn(i64) -> bool,
-) -> Result<BooleanArray, crate::operators::BoxError> {
+) -> Result<BooleanArray, sabot::operators::BoxError> {
     let c = b
         .column_by_name(column)
         .ok_or_else(|| format!("no column `{column}`"))?;

@@ -14,10 +14,10 @@ use sabot::arrow::array::{AsArray, Float64Array, RecordBatch};
 use sabot::arrow::datatypes::Int64Type;
 use sabot::arrow::util::display::array_value_to_string;
 use sabot::checkpoint::storage::LocalStorage;
-use sabot::core::test_util::row_strings;
-use sabot::nexmark::{EventKind, Generator, NexmarkConfig, Query};
 use sabot::operators::TransactionalCsvSink;
 use sabot::runtime::CheckpointSettings;
+use sabot_nexmark::{EventKind, Generator, NexmarkConfig, Query};
+use sabot_test_kit::row_strings;
 
 const EVENTS: u64 = 120_000;
 const RATE: u64 = 1_000;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
-use sabot::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job};
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::{SINK_RECORDS, SOURCE_RECORDS};
 use sabot::state::{RocksDbConfig, StateConfig};
+use sabot_cli::demo::{FraudRules, GeneratorConfig, TransactionGenerator, fraud_job};
 
 /// (account, window_start) -> (total, txns, max_amount)
 type Windows = BTreeMap<(i64, i64), (i64, i64, i64)>;
@@ -221,4 +221,10 @@ fn demo_job_matches_naive_recomputation_at_parallelism_1_and_4() {
     }
     // Each operator subtask's RocksDB folder is removed when the job ends.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_demo_generator_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<sabot_cli::demo::TransactionGenerator>();
 }

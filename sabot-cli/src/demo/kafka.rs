@@ -22,7 +22,7 @@ use sabot_kafka::{Codec, DeliveryGuarantee, KafkaSink, KafkaSource};
 use sabot_operators::{SourceFactory, SourcePoll, TaskContext};
 
 use super::{FraudOutputs, FraudRules, TransactionGenerator, fraud_pipeline};
-use crate::{Error, Result, StreamEnv};
+use sabot::{Error, Result, StreamEnv};
 
 /// Where the Kafka demo's topics are, and how to write to them.
 #[derive(Clone, Debug)]

@@ -73,7 +73,7 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
     // Each run is killed at a random moment after it completed a checkpoint of its own
     // (so every run makes progress, whatever the machine's speed). The seed is printed:
     // a seed reproduces the moments.
-    let seed = sabot::core::test_util::seed_from_env("SABOT_CRASH_SEED");
+    let seed = sabot_test_kit::seed_from_env("SABOT_CRASH_SEED");
     let mut rng = sabot::core::random::SplitMix64::new(seed, 0);
     let latest = || {
         LocalStorage::open(&ckpt)

@@ -1,5 +1,5 @@
 //! Kafka end to end against a real broker (Tansu, started per test by
-//! `sabot::kafka::testing::Broker`): offsets restored after a failure, the
+//! `sabot_test_kit::kafka::Broker`): offsets restored after a failure, the
 //! exactly-once sink, bad-record policies, and partition assignment.
 
 use std::collections::BTreeMap;
@@ -12,13 +12,13 @@ use sabot::StreamEnv;
 use sabot::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sabot::checkpoint::storage::LocalStorage;
 use sabot::kafka::admin::{OutRecord, produce, read_topic};
-use sabot::kafka::testing::{Broker, PRODUCER_SETTINGS};
 use sabot::kafka::{
     BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, Codec, DeliveryGuarantee,
     KafkaSink, KafkaSource,
 };
 use sabot::operators::{SourceFactory, SourcePoll, TaskContext};
 use sabot::runtime::CheckpointSettings;
+use sabot_test_kit::kafka::{Broker, PRODUCER_SETTINGS};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -39,7 +39,7 @@ fn record(id: i64) -> Vec<u8> {
 
 /// `n` good records spread over `partitions`, with a bad record at every index in `bad`.
 fn fill(broker: &Broker, topic: &str, partitions: i32, n: i64, bad: &[i64]) {
-    broker.create_topic(topic, partitions).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), topic, partitions).unwrap();
     let values: Vec<(i32, Option<Vec<u8>>, Vec<u8>)> = (0..n)
         .flat_map(|id| {
             let p = (id % partitions as i64) as i32;
@@ -152,7 +152,7 @@ fn offsets_restore_and_the_exactly_once_sink_give_each_record_once() {
     let broker = Broker::start().unwrap();
     let n = 30_000;
     fill(&broker, "in", 3, n, &[]);
-    broker.create_topic("out", 2).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), "out", 2).unwrap();
     let dir = tempfile::tempdir().unwrap();
     run_with_failure(&broker, dir.path(), 2);
     assert_each_once(&ids_in(&broker, "out"), n, "exactly-once output");
@@ -248,7 +248,7 @@ fn a_short_broker_outage_is_ridden_out_and_a_long_one_fails_the_source_clearly()
 fn undeliverable_and_oversized_records_are_errors_not_silent_losses() {
     use sabot::kafka::admin::Sender;
     let broker = Broker::start().unwrap();
-    broker.create_topic("small", 1).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), "small", 1).unwrap();
     let big = vec![b'x'; 2000];
     let rec = |v: &'static [u8]| OutRecord {
         topic: "small",
@@ -358,14 +358,14 @@ fn bad_record_policies_drop_dead_letter_and_fail() {
     bad.extend(15_000..15_025);
     for t in ["drop", "dlq", "fail"] {
         fill(&broker, t, 3, n, &bad);
-        broker.create_topic(&format!("{t}-good"), 1).unwrap();
+        sabot::kafka::admin::create_topic(&broker.bootstrap(), &format!("{t}-good"), 1).unwrap();
     }
 
     let r = run_policy(&broker, "drop", BadRecords::Drop);
     assert_eq!(r.metric(BAD_RECORDS_DROPPED), bad.len() as u64);
     assert_each_once(&ids_in(&broker, "drop-good"), n, "drop: good output");
 
-    broker.create_topic("dead", 1).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), "dead", 1).unwrap();
     let r = run_policy(&broker, "dlq", BadRecords::DeadLetter("dead".into()));
     assert_eq!(r.metric(BAD_RECORDS_DEAD_LETTERED), bad.len() as u64);
     assert_each_once(&ids_in(&broker, "dlq-good"), n, "dead-letter: good output");
@@ -542,9 +542,9 @@ struct Crossed {
 fn faust_agents_keep_tables_per_key_and_send_to_topics() {
     use sabot::app::{AgentContext, App};
     let broker = Broker::start().unwrap();
-    broker.create_topic("payments", 3).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), "payments", 3).unwrap();
     for t in ["crossed", "large"] {
-        broker.create_topic(t, 1).unwrap();
+        sabot::kafka::admin::create_topic(&broker.bootstrap(), t, 1).unwrap();
     }
     let payments: Vec<Payment> = (0..3000)
         .map(|i| Payment {
@@ -652,7 +652,7 @@ fn faust_agents_keep_tables_per_key_and_send_to_topics() {
 fn a_bad_agent_record_names_its_offset() {
     use sabot::app::{AgentContext, App};
     let broker = Broker::start().unwrap();
-    broker.create_topic("p", 1).unwrap();
+    sabot::kafka::admin::create_topic(&broker.bootstrap(), "p", 1).unwrap();
     let good = serde_json::to_vec(&Payment {
         account: 1,
         amount: 2,

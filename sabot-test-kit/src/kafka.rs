@@ -9,7 +9,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{KafkaError, Result};
+/// Why the test broker could not be started or controlled.
+#[derive(Debug, thiserror::Error)]
+#[error("test broker: {reason}")]
+pub struct BrokerError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Result alias of the broker's operations.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// Producer settings every producer writing to the test broker needs: Tansu 0.6's
 /// in-memory storage keeps only part of a produce batch of several records when
@@ -25,8 +34,8 @@ pub struct Broker {
     _dir: tempfile::TempDir,
 }
 
-fn broker_error(reason: impl Into<String>) -> KafkaError {
-    KafkaError::Broker {
+fn broker_error(reason: impl Into<String>) -> BrokerError {
+    BrokerError {
         reason: reason.into(),
     }
 }
@@ -235,11 +244,6 @@ impl Broker {
             return Err(broker_error(format!("kill {sig} exited with {status}")));
         }
         Ok(())
-    }
-
-    /// Creates `topic` with `partitions` partitions.
-    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        crate::admin::create_topic(&self.bootstrap(), topic, partitions)
     }
 }
 

@@ -74,7 +74,7 @@ fn kill_9_twice_then_finish_gives_the_fault_free_results() {
             .and_then(|s| s.latest().ok().flatten())
             .map(|m| m.id)
     };
-    let seed = sabot::core::test_util::seed_from_env("SABOT_CRASH_SEED");
+    let seed = sabot_test_kit::seed_from_env("SABOT_CRASH_SEED");
     let mut rng = sabot::core::random::SplitMix64::new(seed, 0);
     let mut kills = 0;
     for _ in 0..2 {

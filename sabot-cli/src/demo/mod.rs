@@ -23,7 +23,7 @@ pub use generator::{BASE_TIME_MS, GeneratorConfig, TransactionGenerator};
 pub use kafka::KafkaDemo;
 pub use spike::{SPIKE_LATE_RECORDS, SpikeDetector};
 
-use crate::{Result, Stream, StreamEnv, TumblingWindow};
+use sabot::{Result, Stream, StreamEnv, TumblingWindow};
 
 /// Settings of the fraud rules.
 #[derive(Clone, Debug, PartialEq)]
