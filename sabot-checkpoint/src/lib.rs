@@ -5,6 +5,8 @@
 //!   at-least-once, as a pure state machine.
 //! - [`CheckpointCoordinator`]: when to trigger, complete, abort and discard checkpoints,
 //!   as a pure state machine.
+//! - [`Inbox`] and [`Control`]: what the coordinator tells a running task (a barrier to
+//!   inject, a checkpoint completed, cancel), as messages a task takes or waits on.
 //! - [`storage`]: checkpoints in a local folder, published by an atomically renamed,
 //!   checksummed manifest.
 //!
@@ -25,10 +27,13 @@
 //! ```
 
 mod aligner;
+mod control;
 mod coordinator;
 pub mod storage;
+mod sync;
 
 pub use aligner::{AbortReason, Aligned, BarrierAligner, CheckpointingMode, Input};
+pub use control::{Control, Inbox};
 pub use coordinator::{AbortCause, CheckpointCoordinator, Command, CoordinatorConfig};
 
 /// Result alias for `sabot-checkpoint`.

@@ -1,5 +1,5 @@
-//! Checkpoints in a running job: the coordinator thread, the barrier trigger the sources
-//! watch, and what tasks report back.
+//! Checkpoints in a running job: the coordinator thread, the messages it sends the tasks
+//! (each task's [`Inbox`]), and what tasks report back.
 //!
 //! Files in a checkpoint's folder (see `sabot_checkpoint::storage` for the folder):
 //! `source-<node>-<subtask>.pos` (a source subtask's position) and
@@ -8,15 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sabot_checkpoint::storage::{CheckpointWriter, LocalStorage, Manifest};
-use sabot_checkpoint::{CheckpointCoordinator, CheckpointingMode, Command, CoordinatorConfig};
-use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
+use sabot_checkpoint::{
+    CheckpointCoordinator, CheckpointingMode, Command, Control, CoordinatorConfig, Inbox,
+};
+use sabot_core::CheckpointId;
 use sabot_operators::SnapshotWrite;
 use sabot_time::Clock;
 
@@ -81,100 +83,53 @@ pub(crate) enum Report {
     Ack(usize, CheckpointId),
     Decline(usize, CheckpointId, String),
     Finished(usize),
+    /// A source subtask reached the end of its input (once per subtask).
+    SourceEnded,
 }
 
-/// What the coordinator and the tasks share: the barrier the sources inject next (id
-/// 0: none yet), the end-of-input protocol and checkpoint completions.
+/// What the coordinator and the tasks share: every task's inbox, and whether the job
+/// failed (for the snapshot thread, which then writes nothing more).
 ///
 /// The end of input (as Flink's final checkpoint, FLIP-147): a source subtask whose
-/// input ended says so and keeps injecting barriers; once every source subtask has, the
-/// coordinator triggers a *final* checkpoint, after which the sources send end of
-/// stream. Tasks wait for that checkpoint to complete before they end, and only then do
-/// sinks commit the last of their output, so everything a job ever commits is covered
-/// by a completed checkpoint: a run restarted on the folder after any crash, even one
-/// during the end of input, neither loses nor repeats output.
-#[derive(Debug, Default)]
-pub(crate) struct Trigger {
-    id: AtomicU64,
-    at: AtomicI64,
-    /// Source subtasks of the job, and how many have reached the end of their input.
-    sources: usize,
-    sources_ended: AtomicUsize,
-    /// The final checkpoint's id once triggered (0: not yet).
-    final_id: AtomicU64,
-    /// The newest completed checkpoint (0: none in this run).
-    completed: AtomicU64,
-    /// The final checkpoint was aborted: why.
-    final_failed: Mutex<Option<String>>,
+/// input ended reports it and keeps injecting barriers; once every source subtask has,
+/// the coordinator triggers a *final* checkpoint (its barrier message says so), after
+/// which the sources send end of stream. Tasks wait for that checkpoint's completion
+/// message before they end, and only then do sinks commit the last of their output, so
+/// everything a job ever commits is covered by a completed checkpoint: a run restarted
+/// on the folder after any crash, even one during the end of input, neither loses nor
+/// repeats output.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    /// Task `t`'s inbox.
+    inboxes: Vec<Arc<Inbox>>,
     /// A subtask failed: tasks waiting on the protocol stop.
     job_failed: AtomicBool,
 }
 
-impl Trigger {
-    fn new(sources: usize) -> Self {
-        Trigger {
-            sources,
-            ..Trigger::default()
+impl Signals {
+    fn new(tasks: usize) -> Self {
+        Signals {
+            inboxes: (0..tasks).map(|_| Arc::new(Inbox::new())).collect(),
+            job_failed: AtomicBool::new(false),
         }
     }
 
-    /// A source subtask reached the end of its input (once per subtask).
-    pub(crate) fn source_ended(&self) {
-        self.sources_ended.fetch_add(1, Ordering::AcqRel);
+    /// Sends `c` to every task.
+    fn broadcast(&self, c: &Control) {
+        for inbox in &self.inboxes {
+            inbox.post(c.clone());
+        }
     }
 
-    fn all_sources_ended(&self) -> bool {
-        self.sources_ended.load(Ordering::Acquire) >= self.sources
-    }
-
-    /// Whether `b` is the final checkpoint's barrier.
-    pub(crate) fn is_final(&self, b: CheckpointId) -> bool {
-        let f = self.final_id.load(Ordering::Acquire);
-        f != 0 && b.0 >= f
-    }
-
-    /// The newest checkpoint completed in this run, if any.
-    pub(crate) fn completed(&self) -> Option<CheckpointId> {
-        let c = self.completed.load(Ordering::Acquire);
-        (c != 0).then_some(CheckpointId(c))
-    }
-
-    /// A subtask failed.
+    /// A subtask failed: every task is told to stop (once).
     pub(crate) fn fail_job(&self) {
-        self.job_failed.store(true, Ordering::Release);
+        if !self.job_failed.swap(true, Ordering::AcqRel) {
+            self.broadcast(&Control::Cancel);
+        }
     }
 
     pub(crate) fn job_failed(&self) -> bool {
         self.job_failed.load(Ordering::Acquire)
-    }
-
-    /// Where the final checkpoint stands: `Ok(Some(id))` complete, `Ok(None)` not yet,
-    /// `Err` aborted (with the reason).
-    pub(crate) fn final_outcome(&self) -> std::result::Result<Option<CheckpointId>, String> {
-        if let Some(why) = self
-            .final_failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            return Err(why);
-        }
-        let f = self.final_id.load(Ordering::Acquire);
-        Ok(self.completed().filter(|c| f != 0 && c.0 >= f))
-    }
-
-    /// The newest triggered barrier, if newer than `last`.
-    pub(crate) fn newer_than(&self, last: u64) -> Option<CheckpointBarrier> {
-        let id = self.id.load(Ordering::Acquire);
-        (id > last).then(|| CheckpointBarrier {
-            id: CheckpointId(id),
-            triggered_at: Timestamp::from_millis(self.at.load(Ordering::Relaxed)),
-        })
-    }
-
-    fn fire(&self, b: CheckpointBarrier) {
-        self.at.store(b.triggered_at.millis(), Ordering::Relaxed);
-        self.id.store(b.id.0, Ordering::Release);
     }
 }
 
@@ -192,13 +147,13 @@ enum WriterJob {
 /// The snapshot thread: writes what operators deferred (their asynchronous snapshot
 /// phase) while their tasks go on processing, then acknowledges for the task, or
 /// declines the checkpoint if a write failed.
-fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, trigger: Arc<Trigger>) {
+fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, signals: Arc<Signals>) {
     // Checkpoints with a failed write: every acknowledgement of one becomes a decline.
     let mut failed: BTreeMap<CheckpointId, String> = BTreeMap::new();
     for job in jobs {
         match job {
             WriterJob::Write(task, id, w) => {
-                if trigger.job_failed() {
+                if signals.job_failed() {
                     // Nothing will complete: the job is stopping.
                     continue;
                 }
@@ -208,7 +163,7 @@ fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, trigger: Arc<T
                 }
             }
             WriterJob::Ack(task, id) => {
-                let r = if trigger.job_failed() {
+                let r = if signals.job_failed() {
                     Report::Decline(task, id, "the job failed".into())
                 } else if let Some(reason) = failed.get(&id) {
                     Report::Decline(task, id, reason.clone())
@@ -228,7 +183,7 @@ fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, trigger: Arc<T
 #[derive(Clone, Debug)]
 pub(crate) struct TaskCheckpoints {
     pub(crate) storage: LocalStorage,
-    pub(crate) trigger: Arc<Trigger>,
+    pub(crate) signals: Arc<Signals>,
     pub(crate) mode: CheckpointingMode,
     pub(crate) max_buffered: usize,
     reports: Sender<Report>,
@@ -277,17 +232,14 @@ impl TaskCheckpoints {
         let _ = self.writer.send(WriterJob::Finished(self.task));
     }
 
-    /// After the task's input ended: waits until the final checkpoint completed (its id)
-    /// or was aborted, or the job failed.
-    pub(crate) fn await_final(&self) -> Result<CheckpointId> {
-        loop {
-            match self.trigger.final_outcome() {
-                Ok(Some(id)) => return Ok(id),
-                Err(reason) => return Err(RuntimeError::FinalCheckpoint { reason }),
-                Ok(None) if self.trigger.job_failed() => return Err(RuntimeError::Cancelled),
-                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
+    /// The task's inbox: barriers to inject (sources), completions, cancellation.
+    pub(crate) fn inbox(&self) -> &Inbox {
+        &self.signals.inboxes[self.task]
+    }
+
+    /// A source subtask's input ended.
+    pub(crate) fn source_ended(&self) {
+        let _ = self.reports.send(Report::SourceEnded);
     }
 }
 
@@ -313,7 +265,7 @@ impl CoordinatorThread {
         meta: BTreeMap<String, String>,
     ) -> Result<(CoordinatorThread, TaskCheckpoints)> {
         let (reports, rx) = std::sync::mpsc::channel();
-        let trigger = Arc::new(Trigger::new(sources));
+        let signals = Arc::new(Signals::new(tasks));
         let config = CoordinatorConfig::every(settings.interval)
             .with_timeout(settings.timeout)
             .with_retain(settings.retain);
@@ -328,10 +280,10 @@ impl CoordinatorThread {
         let completed = Arc::new(Mutex::new(Vec::new()));
         let (writer, jobs) = std::sync::mpsc::channel();
         let writer_thread = {
-            let (reports, trigger) = (reports.clone(), trigger.clone());
+            let (reports, signals) = (reports.clone(), signals.clone());
             std::thread::Builder::new()
                 .name("sabot-snapshots".into())
-                .spawn(move || run_writer(jobs, reports, trigger))
+                .spawn(move || run_writer(jobs, reports, signals))
                 .map_err(|source| RuntimeError::Spawn {
                     task: "snapshot writer".into(),
                     source,
@@ -339,7 +291,7 @@ impl CoordinatorThread {
         };
         let handle = TaskCheckpoints {
             storage: storage.clone(),
-            trigger: trigger.clone(),
+            signals: signals.clone(),
             mode: settings.mode,
             max_buffered: settings.max_buffered,
             reports,
@@ -349,11 +301,11 @@ impl CoordinatorThread {
         if let Some(m) = restored {
             tracing::info!(checkpoint = %m.id, "restored from checkpoint");
         }
-        let failed = trigger.clone();
+        let failed = signals.clone();
         let run = Loop {
             coordinator,
             storage,
-            trigger,
+            signals,
             rx,
             stop: stop.clone(),
             tasks,
@@ -362,7 +314,9 @@ impl CoordinatorThread {
             aborted: Vec::new(),
             clock,
             meta,
-            final_requested: false,
+            sources,
+            sources_ended: 0,
+            final_id: None,
             tick: (settings.interval / 10)
                 .clamp(Duration::from_millis(1), Duration::from_millis(50)),
             completed: completed.clone(),
@@ -432,7 +386,7 @@ impl Drop for CoordinatorThread {
 struct Loop {
     coordinator: CheckpointCoordinator,
     storage: LocalStorage,
-    trigger: Arc<Trigger>,
+    signals: Arc<Signals>,
     rx: Receiver<Report>,
     stop: Arc<AtomicBool>,
     tasks: usize,
@@ -443,8 +397,12 @@ struct Loop {
     aborted: Vec<CheckpointId>,
     clock: Arc<dyn Clock>,
     meta: BTreeMap<String, String>,
-    /// Every source ended: the next checkpoint triggered is the final one.
-    final_requested: bool,
+    /// Source subtasks of the job, and how many reported the end of their input: once
+    /// all have, the next checkpoint triggered is the final one.
+    sources: usize,
+    sources_ended: usize,
+    /// The final checkpoint, once triggered.
+    final_id: Option<CheckpointId>,
     tick: Duration,
     completed: Arc<Mutex<Vec<CheckpointId>>>,
 }
@@ -457,15 +415,11 @@ impl Loop {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if !self.final_requested && self.trigger.all_sources_ended() {
-                self.final_requested = true;
-                self.coordinator.trigger_asap();
-            }
             // Once a task has ended it can take part in no new checkpoint (it ends after
             // the final checkpoint, or because the job failed): no new one starts. Nor
             // after the final checkpoint was triggered: tasks end once it completes, and
             // a later one could only be declined.
-            if self.finished == 0 && self.trigger.final_id.load(Ordering::Acquire) == 0 {
+            if self.finished == 0 && self.final_id.is_none() {
                 self.coordinator.tick(self.clock.now_ms());
             }
             self.commands()?;
@@ -489,6 +443,12 @@ impl Loop {
         match r {
             Report::Ack(task, id) => self.coordinator.acknowledge(task, id)?,
             Report::Decline(task, id, reason) => self.coordinator.decline(task, id, reason)?,
+            Report::SourceEnded => {
+                self.sources_ended += 1;
+                if self.sources_ended == self.sources {
+                    self.coordinator.trigger_asap();
+                }
+            }
             Report::Finished(task) => {
                 tracing::debug!(task, "task finished: no new checkpoints");
                 self.finished += 1;
@@ -507,13 +467,15 @@ impl Loop {
                 Command::Trigger(b) => {
                     // The folder exists before any task writes into it.
                     self.writers.insert(b.id, self.storage.begin(b.id)?);
-                    if self.final_requested && self.trigger.final_id.load(Ordering::Acquire) == 0 {
-                        // Published before the barrier: a source that sees the barrier
-                        // knows it is the final one.
-                        self.trigger.final_id.store(b.id.0, Ordering::Release);
+                    let last = self.final_id.is_none() && self.sources_ended >= self.sources;
+                    if last {
+                        self.final_id = Some(b.id);
                         tracing::debug!(checkpoint = %b.id, "final checkpoint triggered");
                     }
-                    self.trigger.fire(b);
+                    // Sources inject it; other tasks get it in their input and ignore
+                    // the message.
+                    self.signals
+                        .broadcast(&Control::Barrier { barrier: b, last });
                     tracing::debug!(checkpoint = %b.id, "checkpoint triggered");
                 }
                 Command::Complete(id) => {
@@ -527,7 +489,10 @@ impl Loop {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push(id);
-                        self.trigger.completed.store(id.0, Ordering::Release);
+                        self.signals.broadcast(&Control::Completed {
+                            id,
+                            last: self.final_id == Some(id),
+                        });
                         // Every task passed this barrier: none writes into older folders.
                         let (old, newer): (Vec<_>, Vec<_>) =
                             self.aborted.drain(..).partition(|a| *a < id);
@@ -541,13 +506,10 @@ impl Loop {
                     tracing::info!(checkpoint = %id, ?cause, "checkpoint aborted");
                     // Only the final checkpoint's own abort fails the end of the job (one
                     // triggered before it, or still in flight, does not).
-                    if id.0 == self.trigger.final_id.load(Ordering::Acquire) {
-                        *self
-                            .trigger
-                            .final_failed
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) =
-                            Some(format!("final checkpoint {id} aborted: {cause:?}"));
+                    if self.final_id == Some(id) {
+                        self.signals.broadcast(&Control::FinalAborted(format!(
+                            "final checkpoint {id} aborted: {cause:?}"
+                        )));
                     }
                     self.writers.remove(&id);
                     self.aborted.push(id);

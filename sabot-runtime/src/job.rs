@@ -801,16 +801,9 @@ impl Job {
                             checkpoints,
                         ),
                     };
-                    let result = match (result, &done) {
-                        // Every output is committed with the final checkpoint.
-                        (Ok(()), Some(c)) => c
-                            .await_final()
-                            .and_then(|id| task::notify_complete(&mut chain, id)),
-                        (r, _) => r,
-                    };
                     if let Some(c) = done {
                         if result.is_err() {
-                            c.trigger.fail_job();
+                            c.signals.fail_job();
                         }
                         c.finished();
                     }

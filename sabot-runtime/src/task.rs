@@ -11,7 +11,7 @@ use sabot_shuffle::queue::{FanInReceiver, FanInSender};
 use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};
 
-use sabot_checkpoint::{Aligned, BarrierAligner, Input};
+use sabot_checkpoint::{Aligned, BarrierAligner, Control, Inbox, Input};
 
 use crate::checkpointing::TaskCheckpoints;
 use crate::{Result, RuntimeError};
@@ -164,28 +164,80 @@ pub(crate) fn notify_complete(nodes: &mut [ChainNode], id: CheckpointId) -> Resu
     Ok(())
 }
 
-/// Tells the chain's sinks about checkpoints completed since the last call.
-struct Completions {
+/// What a task made of the coordinator's messages: completed checkpoints are passed on
+/// to the chain's sinks at once; the end of the protocol (the final checkpoint complete
+/// or aborted, or the job cancelled) is kept for [`Controls::await_final`].
+struct Controls {
     notified: Option<CheckpointId>,
+    /// Set once the protocol is over for this task.
+    outcome: Option<Result<CheckpointId>>,
 }
 
-impl Completions {
-    /// Notifies the chain of a newly completed checkpoint, and returns it.
-    fn poll(
-        &mut self,
-        ckpt: &TaskCheckpoints,
-        chain: &mut [ChainNode],
-    ) -> Result<Option<CheckpointId>> {
-        let done = ckpt.trigger.completed();
-        if done > self.notified
-            && let Some(id) = done
-        {
-            self.notified = done;
-            notify_complete(chain, id)?;
-            return Ok(Some(id));
+impl Controls {
+    fn new() -> Self {
+        Controls {
+            notified: None,
+            outcome: None,
         }
-        Ok(None)
     }
+
+    /// Handles one message; returns a barrier to inject (`true`: the final one) or a
+    /// newly completed checkpoint (for a source to hear of).
+    fn handle(&mut self, c: Control, chain: &mut [ChainNode]) -> Result<Handled> {
+        Ok(match c {
+            Control::Barrier { barrier, last } => Handled::Barrier(barrier, last),
+            Control::Completed { id, last } => {
+                if last {
+                    self.outcome.get_or_insert(Ok(id));
+                }
+                if self.notified.is_none_or(|n| id > n) {
+                    self.notified = Some(id);
+                    notify_complete(chain, id)?;
+                    Handled::Completed(id)
+                } else {
+                    Handled::Nothing
+                }
+            }
+            Control::FinalAborted(reason) => {
+                self.outcome
+                    .get_or_insert(Err(RuntimeError::FinalCheckpoint { reason }));
+                Handled::Nothing
+            }
+            _ => {
+                // Cancel (and whatever a newer coordinator may add): stop.
+                self.outcome.get_or_insert(Err(RuntimeError::Cancelled));
+                Handled::Nothing
+            }
+        })
+    }
+
+    /// Handles every message waiting in the inbox (a task with work does not block);
+    /// barriers are ignored (they reach this task in its input).
+    fn drain(&mut self, inbox: &Inbox, chain: &mut [ChainNode]) -> Result<()> {
+        while let Some(c) = inbox.try_take() {
+            self.handle(c, chain)?;
+        }
+        Ok(())
+    }
+
+    /// After the task's input ended: waits for the final checkpoint's completion (every
+    /// sink has committed by then), or its abort, or the job's failure.
+    fn await_final(mut self, inbox: &Inbox, chain: &mut [ChainNode]) -> Result<CheckpointId> {
+        loop {
+            if let Some(outcome) = self.outcome.take() {
+                return outcome;
+            }
+            let c = inbox.take();
+            self.handle(c, chain)?;
+        }
+    }
+}
+
+/// What [`Controls::handle`] made of a message.
+enum Handled {
+    Barrier(CheckpointBarrier, bool),
+    Completed(CheckpointId),
+    Nothing,
 }
 
 /// Sends what an operator emitted: main messages to its children, side batches to the
@@ -317,6 +369,13 @@ impl Ticker {
         self.ctx.clock.now_ms()
     }
 
+    /// How long until the next tick is due (at least a millisecond).
+    pub(crate) fn until_next(&self) -> Duration {
+        self.interval
+            .saturating_sub(self.last.elapsed())
+            .max(Duration::from_millis(1))
+    }
+
     /// Ticks the chain if the interval passed.
     fn maybe_tick(&mut self, chain: &mut [ChainNode]) -> Result<()> {
         if self.last.elapsed() >= self.interval {
@@ -351,8 +410,7 @@ pub(crate) fn run_source(
     if let Some(positions) = checkpoints.as_ref().and_then(|c| c.restore.as_deref()) {
         source.restore(positions)?;
     }
-    let mut last_barrier = 0;
-    let mut completions = Completions { notified: None };
+    let mut controls = Controls::new();
     // The first batch gets a marker, then one every interval.
     let mut last_marker: Option<Instant> = None;
     // Writes the source's position into checkpoint `b`, then sends the barrier on.
@@ -374,14 +432,36 @@ pub(crate) fn run_source(
         c.ckpt.ack(b.id);
         Ok(())
     };
+    // Acts on one message of the coordinator; returns whether it was the final barrier.
+    let on_control = |ctl: Control,
+                      c: &SourceCheckpoints,
+                      controls: &mut Controls,
+                      source: &mut Box<dyn sabot_operators::Source>,
+                      chain: &mut [ChainNode]|
+     -> Result<bool> {
+        match controls.handle(ctl, chain)? {
+            Handled::Barrier(b, last) => {
+                inject(b, c, source, chain)?;
+                Ok(last)
+            }
+            Handled::Completed(id) => {
+                source.notify_checkpoint_complete(id)?;
+                Ok(false)
+            }
+            // Cancelled, or the final checkpoint failed: stop with why.
+            Handled::Nothing => match controls.outcome.take() {
+                Some(Err(e)) => Err(e),
+                other => {
+                    controls.outcome = other;
+                    Ok(false)
+                }
+            },
+        }
+    };
     loop {
         if let Some(c) = &checkpoints {
-            if let Some(b) = c.ckpt.trigger.newer_than(last_barrier) {
-                last_barrier = b.id.0;
-                inject(b, c, &mut source, chain)?;
-            }
-            if let Some(id) = completions.poll(&c.ckpt, chain)? {
-                source.notify_checkpoint_complete(id)?;
+            while let Some(ctl) = c.ckpt.inbox().try_take() {
+                on_control(ctl, c, &mut controls, &mut source, chain)?;
             }
         }
         match source.poll_next()? {
@@ -398,7 +478,16 @@ pub(crate) fn run_source(
                     push_all(chain, Message::LatencyMarker(at))?;
                 }
             }
-            SourcePoll::Idle => std::thread::sleep(IDLE_BACKOFF),
+            // Nothing to read: wait a moment, woken at once by a message of the
+            // coordinator.
+            SourcePoll::Idle => match &checkpoints {
+                Some(c) => {
+                    if let Some(ctl) = c.ckpt.inbox().take_timeout(IDLE_BACKOFF) {
+                        on_control(ctl, c, &mut controls, &mut source, chain)?;
+                    }
+                }
+                None => std::thread::sleep(IDLE_BACKOFF),
+            },
             SourcePoll::Watermark(wm) => push_all(chain, Message::Watermark(wm))?,
             SourcePoll::MarkIdle => push_all(chain, Message::Idle)?,
             SourcePoll::End => break,
@@ -413,28 +502,23 @@ pub(crate) fn run_source(
     // Event time ends: every window and event-time timer fires now, so all the output
     // is produced before the final checkpoint's barrier.
     push_all(chain, Message::Watermark(Timestamp::MAX))?;
-    if let Some(c) = &checkpoints {
-        // Keep taking part in checkpoints until the final one (see `Trigger`).
-        c.ckpt.trigger.source_ended();
-        loop {
-            if let Some(b) = c.ckpt.trigger.newer_than(last_barrier) {
-                last_barrier = b.id.0;
-                inject(b, c, &mut source, chain)?;
-                if c.ckpt.trigger.is_final(b.id) {
-                    break;
-                }
-            }
-            if let Some(id) = completions.poll(&c.ckpt, chain)? {
-                source.notify_checkpoint_complete(id)?;
-            }
-            if c.ckpt.trigger.job_failed() {
-                return Err(RuntimeError::Cancelled);
-            }
-            std::thread::sleep(IDLE_BACKOFF);
-            ticker.maybe_tick(chain)?;
+    let Some(c) = &checkpoints else {
+        return push_all(chain, Message::EndOfStream);
+    };
+    // Keep taking part in checkpoints until the final one (see `Signals`), waiting on
+    // the inbox between ticks.
+    c.ckpt.source_ended();
+    loop {
+        if let Some(ctl) = c.ckpt.inbox().take_timeout(ticker.until_next())
+            && on_control(ctl, c, &mut controls, &mut source, chain)?
+        {
+            break;
         }
+        ticker.maybe_tick(chain)?;
     }
-    push_all(chain, Message::EndOfStream)
+    push_all(chain, Message::EndOfStream)?;
+    // Every output is committed with the final checkpoint.
+    controls.await_final(c.ckpt.inbox(), chain).map(|_| ())
 }
 
 /// Runs the downstream end of an exchange: combines the upstream watermarks and pushes
@@ -460,10 +544,13 @@ pub(crate) fn run_exchange_input(
         .as_ref()
         .map(|c| BarrierAligner::new(upstreams, c.mode, c.max_buffered));
     let mut ready: std::collections::VecDeque<(usize, Message)> = Default::default();
-    let mut completions = Completions { notified: None };
+    let mut controls = Controls::new();
     loop {
         if let Some(c) = &checkpoints {
-            completions.poll(c, chain)?;
+            controls.drain(c.inbox(), chain)?;
+            if let Some(Err(_)) = &controls.outcome {
+                return controls.await_final(c.inbox(), chain).map(|_| ());
+            }
         }
         if ready.is_empty() {
             let msg = match input.pop_timeout(ticker.interval) {
@@ -541,7 +628,12 @@ pub(crate) fn run_exchange_input(
                 push_all(chain, Message::Watermark(wm))?;
             }
             if tracker.all_ended() {
-                return push_all(chain, Message::EndOfStream);
+                push_all(chain, Message::EndOfStream)?;
+                // Every output is committed with the final checkpoint.
+                return match &checkpoints {
+                    Some(c) => controls.await_final(c.inbox(), chain).map(|_| ()),
+                    None => Ok(()),
+                };
             }
             // Tell downstream when every input went quiet, so it does not wait for us.
             let now_idle = tracker.is_idle();
