@@ -7,6 +7,8 @@
 //!   as a pure state machine.
 //! - [`Inbox`] and [`Control`]: what the coordinator tells a running task (a barrier to
 //!   inject, a checkpoint completed, cancel), as messages a task takes or waits on.
+//! - [`CheckpointLayout`] and [`JobMeta`]: the names of a job's files in a checkpoint,
+//!   and what it records with one (typed, with the graph's fingerprint).
 //! - [`storage`]: checkpoints in a local folder, published by an atomically renamed,
 //!   checksummed manifest.
 //!
@@ -29,12 +31,14 @@
 mod aligner;
 mod control;
 mod coordinator;
+mod layout;
 pub mod storage;
 mod sync;
 
 pub use aligner::{AbortReason, Aligned, BarrierAligner, CheckpointingMode, Input};
 pub use control::{Control, Inbox};
 pub use coordinator::{AbortCause, CheckpointCoordinator, Command, CoordinatorConfig};
+pub use layout::{CheckpointLayout, GraphFingerprint, JobMeta};
 
 /// Result alias for `sabot-checkpoint`.
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
@@ -84,6 +88,17 @@ pub enum CheckpointError {
         /// What is damaged.
         #[source]
         cause: Box<CheckpointError>,
+    },
+    /// A checkpoint this job cannot continue from (another graph, another max
+    /// parallelism).
+    #[error("checkpoint {} in {} cannot be restored by this job: {reason}", checkpoint.0, folder.display())]
+    Incompatible {
+        /// The checkpoint.
+        checkpoint: sabot_core::CheckpointId,
+        /// The checkpoint folder.
+        folder: std::path::PathBuf,
+        /// Why.
+        reason: String,
     },
     /// Another process runs on the checkpoint folder.
     #[error(

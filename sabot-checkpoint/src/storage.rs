@@ -296,6 +296,27 @@ impl LocalStorage {
         self.root.join(format!("chk-{:020}", id.0))
     }
 
+    /// Writes `bytes` as file `name` (a `/`-separated path) of checkpoint `id`, whose
+    /// folder [`begin`](LocalStorage::begin) created: a temporary file, fsynced, renamed
+    /// into place. Returns the file's entry for the manifest.
+    pub fn put(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<FileEntry> {
+        write_file(&self.io, &self.dir(id), name, bytes)
+    }
+
+    /// The entries of what a task wrote itself under `name` (a file, or every file
+    /// under a folder) in checkpoint `id`, each fsynced: what its acknowledgement
+    /// reports, so completing the checkpoint reads nothing again. A file `cache` knows
+    /// (the same file, as RocksDB hard-links an unchanged SST file into the next
+    /// checkpoint) is not read again either.
+    pub fn scan(
+        &self,
+        id: CheckpointId,
+        name: &str,
+        cache: &mut ChecksumCache,
+    ) -> Result<Vec<FileEntry>> {
+        scan(&self.io, &self.dir(id), name, cache)
+    }
+
     /// Starts writing checkpoint `id` (an unfinished earlier attempt is removed).
     pub fn begin(&self, id: CheckpointId) -> Result<CheckpointWriter> {
         let dir = self.dir(id);
@@ -609,58 +630,25 @@ impl CheckpointWriter {
     /// Writes `bytes` to `name` (a `/`-separated path inside the folder): a temporary
     /// file, fsynced, renamed into place.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.dir.join(name);
-        if let Some(parent) = path.parent() {
-            self.io
-                .io("create folder", parent, || fs::create_dir_all(parent))?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut f = self.io.io("create", &tmp, || File::create(&tmp))?;
-        self.io.io("write", &tmp, || f.write_all(bytes))?;
-        self.io.io("fsync", &tmp, || f.sync_all())?;
-        self.io.io("rename", &path, || fs::rename(&tmp, &path))?;
-        self.files.insert(
-            name.to_owned(),
-            FileEntry {
-                path: name.to_owned(),
-                len: bytes.len() as u64,
-                crc32: crc32fast::hash(bytes),
-            },
-        );
+        let entry = write_file(&self.io, &self.dir, name, bytes)?;
+        self.files.insert(entry.path.clone(), entry);
         Ok(())
     }
 
     /// Records a file (or every file under a folder) already written inside the
-    /// checkpoint's folder, fsyncing each.
+    /// checkpoint's folder, fsyncing each (and reading it for its checksum).
     pub fn add(&mut self, name: &str) -> Result<()> {
-        let path = self.dir.join(name);
-        if path.is_dir() {
-            let mut entries: Vec<_> = fs::read_dir(&path)
-                .map_err(|source| CheckpointError::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            entries.sort();
-            for e in entries {
-                self.add(&format!("{name}/{e}"))?;
-            }
-            return Ok(());
-        }
-        let bytes = self.io.io("read", &path, || fs::read(&path))?;
-        let f = self.io.io("open", &path, || File::open(&path))?;
-        self.io.io("fsync", &path, || f.sync_all())?;
-        self.files.insert(
-            name.to_owned(),
-            FileEntry {
-                path: name.to_owned(),
-                len: bytes.len() as u64,
-                crc32: crc32fast::hash(&bytes),
-            },
-        );
+        let entries = scan(&self.io, &self.dir, name, &mut ChecksumCache::default())?;
+        self.record(entries);
         Ok(())
+    }
+
+    /// Records files whose entries the tasks that wrote them reported (see
+    /// [`LocalStorage::put`] and [`LocalStorage::scan`]): nothing is read again.
+    pub fn record(&mut self, entries: impl IntoIterator<Item = FileEntry>) {
+        for e in entries {
+            self.files.insert(e.path.clone(), e);
+        }
     }
 
     /// Publishes the checkpoint: writes the manifest with `meta` and every file's
@@ -702,6 +690,99 @@ impl CheckpointWriter {
         })?;
         self.io.io("fsync folder", &self.root, || root.sync_all())?;
         Ok(manifest)
+    }
+}
+
+/// Writes `bytes` to `name` under `dir`: a temporary file, fsynced, renamed into place.
+fn write_file(io: &Io, dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        io.io("create folder", parent, || fs::create_dir_all(parent))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = io.io("create", &tmp, || File::create(&tmp))?;
+    io.io("write", &tmp, || f.write_all(bytes))?;
+    io.io("fsync", &tmp, || f.sync_all())?;
+    io.io("rename", &path, || fs::rename(&tmp, &path))?;
+    Ok(FileEntry {
+        path: name.to_owned(),
+        len: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    })
+}
+
+/// The entries of the file `name` under `dir`, or of every file under the folder
+/// `name`, in path order; each file fsynced.
+fn scan(io: &Io, dir: &Path, name: &str, cache: &mut ChecksumCache) -> Result<Vec<FileEntry>> {
+    let path = dir.join(name);
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let meta = fs::metadata(&path).map_err(io_err(&path))?;
+    if meta.is_dir() {
+        let mut names: Vec<String> = fs::read_dir(&path)
+            .map_err(io_err(&path))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            out.extend(scan(io, dir, &format!("{name}/{n}"), cache)?);
+        }
+        return Ok(out);
+    }
+    let key = ChecksumCache::key(&meta);
+    if let Some(crc32) = key.and_then(|k| cache.known.get(&k).copied()) {
+        return Ok(vec![FileEntry {
+            path: name.to_owned(),
+            len: meta.len(),
+            crc32,
+        }]);
+    }
+    let bytes = io.io("read", &path, || fs::read(&path))?;
+    let f = io.io("open", &path, || File::open(&path))?;
+    io.io("fsync", &path, || f.sync_all())?;
+    let crc32 = crc32fast::hash(&bytes);
+    if let Some(k) = key {
+        cache.insert(k, crc32);
+    }
+    Ok(vec![FileEntry {
+        path: name.to_owned(),
+        len: bytes.len() as u64,
+        crc32,
+    }])
+}
+
+/// Checksums of files already read, by the file's identity (device, inode, length,
+/// modification time): a file hard-linked unchanged into a later checkpoint is not read
+/// again. Bounded: it forgets everything past [`ChecksumCache::CAPACITY`] files.
+#[derive(Debug, Default)]
+pub struct ChecksumCache {
+    known: std::collections::HashMap<(u64, u64, u64, i64, i64), u32>,
+}
+
+impl ChecksumCache {
+    /// Files remembered at most.
+    pub const CAPACITY: usize = 1 << 16;
+
+    #[cfg(unix)]
+    fn key(m: &fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    }
+
+    #[cfg(not(unix))]
+    fn key(_: &fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
+        None
+    }
+
+    fn insert(&mut self, key: (u64, u64, u64, i64, i64), crc32: u32) {
+        if self.known.len() >= Self::CAPACITY {
+            self.known.clear();
+        }
+        self.known.insert(key, crc32);
     }
 }
 

@@ -22,13 +22,3 @@ pub struct CheckpointBarrier {
     /// Wall-clock time (ms since epoch) at which the checkpoint was triggered.
     pub triggered_at: Timestamp,
 }
-
-/// The index of one parallel instance of an operator, `0..parallelism`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SubtaskIndex(pub usize);
-
-impl fmt::Display for SubtaskIndex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}

@@ -2,7 +2,7 @@
 //!
 //! - [`Message`]: what flows between operators: [`RecordBatch`]es, watermarks, checkpoint
 //!   barriers, idle markers and end of stream.
-//! - [`Timestamp`], [`CheckpointId`], [`CheckpointBarrier`], [`SubtaskIndex`]: time and ids.
+//! - [`Timestamp`], [`CheckpointId`], [`CheckpointBarrier`]: time and ids.
 //! - [`key`]: the stable key hash, [`KeyGroup`]s and [`KeyGroupRange`]s that decide which
 //!   subtask owns a key.
 //! - [`CoreError`]: the error type; lower-level errors of other crates wrap it.
@@ -40,7 +40,7 @@ pub mod random;
 mod time;
 
 pub use error::{CoreError, Result};
-pub use ids::{CheckpointBarrier, CheckpointId, SubtaskIndex};
+pub use ids::{CheckpointBarrier, CheckpointId};
 pub use key::{KeyGroup, KeyGroupRange};
 pub use message::{Message, wall_clock_micros};
 pub use time::{Timestamp, duration_millis};

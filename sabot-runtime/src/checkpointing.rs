@@ -7,14 +7,16 @@
 //! `job`, `parallelism` and `max_parallelism`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sabot_checkpoint::storage::{CheckpointWriter, LocalStorage, Manifest};
+use sabot_checkpoint::storage::{
+    CheckpointWriter, ChecksumCache, FileEntry, LocalStorage, Manifest,
+};
 use sabot_checkpoint::{
     CheckpointCoordinator, CheckpointingMode, Command, Control, CoordinatorConfig, Inbox,
 };
@@ -80,7 +82,8 @@ impl CheckpointSettings {
 /// What a task tells the coordinator.
 #[derive(Debug)]
 pub(crate) enum Report {
-    Ack(usize, CheckpointId),
+    /// The task's part of the checkpoint is written: these files.
+    Ack(usize, CheckpointId, Vec<FileEntry>),
     Decline(usize, CheckpointId, String),
     Finished(usize),
     /// A source subtask reached the end of its input (once per subtask).
@@ -136,8 +139,11 @@ impl Signals {
 /// Work for the snapshot thread, done in the order the tasks sent it, so a task's
 /// acknowledgement of a checkpoint follows the writing of its snapshots.
 enum WriterJob {
-    /// The deferred part of an operator's snapshot (task, checkpoint, what it writes).
-    Write(usize, CheckpointId, SnapshotWrite),
+    /// An operator's snapshot (task, checkpoint, its deferred part if any, its folder in
+    /// the checkpoint): once written, its files are recorded for the acknowledgement.
+    Snapshot(usize, CheckpointId, Option<SnapshotWrite>, String),
+    /// A file the task wrote itself (a source's position).
+    File(usize, CheckpointId, FileEntry),
     /// The task's part of the checkpoint is done once its writes are.
     Ack(usize, CheckpointId),
     /// The task ended.
@@ -145,30 +151,54 @@ enum WriterJob {
 }
 
 /// The snapshot thread: writes what operators deferred (their asynchronous snapshot
-/// phase) while their tasks go on processing, then acknowledges for the task, or
-/// declines the checkpoint if a write failed.
-fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, signals: Arc<Signals>) {
+/// phase) while their tasks go on processing, records the files each task wrote, then
+/// acknowledges for the task with those files (so completing the checkpoint reads
+/// nothing again), or declines the checkpoint if a write failed.
+fn run_writer(
+    jobs: Receiver<WriterJob>,
+    reports: Sender<Report>,
+    signals: Arc<Signals>,
+    storage: LocalStorage,
+) {
     // Checkpoints with a failed write: every acknowledgement of one becomes a decline.
     let mut failed: BTreeMap<CheckpointId, String> = BTreeMap::new();
+    let mut files: BTreeMap<(usize, CheckpointId), Vec<FileEntry>> = BTreeMap::new();
+    let mut cache = ChecksumCache::default();
     for job in jobs {
         match job {
-            WriterJob::Write(task, id, w) => {
+            WriterJob::Snapshot(task, id, w, folder) => {
                 if signals.job_failed() {
                     // Nothing will complete: the job is stopping.
                     continue;
                 }
-                if let Err(e) = w.run() {
-                    tracing::warn!(checkpoint = %id, task, error = %e, "asynchronous snapshot failed");
-                    failed.insert(id, e.to_string());
+                let written = w.map_or(Ok(()), |w| w.run().map_err(|e| e.to_string()));
+                // An operator without state writes no folder.
+                let recorded = written.and_then(|()| {
+                    if storage.dir(id).join(&folder).exists() {
+                        storage
+                            .scan(id, &folder, &mut cache)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Ok(Vec::new())
+                    }
+                });
+                match recorded {
+                    Ok(entries) => files.entry((task, id)).or_default().extend(entries),
+                    Err(e) => {
+                        tracing::warn!(checkpoint = %id, task, error = %e, "asynchronous snapshot failed");
+                        failed.insert(id, e);
+                    }
                 }
             }
+            WriterJob::File(task, id, entry) => files.entry((task, id)).or_default().push(entry),
             WriterJob::Ack(task, id) => {
+                let entries = files.remove(&(task, id)).unwrap_or_default();
                 let r = if signals.job_failed() {
                     Report::Decline(task, id, "the job failed".into())
                 } else if let Some(reason) = failed.get(&id) {
                     Report::Decline(task, id, reason.clone())
                 } else {
-                    Report::Ack(task, id)
+                    Report::Ack(task, id, entries)
                 };
                 let _ = reports.send(r);
             }
@@ -194,7 +224,8 @@ pub(crate) struct TaskCheckpoints {
 impl std::fmt::Debug for WriterJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WriterJob::Write(t, id, _) => write!(f, "Write({t}, {id})"),
+            WriterJob::Snapshot(t, id, _, folder) => write!(f, "Snapshot({t}, {id}, {folder})"),
+            WriterJob::File(t, id, e) => write!(f, "File({t}, {id}, {})", e.path),
             WriterJob::Ack(t, id) => write!(f, "Ack({t}, {id})"),
             WriterJob::Finished(t) => write!(f, "Finished({t})"),
         }
@@ -214,9 +245,19 @@ impl TaskCheckpoints {
         self.storage.dir(id)
     }
 
-    /// Hands the deferred part of an operator's snapshot for `id` to the snapshot thread.
-    pub(crate) fn write_later(&self, id: CheckpointId, w: SnapshotWrite) {
-        let _ = self.writer.send(WriterJob::Write(self.task, id, w));
+    /// Hands an operator's snapshot for `id` (its deferred part, if any, and its folder
+    /// in the checkpoint) to the snapshot thread.
+    pub(crate) fn snapshot(&self, id: CheckpointId, w: Option<SnapshotWrite>, folder: &str) {
+        let _ = self
+            .writer
+            .send(WriterJob::Snapshot(self.task, id, w, folder.to_owned()));
+    }
+
+    /// Writes file `name` of checkpoint `id` (a source's position) and records it.
+    pub(crate) fn put(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<()> {
+        let entry = self.storage.put(id, name, bytes)?;
+        let _ = self.writer.send(WriterJob::File(self.task, id, entry));
+        Ok(())
     }
 
     /// The task's part of `id` is done once what it handed to the snapshot thread is.
@@ -280,10 +321,10 @@ impl CoordinatorThread {
         let completed = Arc::new(Mutex::new(Vec::new()));
         let (writer, jobs) = std::sync::mpsc::channel();
         let writer_thread = {
-            let (reports, signals) = (reports.clone(), signals.clone());
+            let (reports, signals, storage) = (reports.clone(), signals.clone(), storage.clone());
             std::thread::Builder::new()
                 .name("sabot-snapshots".into())
-                .spawn(move || run_writer(jobs, reports, signals))
+                .spawn(move || run_writer(jobs, reports, signals, storage))
                 .map_err(|source| RuntimeError::Spawn {
                     task: "snapshot writer".into(),
                     source,
@@ -441,7 +482,12 @@ impl Loop {
 
     fn report(&mut self, r: Report) -> Result<()> {
         match r {
-            Report::Ack(task, id) => self.coordinator.acknowledge(task, id)?,
+            Report::Ack(task, id, entries) => {
+                self.coordinator.acknowledge(task, id)?;
+                if let Some(w) = self.writers.get_mut(&id) {
+                    w.record(entries);
+                }
+            }
             Report::Decline(task, id, reason) => self.coordinator.decline(task, id, reason)?,
             Report::SourceEnded => {
                 self.sources_ended += 1;
@@ -479,10 +525,8 @@ impl Loop {
                     tracing::debug!(checkpoint = %b.id, "checkpoint triggered");
                 }
                 Command::Complete(id) => {
-                    if let Some(mut w) = self.writers.remove(&id) {
-                        for name in entries(w.dir())? {
-                            w.add(&name)?;
-                        }
+                    if let Some(w) = self.writers.remove(&id) {
+                        // Every file is in the tasks' acknowledgements: nothing is read.
                         let m = w.commit(self.clock.now_ms(), self.meta.clone())?;
                         tracing::info!(checkpoint = %id, files = m.files.len(), bytes = m.bytes(), "checkpoint complete");
                         self.completed
@@ -519,18 +563,4 @@ impl Loop {
         }
         Ok(())
     }
-}
-
-/// The names in a folder, sorted.
-fn entries(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|source| sabot_checkpoint::CheckpointError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    Ok(names)
 }

@@ -24,6 +24,8 @@ pub enum Partitioning {
     Hash(Vec<String>),
     /// Whole batches, to each downstream subtask in turn (`rebalance`).
     RoundRobin,
+    /// Every batch to every downstream subtask (`broadcast`).
+    Broadcast,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,7 @@ impl NodeKind {
             NodeKind::TwoInput(f) => f.name(),
             NodeKind::Exchange(Partitioning::Hash(k)) => format!("key_by({})", k.join(", ")),
             NodeKind::Exchange(Partitioning::RoundRobin) => "rebalance".into(),
+            NodeKind::Exchange(Partitioning::Broadcast) => "broadcast".into(),
             NodeKind::SideOutput(tag) => format!("side_output({tag})"),
             NodeKind::Sink(f) => f.name(),
         }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sabot_checkpoint::{CheckpointLayout, GraphFingerprint, JobMeta};
 use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
 use sabot_core::{CoreError, SchemaRef, Timestamp};
 use sabot_operators::{Output, TaskContext, TwoInputOperatorFactory};
 use sabot_shuffle::flight::{ChannelId, ShuffleClient, ShuffleServer};
 use sabot_shuffle::queue::{self, FanInReceiver};
-use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
+use sabot_shuffle::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};
 use sabot_time::SharedWatermark;
 
 use crate::checkpointing::{CoordinatorThread, TaskCheckpoints};
@@ -459,7 +460,7 @@ impl ChainCheckpoints {
         };
         subtasks
             .into_iter()
-            .map(|s| dir.join(format!("op-{node}-{s}")))
+            .map(|s| dir.join(CheckpointLayout::operator_dir(node, s)))
             .filter(|d| d.is_dir())
             .collect()
     }
@@ -568,61 +569,23 @@ impl Job {
                 Some(id) => Some(storage.restore_from(id)?),
                 None => storage.latest()?,
             };
-            // The graph's nodes, one per line: what operator state belongs to.
-            let graph: String = self
-                .graph
-                .nodes
-                .iter()
-                .map(|n| n.kind.name().replace('\n', " "))
-                .collect::<Vec<_>>()
-                .join("\n");
+            // What this job records with its checkpoints, and checks of the one it
+            // continues from: operator state is found by node, so a changed graph would
+            // silently start some operators empty.
+            let meta = JobMeta::new(
+                c.name.clone(),
+                p,
+                c.max_parallelism,
+                GraphFingerprint::new(self.graph.nodes.iter().map(|n| n.kind.name())),
+            );
             let mut restore = None;
             if let Some(m) = &latest {
-                let meta = |k: &str| m.meta.get(k).and_then(|v| v.parse::<usize>().ok());
-                let (old_p, old_max) = (meta("parallelism"), meta("max_parallelism"));
-                if old_max != Some(c.max_parallelism) {
-                    return Err(CoreError::InvalidConfig {
-                        name: "max_parallelism".into(),
-                        reason: format!(
-                            "checkpoint {} was taken with max parallelism {old_max:?}; it must stay {}",
-                            m.id, c.max_parallelism
-                        ),
-                    }
-                    .into());
+                let taken = JobMeta::from_manifest(m, &cs.dir)?;
+                meta.check_restorable(m.id, &taken, &cs.dir)?;
+                if taken.parallelism != p {
+                    tracing::info!(checkpoint = %m.id, from = taken.parallelism, to = p, "rescaling from checkpoint");
                 }
-                let Some(old_p) = old_p else {
-                    return Err(CoreError::InvalidConfig {
-                        name: "checkpoints".into(),
-                        reason: format!("checkpoint {} does not record its parallelism", m.id),
-                    }
-                    .into());
-                };
-                // Operator state is found by node: a changed graph would silently start
-                // some operators empty.
-                if let Some(old) = m.meta.get("graph")
-                    && *old != graph
-                {
-                    let (was, now): (Vec<&str>, Vec<&str>) =
-                        (old.split('\n').collect(), graph.split('\n').collect());
-                    let at = (0..was.len().max(now.len()))
-                        .find(|&i| was.get(i) != now.get(i))
-                        .unwrap_or(0);
-                    return Err(CoreError::InvalidConfig {
-                        name: "checkpoints".into(),
-                        reason: format!(
-                            "checkpoint {} in {} was taken by a different job graph: node {at} was `{}`, is now `{}`; use another checkpoint folder for a changed job",
-                            m.id,
-                            cs.dir.display(),
-                            was.get(at).copied().unwrap_or("(none)"),
-                            now.get(at).copied().unwrap_or("(none)"),
-                        ),
-                    }
-                    .into());
-                }
-                if old_p != p {
-                    tracing::info!(checkpoint = %m.id, from = old_p, to = p, "rescaling from checkpoint");
-                }
-                restore = Some((storage.dir(m.id), old_p));
+                restore = Some((storage.dir(m.id), taken.parallelism));
                 restored_from = Some(m.id);
             }
             let heads = self
@@ -632,12 +595,7 @@ impl Job {
                 .filter(|n| matches!(n.kind, NodeKind::Source(_)))
                 .count()
                 + self.queue_heads().len();
-            let meta = BTreeMap::from([
-                ("job".to_string(), c.name.clone()),
-                ("parallelism".to_string(), p.to_string()),
-                ("max_parallelism".to_string(), c.max_parallelism.to_string()),
-                ("graph".to_string(), graph),
-            ]);
+
             let sources = self
                 .graph
                 .nodes
@@ -651,7 +609,7 @@ impl Job {
                 sources * p,
                 latest.as_ref(),
                 c.clock.clone(),
-                meta,
+                meta.to_records(),
             )?;
             coordinator = Some(thread);
             chain_ckpt = Some(ChainCheckpoints { base, restore });
@@ -721,14 +679,15 @@ impl Job {
                 };
                 let source_ckpt = match (&source, &chain_ckpt) {
                     (Some(_), Some(ck)) => {
-                        let file = format!("source-{id}-{s}.pos");
+                        let file = CheckpointLayout::source_position(id, s);
                         // Every old subtask's position: each new subtask takes its
                         // share of what is left (the parallelism may have changed).
                         let position = match &ck.restore {
                             Some((dir, old_p)) => Some(
                                 (0..*old_p)
                                     .map(|old| {
-                                        let path = dir.join(format!("source-{id}-{old}.pos"));
+                                        let path =
+                                            dir.join(CheckpointLayout::source_position(id, old));
                                         std::fs::read(&path).map_err(|source| {
                                             sabot_checkpoint::CheckpointError::Io { path, source }
                                         })
@@ -910,7 +869,12 @@ impl Job {
         }
         Ok(ChainNode::Operator {
             op,
-            ckpt: ckpt.map(|ck| (ck.base.clone(), format!("op-{}-{}", id.0, ctx.subtask))),
+            ckpt: ckpt.map(|ck| {
+                (
+                    ck.base.clone(),
+                    CheckpointLayout::operator_dir(id.0, ctx.subtask),
+                )
+            }),
             out: Output::new(),
             children: self.build_chain(id, ctx, senders, ckpt)?,
             sides,
@@ -964,6 +928,9 @@ impl Job {
                             Partitioning::RoundRobin => Partitioner::RoundRobin(
                                 RoundRobinPartitioner::new(c.parallelism, ctx.subtask),
                             ),
+                            Partitioning::Broadcast => {
+                                Partitioner::Broadcast(BroadcastPartitioner::new(c.parallelism))
+                            }
                         },
                         targets: take_senders(senders, child.0, ctx.subtask)?,
                     }),

@@ -8,7 +8,7 @@ use sabot_core::{CheckpointBarrier, CheckpointId, Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
 use sabot_shuffle::flight::{Delivery, RemoteSender};
 use sabot_shuffle::queue::{FanInReceiver, FanInSender};
-use sabot_shuffle::{HashPartitioner, RoundRobinPartitioner};
+use sabot_shuffle::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};
 
 use sabot_checkpoint::{Aligned, BarrierAligner, Control, Inbox, Input};
@@ -75,12 +75,11 @@ impl ChainNode {
                     Message::Barrier(b) => {
                         // Everything before the barrier is in the operator: snapshot it,
                         // then pass the barrier on.
-                        if let Some((c, name)) = ckpt
-                            && let Some(w) = op.snapshot_async(&c.dir(b.id).join(name.as_str()))?
-                        {
-                            // Written on the snapshot thread; the task acknowledges the
-                            // checkpoint after that.
-                            c.write_later(b.id, w);
+                        if let Some((c, name)) = ckpt {
+                            let w = op.snapshot_async(&c.dir(b.id).join(name.as_str()))?;
+                            // Written (and its files recorded) on the snapshot thread;
+                            // the task acknowledges the checkpoint after that.
+                            c.snapshot(b.id, w, name);
                         }
                         out.message(Message::Barrier(b));
                     }
@@ -281,6 +280,7 @@ fn tick_all(nodes: &mut [ChainNode], now: i64) -> Result<()> {
 pub(crate) enum Partitioner {
     Hash(Box<HashPartitioner>),
     RoundRobin(RoundRobinPartitioner),
+    Broadcast(BroadcastPartitioner),
 }
 
 /// The upstream end of an exchange: partitions batches and broadcasts control messages.
@@ -327,6 +327,12 @@ impl ExchangeWriter {
                 Partitioner::RoundRobin(rr) => {
                     let t = rr.next_target();
                     self.send(t, Message::Data(batch))
+                }
+                Partitioner::Broadcast(b) => {
+                    for (t, copy) in b.partition(&batch) {
+                        self.send(t, Message::Data(copy))?;
+                    }
+                    Ok(())
                 }
             },
             Message::LatencyMarker(at) => {
@@ -425,9 +431,7 @@ pub(crate) fn run_source(
             .ok_or_else(|| RuntimeError::InvalidGraph {
                 reason: format!("source `{}` cannot be checkpointed", factory.name()),
             })?;
-        let path = c.ckpt.dir(b.id).join(&c.name);
-        std::fs::write(&path, position)
-            .map_err(|source| sabot_checkpoint::CheckpointError::Io { path, source })?;
+        c.ckpt.put(b.id, &c.name, &position)?;
         push_all(chain, Message::Barrier(b))?;
         c.ckpt.ack(b.id);
         Ok(())

@@ -15,9 +15,6 @@ pub enum ShuffleError {
     /// Hashing keys or validating columns failed.
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// Range bounds that do not increase strictly.
-    #[error("{0}")]
-    InvalidBounds(String),
     /// An Arrow kernel failed while splitting a batch.
     #[error("arrow error while partitioning: {0}")]
     Arrow(#[from] ArrowError),

@@ -4,8 +4,8 @@
 //!   ([`queue::spsc`]); a full queue blocks the producer (backpressure), an empty one the
 //!   consumer, both sleeping until the other side signals.
 //! - [`HashPartitioner`]: splits a batch by key group into one batch per downstream
-//!   subtask, with Arrow's `take` kernel; [`RangePartitioner`] by ranges of an integer or
-//!   time column; [`BroadcastPartitioner`] sends every batch everywhere;
+//!   subtask, with Arrow's `take` kernel; [`BroadcastPartitioner`] sends every batch
+//!   everywhere;
 //!   [`RoundRobinPartitioner`] rotates whole batches.
 //!
 //! ```
@@ -33,6 +33,4 @@ mod ring;
 mod sync;
 
 pub use error::{Result, ShuffleError};
-pub use partition::{
-    BroadcastPartitioner, HashPartitioner, RangePartitioner, RoundRobinPartitioner,
-};
+pub use partition::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};

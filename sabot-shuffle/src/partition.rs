@@ -1,12 +1,11 @@
 //! Splitting batches between downstream subtasks.
 
-use sabot_core::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use sabot_core::arrow::compute::{cast, take_record_batch};
-use sabot_core::arrow::datatypes::{DataType, Int64Type};
+use sabot_core::arrow::array::{ArrayRef, UInt32Array};
+use sabot_core::arrow::compute::take_record_batch;
 use sabot_core::key::{KeyGroup, check_key_field, check_parallelism, hash_columns};
-use sabot_core::{CoreError, RecordBatch, SchemaRef, column_index};
+use sabot_core::{RecordBatch, SchemaRef, column_index};
 
-use crate::{Result, ShuffleError};
+use crate::Result;
 
 /// Builds one batch per target from per-target row lists (Arrow's `take`), targets in
 /// increasing order, skipping empty ones; a target that gets every row shares the batch.
@@ -112,84 +111,6 @@ impl HashPartitioner {
     }
 }
 
-/// Splits each batch by ranges of an integer (or timestamp/date) column: target `t` gets
-/// the rows with `bounds[t - 1] <= value < bounds[t]` (target 0 everything below
-/// `bounds[0]`, the last target everything from the last bound up), so `n` bounds make
-/// `n + 1` targets. Nulls go to target 0, as nulls sort first.
-///
-/// ```
-/// use sabot_test_kit::int64_batch;
-/// use sabot_shuffle::RangePartitioner;
-///
-/// let batch = int64_batch(&[("ts", vec![5, 15, 25, 10])]);
-/// let mut p = RangePartitioner::new(&batch.schema(), "ts", vec![10, 20]).unwrap();
-/// let parts = p.partition(&batch).unwrap();
-/// let rows: Vec<(usize, usize)> = parts.iter().map(|(t, b)| (*t, b.num_rows())).collect();
-/// assert_eq!(rows, vec![(0, 1), (1, 2), (2, 1)]);
-/// ```
-#[derive(Debug)]
-pub struct RangePartitioner {
-    column: usize,
-    bounds: Vec<i64>,
-    rows_by_target: Vec<Vec<u32>>,
-}
-
-impl RangePartitioner {
-    /// A partitioner on `column` of `schema` with strictly increasing `bounds`.
-    pub fn new(schema: &SchemaRef, column: &str, bounds: Vec<i64>) -> Result<Self> {
-        let i = column_index(schema, column)?;
-        let t = schema.field(i).data_type();
-        let ok = t.is_integer()
-            || matches!(
-                t,
-                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-            );
-        if !ok {
-            return Err(CoreError::InvalidColumnType {
-                column: column.to_owned(),
-                expected: "an integer, timestamp or date column".into(),
-                actual: t.clone(),
-            }
-            .into());
-        }
-        if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(ShuffleError::InvalidBounds(format!(
-                "range bounds must increase strictly, got {} then {}",
-                w[0], w[1]
-            )));
-        }
-        Ok(RangePartitioner {
-            column: i,
-            rows_by_target: vec![Vec::new(); bounds.len() + 1],
-            bounds,
-        })
-    }
-
-    /// Splits `batch` into `(target, rows for that target)` pairs, targets in increasing
-    /// order, skipping targets that get no row. Row order within a target is kept.
-    pub fn partition(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
-        let col = cast(batch.column(self.column), &DataType::Int64)?;
-        let values = col.as_primitive::<Int64Type>();
-        for rows in &mut self.rows_by_target {
-            rows.clear();
-        }
-        for (row, v) in values.values().iter().enumerate() {
-            let t = if values.is_null(row) {
-                0
-            } else {
-                self.bounds.partition_point(|b| b <= v)
-            };
-            self.rows_by_target[t].push(row as u32);
-        }
-        split(batch, &self.rows_by_target)
-    }
-
-    /// The number of downstream subtasks.
-    pub fn targets(&self) -> usize {
-        self.rows_by_target.len()
-    }
-}
-
 /// Sends every batch to every downstream subtask (the batch's buffers are shared, not
 /// copied).
 #[derive(Debug, Clone)]
@@ -270,42 +191,7 @@ mod tests {
         out
     }
 
-    #[test]
-    fn bad_range_bounds_and_columns_are_build_errors() {
-        let b = keyed_batches(1, 10, 10, 5, 1, 1).remove(0);
-        let err = RangePartitioner::new(&b.schema(), "ts", vec![5, 5]).unwrap_err();
-        assert!(err.to_string().contains("increase strictly"), "{err}");
-        assert!(RangePartitioner::new(&b.schema(), "nope", vec![1]).is_err());
-        let s = sabot_core::arrow::array::StringArray::from(vec!["a"]);
-        let text = RecordBatch::try_from_iter([("s", std::sync::Arc::new(s) as ArrayRef)]).unwrap();
-        let err = RangePartitioner::new(&text.schema(), "s", vec![1]).unwrap_err();
-        assert!(err.to_string().contains("integer"), "{err}");
-    }
-
     proptest! {
-        #[test]
-        fn range_puts_each_row_in_its_range_once(
-            seed in any::<u64>(),
-            rows in 0usize..400,
-            mut bounds in proptest::collection::vec(-50i64..500, 0..6),
-        ) {
-            bounds.sort_unstable();
-            bounds.dedup();
-            let batches = keyed_batches(seed, rows, 400, 50, 1, 1);
-            let Some(batch) = batches.first() else { return Ok(()); };
-            let mut p = RangePartitioner::new(&batch.schema(), "ts", bounds.clone()).unwrap();
-            prop_assert_eq!(p.targets(), bounds.len() + 1);
-            let parts = p.partition(batch).unwrap();
-            for (t, b) in &parts {
-                let ts = b.column(2).as_primitive::<Int64Type>();
-                for &v in ts.values() {
-                    prop_assert!(*t == 0 || bounds[*t - 1] <= v, "{} below target {}", v, t);
-                    prop_assert!(*t == bounds.len() || v < bounds[*t], "{} above target {}", v, t);
-                }
-            }
-            prop_assert_eq!(rows_of(parts.iter().map(|(_, b)| b)), rows_of([batch]));
-        }
-
         #[test]
         fn broadcast_gives_every_target_every_row(
             seed in any::<u64>(), rows in 0usize..200, targets in 1usize..6,

@@ -357,6 +357,16 @@ impl Stream {
         Stream { node, ..self }
     }
 
+    /// Sends every batch to every downstream subtask (for a small stream that each
+    /// subtask needs whole, such as rules or a dimension table; Flink's `broadcast`).
+    pub fn broadcast(self) -> Stream {
+        let node = self
+            .graph
+            .borrow_mut()
+            .add_exchange(self.node, Partitioning::Broadcast);
+        Stream { node, ..self }
+    }
+
     /// Partitions the stream by key: all rows of a key go to the same subtask.
     pub fn key_by(self, keys: &[&str]) -> KeyedStream {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();

@@ -270,3 +270,20 @@ fn count_windows_at_parallelism_two_close_every_n_records_per_key() {
         assert_eq!(idx, (0..total / n).collect::<Vec<_>>(), "key {k}");
     }
 }
+
+#[test]
+fn broadcast_gives_every_downstream_subtask_every_row() {
+    let env = StreamEnv::new();
+    env.set_parallelism(3);
+    let rows = env
+        .source(VecSource::new(keyed_schema(), input()))
+        .broadcast()
+        .select(&["value"])
+        .collect();
+    env.execute().unwrap();
+    let want: Vec<i64> = ints(&input(), "value")
+        .into_iter()
+        .flat_map(|v| [v, v, v])
+        .collect();
+    assert_eq!(ints(&rows.batches(), "value"), want);
+}
