@@ -416,11 +416,9 @@ fn damage_and_restore_from_older(out: &Path, ckpt: &Path, op: &str, reference: &
     }
 }
 
-#[test]
-fn a_second_demo_on_the_same_checkpoint_folder_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, ckpt) = (dir.path().join("out"), dir.path().join("ckpt"));
-    let mut first = sabot()
+/// A checkpointed demo far too long to end during a test, started on `out` and `ckpt`.
+fn long_demo(out: &Path, ckpt: &Path, stderr: Stdio) -> std::process::Child {
+    sabot()
         .args([
             "demo",
             "--events",
@@ -430,13 +428,20 @@ fn a_second_demo_on_the_same_checkpoint_folder_is_refused() {
             "0",
         ])
         .arg("--output")
-        .arg(&out)
+        .arg(out)
         .arg("--checkpoint-dir")
-        .arg(&ckpt)
+        .arg(ckpt)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_second_demo_on_the_same_checkpoint_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ckpt) = (dir.path().join("out"), dir.path().join("ckpt"));
+    let mut first = long_demo(&out, &ckpt, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ckpt.join("_lock").exists()
         || std::fs::read_to_string(ckpt.join("_lock"))
@@ -460,23 +465,7 @@ fn a_second_demo_on_the_same_checkpoint_folder_is_refused() {
     // A dead process holds nothing: after kill -9 the folder is free again.
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut next = sabot()
-        .args([
-            "demo",
-            "--events",
-            "100000000",
-            "--no-progress",
-            "--show",
-            "0",
-        ])
-        .arg("--output")
-        .arg(&out)
-        .arg("--checkpoint-dir")
-        .arg(&ckpt)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut next = long_demo(&out, &ckpt, Stdio::piped());
     std::thread::sleep(Duration::from_millis(1500));
     let still = next.try_wait().unwrap();
     let _ = next.kill();

@@ -22,6 +22,9 @@ use crate::{Result, RuntimeError};
 
 /// The exchanges' senders not yet taken: `[exchange][downstream][upstream]`.
 type Senders = BTreeMap<usize, Vec<Vec<Option<Target>>>>;
+/// Per task reading exchanges (by head node): its fan-in per subtask (`None` where the
+/// subtask runs on another worker).
+type Receivers = BTreeMap<usize, Vec<Option<FanInReceiver<Envelope>>>>;
 
 /// Takes upstream subtask `me`'s sender to every downstream subtask of `exchange`.
 fn take_senders(senders: &mut Senders, exchange: usize, me: usize) -> Result<Vec<Target>> {
@@ -438,6 +441,75 @@ struct SubtaskPlan {
     source: Option<(String, Option<Vec<Vec<u8>>>)>,
 }
 
+/// Starts a planned subtask on its own thread: its name, its thread, and the watermark
+/// it publishes (a task reading exchanges).
+fn spawn_subtask(
+    plan: SubtaskPlan,
+    records: sabot_core::metrics::Counter,
+    tick_interval: Duration,
+    p: usize,
+) -> Result<(String, JoinHandle<Result<()>>, Option<SharedWatermark>)> {
+    let SubtaskPlan {
+        name,
+        ctx,
+        input,
+        mut chain,
+        checkpoints,
+        source,
+    } = plan;
+    let published = SharedWatermark::new();
+    let publishes = matches!(input, SubtaskInput::Exchange(..)).then(|| published.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("sabot-{name}"))
+        .spawn(move || {
+            tracing::debug!(task = %std::thread::current().name().unwrap_or(""), "subtask started");
+            let mut ticker = Ticker::new(&ctx, tick_interval);
+            let done = checkpoints.clone();
+            let result = match input {
+                SubtaskInput::Source(f) => {
+                    let ck = checkpoints.zip(source).map(|(ckpt, (name, restore))| {
+                        task::SourceCheckpoints {
+                            ckpt,
+                            name,
+                            restore,
+                        }
+                    });
+                    task::run_source(&f, &ctx, &mut chain, &records, &mut ticker, ck)
+                }
+                SubtaskInput::Exchange(rx, inputs) => task::run_exchange_input(
+                    rx,
+                    p,
+                    inputs,
+                    &mut chain,
+                    &mut ticker,
+                    &published,
+                    checkpoints,
+                ),
+            };
+            if let Some(c) = done {
+                if result.is_err() {
+                    c.signals.fail_job();
+                }
+                c.finished();
+            }
+            result
+        })
+        .map_err(|source| RuntimeError::Spawn {
+            task: name.clone(),
+            source,
+        })?;
+    Ok((name, thread, publishes))
+}
+
+/// A job's checkpointing once started: the coordinator, what chains need, the
+/// checkpoint it continues from, and the folder's lock (held while the job runs).
+struct Checkpointing {
+    coordinator: CoordinatorThread,
+    chain: ChainCheckpoints,
+    restored_from: Option<sabot_core::CheckpointId>,
+    lock: sabot_checkpoint::storage::FolderLock,
+}
+
 /// What building a chain needs to know about checkpoints.
 struct ChainCheckpoints {
     base: TaskCheckpoints,
@@ -492,18 +564,65 @@ impl Job {
     pub fn start(self) -> Result<JobHandle> {
         let metrics = Metrics::new();
         let c = self.graph.config.clone();
-        let p = c.parallelism;
         let network = c.cluster.as_ref().map(Network::start).transpose()?;
+        let (mut senders, mut receivers) = self.wire_exchanges(network.as_ref())?;
+        // Checkpoints: continue from the newest complete one, then take new ones.
+        let checkpointing = c
+            .checkpoints
+            .as_ref()
+            .map(|cs| self.start_checkpoints(cs))
+            .transpose()?;
+        let plans = self.plan_subtasks(
+            &mut senders,
+            &mut receivers,
+            checkpointing.as_ref(),
+            &metrics,
+        )?;
+        // Only the subtasks hold senders now: a queue closes when its producers end.
+        drop(senders);
+
+        tracing::info!(job = %c.name, parallelism = c.parallelism, subtasks = plans.len(), "job starting");
+        let started = Instant::now();
+        let source_records = metrics.counter(SOURCE_RECORDS);
+        let mut threads = Vec::with_capacity(plans.len());
+        let mut watermarks = Vec::new();
+        for plan in plans {
+            let (name, thread, published) =
+                spawn_subtask(plan, source_records.clone(), c.tick_interval, c.parallelism)?;
+            watermarks.extend(published);
+            threads.push((name, thread));
+        }
+        let (coordinator, restored_from, folder_lock) = match checkpointing {
+            Some(ck) => (Some(ck.coordinator), ck.restored_from, Some(ck.lock)),
+            None => (None, None, None),
+        };
+        Ok(JobHandle {
+            name: c.name,
+            started,
+            metrics,
+            watermarks,
+            threads,
+            network,
+            coordinator,
+            restored_from,
+            _folder_lock: folder_lock,
+        })
+    }
+
+    /// The queues and network channels of every exchange: per (exchange, downstream
+    /// subtask of this worker) a fan-in of one SPSC queue per upstream subtask (the
+    /// queues of upstream subtasks on other workers fed by the shuffle server), per
+    /// downstream subtask of another worker a network channel from each upstream subtask
+    /// here. Returns `senders[exchange][downstream][upstream]` (each taken by its
+    /// subtask) and each reading task's fan-ins.
+    fn wire_exchanges(&self, network: Option<&Network>) -> Result<(Senders, Receivers)> {
+        let c = &self.graph.config;
+        let p = c.parallelism;
         let owner = |s: usize| c.cluster.as_ref().map_or(0, |cl| cl.owner(s));
         let me = c.cluster.as_ref().map_or(0, |cl| cl.me);
         let local = |s: usize| owner(s) == me;
-        // Per (exchange, downstream subtask of this worker): a fan-in of one SPSC queue
-        // per upstream subtask; the queues of upstream subtasks on other workers are fed
-        // by the shuffle server. Per downstream subtask of another worker: a network
-        // channel from each upstream subtask here.
-        // `senders[exchange][downstream][upstream]`, each taken by its subtask.
         let mut senders: Senders = BTreeMap::new();
-        let mut receivers: BTreeMap<usize, Vec<Option<FanInReceiver<Envelope>>>> = BTreeMap::new();
+        let mut receivers: Receivers = BTreeMap::new();
         // Each task reading exchanges gets one fan-in per subtask over all of them: an
         // exchange's own task, or a two-input operator reading two (upstream channel
         // `u` of its `i`-th input is the fan-in's channel `i * p + u`).
@@ -521,7 +640,7 @@ impl Job {
                         for (u, tx) in tx.by_ref().take(p).enumerate() {
                             if local(u) {
                                 row.push(Some(Target::Local(tx)));
-                            } else if let Some(net) = &network {
+                            } else if let Some(net) = network {
                                 net.server.register_tagged(
                                     ChannelId::new(ex, u, d),
                                     self.schemas[ex].clone(),
@@ -534,7 +653,7 @@ impl Job {
                         senders.entry(ex).or_default().push(row);
                     }
                     inputs.push(Some(rx));
-                } else if let Some(net) = &network {
+                } else if let Some(net) = network {
                     let client = net.client(owner(d))?;
                     for &ex in &exchanges {
                         let row =
@@ -556,66 +675,88 @@ impl Job {
             receivers.insert(head, inputs);
         }
 
-        // Checkpoints: continue from the newest complete one, then take new ones.
-        let mut coordinator = None;
-        let mut chain_ckpt = None;
+        Ok((senders, receivers))
+    }
+
+    /// Opens the checkpoint folder (and holds it), finds the checkpoint to continue from
+    /// and checks it belongs to this job, and starts the coordinator.
+    fn start_checkpoints(&self, cs: &crate::CheckpointSettings) -> Result<Checkpointing> {
+        let c = &self.graph.config;
+        let p = c.parallelism;
         let mut restored_from = None;
-        let mut folder_lock = None;
-        if let Some(cs) = &c.checkpoints {
-            let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
-            // One process per folder, for as long as the job runs.
-            folder_lock = Some(storage.lock()?);
-            let latest = match cs.restore_from {
-                Some(id) => Some(storage.restore_from(id)?),
-                None => storage.latest()?,
-            };
-            // What this job records with its checkpoints, and checks of the one it
-            // continues from: operator state is found by node, so a changed graph would
-            // silently start some operators empty.
-            let meta = JobMeta::new(
-                c.name.clone(),
-                p,
-                c.max_parallelism,
-                GraphFingerprint::new(self.graph.nodes.iter().map(|n| n.kind.name())),
-            );
-            let mut restore = None;
-            if let Some(m) = &latest {
-                let taken = JobMeta::from_manifest(m, &cs.dir)?;
-                meta.check_restorable(m.id, &taken, &cs.dir)?;
-                if taken.parallelism != p {
-                    tracing::info!(checkpoint = %m.id, from = taken.parallelism, to = p, "rescaling from checkpoint");
-                }
-                restore = Some((storage.dir(m.id), taken.parallelism));
-                restored_from = Some(m.id);
+        let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
+        // One process per folder, for as long as the job runs.
+        let lock = storage.lock()?;
+        let latest = match cs.restore_from {
+            Some(id) => Some(storage.restore_from(id)?),
+            None => storage.latest()?,
+        };
+        // What this job records with its checkpoints, and checks of the one it
+        // continues from: operator state is found by node, so a changed graph would
+        // silently start some operators empty.
+        let meta = JobMeta::new(
+            c.name.clone(),
+            p,
+            c.max_parallelism,
+            GraphFingerprint::new(self.graph.nodes.iter().map(|n| n.kind.name())),
+        );
+        let mut restore = None;
+        if let Some(m) = &latest {
+            let taken = JobMeta::from_manifest(m, &cs.dir)?;
+            meta.check_restorable(m.id, &taken, &cs.dir)?;
+            if taken.parallelism != p {
+                tracing::info!(checkpoint = %m.id, from = taken.parallelism, to = p, "rescaling from checkpoint");
             }
-            let heads = self
-                .graph
-                .nodes
-                .iter()
-                .filter(|n| matches!(n.kind, NodeKind::Source(_)))
-                .count()
-                + self.queue_heads().len();
-
-            let sources = self
-                .graph
-                .nodes
-                .iter()
-                .filter(|n| matches!(n.kind, NodeKind::Source(_)))
-                .count();
-            let (thread, base) = CoordinatorThread::start(
-                cs,
-                storage,
-                heads * p,
-                sources * p,
-                latest.as_ref(),
-                c.clock.clone(),
-                meta.to_records(),
-            )?;
-            coordinator = Some(thread);
-            chain_ckpt = Some(ChainCheckpoints { base, restore });
+            restore = Some((storage.dir(m.id), taken.parallelism));
+            restored_from = Some(m.id);
         }
+        let heads = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Source(_)))
+            .count()
+            + self.queue_heads().len();
 
-        // Plan every subtask first, so that a creation error starts no thread.
+        let sources = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Source(_)))
+            .count();
+        let (thread, base) = CoordinatorThread::start(
+            cs,
+            storage,
+            heads * p,
+            sources * p,
+            latest.as_ref(),
+            c.clock.clone(),
+            meta.to_records(),
+        )?;
+        Ok(Checkpointing {
+            coordinator: thread,
+            chain: ChainCheckpoints { base, restore },
+            restored_from,
+            lock,
+        })
+    }
+
+    /// Every subtask of this worker, planned before any starts, so that a creation error
+    /// starts no thread: its context, input, chain of operators and checkpoint handles.
+    fn plan_subtasks(
+        &self,
+        senders: &mut Senders,
+        receivers: &mut Receivers,
+        checkpointing: Option<&Checkpointing>,
+        metrics: &Metrics,
+    ) -> Result<Vec<SubtaskPlan>> {
+        let c = &self.graph.config;
+        let p = c.parallelism;
+        let owner = |s: usize| c.cluster.as_ref().map_or(0, |cl| cl.owner(s));
+        let me = c.cluster.as_ref().map_or(0, |cl| cl.me);
+        let local = |s: usize| owner(s) == me;
+        let chain_ckpt = checkpointing.map(|ck| &ck.chain);
+        let restored_from = checkpointing.and_then(|ck| ck.restored_from);
         let mut plans = Vec::new();
         let queue_heads: BTreeMap<usize, usize> = self
             .queue_heads()
@@ -663,13 +804,13 @@ impl Job {
                                     NodeId(id),
                                     op,
                                     &ctx,
-                                    &mut senders,
+                                    senders,
                                     task_ckpt.as_ref(),
                                 )
                             })
                             .map(|n| vec![n])
                     }
-                    _ => self.build_chain(NodeId(id), &ctx, &mut senders, task_ckpt.as_ref()),
+                    _ => self.build_chain(NodeId(id), &ctx, senders, task_ckpt.as_ref()),
                 }
                 .map_err(|e| e.in_node(node.kind.name()))?;
                 let input = match (&source, input_rx) {
@@ -677,7 +818,7 @@ impl Job {
                     (None, Some(rx)) => SubtaskInput::Exchange(rx, inputs),
                     (None, None) => unreachable!("an exchange has one queue per subtask"),
                 };
-                let source_ckpt = match (&source, &chain_ckpt) {
+                let source_ckpt = match (&source, chain_ckpt) {
                     (Some(_), Some(ck)) => {
                         let file = CheckpointLayout::source_position(id, s);
                         // Every old subtask's position: each new subtask takes its
@@ -710,81 +851,7 @@ impl Job {
                 });
             }
         }
-        // Only the subtasks hold senders now: a queue closes when its producers end.
-        drop(senders);
-
-        tracing::info!(job = %c.name, parallelism = p, subtasks = plans.len(), "job starting");
-        let started = Instant::now();
-        let source_records = metrics.counter(SOURCE_RECORDS);
-        let mut threads = Vec::with_capacity(plans.len());
-        let mut watermarks = Vec::new();
-        for plan in plans {
-            let SubtaskPlan {
-                name,
-                ctx,
-                input,
-                mut chain,
-                checkpoints,
-                source,
-            } = plan;
-            let records = source_records.clone();
-            let published = SharedWatermark::new();
-            if matches!(input, SubtaskInput::Exchange(..)) {
-                watermarks.push(published.clone());
-            }
-            let tick_interval = c.tick_interval;
-            let thread = std::thread::Builder::new()
-                .name(format!("sabot-{name}"))
-                .spawn(move || {
-                    tracing::debug!(task = %std::thread::current().name().unwrap_or(""), "subtask started");
-                    let mut ticker = Ticker::new(&ctx, tick_interval);
-                    let done = checkpoints.clone();
-                    let result = match input {
-                        SubtaskInput::Source(f) => {
-                            let ck = checkpoints.zip(source).map(|(ckpt, (name, restore))| {
-                                task::SourceCheckpoints {
-                                    ckpt,
-                                    name,
-                                    restore,
-                                }
-                            });
-                            task::run_source(&f, &ctx, &mut chain, &records, &mut ticker, ck)
-                        }
-                        SubtaskInput::Exchange(rx, inputs) => task::run_exchange_input(
-                            rx,
-                            p,
-                            inputs,
-                            &mut chain,
-                            &mut ticker,
-                            &published,
-                            checkpoints,
-                        ),
-                    };
-                    if let Some(c) = done {
-                        if result.is_err() {
-                            c.signals.fail_job();
-                        }
-                        c.finished();
-                    }
-                    result
-                })
-                .map_err(|source| RuntimeError::Spawn {
-                    task: name.clone(),
-                    source,
-                })?;
-            threads.push((name, thread));
-        }
-        Ok(JobHandle {
-            name: c.name,
-            started,
-            metrics,
-            watermarks,
-            threads,
-            network,
-            coordinator,
-            restored_from,
-            _folder_lock: folder_lock,
-        })
+        Ok(plans)
     }
 
     /// A readable name for the task headed by `head`: the head and its chained operators.
