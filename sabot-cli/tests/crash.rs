@@ -42,10 +42,9 @@ fn committed(dir: &Path, prefix: &str) -> Vec<String> {
     rows
 }
 
-#[test]
-fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
+/// The demo's output without checkpoints or crashes, in `dir/reference`.
+fn fault_free_run(dir: &Path) -> std::path::PathBuf {
+    let reference = dir.join("reference");
     let o = sabot()
         .args(DEMO)
         .arg("--output")
@@ -53,6 +52,13 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    reference
+}
+
+#[test]
+fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = fault_free_run(dir.path());
 
     let out = dir.path().join("out");
     let ckpt = dir.path().join("checkpoints");
@@ -220,14 +226,7 @@ fn demo_on(out: &Path, ckpt: &Path, extra: &[&str]) -> Command {
 #[test]
 fn a_damaged_newest_checkpoint_is_refused_naming_the_file_and_never_duplicates_output() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
-    let o = sabot()
-        .args(DEMO)
-        .arg("--output")
-        .arg(&reference)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = fault_free_run(dir.path());
 
     // A run killed once it published its third checkpoint.
     let (out, ckpt) = (dir.path().join("out"), dir.path().join("ckpt"));

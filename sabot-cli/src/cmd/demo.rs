@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use sabot::arrow::array::{AsArray, RecordBatch};
 use sabot::arrow::compute::concat_batches;
 use sabot::arrow::datatypes::{Float64Type, Int64Type};
-use sabot::arrow::util::display::array_value_to_string;
 use sabot::operators::LATE_RECORDS_DROPPED;
 use sabot::runtime::{Cluster, SOURCE_RECORDS};
 use sabot::{JobResult, StreamEnv};
@@ -20,7 +19,7 @@ use sabot_cli::demo::{
 };
 
 use super::kafka::parse_property;
-use super::{JobArgs, cpu_time};
+use super::{JobArgs, cpu_time, write_csv_rows};
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
@@ -395,14 +394,7 @@ fn write_csv(path: &std::path::Path, batches: &[RecordBatch]) -> Result<()> {
         writeln!(out, "{}", names.join(","))?;
     }
     for b in batches {
-        for r in 0..b.num_rows() {
-            let cells = b
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, r))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            writeln!(out, "{}", cells.join(","))?;
-        }
+        write_csv_rows(&mut out, b)?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -114,6 +114,22 @@ impl JobArgs {
     }
 }
 
+/// Writes `batch`'s rows as CSV lines, values as Arrow displays them.
+pub(crate) fn write_csv_rows(
+    out: &mut impl std::io::Write,
+    batch: &sabot::arrow::array::RecordBatch,
+) -> Result<()> {
+    for r in 0..batch.num_rows() {
+        let cells = batch
+            .columns()
+            .iter()
+            .map(|c| sabot::arrow::util::display::array_value_to_string(c, r))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        writeln!(out, "{}", cells.join(","))?;
+    }
+    Ok(())
+}
+
 /// The state backend to use.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum StateKind {

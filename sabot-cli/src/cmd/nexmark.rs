@@ -7,9 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sabot::arrow::array::RecordBatch;
-use sabot::arrow::util::display::array_value_to_string;
 
-use super::{JobArgs, cpu_time};
+use super::{JobArgs, cpu_time, write_csv_rows};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NexmarkCommand {
@@ -279,14 +278,7 @@ fn nexmark_generate(args: NexmarkGenerateArgs) -> Result<()> {
                 for b in batches {
                     let b = b?;
                     rows += b.num_rows();
-                    for r in 0..b.num_rows() {
-                        let cells = b
-                            .columns()
-                            .iter()
-                            .map(|c| array_value_to_string(c, r))
-                            .collect::<std::result::Result<Vec<_>, _>>()?;
-                        writeln!(out, "{}", cells.join(","))?;
-                    }
+                    write_csv_rows(&mut out, &b)?;
                 }
                 out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             }
