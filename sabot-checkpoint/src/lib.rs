@@ -9,8 +9,9 @@
 //!   inject, a checkpoint completed, cancel), as messages a task takes or waits on.
 //! - [`CheckpointLayout`] and [`JobMeta`]: the names of a job's files in a checkpoint,
 //!   and what it records with one (typed, with the graph's fingerprint).
-//! - [`storage`]: checkpoints in a local folder, published by an atomically renamed,
-//!   checksummed manifest.
+//! - [`storage`]: checkpoints in a [`Store`](storage::Store) (a local folder first),
+//!   published by an atomically written, checksummed manifest; operators write through
+//!   a [`SnapshotTarget`](storage::SnapshotTarget).
 //!
 //! `sabot-runtime` drives them: sources inject barriers and record their positions,
 //! operators snapshot their state when the aligned barrier passes, sinks pre-commit.
@@ -57,6 +58,12 @@ pub enum CheckpointError {
         path: std::path::PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// A file of a checkpoint that is not there.
+    #[error("checkpoint file {path} is missing")]
+    Missing {
+        /// Where it should be.
+        path: std::path::PathBuf,
     },
     /// A manifest (or a file it lists) that is damaged, incomplete or inconsistent.
     #[error("bad checkpoint at {path}: {reason}")]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sabot_checkpoint::storage::{Io, Listed, LocalStorage, Manifest};
+use sabot_checkpoint::storage::{CheckpointStorage, Io, Listed, Manifest};
 use sabot_core::CheckpointId;
 
 fn meta(offset: u64) -> BTreeMap<String, String> {
@@ -17,13 +17,12 @@ fn meta(offset: u64) -> BTreeMap<String, String> {
 }
 
 /// Writes checkpoint `id` with two files and a nested folder, and publishes it.
-fn write_checkpoint(storage: &LocalStorage, id: u64) -> sabot_checkpoint::Result<Manifest> {
+fn write_checkpoint(storage: &CheckpointStorage, id: u64) -> sabot_checkpoint::Result<Manifest> {
     let mut w = storage.begin(CheckpointId(id))?;
     w.write("task-0/state.sbst", &vec![id as u8; 10_000])?;
     w.write("task-1/state.sbst", format!("checkpoint {id}").as_bytes())?;
-    std::fs::create_dir_all(w.dir().join("rocks"))
-        .and_then(|()| std::fs::write(w.dir().join("rocks/000012.sst"), b"sst bytes"))
-        .unwrap();
+    let rocks = w.stage("rocks")?;
+    std::fs::write(rocks.join("000012.sst"), b"sst bytes").unwrap();
     w.add("rocks")?;
     w.commit(1_700_000_000_000 + id as i64, meta(id * 10))
 }
@@ -31,7 +30,7 @@ fn write_checkpoint(storage: &LocalStorage, id: u64) -> sabot_checkpoint::Result
 #[test]
 fn a_published_checkpoint_lists_verifies_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     let m = write_checkpoint(&storage, 7).unwrap();
     assert_eq!(m.files.len(), 3);
     assert_eq!(m.bytes(), 10_000 + 12 + 9);
@@ -51,9 +50,9 @@ fn a_failure_at_any_step_never_yields_an_incomplete_checkpoint() {
     // Count the steps of writing one checkpoint, then fail each one in turn.
     let counter = Io::fail_at(usize::MAX);
     let dir = tempfile::tempdir().unwrap();
-    write_checkpoint(&LocalStorage::open(dir.path()).unwrap(), 1).unwrap();
+    write_checkpoint(&CheckpointStorage::open(dir.path()).unwrap(), 1).unwrap();
     write_checkpoint(
-        &LocalStorage::with_io(dir.path(), counter.clone()).unwrap(),
+        &CheckpointStorage::with_io(dir.path(), counter.clone()).unwrap(),
         2,
     )
     .unwrap();
@@ -62,9 +61,9 @@ fn a_failure_at_any_step_never_yields_an_incomplete_checkpoint() {
 
     for step in 0..steps {
         let dir = tempfile::tempdir().unwrap();
-        let clean = LocalStorage::open(dir.path()).unwrap();
+        let clean = CheckpointStorage::open(dir.path()).unwrap();
         let first = write_checkpoint(&clean, 1).unwrap();
-        let faulty = LocalStorage::with_io(dir.path(), Io::fail_at(step)).unwrap();
+        let faulty = CheckpointStorage::with_io(dir.path(), Io::fail_at(step)).unwrap();
         let r = write_checkpoint(&faulty, 2);
         assert!(r.is_err(), "step {step} of {steps} did not fail");
         assert!(r.unwrap_err().to_string().contains("injected failure"));
@@ -94,9 +93,9 @@ fn a_failure_at_any_step_never_yields_an_incomplete_checkpoint() {
 }
 
 /// Damages one file of checkpoint 2 (of 1 and 2) in `how`, and returns the storage.
-fn damaged(how: impl FnOnce(&LocalStorage)) -> (tempfile::TempDir, LocalStorage) {
+fn damaged(how: impl FnOnce(&CheckpointStorage)) -> (tempfile::TempDir, CheckpointStorage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     write_checkpoint(&storage, 1).unwrap();
     write_checkpoint(&storage, 2).unwrap();
     how(&storage);
@@ -112,9 +111,9 @@ fn flip_byte(path: &std::path::Path, at: usize) {
 
 #[test]
 fn a_damaged_newest_checkpoint_is_an_error_naming_the_file_never_an_older_checkpoint() {
-    let file = |s: &LocalStorage, name: &str| s.dir(CheckpointId(2)).join(name);
-    let root = |s: &LocalStorage, name: &str| s.root().join(name);
-    type Damage = Box<dyn Fn(&LocalStorage)>;
+    let file = |s: &CheckpointStorage, name: &str| s.dir(CheckpointId(2)).join(name);
+    let root = |s: &CheckpointStorage, name: &str| s.root().join(name);
+    type Damage = Box<dyn Fn(&CheckpointStorage)>;
     let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "a flipped byte in a task file",
@@ -235,11 +234,14 @@ fn the_newest_checkpoint_is_never_discarded() {
 #[test]
 fn a_second_process_on_the_folder_is_refused_until_the_first_lets_go() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     let held = storage.lock().unwrap();
     // flock locks belong to the open file: a second open in this process conflicts as a
     // second process's would.
-    let e = LocalStorage::open(dir.path()).unwrap().lock().unwrap_err();
+    let e = CheckpointStorage::open(dir.path())
+        .unwrap()
+        .lock()
+        .unwrap_err();
     let text = e.to_string();
     assert!(text.contains("in use by another process"), "{text}");
     assert!(

@@ -134,11 +134,11 @@ fn bad_arguments_are_clear_errors_not_panics() {
 
 #[test]
 fn checkpoints_list_and_inspect_show_what_is_in_a_folder() {
-    use sabot::checkpoint::storage::LocalStorage;
+    use sabot::checkpoint::storage::CheckpointStorage;
     use sabot::core::CheckpointId;
 
     let dir = tempfile::tempdir().unwrap();
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     let mut w = storage.begin(CheckpointId(4)).unwrap();
     w.write("task-0/state.sbst", b"state bytes").unwrap();
     w.commit(

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sabot::checkpoint::storage::LocalStorage;
+use sabot::checkpoint::storage::CheckpointStorage;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,7 @@ fn kill_9_three_times_then_finish_gives_the_fault_free_output() {
     let seed = sabot_test_kit::seed_from_env("SABOT_CRASH_SEED");
     let mut rng = sabot::core::random::SplitMix64::new(seed, 0);
     let latest = || {
-        LocalStorage::open(&ckpt)
+        CheckpointStorage::open(&ckpt)
             .ok()
             .and_then(|s| s.latest().ok().flatten())
             .map(|m| m.id)
@@ -264,7 +264,7 @@ fn a_damaged_newest_checkpoint_is_refused_naming_the_file_and_never_duplicates_o
     }
     let _ = child.kill(); // SIGKILL (or it had finished: the final checkpoint is newest)
     let _ = child.wait();
-    let newest = LocalStorage::open(&ckpt)
+    let newest = CheckpointStorage::open(&ckpt)
         .unwrap()
         .latest()
         .unwrap()
@@ -372,7 +372,7 @@ fn damage_and_restore_from_older(out: &Path, ckpt: &Path, op: &str, reference: &
     let mut b = std::fs::read(ckpt.join(op)).unwrap();
     b[0] ^= 0xFF;
     std::fs::write(ckpt.join(op), b).unwrap();
-    let older = match LocalStorage::open(ckpt).unwrap().latest() {
+    let older = match CheckpointStorage::open(ckpt).unwrap().latest() {
         Err(sabot::checkpoint::CheckpointError::Damaged {
             older: Some(older), ..
         }) => older.0,

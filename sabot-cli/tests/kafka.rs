@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sabot::StreamEnv;
 use sabot::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use sabot::checkpoint::storage::LocalStorage;
+use sabot::checkpoint::storage::CheckpointStorage;
 use sabot::kafka::admin::{OutRecord, produce, read_topic};
 use sabot::kafka::{
     BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, Codec, DeliveryGuarantee,
@@ -121,7 +121,7 @@ fn run_with_failure(broker: &Broker, dir: &Path, parallelism: usize) {
             std::thread::sleep(Duration::from_millis(2));
             let rows = seen.fetch_add(b.num_rows(), Ordering::SeqCst) + b.num_rows();
             // Fail mid-input, once a few checkpoints with rows in them completed.
-            let completed = LocalStorage::open(&c)
+            let completed = CheckpointStorage::open(&c)
                 .and_then(|s| s.completed())
                 .is_ok_and(|c| c.len() >= 3);
             if attempt == 0 && completed && rows > 12_000 && !f.swap(true, Ordering::SeqCst) {

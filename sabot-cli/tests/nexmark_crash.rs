@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sabot::checkpoint::storage::LocalStorage;
+use sabot::checkpoint::storage::CheckpointStorage;
 
 const RUN: &[&str] = &[
     "nexmark",
@@ -69,7 +69,7 @@ fn kill_9_twice_then_finish_gives_the_fault_free_results() {
             .unwrap()
     };
     let latest = || {
-        LocalStorage::open(&ckpt)
+        CheckpointStorage::open(&ckpt)
             .ok()
             .and_then(|s| s.latest().ok().flatten())
             .map(|m| m.id)

@@ -13,7 +13,7 @@ use sabot::StreamEnv;
 use sabot::arrow::array::{AsArray, Float64Array, RecordBatch};
 use sabot::arrow::datatypes::Int64Type;
 use sabot::arrow::util::display::array_value_to_string;
-use sabot::checkpoint::storage::LocalStorage;
+use sabot::checkpoint::storage::CheckpointStorage;
 use sabot::operators::TransactionalCsvSink;
 use sabot::runtime::CheckpointSettings;
 use sabot_nexmark::{EventKind, Generator, NexmarkConfig, Query};
@@ -297,7 +297,7 @@ fn run_with_failure(q: Query, p: usize, dir: &Path) -> Vec<String> {
                 .map(move |b| {
                     // Slow enough for checkpoints in the middle of the input.
                     std::thread::sleep(Duration::from_millis(pause_ms));
-                    let completed = LocalStorage::open(&c)
+                    let completed = CheckpointStorage::open(&c)
                         .and_then(|s| s.completed())
                         .is_ok_and(|c| !c.is_empty());
                     if attempt == 0 && completed && !f.swap(true, Ordering::SeqCst) {

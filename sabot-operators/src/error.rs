@@ -57,6 +57,10 @@ pub enum OperatorError {
     #[error(transparent)]
     State(#[from] sabot_state::StateError),
 
+    /// Writing or reading checkpoint storage failed.
+    #[error(transparent)]
+    Checkpoint(#[from] sabot_checkpoint::CheckpointError),
+
     /// An operator snapshot could not be written or read back.
     #[error("operator snapshot at {path}: {reason}")]
     Snapshot {

@@ -65,6 +65,7 @@ pub use morsel::Morsels;
 pub use process::{
     KeyedContext, KeyedProcessFactory, KeyedProcessFunction, ProcessState, RowWriter,
 };
+pub use sabot_checkpoint::storage::{SnapshotSource, SnapshotTarget};
 pub use staging::StagedFiles;
 pub use stateless::{
     FilterFactory, MapFactory, MapFn, NULL_EVENT_TIME_DROPPED, PredicateFn, ProjectFactory,

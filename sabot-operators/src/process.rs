@@ -504,22 +504,22 @@ impl Operator for KeyedProcessOp {
         self.out.flush(out)
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(target)?)
     }
 
-    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
         // The keyed state's snapshot also drops expired TTL entries.
         let state = &mut self.state;
         let write = |d: &std::path::Path| state.snapshot_async(d).map_err(Into::into);
-        crate::snapshot::write_async(dir, write, &self.timers, self.watermark).map(Some)
+        crate::snapshot::write_async(target, write, &self.timers, self.watermark).map(Some)
     }
 
-    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
         let range = self.state.key_groups();
         let state = &mut self.state;
         let read = |d: &[std::path::PathBuf]| state.restore(d).map_err(Into::into);
-        let wm = crate::snapshot::read(dirs, read, &mut self.timers, range)?;
+        let wm = crate::snapshot::read(from, read, &mut self.timers, range)?;
         if wm > Timestamp::MIN {
             self.watermark = wm;
             self.state.set_event_time(wm.millis());

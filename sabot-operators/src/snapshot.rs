@@ -1,7 +1,9 @@
-//! The files a stateful operator writes into its snapshot folder.
+//! The files a stateful operator writes into its snapshot (a [`SnapshotTarget`]: its
+//! folder in a checkpoint, in whatever store holds the checkpoints).
 //!
 //! - `state/`: the keyed state backend's snapshot of the operator's key groups
-//!   ([`StateBackend::snapshot`](sabot_state::StateBackend::snapshot));
+//!   ([`StateBackend::snapshot`](sabot_state::StateBackend::snapshot)), written into a
+//!   staged local folder;
 //! - `timers.sbtm`: its timers, by key group ([`TimerService::snapshot`]);
 //! - `operator.sbop`: `SBOP`, version 1 (u8), the operator's watermark (i64 LE), a CRC-32
 //!   of the preceding bytes (u32 LE).
@@ -12,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sabot_checkpoint::storage::{SnapshotSource, SnapshotTarget};
 use sabot_core::{KeyGroupRange, Timestamp};
 use sabot_time::{TimerCodec, TimerKey, TimerService};
 
@@ -25,18 +28,12 @@ const OPERATOR_FILE: &str = "operator.sbop";
 const MAGIC: &[u8; 4] = b"SBOP";
 const VERSION: u8 = 1;
 
-fn io_error(path: &Path, e: std::io::Error) -> OperatorError {
-    OperatorError::Snapshot {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-/// Snapshots a keyed operator into `dir` in two phases: the state snapshot begins now
-/// (through `state`, given its folder) and the timers and watermark are taken now; the
-/// returned work writes the files (state, timers, watermark), on any thread.
+/// Snapshots a keyed operator into `target` in two phases: the state snapshot begins
+/// now (through `state`, given its staged folder) and the timers and watermark are
+/// taken now; the returned work writes the files (state, timers, watermark), on any
+/// thread.
 pub(crate) fn write_async<K, N>(
-    dir: &Path,
+    target: &SnapshotTarget,
     state: impl FnOnce(&Path) -> Result<PendingSnapshot>,
     timers: &TimerService<K, N>,
     watermark: Timestamp,
@@ -45,28 +42,27 @@ where
     K: TimerKey,
     N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
 {
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    let pending = state(&dir.join(STATE_DIR))?;
+    let pending = state(&target.stage(STATE_DIR)?)?;
     let timer_bytes = timers.snapshot();
-    let dir = dir.to_path_buf();
+    let target = target.clone();
     Ok(SnapshotWrite::new(move || {
         pending.finish()?;
-        let path = dir.join(TIMERS_FILE);
-        std::fs::write(&path, timer_bytes).map_err(|e| io_error(&path, e))?;
+        target.write(TIMERS_FILE, &timer_bytes)?;
         let mut op = Vec::with_capacity(17);
         op.extend_from_slice(MAGIC);
         op.push(VERSION);
         op.extend_from_slice(&watermark.millis().to_le_bytes());
         op.extend_from_slice(&crc32fast::hash(&op).to_le_bytes());
-        let path = dir.join(OPERATOR_FILE);
-        std::fs::write(&path, op).map_err(|e| io_error(&path, e))
+        target.write(OPERATOR_FILE, &op)?;
+        Ok(())
     }))
 }
 
-/// Restores what [`write_async`] wrote into `dirs` (the state through `state`, given its
-/// folders), keeping the key groups of `range`; returns the watermark to continue from.
+/// Restores what [`write_async`] wrote into `from` (the state through `state`, given
+/// its local folders), keeping the key groups of `range`; returns the watermark to
+/// continue from.
 pub(crate) fn read<K, N>(
-    dirs: &[PathBuf],
+    from: &[SnapshotSource],
     state: impl FnOnce(&[PathBuf]) -> Result<()>,
     timers: &mut TimerService<K, N>,
     range: KeyGroupRange,
@@ -75,25 +71,26 @@ where
     K: TimerKey,
     N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
 {
-    if dirs.is_empty() {
+    if from.is_empty() {
         return Ok(Timestamp::MIN);
     }
-    let state_dirs: Vec<PathBuf> = dirs.iter().map(|d| d.join(STATE_DIR)).collect();
+    let state_dirs = from
+        .iter()
+        .map(|s| s.fetch(STATE_DIR))
+        .collect::<std::result::Result<Vec<PathBuf>, _>>()?;
     state(&state_dirs)?;
     let mut watermark = Timestamp::MAX;
-    for dir in dirs {
-        let path = dir.join(TIMERS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+    for source in from {
+        let bytes = source.read(TIMERS_FILE)?;
         timers
             .restore(&bytes, range)
             .map_err(|e| OperatorError::Snapshot {
-                path: path.clone(),
+                path: source.location(TIMERS_FILE),
                 reason: e.to_string(),
             })?;
-        let path = dir.join(OPERATOR_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let bytes = source.read(OPERATOR_FILE)?;
         let bad = |reason: &str| OperatorError::Snapshot {
-            path: path.clone(),
+            path: source.location(OPERATOR_FILE),
             reason: reason.into(),
         };
         if bytes.len() != 17 || &bytes[..4] != MAGIC {
@@ -115,7 +112,7 @@ where
 
 /// [`write_async`] for an operator whose state is one backend.
 pub(crate) fn backend_write_async<K, N>(
-    dir: &Path,
+    target: &SnapshotTarget,
     backend: &mut Box<dyn sabot_state::StateBackend>,
     timers: &TimerService<K, N>,
     watermark: Timestamp,
@@ -128,12 +125,12 @@ where
         let range = backend.key_groups();
         backend.snapshot_async(d, range).map_err(Into::into)
     };
-    write_async(dir, state, timers, watermark).map(Some)
+    write_async(target, state, timers, watermark).map(Some)
 }
 
 /// [`read`] for an operator whose state is one backend.
 pub(crate) fn backend_read<K, N>(
-    dirs: &[PathBuf],
+    from: &[SnapshotSource],
     backend: &mut Box<dyn sabot_state::StateBackend>,
     timers: &mut TimerService<K, N>,
 ) -> Result<Timestamp>
@@ -143,5 +140,5 @@ where
 {
     let range = backend.key_groups();
     let state = |d: &[PathBuf]| backend.restore(d).map_err(Into::into);
-    read(dirs, state, timers, range)
+    read(from, state, timers, range)
 }

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use sabot_checkpoint::storage::{SnapshotSource, SnapshotTarget};
 use sabot_core::metrics::Metrics;
 use sabot_core::{BadRecordPolicy, KeyGroupRange, Message, RecordBatch, SchemaRef, Timestamp};
 use sabot_state::{StateBackend, StateConfig};
@@ -191,9 +192,10 @@ pub trait Operator: Send {
     }
 
     /// A checkpoint barrier passed: writes everything the operator needs to continue
-    /// from this point into `dir`, an empty folder of its own (the caller fsyncs and
-    /// records the files). Stateless operators write nothing (the default).
-    fn snapshot(&mut self, _dir: &std::path::Path) -> Result<()> {
+    /// from this point into `target`, a snapshot of its own (files written whole and
+    /// staged folders; the caller makes them durable and records them). Stateless
+    /// operators write nothing (the default).
+    fn snapshot(&mut self, _target: &SnapshotTarget) -> Result<()> {
         Ok(())
     }
 
@@ -202,15 +204,15 @@ pub trait Operator: Send {
     /// copy-on-write), and the returned [`SnapshotWrite`] writes the files on another
     /// thread while the operator goes on processing. `None`: everything is written
     /// already. The default runs [`Operator::snapshot`].
-    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
-        self.snapshot(dir).map(|()| None)
+    fn snapshot_async(&mut self, target: &SnapshotTarget) -> Result<Option<SnapshotWrite>> {
+        self.snapshot(target).map(|()| None)
     }
 
-    /// Continues from snapshots written by [`Operator::snapshot`]: one folder per subtask
+    /// Continues from snapshots written by [`Operator::snapshot`]: one per subtask
     /// snapshot that holds key groups of this subtask (one when the parallelism is
     /// unchanged, several after a rescale; each operator keeps the key groups of its own
     /// range). Called once, right after creation, before any input.
-    fn restore(&mut self, _dirs: &[std::path::PathBuf]) -> Result<()> {
+    fn restore(&mut self, _from: &[SnapshotSource]) -> Result<()> {
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use sabot_core::{Message, RecordBatch};
 use sabot_operators::{
     Aggregate, CountWindowFactory, Operator, OperatorFactory, Output, TaskContext,
 };
+use sabot_operators::{SnapshotSource, SnapshotTarget};
 use sabot_state::{RocksDbConfig, StateConfig};
 
 fn schema() -> Arc<Schema> {
@@ -130,9 +131,9 @@ proptest! {
             if restore_at == Some(batch_no) {
                 // Snapshot, drop the operator, continue in a new one restored from it.
                 let snap = dir.path().join("snap");
-                op.snapshot(&snap).unwrap();
+                op.snapshot(&SnapshotTarget::local(&snap).unwrap()).unwrap();
                 op = f.create(&schema(), &ctx).unwrap();
-                op.restore(&[snap]).unwrap();
+                op.restore(&[SnapshotSource::local(&snap).unwrap()]).unwrap();
             }
             let end = (start + cut.next().unwrap()).min(rows.len());
             op.on_batch(batch(&rows[start..end]), &mut out).unwrap();

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sabot_checkpoint::storage::LocalStorage;
+use sabot_checkpoint::storage::CheckpointStorage;
 use sabot_core::CheckpointId;
 use sabot_core::arrow::array::Int64Array;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
@@ -35,7 +35,7 @@ fn visible(dir: &Path) -> Vec<String> {
     rows
 }
 
-fn complete(storage: &LocalStorage, id: u64) {
+fn complete(storage: &CheckpointStorage, id: u64) {
     storage
         .begin(CheckpointId(id))
         .unwrap()
@@ -47,7 +47,7 @@ fn complete(storage: &LocalStorage, id: u64) {
 fn parts_become_visible_only_after_their_checkpoint_completes() {
     let dir = tempfile::tempdir().unwrap();
     let (out, ck) = (dir.path().join("out"), dir.path().join("ck"));
-    let storage = LocalStorage::open(&ck).unwrap();
+    let storage = CheckpointStorage::open(&ck).unwrap();
     let factory = TransactionalCsvSink::new(&out, "t");
     let schema = batch(&[]).schema();
     let ctx = |restored: Option<u64>| {
@@ -107,7 +107,7 @@ fn parts_become_visible_only_after_their_checkpoint_completes() {
 fn a_restart_commits_the_parts_its_checkpoint_covers() {
     let dir = tempfile::tempdir().unwrap();
     let (out, ck) = (dir.path().join("out"), dir.path().join("ck"));
-    let storage = LocalStorage::open(&ck).unwrap();
+    let storage = CheckpointStorage::open(&ck).unwrap();
     let factory = TransactionalCsvSink::new(&out, "t");
     let schema = batch(&[]).schema();
     let ctx = |restored: Option<u64>| {

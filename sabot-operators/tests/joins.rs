@@ -12,6 +12,7 @@ use sabot_core::arrow::array::{ArrayRef, Int64Array, StringArray};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
+use sabot_operators::SnapshotTarget;
 use sabot_operators::{
     JOIN_LATE_RECORDS_DROPPED, JoinFactory, JoinType, LookupJoinFactory, Operator, Output,
     TaskContext, TwoInputOperatorFactory,
@@ -557,7 +558,7 @@ fn state_is_cleaned_up_behind_the_watermark() {
         if step % 50 == 49 {
             // The snapshot holds exactly the live state: its size must not grow.
             let d = dir.path().join(step.to_string());
-            op.snapshot(&d).unwrap();
+            op.snapshot(&SnapshotTarget::local(&d).unwrap()).unwrap();
             sizes.push(dir_size(&d));
         }
     }

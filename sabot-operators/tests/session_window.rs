@@ -16,6 +16,7 @@ use sabot_operators::{
     Aggregate, LATE_DATA, LATE_RECORDS_DROPPED, OperatorFactory, Output, SessionWindowFactory,
     TaskContext,
 };
+use sabot_operators::{SnapshotSource, SnapshotTarget};
 use sabot_state::{RocksDbConfig, StateConfig};
 use sabot_test_kit::row_strings;
 
@@ -237,9 +238,11 @@ fn sessions_survive_snapshot_and_restore() {
     let mut out = Output::new();
     op.on_batch(batch(&[r(1, 0), r(1, 30)]), &mut out).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    op.snapshot(dir.path()).unwrap();
+    op.snapshot(&SnapshotTarget::local(dir.path()).unwrap())
+        .unwrap();
     let mut op = factory.create(&schema(), &ctx).unwrap();
-    op.restore(&[dir.path().to_path_buf()]).unwrap();
+    op.restore(&[SnapshotSource::local(dir.path()).unwrap()])
+        .unwrap();
     // Bridges the two sessions: [0, 10) + [5, 15) + [15, 25) + [30, 40).
     op.on_batch(batch(&[r(1, 5), r(1, 15), r(1, 22)]), &mut out)
         .unwrap();

@@ -15,6 +15,7 @@ use sabot_operators::{
     Aggregate, KeyedContext, KeyedProcessFactory, KeyedProcessFunction, Operator, OperatorFactory,
     Output, ProcessState, RowWriter, TaskContext, TumblingWindowFactory,
 };
+use sabot_operators::{SnapshotSource, SnapshotTarget};
 use sabot_state::{RocksDbConfig, StateConfig, StateDescriptor, ValueState};
 use sabot_test_kit::row_strings;
 use sabot_time::TimeDomain;
@@ -243,12 +244,13 @@ proptest! {
                 .map(|s| dir.path().join(format!("snap-{}-{s}", f.name())))
                 .collect();
             for (op, d) in before.iter_mut().zip(&snaps) {
-                op.snapshot(d).unwrap();
+                op.snapshot(&SnapshotTarget::local(d).unwrap()).unwrap();
             }
             drop(before);
+            let sources: Vec<_> = snaps.iter().map(|d| SnapshotSource::local(d).unwrap()).collect();
             let mut after = operators(&f, to_p, &state, &metrics);
             for op in after.iter_mut() {
-                op.restore(&snaps).unwrap();
+                op.restore(&sources).unwrap();
             }
             for m in msgs[k..].iter().chain([&Message::EndOfStream]) {
                 feed(&mut after, m, &mut got);
@@ -268,13 +270,15 @@ fn a_damaged_operator_snapshot_is_a_clear_error() {
     let mut out = Output::new();
     op.on_batch(batch(&[(1, 2, 3)]), &mut out).unwrap();
     let snap = dir.path().join("snap");
-    op.snapshot(&snap).unwrap();
+    op.snapshot(&SnapshotTarget::local(&snap).unwrap()).unwrap();
     let file = snap.join("operator.sbop");
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[7] ^= 1;
     std::fs::write(&file, bytes).unwrap();
     let mut fresh = operators(f, 1, &StateConfig::memory(), &metrics).remove(0);
-    let e = fresh.restore(&[snap]).unwrap_err();
+    let e = fresh
+        .restore(&[SnapshotSource::local(&snap).unwrap()])
+        .unwrap_err();
     assert!(e.to_string().contains("operator.sbop"), "{e}");
     assert!(e.to_string().contains("checksum"), "{e}");
 }

@@ -11,6 +11,7 @@ use sabot_core::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Arra
 use sabot_core::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
+use sabot_operators::SnapshotTarget;
 use sabot_operators::{
     Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
     TumblingWindowFactory,
@@ -196,7 +197,7 @@ proptest! {
             // Every window (and sliding pane) fired is dropped from the state: nothing
             // is left after the end of input.
             let snap = dir.path().join("after-end");
-            op.snapshot(&snap).unwrap();
+            op.snapshot(&SnapshotTarget::local(&snap).unwrap()).unwrap();
             let mut left = MemoryBackend::new(128, KeyGroupRange::for_subtask(128, 1, 0));
             left.restore(&[snap.join("state")]).unwrap();
             prop_assert_eq!(left.len(), 0, "window state left after the end of input");

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sabot_checkpoint::storage::{
-    CheckpointWriter, ChecksumCache, FileEntry, LocalStorage, Manifest,
+    CheckpointStorage, CheckpointWriter, ChecksumCache, FileEntry, Manifest, SnapshotTarget, Store,
 };
 use sabot_checkpoint::{
     CheckpointCoordinator, CheckpointingMode, Command, Control, CoordinatorConfig, Inbox,
@@ -31,8 +31,15 @@ use crate::{Result, RuntimeError};
 #[non_exhaustive]
 pub struct CheckpointSettings {
     /// The checkpoint folder. A job started on a folder that holds a complete checkpoint
-    /// continues from the newest one.
+    /// continues from the newest one. Sinks keep their own files here too (staged
+    /// output, transaction logs), also when the checkpoints go to another
+    /// [`store`](CheckpointSettings::store).
     pub dir: PathBuf,
+    /// Where the checkpoints are written, if not into `dir` (a [`LocalStore`] on `dir`,
+    /// the default): any [`Store`], as object storage.
+    ///
+    /// [`LocalStore`]: sabot_checkpoint::storage::LocalStore
+    pub store: Option<Arc<dyn Store>>,
     /// Time between checkpoints.
     pub interval: Duration,
     /// Exactly-once (aligned barriers, the default) or at-least-once.
@@ -56,6 +63,7 @@ impl CheckpointSettings {
     pub fn new(dir: impl Into<PathBuf>, interval: Duration) -> Self {
         CheckpointSettings {
             dir: dir.into(),
+            store: None,
             interval,
             mode: CheckpointingMode::ExactlyOnce,
             retain: 3,
@@ -70,6 +78,21 @@ impl CheckpointSettings {
     pub fn with_restore_from(mut self, id: CheckpointId) -> Self {
         self.restore_from = Some(id);
         self
+    }
+
+    /// Writes the checkpoints into `store` instead of the folder.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The job's checkpoint storage: the [`store`](CheckpointSettings::store), or the
+    /// folder.
+    pub fn storage(&self) -> sabot_checkpoint::Result<CheckpointStorage> {
+        match &self.store {
+            Some(store) => Ok(CheckpointStorage::new(store.clone())),
+            None => CheckpointStorage::open(&self.dir),
+        }
     }
 
     /// Sets the mode.
@@ -139,9 +162,9 @@ impl Signals {
 /// Work for the snapshot thread, done in the order the tasks sent it, so a task's
 /// acknowledgement of a checkpoint follows the writing of its snapshots.
 enum WriterJob {
-    /// An operator's snapshot (task, checkpoint, its deferred part if any, its folder in
-    /// the checkpoint): once written, its files are recorded for the acknowledgement.
-    Snapshot(usize, CheckpointId, Option<SnapshotWrite>, String),
+    /// An operator's snapshot (task, checkpoint, its deferred part if any, its target):
+    /// once written, its files are recorded for the acknowledgement.
+    Snapshot(usize, CheckpointId, Option<SnapshotWrite>, SnapshotTarget),
     /// A file the task wrote itself (a source's position).
     File(usize, CheckpointId, FileEntry),
     /// The task's part of the checkpoint is done once its writes are.
@@ -154,34 +177,21 @@ enum WriterJob {
 /// phase) while their tasks go on processing, records the files each task wrote, then
 /// acknowledges for the task with those files (so completing the checkpoint reads
 /// nothing again), or declines the checkpoint if a write failed.
-fn run_writer(
-    jobs: Receiver<WriterJob>,
-    reports: Sender<Report>,
-    signals: Arc<Signals>,
-    storage: LocalStorage,
-) {
+fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, signals: Arc<Signals>) {
     // Checkpoints with a failed write: every acknowledgement of one becomes a decline.
     let mut failed: BTreeMap<CheckpointId, String> = BTreeMap::new();
     let mut files: BTreeMap<(usize, CheckpointId), Vec<FileEntry>> = BTreeMap::new();
     let mut cache = ChecksumCache::default();
     for job in jobs {
         match job {
-            WriterJob::Snapshot(task, id, w, folder) => {
+            WriterJob::Snapshot(task, id, w, target) => {
                 if signals.job_failed() {
                     // Nothing will complete: the job is stopping.
                     continue;
                 }
                 let written = w.map_or(Ok(()), |w| w.run().map_err(|e| e.to_string()));
-                // An operator without state writes no folder.
-                let recorded = written.and_then(|()| {
-                    if storage.dir(id).join(&folder).exists() {
-                        storage
-                            .scan(id, &folder, &mut cache)
-                            .map_err(|e| e.to_string())
-                    } else {
-                        Ok(Vec::new())
-                    }
-                });
+                let recorded =
+                    written.and_then(|()| target.finish(&mut cache).map_err(|e| e.to_string()));
                 match recorded {
                     Ok(entries) => files.entry((task, id)).or_default().extend(entries),
                     Err(e) => {
@@ -212,7 +222,7 @@ fn run_writer(
 /// A task's handle on checkpointing.
 #[derive(Clone, Debug)]
 pub(crate) struct TaskCheckpoints {
-    pub(crate) storage: LocalStorage,
+    pub(crate) storage: CheckpointStorage,
     pub(crate) signals: Arc<Signals>,
     pub(crate) mode: CheckpointingMode,
     pub(crate) max_buffered: usize,
@@ -224,7 +234,9 @@ pub(crate) struct TaskCheckpoints {
 impl std::fmt::Debug for WriterJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WriterJob::Snapshot(t, id, _, folder) => write!(f, "Snapshot({t}, {id}, {folder})"),
+            WriterJob::Snapshot(t, id, _, target) => {
+                write!(f, "Snapshot({t}, {id}, {})", target.location("").display())
+            }
             WriterJob::File(t, id, e) => write!(f, "File({t}, {id}, {})", e.path),
             WriterJob::Ack(t, id) => write!(f, "Ack({t}, {id})"),
             WriterJob::Finished(t) => write!(f, "Finished({t})"),
@@ -240,17 +252,22 @@ impl TaskCheckpoints {
         }
     }
 
-    /// The folder where this checkpoint's files go.
-    pub(crate) fn dir(&self, id: CheckpointId) -> PathBuf {
-        self.storage.dir(id)
+    /// Where an operator's snapshot `folder` of checkpoint `id` goes.
+    pub(crate) fn target(&self, id: CheckpointId, folder: &str) -> SnapshotTarget {
+        self.storage.snapshot_target(id, folder)
     }
 
-    /// Hands an operator's snapshot for `id` (its deferred part, if any, and its folder
-    /// in the checkpoint) to the snapshot thread.
-    pub(crate) fn snapshot(&self, id: CheckpointId, w: Option<SnapshotWrite>, folder: &str) {
+    /// Hands an operator's snapshot for `id` (its deferred part, if any, and its
+    /// target) to the snapshot thread.
+    pub(crate) fn snapshot(
+        &self,
+        id: CheckpointId,
+        w: Option<SnapshotWrite>,
+        target: SnapshotTarget,
+    ) {
         let _ = self
             .writer
-            .send(WriterJob::Snapshot(self.task, id, w, folder.to_owned()));
+            .send(WriterJob::Snapshot(self.task, id, w, target));
     }
 
     /// Writes file `name` of checkpoint `id` (a source's position) and records it.
@@ -298,7 +315,7 @@ impl CoordinatorThread {
     /// Starts deciding checkpoints for `tasks` tasks; returns the handle tasks use.
     pub(crate) fn start(
         settings: &CheckpointSettings,
-        storage: LocalStorage,
+        storage: CheckpointStorage,
         tasks: usize,
         sources: usize,
         restored: Option<&Manifest>,
@@ -321,10 +338,10 @@ impl CoordinatorThread {
         let completed = Arc::new(Mutex::new(Vec::new()));
         let (writer, jobs) = std::sync::mpsc::channel();
         let writer_thread = {
-            let (reports, signals, storage) = (reports.clone(), signals.clone(), storage.clone());
+            let (reports, signals) = (reports.clone(), signals.clone());
             std::thread::Builder::new()
                 .name("sabot-snapshots".into())
-                .spawn(move || run_writer(jobs, reports, signals, storage))
+                .spawn(move || run_writer(jobs, reports, signals))
                 .map_err(|source| RuntimeError::Spawn {
                     task: "snapshot writer".into(),
                     source,
@@ -426,7 +443,7 @@ impl Drop for CoordinatorThread {
 
 struct Loop {
     coordinator: CheckpointCoordinator,
-    storage: LocalStorage,
+    storage: CheckpointStorage,
     signals: Arc<Signals>,
     rx: Receiver<Report>,
     stop: Arc<AtomicBool>,

@@ -312,7 +312,7 @@ pub struct JobHandle {
     coordinator: Option<CoordinatorThread>,
     restored_from: Option<sabot_core::CheckpointId>,
     /// The checkpoint folder's lock, held until the handle is dropped (after `join`).
-    _folder_lock: Option<sabot_checkpoint::storage::FolderLock>,
+    _folder_lock: Option<sabot_checkpoint::storage::StoreLock>,
 }
 
 /// This worker's side of a cluster job: its shuffle server and a client per peer.
@@ -507,22 +507,31 @@ struct Checkpointing {
     coordinator: CoordinatorThread,
     chain: ChainCheckpoints,
     restored_from: Option<sabot_core::CheckpointId>,
-    lock: sabot_checkpoint::storage::FolderLock,
+    lock: sabot_checkpoint::storage::StoreLock,
 }
 
 /// What building a chain needs to know about checkpoints.
 struct ChainCheckpoints {
     base: TaskCheckpoints,
-    /// The folder of the checkpoint to continue from, and its parallelism.
-    restore: Option<(std::path::PathBuf, usize)>,
+    /// The storage, the checkpoint to continue from, and its parallelism.
+    restore: Option<(
+        sabot_checkpoint::storage::CheckpointStorage,
+        sabot_checkpoint::storage::Manifest,
+        usize,
+    )>,
 }
 
 impl ChainCheckpoints {
-    /// The snapshot folders operator `node`'s subtask `subtask` restores from: its own
-    /// at the same parallelism, every old subtask's after a rescale (each keeps its key
-    /// groups).
-    fn restore_dirs(&self, node: usize, subtask: usize, p: usize) -> Vec<std::path::PathBuf> {
-        let Some((dir, old_p)) = &self.restore else {
+    /// The snapshots operator `node`'s subtask `subtask` restores from: its own at the
+    /// same parallelism, every old subtask's after a rescale (each keeps its key
+    /// groups). An operator that had nothing to write has none.
+    fn restore_from(
+        &self,
+        node: usize,
+        subtask: usize,
+        p: usize,
+    ) -> Vec<sabot_operators::SnapshotSource> {
+        let Some((storage, m, old_p)) = &self.restore else {
             return Vec::new();
         };
         let subtasks: Vec<usize> = if *old_p == p {
@@ -532,8 +541,7 @@ impl ChainCheckpoints {
         };
         subtasks
             .into_iter()
-            .map(|s| dir.join(CheckpointLayout::operator_dir(node, s)))
-            .filter(|d| d.is_dir())
+            .filter_map(|s| storage.snapshot_source(m, &CheckpointLayout::operator_dir(node, s)))
             .collect()
     }
 }
@@ -684,7 +692,7 @@ impl Job {
         let c = &self.graph.config;
         let p = c.parallelism;
         let mut restored_from = None;
-        let storage = sabot_checkpoint::storage::LocalStorage::open(&cs.dir)?;
+        let storage = cs.storage()?;
         // One process per folder, for as long as the job runs.
         let lock = storage.lock()?;
         let latest = match cs.restore_from {
@@ -702,12 +710,12 @@ impl Job {
         );
         let mut restore = None;
         if let Some(m) = &latest {
-            let taken = JobMeta::from_manifest(m, &cs.dir)?;
-            meta.check_restorable(m.id, &taken, &cs.dir)?;
+            let taken = JobMeta::from_manifest(m, &storage.root())?;
+            meta.check_restorable(m.id, &taken, &storage.root())?;
             if taken.parallelism != p {
                 tracing::info!(checkpoint = %m.id, from = taken.parallelism, to = p, "rescaling from checkpoint");
             }
-            restore = Some((storage.dir(m.id), taken.parallelism));
+            restore = Some((storage.clone(), m.clone(), taken.parallelism));
             restored_from = Some(m.id);
         }
         let heads = self
@@ -824,14 +832,11 @@ impl Job {
                         // Every old subtask's position: each new subtask takes its
                         // share of what is left (the parallelism may have changed).
                         let position = match &ck.restore {
-                            Some((dir, old_p)) => Some(
+                            Some((storage, m, old_p)) => Some(
                                 (0..*old_p)
                                     .map(|old| {
-                                        let path =
-                                            dir.join(CheckpointLayout::source_position(id, old));
-                                        std::fs::read(&path).map_err(|source| {
-                                            sabot_checkpoint::CheckpointError::Io { path, source }
-                                        })
+                                        storage
+                                            .get(m.id, &CheckpointLayout::source_position(id, old))
                                     })
                                     .collect::<std::result::Result<Vec<_>, _>>()?,
                             ),
@@ -929,9 +934,9 @@ impl Job {
             }
         }
         if let Some(ck) = ckpt {
-            let dirs = ck.restore_dirs(id.0, ctx.subtask, ctx.parallelism);
-            if !dirs.is_empty() {
-                op.restore(&dirs).map_err(|e| e.into_node(&kind.name()))?;
+            let from = ck.restore_from(id.0, ctx.subtask, ctx.parallelism);
+            if !from.is_empty() {
+                op.restore(&from).map_err(|e| e.into_node(&kind.name()))?;
             }
         }
         Ok(ChainNode::Operator {

@@ -76,10 +76,11 @@ impl ChainNode {
                         // Everything before the barrier is in the operator: snapshot it,
                         // then pass the barrier on.
                         if let Some((c, name)) = ckpt {
-                            let w = op.snapshot_async(&c.dir(b.id).join(name.as_str()))?;
+                            let target = c.target(b.id, name);
+                            let w = op.snapshot_async(&target)?;
                             // Written (and its files recorded) on the snapshot thread;
                             // the task acknowledges the checkpoint after that.
-                            c.snapshot(b.id, w, name);
+                            c.snapshot(b.id, w, target);
                         }
                         out.message(Message::Barrier(b));
                     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sabot_checkpoint::storage::LocalStorage;
+use sabot_checkpoint::storage::CheckpointStorage;
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 use sabot_operators::{
     CollectSink, MapFactory, Operator, OperatorError, OperatorFactory, Output, SnapshotWrite,
@@ -72,11 +72,12 @@ impl Operator for ProbeOp {
 
     fn snapshot_async(
         &mut self,
-        dir: &std::path::Path,
+        target: &sabot_operators::SnapshotTarget,
     ) -> sabot_operators::Result<Option<SnapshotWrite>> {
         let n = self.0.snapshots.fetch_add(1, Ordering::SeqCst);
         let probe = self.0.clone();
-        let dir = dir.to_path_buf();
+        let target = target.clone();
+        let dir = target.location("");
         let at = probe.processed.load(Ordering::SeqCst);
         let after_end = probe.ended.load(Ordering::SeqCst);
         Ok(Some(SnapshotWrite::new(move || {
@@ -102,8 +103,8 @@ impl Operator for ProbeOp {
                     return Err(failed(&dir, "injected snapshot write failure".into()));
                 }
             }
-            std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e.to_string()))?;
-            std::fs::write(dir.join("probe"), b"ok").map_err(|e| failed(&dir, e.to_string()))
+            target.write("probe", b"ok")?;
+            Ok(())
         })))
     }
 }
@@ -166,7 +167,7 @@ fn processing_goes_on_while_a_snapshot_is_written() {
         r.checkpoints
     );
     // Complete checkpoints hold what the deferred writes wrote.
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     for m in storage.completed().unwrap() {
         assert!(
             m.files.iter().any(|f| f.path.ends_with("probe")),
@@ -192,7 +193,7 @@ fn a_failed_snapshot_write_declines_its_checkpoint_and_the_job_goes_on() {
         r.checkpoints
     );
     assert!(!r.checkpoints.is_empty(), "later checkpoints complete");
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     assert!(
         storage
             .completed()

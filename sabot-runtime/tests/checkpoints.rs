@@ -5,9 +5,12 @@
 
 mod common;
 
-use sabot_checkpoint::storage::LocalStorage;
+use std::sync::Arc;
+
+use sabot_checkpoint::storage::{CheckpointStorage, Store};
 use sabot_state::{RocksDbConfig, StateConfig};
 
+use common::memory_store::MemoryStore;
 use common::{Chaos, Epochs, Fault, Setup, run};
 
 /// Runs the job at `from` until it fails after a checkpoint, then again at `to` on the
@@ -19,7 +22,7 @@ fn crash_and_resume(state: StateConfig, from: usize, to: usize) {
 
     let dir = tempfile::tempdir().unwrap();
     let epochs = Epochs::default();
-    let chaos = Chaos::new(Fault::AfterCheckpoint(dir.path().to_path_buf(), 0));
+    let chaos = Chaos::new(Fault::AfterCheckpoint(dir.path().to_path_buf().into(), 0));
     let e = run(setup.job(Some(dir.path()), Some(chaos.clone()), &epochs)).unwrap_err();
     assert!(e.to_string().contains("injected failure"), "{e}");
     assert!(chaos.fired(), "the failure was not injected");
@@ -35,7 +38,7 @@ fn crash_and_resume(state: StateConfig, from: usize, to: usize) {
     assert_eq!(got, expected);
     assert_eq!(epochs.pending(), 0);
     // Old checkpoints were pruned to the last three.
-    let storage = LocalStorage::open(dir.path()).unwrap();
+    let storage = CheckpointStorage::open(dir.path()).unwrap();
     let completed = storage.completed().unwrap();
     assert!(completed.len() <= 3);
     // Each manifest, built from what the tasks acknowledged (nothing read again at
@@ -79,6 +82,65 @@ fn a_failed_job_resumes_from_its_checkpoint_with_rocksdb_state() {
     crash_and_resume(state, 2, 2);
 }
 
+/// The checkpoints go through the storage interface only: a job checkpointing into a
+/// store that keeps nothing on the local disk (every staged RocksDB file uploaded and
+/// removed, every restore downloading) resumes exactly, at another parallelism too.
+#[test]
+fn a_failed_job_resumes_from_checkpoints_in_another_store() {
+    for (from, to) in [(2, 2), (2, 3)] {
+        let work = tempfile::tempdir().unwrap();
+        let state = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(work.path());
+        let store = MemoryStore::new();
+        let setup = Setup {
+            store: Some(store.clone()),
+            ..Setup::new(120_000, from, state)
+        };
+        let expected = setup.reference();
+        let dir = tempfile::tempdir().unwrap();
+        let epochs = Epochs::default();
+        let as_store: Arc<dyn Store> = store.clone();
+        let chaos = Chaos::new(Fault::AfterCheckpoint(as_store.into(), 0));
+        let e = run(setup.job(Some(dir.path()), Some(chaos.clone()), &epochs)).unwrap_err();
+        assert!(e.to_string().contains("injected failure"), "{e}");
+        let second = Setup {
+            parallelism: to,
+            ..setup
+        };
+        let result = run(second.job(Some(dir.path()), None, &epochs)).unwrap();
+        assert!(result.restored_from.is_some(), "the second run restores");
+        assert_eq!(epochs.committed(), expected, "{from} -> {to}");
+        // Nothing of the checkpoints is in the folder; the store holds them, RocksDB
+        // files among them, and the restore downloaded them.
+        let local: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chk-") || n == "_latest")
+            .collect();
+        assert!(
+            local.is_empty(),
+            "checkpoint files on the local disk: {local:?}"
+        );
+        let names = store.names();
+        assert!(names.iter().any(|n| n.ends_with(".sst")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with("_manifest")));
+        assert!(
+            store
+                .calls
+                .lock()
+                .unwrap()
+                .get("fetch")
+                .copied()
+                .unwrap_or(0)
+                > 0
+        );
+        let storage = CheckpointStorage::new(store.clone());
+        for m in storage.completed().unwrap() {
+            storage.verify(&m).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_failed_job_resumes_at_a_higher_parallelism() {
     crash_and_resume(StateConfig::memory(), 2, 3);
@@ -115,7 +177,7 @@ fn a_job_ends_with_a_final_checkpoint_covering_all_its_output() {
     // nothing came after the final barrier (the sink checks that).
     assert_eq!(epochs.pending(), 0);
     assert_eq!(epochs.committed(), expected);
-    let newest = LocalStorage::open(dir.path())
+    let newest = CheckpointStorage::open(dir.path())
         .unwrap()
         .latest()
         .unwrap()
@@ -185,7 +247,7 @@ fn a_failing_checkpoint_folder_fails_the_job_instead_of_hanging_it() {
         .start()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while LocalStorage::open(&ckpt)
+    while CheckpointStorage::open(&ckpt)
         .and_then(|s| s.completed())
         .map_or(true, |c| c.is_empty())
     {

@@ -95,7 +95,7 @@ fn snapshot(state: StateConfig, test: &str) {
 fn restore(state: StateConfig, test: &str) {
     let dir = tempfile::tempdir().unwrap();
     let n = rng(test).below(EVENTS as u64 / 500 / 2) as usize;
-    let after = Fault::AfterCheckpoint(dir.path().to_path_buf(), n);
+    let after = Fault::AfterCheckpoint(dir.path().to_path_buf().into(), n);
     run_until_done(state, &dir, vec![after, Fault::Restore]);
 }
 

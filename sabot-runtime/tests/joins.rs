@@ -280,7 +280,7 @@ fn recovers(kind: Kind, outer: bool, state: StateConfig) {
     let case = Case::new(kind, outer, 5 * N);
     let dir = tempfile::tempdir().unwrap();
     let epochs = Epochs::default();
-    let chaos = Chaos::new(Fault::AfterCheckpoint(dir.path().to_path_buf(), 100));
+    let chaos = Chaos::new(Fault::AfterCheckpoint(dir.path().to_path_buf().into(), 100));
     let err = run(case.job(3, state.clone(), Some(dir.path()), chaos.clone(), &epochs))
         .expect_err("the injected failure");
     assert!(chaos.fired(), "{err}");

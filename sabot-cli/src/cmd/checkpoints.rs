@@ -22,14 +22,14 @@ pub(crate) enum CheckpointsCommand {
 
 /// Runs `sabot checkpoints <command>`.
 pub(crate) fn run(command: CheckpointsCommand) -> Result<()> {
-    use sabot::checkpoint::storage::{Listed, LocalStorage};
+    use sabot::checkpoint::storage::{CheckpointStorage, Listed};
     let dir = match &command {
         CheckpointsCommand::List { dir } | CheckpointsCommand::Inspect { dir, .. } => dir,
     };
     if !dir.is_dir() {
         anyhow::bail!("{} is not a folder", dir.display());
     }
-    let storage = LocalStorage::open(dir)
+    let storage = CheckpointStorage::open(dir)
         .with_context(|| format!("cannot open the checkpoint folder {}", dir.display()))?;
     match command {
         CheckpointsCommand::List { .. } => {

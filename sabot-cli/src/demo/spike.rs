@@ -231,7 +231,7 @@ impl Operator for SpikeOp {
         self.score_until(i64::MAX, out)
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
+    fn snapshot(&mut self, target: &sabot_operators::SnapshotTarget) -> Result<()> {
         // `SBSP`, version 1, watermark, history (account, count, sum) sorted by
         // account, the pending rows (five i64 columns), CRC-32; little-endian.
         let mut b = Vec::new();
@@ -256,24 +256,20 @@ impl Operator for SpikeOp {
             }
         }
         b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-        let io = |e: std::io::Error| OperatorError::Snapshot {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::write(dir.join(SPIKE_FILE), b).map_err(io)
+        target.write(SPIKE_FILE, &b)?;
+        Ok(())
     }
 
-    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+    fn restore(&mut self, from: &[sabot_operators::SnapshotSource]) -> Result<()> {
         let mut watermark = Timestamp::MAX;
         let mut pending: Vec<Vec<i64>> = vec![Vec::new(); 5];
-        for dir in dirs {
-            let path = dir.join(SPIKE_FILE);
+        for source in from {
+            let path = source.location(SPIKE_FILE);
             let bad = |reason: &str| OperatorError::Snapshot {
                 path: path.clone(),
                 reason: reason.into(),
             };
-            let b = std::fs::read(&path).map_err(|e| bad(&e.to_string()))?;
+            let b = source.read(SPIKE_FILE)?;
             if b.len() < 29 || &b[..5] != b"SBSP\x01" {
                 return Err(bad("not a spike detector snapshot"));
             }
@@ -311,7 +307,7 @@ impl Operator for SpikeOp {
                 to.extend(keep.iter().map(|&r| from[r]));
             }
         }
-        if !dirs.is_empty() {
+        if !from.is_empty() {
             self.watermark = watermark;
         }
         if !pending[0].is_empty() {

@@ -496,7 +496,7 @@ impl RowStore {
     pub(crate) fn snapshot_async<K, N>(
         &mut self,
         operator: &str,
-        dir: &std::path::Path,
+        target: &crate::SnapshotTarget,
         timers: &sabot_time::TimerService<K, N>,
         watermark: sabot_core::Timestamp,
     ) -> Result<Option<crate::SnapshotWrite>>
@@ -506,7 +506,7 @@ impl RowStore {
     {
         let (sides, names) = match self {
             RowStore::Backend { backend, .. } => {
-                return crate::snapshot::backend_write_async(dir, backend, timers, watermark);
+                return crate::snapshot::backend_write_async(target, backend, timers, watermark);
             }
             RowStore::Memory { sides, names } => (sides, names),
         };
@@ -531,7 +531,7 @@ impl RowStore {
                 }
             }
         }
-        crate::snapshot::backend_write_async(dir, &mut backend, timers, watermark)
+        crate::snapshot::backend_write_async(target, &mut backend, timers, watermark)
     }
 
     /// Restores the rows and `timers` from the snapshots in `dirs`; returns the
@@ -539,7 +539,7 @@ impl RowStore {
     pub(crate) fn restore<K, N>(
         &mut self,
         operator: &str,
-        dirs: &[std::path::PathBuf],
+        from: &[crate::SnapshotSource],
         timers: &mut sabot_time::TimerService<K, N>,
     ) -> Result<sabot_core::Timestamp>
     where
@@ -548,12 +548,12 @@ impl RowStore {
     {
         let (sides, names) = match self {
             RowStore::Backend { backend, .. } => {
-                return crate::snapshot::backend_read(dirs, backend, timers);
+                return crate::snapshot::backend_read(from, backend, timers);
             }
             RowStore::Memory { sides, names } => (sides, names),
         };
         let (mut backend, states) = names.open()?;
-        let watermark = crate::snapshot::backend_read(dirs, &mut backend, timers)?;
+        let watermark = crate::snapshot::backend_read(from, &mut backend, timers)?;
         let range = backend.key_groups();
         for (side, state) in states.into_iter().enumerate() {
             let rows = &mut sides[side];

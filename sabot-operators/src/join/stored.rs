@@ -742,17 +742,17 @@ impl Operator for TimeJoinOp {
         self.expire(TimeDomain::EventTime, i64::MAX, out)
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(target)?)
     }
 
-    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
         self.store
-            .snapshot_async(&self.name, dir, &self.timers, self.watermark)
+            .snapshot_async(&self.name, target, &self.timers, self.watermark)
     }
 
-    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
-        self.watermark = self.store.restore(&self.name, dirs, &mut self.timers)?;
+    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
+        self.watermark = self.store.restore(&self.name, from, &mut self.timers)?;
         Ok(())
     }
 }

@@ -796,22 +796,22 @@ impl Operator for PaneWindowOp {
         self.fire(old, out)
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(target)?)
     }
 
-    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
+    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
         self.sync_all_keys();
         let mut backend = self.to_backend()?;
         let timers = Timers::new(self.ctx.max_parallelism);
-        crate::snapshot::backend_write_async(dir, &mut backend, &timers, self.watermark)
+        crate::snapshot::backend_write_async(target, &mut backend, &timers, self.watermark)
     }
 
-    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
+    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
         let mut backend = self.ctx.open_state(&self.state_name)?;
         let state = backend.register(WINDOW_STATE, &self.fingerprint)?;
         let mut timers = Timers::new(self.ctx.max_parallelism);
-        self.watermark = crate::snapshot::backend_read(dirs, &mut backend, &mut timers)?;
+        self.watermark = crate::snapshot::backend_read(from, &mut backend, &mut timers)?;
         self.panes.clear();
         self.running = None;
         if let Some(sh) = &mut self.shared {

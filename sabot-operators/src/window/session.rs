@@ -487,16 +487,21 @@ impl Operator for SessionWindowOp {
         self.fire_due(out)
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(dir)?)
+    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
+        SnapshotWrite::finish(self.snapshot_async(target)?)
     }
 
-    fn snapshot_async(&mut self, dir: &std::path::Path) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(dir, &mut self.backend, &self.timers, self.watermark)
+    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
+        crate::snapshot::backend_write_async(
+            target,
+            &mut self.backend,
+            &self.timers,
+            self.watermark,
+        )
     }
 
-    fn restore(&mut self, dirs: &[std::path::PathBuf]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(dirs, &mut self.backend, &mut self.timers)?;
+    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
+        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
         Ok(())
     }
 }

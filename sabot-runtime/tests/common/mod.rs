@@ -3,12 +3,15 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod memory_store;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sabot_checkpoint::storage::{CheckpointStorage, Store};
 use sabot_core::{CheckpointId, RecordBatch, SchemaRef};
 use sabot_operators::{
     Aggregate, MapFactory, Operator, OperatorError, OperatorFactory, Output, Sink, SinkFactory,
@@ -126,8 +129,32 @@ pub enum Fault {
     /// While restoring from a checkpoint.
     Restore,
     /// While processing, at the first batch from the `n`-th on after a checkpoint
-    /// completed in this folder (so the restart has something to continue from).
-    AfterCheckpoint(PathBuf, usize),
+    /// completed in these checkpoints (so the restart has something to continue from).
+    AfterCheckpoint(Checkpoints, usize),
+}
+
+/// A job's checkpoints, for a [`Fault`] to look at.
+#[derive(Clone, Debug)]
+pub struct Checkpoints(pub CheckpointStorage);
+
+impl PartialEq for Checkpoints {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.root() == other.0.root()
+    }
+}
+
+impl Eq for Checkpoints {}
+
+impl From<PathBuf> for Checkpoints {
+    fn from(dir: PathBuf) -> Self {
+        Checkpoints(CheckpointStorage::open(dir).unwrap())
+    }
+}
+
+impl From<Arc<dyn Store>> for Checkpoints {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Checkpoints(CheckpointStorage::new(store))
+    }
 }
 
 /// A fault to inject once.
@@ -189,12 +216,10 @@ impl Operator for ChaosOp {
         let n = self.0.batches.fetch_add(1, Ordering::SeqCst);
         match &self.0.fault {
             Fault::Processing(at) if n >= *at => self.0.fire(Fault::Processing(*at))?,
-            Fault::AfterCheckpoint(dir, at)
+            Fault::AfterCheckpoint(checkpoints, at)
                 if n >= *at
                     && !self.0.fired()
-                    && sabot_checkpoint::storage::LocalStorage::open(dir)
-                        .and_then(|s| s.completed())
-                        .is_ok_and(|c| !c.is_empty()) =>
+                    && checkpoints.0.completed().is_ok_and(|c| !c.is_empty()) =>
             {
                 self.0.fire(self.0.fault.clone())?
             }
@@ -204,13 +229,11 @@ impl Operator for ChaosOp {
         Ok(())
     }
 
-    fn snapshot(&mut self, dir: &std::path::Path) -> sabot_operators::Result<()> {
-        let io = |e: std::io::Error| OperatorError::Snapshot {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::write(dir.join("chaos"), b"chaos").map_err(io)?;
+    fn snapshot(
+        &mut self,
+        target: &sabot_operators::SnapshotTarget,
+    ) -> sabot_operators::Result<()> {
+        target.write("chaos", b"chaos")?;
         let n = self.0.snapshots.fetch_add(1, Ordering::SeqCst);
         if let Fault::Snapshot(at) = self.0.fault
             && n >= at
@@ -220,7 +243,10 @@ impl Operator for ChaosOp {
         Ok(())
     }
 
-    fn restore(&mut self, _dirs: &[std::path::PathBuf]) -> sabot_operators::Result<()> {
+    fn restore(
+        &mut self,
+        _from: &[sabot_operators::SnapshotSource],
+    ) -> sabot_operators::Result<()> {
         self.0.fire(Fault::Restore)
     }
 }
@@ -234,6 +260,8 @@ pub struct Setup {
     pub interval: Duration,
     /// One more (stateless) operator before the exchange: a changed graph.
     pub extra_operator: bool,
+    /// Checkpoints into this store rather than the folder.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl Setup {
@@ -244,6 +272,7 @@ impl Setup {
             state,
             interval: Duration::from_millis(15),
             extra_operator: false,
+            store: None,
         }
     }
 
@@ -259,7 +288,13 @@ impl Setup {
         c.parallelism = self.parallelism;
         c.queue_capacity = 2;
         c.state = self.state.clone();
-        c.checkpoints = dir.map(|d| CheckpointSettings::new(d, self.interval));
+        c.checkpoints = dir.map(|d| {
+            let s = CheckpointSettings::new(d, self.interval);
+            match &self.store {
+                Some(store) => s.with_store(store.clone()),
+                None => s,
+            }
+        });
         let mut g = JobGraph::new(c);
         let src = g.add_source(Arc::new(VecSource::new(
             keyed_schema(),

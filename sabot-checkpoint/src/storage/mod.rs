@@ -1,8 +1,14 @@
-//! Checkpoint storage on a local folder: files written then fsynced, a manifest with
-//! checksums written last and published with an atomic rename. A checkpoint without a
-//! valid manifest does not exist.
+//! Checkpoint storage: a job's checkpoints in a [`Store`] (named objects under one
+//! root: [`LocalStore`] on a local folder, object storage beside it), each one files
+//! written first and a manifest with their checksums published last, atomically. A
+//! checkpoint without a valid manifest does not exist.
 //!
-//! Layout under the root folder:
+//! [`CheckpointStorage`] holds the protocol (begin, write, publish, find the checkpoint
+//! to continue from, verify, discard) once, over any store; operators write their
+//! snapshots through a [`SnapshotTarget`] and read them back through a
+//! [`SnapshotSource`], never through a file system path of their own.
+//!
+//! Layout under the root:
 //!
 //! ```text
 //! chk-00000000000000000042/          one folder per checkpoint
@@ -23,11 +29,12 @@
 //! checksum <crc32 of every byte above this line, 8 hex digits>
 //! ```
 //!
-//! Publishing: `_manifest.tmp` is written and fsynced, renamed to `_manifest`, and the
-//! folder is fsynced, so after a crash the manifest is either absent or complete. Then
-//! `_latest` is replaced the same way (`sabot-checkpoint-latest 1`, `id N`, and a
-//! checksum line as in the manifest). Every file operation goes through [`Io`], where
-//! tests inject a failure at any step.
+//! Publishing: the manifest goes through [`Store::publish`] (on a local folder:
+//! `_manifest.tmp` written and fsynced, renamed to `_manifest`, the folder fsynced), so
+//! after a crash the manifest is either absent or complete. Then `_latest` is replaced
+//! the same way (`sabot-checkpoint-latest 1`, `id N`, and a checksum line as in the
+//! manifest). Every file operation of a [`LocalStore`] goes through [`Io`], where tests
+//! inject a failure at any step.
 //!
 //! **Continuing never goes back past committed output.** Sinks commit their output once
 //! a checkpoint is published, so the newest published checkpoint is the only one a job
@@ -38,26 +45,94 @@
 //! whole; `_latest` still names a checkpoint whose manifest or whole folder was lost).
 //! If that checkpoint is damaged in any way (a manifest that does not parse or whose
 //! checksum fails, a file missing, cut short or altered, a damaged `_latest`),
-//! [`LocalStorage::latest`] is an error ([`CheckpointError::Damaged`]) naming the
+//! [`CheckpointStorage::latest`] is an error ([`CheckpointError::Damaged`]) naming the
 //! damaged file and the older intact checkpoint, if any; the user chooses
-//! ([`LocalStorage::restore_from`] continues from a checkpoint named explicitly).
+//! ([`CheckpointStorage::restore_from`] continues from a checkpoint named explicitly).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sabot_core::CheckpointId;
 
 use crate::{CheckpointError, Result};
 
+mod local;
+mod snapshot;
+
+pub use local::{Io, LocalStore};
+pub use snapshot::{SnapshotSource, SnapshotTarget};
+
 const MANIFEST: &str = "_manifest";
 const HEADER: &str = "sabot-checkpoint 1";
 const LATEST: &str = "_latest";
 const LATEST_HEADER: &str = "sabot-checkpoint-latest 1";
-const LOCK: &str = "_lock";
+
+/// Where checkpoints live: named objects (`/`-separated paths) under one root, as a
+/// local folder or an object storage bucket offers them. [`CheckpointStorage`] builds
+/// the checkpoint protocol on these operations only, so a new kind of storage is one
+/// implementation of this trait and touches no operator.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the object `path` is, for messages (a file path, or a URL as a path).
+    fn location(&self, path: &str) -> PathBuf;
+    /// Writes the object `path` durably (whole or not at all), replacing any before.
+    fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
+    /// Reads the object `path`; `None` if there is none.
+    fn get(&self, path: &str) -> Result<Option<Vec<u8>>>;
+    /// Whether the object `path` (or anything under the prefix `path`) exists.
+    fn exists(&self, path: &str) -> Result<bool>;
+    /// The names directly under the prefix `path` (`""`: the root), sorted.
+    fn list(&self, path: &str) -> Result<Vec<String>>;
+    /// Deletes the object `path` or everything under the prefix `path`; nothing there
+    /// is no error.
+    fn delete(&self, path: &str) -> Result<()>;
+    /// Publishes the object `path`: readers see the previous object or all of the new
+    /// one, never a part, and once this returns a crash does not lose it.
+    fn publish(&self, path: &str, bytes: &[u8]) -> Result<()>;
+    /// A local folder where a task puts the files that a library writes as files
+    /// (RocksDB's checkpoints) to become the objects under `path` when
+    /// [sealed](Store::seal).
+    fn stage(&self, path: &str) -> Result<PathBuf>;
+    /// Makes what was staged for `path` durable objects, returning their entries
+    /// (paths relative to the root). `cache` spares reading files already checksummed.
+    fn seal(&self, path: &str, cache: &mut ChecksumCache) -> Result<Vec<FileEntry>>;
+    /// A local folder holding the objects under `path`, for libraries that read files
+    /// (a local store's own folder; a remote store downloads them).
+    fn fetch(&self, path: &str) -> Result<PathBuf>;
+    /// Takes the store for this process: a second process gets
+    /// [`CheckpointError::Locked`]. The lock goes with the guard, or with the process
+    /// however it ends.
+    fn lock(&self) -> Result<StoreLock>;
+}
+
+/// The lock on a store ([`Store::lock`]); released when dropped.
+pub struct StoreLock {
+    path: PathBuf,
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl StoreLock {
+    /// A lock named `path` (for messages), held while `guard` lives.
+    pub fn new(path: PathBuf, guard: Box<dyn Send + Sync>) -> StoreLock {
+        StoreLock {
+            path,
+            _guard: guard,
+        }
+    }
+
+    /// Where the lock is (the lock file of a local store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("path", &self.path)
+            .finish()
+    }
+}
 
 /// One file of a checkpoint, as the manifest records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +143,17 @@ pub struct FileEntry {
     pub len: u64,
     /// CRC-32 of the contents.
     pub crc32: u32,
+}
+
+impl FileEntry {
+    /// The entry of `bytes` written as `path`.
+    pub fn of(path: &str, bytes: &[u8]) -> FileEntry {
+        FileEntry {
+            path: path.to_owned(),
+            len: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        }
+    }
 }
 
 /// A published checkpoint's manifest.
@@ -205,49 +291,6 @@ fn unescape(s: &str) -> std::result::Result<String, String> {
     String::from_utf8(out).map_err(|_| "an escape that is not UTF-8".into())
 }
 
-/// The file operations checkpoint storage performs, one call per step, so that a test
-/// can fail any of them ([`Io::fail_at`]).
-#[derive(Clone, Debug, Default)]
-pub struct Io {
-    fail_at: Option<usize>,
-    steps: Arc<AtomicUsize>,
-}
-
-impl Io {
-    /// Fails the `step`-th file operation (from 0) and every one after it, as a crash at
-    /// that point would: nothing after it happens.
-    pub fn fail_at(step: usize) -> Io {
-        Io {
-            fail_at: Some(step),
-            steps: Arc::default(),
-        }
-    }
-
-    /// File operations performed so far.
-    pub fn steps(&self) -> usize {
-        self.steps.load(Ordering::SeqCst)
-    }
-
-    fn step(&self, what: &str, path: &Path) -> Result<()> {
-        let n = self.steps.fetch_add(1, Ordering::SeqCst);
-        if self.fail_at.is_some_and(|f| n >= f) {
-            return Err(CheckpointError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(format!("injected failure at step {n} ({what})")),
-            });
-        }
-        Ok(())
-    }
-
-    fn io<T>(&self, what: &str, path: &Path, f: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
-        self.step(what, path)?;
-        f().map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
-
 /// A checkpoint folder and what is in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Listed {
@@ -263,74 +306,92 @@ pub enum Listed {
     },
 }
 
-/// Checkpoints in a local folder.
+/// A job's checkpoints in a [`Store`].
 #[derive(Clone, Debug)]
-pub struct LocalStorage {
-    root: PathBuf,
-    io: Io,
+pub struct CheckpointStorage {
+    store: Arc<dyn Store>,
 }
 
-impl LocalStorage {
-    /// Checkpoints under `root` (created if missing).
-    pub fn open(root: impl Into<PathBuf>) -> Result<LocalStorage> {
-        LocalStorage::with_io(root, Io::default())
+/// The name of checkpoint `id`'s folder (prefix) under the root.
+fn folder(id: CheckpointId) -> String {
+    format!("chk-{:020}", id.0)
+}
+
+impl CheckpointStorage {
+    /// Checkpoints in the local folder `root` (created if missing).
+    pub fn open(root: impl Into<PathBuf>) -> Result<CheckpointStorage> {
+        Ok(CheckpointStorage::new(Arc::new(LocalStore::open(root)?)))
     }
 
-    /// Like [`LocalStorage::open`], with the file operations of `io` (for fault tests).
-    pub fn with_io(root: impl Into<PathBuf>, io: Io) -> Result<LocalStorage> {
-        let root = root.into();
-        fs::create_dir_all(&root).map_err(|source| CheckpointError::Io {
-            path: root.clone(),
-            source,
-        })?;
-        Ok(LocalStorage { root, io })
+    /// Checkpoints in the local folder `root`, with the file operations of `io` (for
+    /// fault tests).
+    pub fn with_io(root: impl Into<PathBuf>, io: Io) -> Result<CheckpointStorage> {
+        Ok(CheckpointStorage::new(Arc::new(LocalStore::with_io(
+            root, io,
+        )?)))
     }
 
-    /// The root folder.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Checkpoints in `store`.
+    pub fn new(store: Arc<dyn Store>) -> CheckpointStorage {
+        CheckpointStorage { store }
     }
 
-    /// The folder of checkpoint `id`.
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Where the checkpoints are (the root folder of a local store).
+    pub fn root(&self) -> PathBuf {
+        self.store.location("")
+    }
+
+    /// Where checkpoint `id` is (its folder, in a local store).
     pub fn dir(&self, id: CheckpointId) -> PathBuf {
-        self.root.join(format!("chk-{:020}", id.0))
+        self.store.location(&folder(id))
     }
 
-    /// Writes `bytes` as file `name` (a `/`-separated path) of checkpoint `id`, whose
-    /// folder [`begin`](LocalStorage::begin) created: a temporary file, fsynced, renamed
-    /// into place. Returns the file's entry for the manifest.
+    /// Writes `bytes` as file `name` (a `/`-separated path) of checkpoint `id`,
+    /// durably. Returns the file's entry for the manifest.
     pub fn put(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<FileEntry> {
-        write_file(&self.io, &self.dir(id), name, bytes)
+        self.store.put(&format!("{}/{name}", folder(id)), bytes)?;
+        Ok(FileEntry::of(name, bytes))
     }
 
-    /// The entries of what a task wrote itself under `name` (a file, or every file
-    /// under a folder) in checkpoint `id`, each fsynced: what its acknowledgement
-    /// reports, so completing the checkpoint reads nothing again. A file `cache` knows
-    /// (the same file, as RocksDB hard-links an unchanged SST file into the next
-    /// checkpoint) is not read again either.
-    pub fn scan(
-        &self,
-        id: CheckpointId,
-        name: &str,
-        cache: &mut ChecksumCache,
-    ) -> Result<Vec<FileEntry>> {
-        scan(&self.io, &self.dir(id), name, cache)
+    /// Reads file `name` of checkpoint `id` (an error naming it if it is missing).
+    pub fn get(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>> {
+        let path = format!("{}/{name}", folder(id));
+        self.store
+            .get(&path)?
+            .ok_or_else(|| CheckpointError::Missing {
+                path: self.store.location(&path),
+            })
+    }
+
+    /// Where operator snapshot `name` (a folder) of checkpoint `id` is written.
+    pub fn snapshot_target(&self, id: CheckpointId, name: &str) -> SnapshotTarget {
+        SnapshotTarget::new(self.store.clone(), folder(id), name.to_owned())
+    }
+
+    /// Where operator snapshot `name` of checkpoint `m` is read back from; `None` if
+    /// the checkpoint holds no file under it (an operator that had nothing to write).
+    pub fn snapshot_source(&self, m: &Manifest, name: &str) -> Option<SnapshotSource> {
+        let prefix = format!("{name}/");
+        m.files
+            .iter()
+            .any(|f| f.path.starts_with(&prefix))
+            .then(|| SnapshotSource::new(self.store.clone(), format!("{}/{name}", folder(m.id))))
     }
 
     /// Starts writing checkpoint `id` (an unfinished earlier attempt is removed).
     pub fn begin(&self, id: CheckpointId) -> Result<CheckpointWriter> {
-        let dir = self.dir(id);
-        if dir.exists() {
-            self.io
-                .io("remove stale", &dir, || fs::remove_dir_all(&dir))?;
-        }
-        self.io
-            .io("create folder", &dir, || fs::create_dir_all(&dir))?;
+        let name = folder(id);
+        self.store.delete(&name)?;
+        self.store.stage(&name)?;
         Ok(CheckpointWriter {
             id,
-            dir,
-            root: self.root.clone(),
-            io: self.io.clone(),
+            folder: name,
+            store: self.store.clone(),
             files: BTreeMap::new(),
         })
     }
@@ -375,7 +436,7 @@ impl LocalStorage {
                 let older = self.newest_intact_before(newest);
                 Err(CheckpointError::Damaged {
                     checkpoint: newest,
-                    folder: self.root.clone(),
+                    folder: self.root(),
                     older,
                     cause: Box::new(cause),
                 })
@@ -388,9 +449,9 @@ impl LocalStorage {
     /// a newer checkpoint was published: output committed after `id` is not rolled
     /// back.
     ///
-    /// [`latest`]: LocalStorage::latest
+    /// [`latest`]: CheckpointStorage::latest
     pub fn restore_from(&self, id: CheckpointId) -> Result<Manifest> {
-        if !self.dir(id).exists() {
+        if !self.store.exists(&folder(id))? {
             let have: Vec<String> = self
                 .completed()?
                 .iter()
@@ -428,12 +489,12 @@ impl LocalStorage {
     }
 
     /// The newest published checkpoint: the larger of `_latest` and the highest folder
-    /// with a `_manifest` file (intact or not). An error if `_latest` is damaged.
+    /// with a `_manifest` (intact or not). An error if `_latest` is damaged.
     pub fn newest_published(&self) -> Result<Option<CheckpointId>> {
         let pointer = self.read_latest()?;
         let mut newest = pointer;
         for id in self.folder_ids()?.into_iter().rev() {
-            if self.dir(id).join(MANIFEST).exists() {
+            if self.store.exists(&format!("{}/{MANIFEST}", folder(id)))? {
                 newest = newest.max(Some(id));
                 break;
             }
@@ -452,14 +513,11 @@ impl LocalStorage {
 
     /// What `_latest` says (none if absent).
     fn read_latest(&self) -> Result<Option<CheckpointId>> {
-        let path = self.root.join(LATEST);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CheckpointError::Io { path, source }),
+        let Some(bytes) = self.store.get(LATEST)? else {
+            return Ok(None);
         };
         let bad = |reason: &str| CheckpointError::BadManifest {
-            path: path.clone(),
+            path: self.store.location(LATEST),
             reason: format!(
                 "{reason}; this file names the newest checkpoint, so no checkpoint is used: restore it, or delete it if the highest chk-* folder with an intact _manifest is the newest checkpoint the job completed"
             ),
@@ -480,55 +538,20 @@ impl LocalStorage {
         Ok(Some(CheckpointId(id)))
     }
 
-    /// Takes the folder for this process: a second process on the same folder gets
-    /// [`CheckpointError::Locked`]. The lock is the kernel's (`flock`): it goes with the
-    /// returned guard, or with the process, however it ends.
-    pub fn lock(&self) -> Result<FolderLock> {
-        let path = self.root.join(LOCK);
-        let io = |source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                return Err(CheckpointError::Locked {
-                    folder: self.root.clone(),
-                    holder: holder.trim().to_owned(),
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-        // Who holds it, for the message a second process gets.
-        file.set_len(0).map_err(io)?;
-        writeln!(file, "pid {}", std::process::id()).map_err(io)?;
-        Ok(FolderLock { _file: file, path })
+    /// Takes the storage for this process ([`Store::lock`]): a second process on the
+    /// same checkpoints gets [`CheckpointError::Locked`].
+    pub fn lock(&self) -> Result<StoreLock> {
+        self.store.lock()
     }
 
     /// Checkpoint ids of the folders under the root, ascending.
     fn folder_ids(&self) -> Result<Vec<CheckpointId>> {
-        let entries = fs::read_dir(&self.root).map_err(|source| CheckpointError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
-        let mut ids: Vec<CheckpointId> = entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("chk-")?
-                    .parse::<u64>()
-                    .ok()
-                    .map(CheckpointId)
-            })
+        let mut ids: Vec<CheckpointId> = self
+            .store
+            .list("")?
+            .iter()
+            .filter_map(|n| n.strip_prefix("chk-")?.parse::<u64>().ok())
+            .map(CheckpointId)
             .collect();
         ids.sort();
         Ok(ids)
@@ -536,11 +559,12 @@ impl LocalStorage {
 
     /// Reads checkpoint `id`'s manifest.
     pub fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
-        let path = self.dir(id).join(MANIFEST);
-        let bytes = fs::read(&path).map_err(|source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let name = format!("{}/{MANIFEST}", folder(id));
+        let path = self.store.location(&name);
+        let bytes = self
+            .store
+            .get(&name)?
+            .ok_or_else(|| CheckpointError::Missing { path: path.clone() })?;
         let m = Manifest::decode(&bytes, &path)?;
         if m.id != id {
             return Err(CheckpointError::BadManifest {
@@ -556,13 +580,13 @@ impl LocalStorage {
 
     /// Checks every file of `m`: present, of the recorded length and checksum.
     pub fn verify(&self, m: &Manifest) -> Result<()> {
-        let dir = self.dir(m.id);
         for f in &m.files {
-            let path = dir.join(&f.path);
-            let bytes = fs::read(&path).map_err(|source| CheckpointError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let name = format!("{}/{}", folder(m.id), f.path);
+            let path = self.store.location(&name);
+            let bytes = self
+                .store
+                .get(&name)?
+                .ok_or_else(|| CheckpointError::Missing { path: path.clone() })?;
             if bytes.len() as u64 != f.len || crc32fast::hash(&bytes) != f.crc32 {
                 return Err(CheckpointError::BadManifest {
                     path,
@@ -586,22 +610,13 @@ impl LocalStorage {
             return Err(CheckpointError::Protocol {
                 reason: format!(
                     "checkpoint {id} is the newest published checkpoint in {}: it is never discarded",
-                    self.root.display()
+                    self.root().display()
                 ),
             });
         }
-        let dir = self.dir(id);
-        if dir.exists() {
-            // The manifest goes first: a half-deleted checkpoint is never complete.
-            let manifest = dir.join(MANIFEST);
-            if manifest.exists() {
-                self.io
-                    .io("remove manifest", &manifest, || fs::remove_file(&manifest))?;
-            }
-            self.io
-                .io("remove folder", &dir, || fs::remove_dir_all(&dir))?;
-        }
-        Ok(())
+        // The manifest goes first: a half-deleted checkpoint is never complete.
+        self.store.delete(&format!("{}/{MANIFEST}", folder(id)))?;
+        self.store.delete(&folder(id))
     }
 }
 
@@ -609,9 +624,8 @@ impl LocalStorage {
 #[derive(Debug)]
 pub struct CheckpointWriter {
     id: CheckpointId,
-    dir: PathBuf,
-    root: PathBuf,
-    io: Io,
+    folder: String,
+    store: Arc<dyn Store>,
     files: BTreeMap<String, FileEntry>,
 }
 
@@ -621,39 +635,47 @@ impl CheckpointWriter {
         self.id
     }
 
-    /// The checkpoint's folder (for tasks that write files themselves, then
-    /// [`add`](CheckpointWriter::add) them).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Writes `bytes` to `name` (a `/`-separated path inside the folder): a temporary
-    /// file, fsynced, renamed into place.
+    /// Writes `bytes` to `name` (a `/`-separated path inside the checkpoint), durably.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
-        let entry = write_file(&self.io, &self.dir, name, bytes)?;
-        self.files.insert(entry.path.clone(), entry);
+        self.store.put(&format!("{}/{name}", self.folder), bytes)?;
+        self.files
+            .insert(name.to_owned(), FileEntry::of(name, bytes));
         Ok(())
     }
 
-    /// Records a file (or every file under a folder) already written inside the
-    /// checkpoint's folder, fsyncing each (and reading it for its checksum).
+    /// A local folder for files that become the checkpoint's folder `name` once
+    /// [added](CheckpointWriter::add).
+    pub fn stage(&self, name: &str) -> Result<PathBuf> {
+        self.store.stage(&format!("{}/{name}", self.folder))
+    }
+
+    /// Records the files staged under `name` ([`stage`](CheckpointWriter::stage)),
+    /// made durable (and read for their checksums).
     pub fn add(&mut self, name: &str) -> Result<()> {
-        let entries = scan(&self.io, &self.dir, name, &mut ChecksumCache::default())?;
-        self.record(entries);
+        let entries = self.store.seal(
+            &format!("{}/{name}", self.folder),
+            &mut ChecksumCache::default(),
+        )?;
+        let prefix = format!("{}/", self.folder);
+        self.record(entries.into_iter().map(|mut e| {
+            e.path = e.path.strip_prefix(&prefix).unwrap_or(&e.path).to_owned();
+            e
+        }));
         Ok(())
     }
 
     /// Records files whose entries the tasks that wrote them reported (see
-    /// [`LocalStorage::put`] and [`LocalStorage::scan`]): nothing is read again.
+    /// [`CheckpointStorage::put`] and [`SnapshotTarget::finish`]): nothing is read
+    /// again.
     pub fn record(&mut self, entries: impl IntoIterator<Item = FileEntry>) {
         for e in entries {
             self.files.insert(e.path.clone(), e);
         }
     }
 
-    /// Publishes the checkpoint: writes the manifest with `meta` and every file's
-    /// checksum, fsyncs it, renames it into place and fsyncs the folder; then points
-    /// `_latest` at it the same way.
+    /// Publishes the checkpoint: the manifest with `meta` and every file's checksum,
+    /// published atomically ([`Store::publish`]); then `_latest` points at it the same
+    /// way.
     pub fn commit(self, created_ms: i64, meta: BTreeMap<String, String>) -> Result<Manifest> {
         let manifest = Manifest {
             id: self.id,
@@ -661,98 +683,18 @@ impl CheckpointWriter {
             meta,
             files: self.files.into_values().collect(),
         };
-        let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
-        let path = self.dir.join(MANIFEST);
-        let text = manifest.encode();
-        let mut f = self.io.io("create", &tmp, || File::create(&tmp))?;
-        self.io.io("write", &tmp, || f.write_all(text.as_bytes()))?;
-        self.io.io("fsync", &tmp, || f.sync_all())?;
-        self.io.io("rename", &path, || fs::rename(&tmp, &path))?;
-        let dir = File::open(&self.dir).map_err(|source| CheckpointError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
-        self.io.io("fsync folder", &self.dir, || dir.sync_all())?;
+        self.store.publish(
+            &format!("{}/{MANIFEST}", self.folder),
+            manifest.encode().as_bytes(),
+        )?;
         // The checkpoint is published. `_latest` keeps its id even if its folder or its
         // manifest is lost later.
         let mut text = format!("{LATEST_HEADER}\nid {}\n", self.id.0);
         let crc = crc32fast::hash(text.as_bytes());
         text.push_str(&format!("checksum {crc:08x}\n"));
-        let tmp = self.root.join(format!("{LATEST}.tmp"));
-        let path = self.root.join(LATEST);
-        let mut f = self.io.io("create", &tmp, || File::create(&tmp))?;
-        self.io.io("write", &tmp, || f.write_all(text.as_bytes()))?;
-        self.io.io("fsync", &tmp, || f.sync_all())?;
-        self.io.io("rename", &path, || fs::rename(&tmp, &path))?;
-        let root = File::open(&self.root).map_err(|source| CheckpointError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
-        self.io.io("fsync folder", &self.root, || root.sync_all())?;
+        self.store.publish(LATEST, text.as_bytes())?;
         Ok(manifest)
     }
-}
-
-/// Writes `bytes` to `name` under `dir`: a temporary file, fsynced, renamed into place.
-fn write_file(io: &Io, dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry> {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        io.io("create folder", parent, || fs::create_dir_all(parent))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = io.io("create", &tmp, || File::create(&tmp))?;
-    io.io("write", &tmp, || f.write_all(bytes))?;
-    io.io("fsync", &tmp, || f.sync_all())?;
-    io.io("rename", &path, || fs::rename(&tmp, &path))?;
-    Ok(FileEntry {
-        path: name.to_owned(),
-        len: bytes.len() as u64,
-        crc32: crc32fast::hash(bytes),
-    })
-}
-
-/// The entries of the file `name` under `dir`, or of every file under the folder
-/// `name`, in path order; each file fsynced.
-fn scan(io: &Io, dir: &Path, name: &str, cache: &mut ChecksumCache) -> Result<Vec<FileEntry>> {
-    let path = dir.join(name);
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    };
-    let meta = fs::metadata(&path).map_err(io_err(&path))?;
-    if meta.is_dir() {
-        let mut names: Vec<String> = fs::read_dir(&path)
-            .map_err(io_err(&path))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        let mut out = Vec::new();
-        for n in names {
-            out.extend(scan(io, dir, &format!("{name}/{n}"), cache)?);
-        }
-        return Ok(out);
-    }
-    let key = ChecksumCache::key(&meta);
-    if let Some(crc32) = key.and_then(|k| cache.known.get(&k).copied()) {
-        return Ok(vec![FileEntry {
-            path: name.to_owned(),
-            len: meta.len(),
-            crc32,
-        }]);
-    }
-    let bytes = io.io("read", &path, || fs::read(&path))?;
-    let f = io.io("open", &path, || File::open(&path))?;
-    io.io("fsync", &path, || f.sync_all())?;
-    let crc32 = crc32fast::hash(&bytes);
-    if let Some(k) = key {
-        cache.insert(k, crc32);
-    }
-    Ok(vec![FileEntry {
-        path: name.to_owned(),
-        len: bytes.len() as u64,
-        crc32,
-    }])
 }
 
 /// Checksums of files already read, by the file's identity (device, inode, length,
@@ -768,35 +710,28 @@ impl ChecksumCache {
     pub const CAPACITY: usize = 1 << 16;
 
     #[cfg(unix)]
-    fn key(m: &fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
+    fn key(m: &std::fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
         use std::os::unix::fs::MetadataExt;
         Some((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
     }
 
     #[cfg(not(unix))]
-    fn key(_: &fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
+    fn key(_: &std::fs::Metadata) -> Option<(u64, u64, u64, i64, i64)> {
         None
     }
 
-    fn insert(&mut self, key: (u64, u64, u64, i64, i64), crc32: u32) {
+    /// The checksum of the file `m` describes, if it was read before.
+    pub fn get(&self, m: &std::fs::Metadata) -> Option<u32> {
+        Self::key(m).and_then(|k| self.known.get(&k).copied())
+    }
+
+    /// Remembers the checksum of the file `m` describes.
+    pub fn insert(&mut self, m: &std::fs::Metadata, crc32: u32) {
+        let Some(key) = Self::key(m) else { return };
         if self.known.len() >= Self::CAPACITY {
             self.known.clear();
         }
         self.known.insert(key, crc32);
-    }
-}
-
-/// The lock on a checkpoint folder ([`LocalStorage::lock`]); released when dropped.
-#[derive(Debug)]
-pub struct FolderLock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl FolderLock {
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
