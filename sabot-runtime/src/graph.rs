@@ -8,6 +8,7 @@ use std::time::Duration;
 use sabot_core::BadRecordPolicy;
 use sabot_core::key::DEFAULT_MAX_PARALLELISM;
 use sabot_operators::{OperatorFactory, SinkFactory, SourceFactory, TwoInputOperatorFactory};
+#[cfg(feature = "flight")]
 use sabot_shuffle::flight::FlightConfig;
 use sabot_state::StateConfig;
 use sabot_time::{Clock, SystemClock};
@@ -97,12 +98,13 @@ pub struct JobConfig {
     pub checkpoints: Option<crate::CheckpointSettings>,
 }
 
-/// A job split over worker processes that exchange data over Arrow Flight.
+/// A job split over worker processes that exchange data over Arrow Flight (the `flight`
+/// feature, on by default; without it such a job is refused when it starts).
 ///
 /// Every worker runs the same job graph with the same [`JobConfig`] except
 /// [`Cluster::me`]. Subtask `s` of every operator runs on worker `s % workers.len()`;
 /// exchanges between subtasks of one worker use the in-process queues, the others go
-/// through the workers' [`ShuffleServer`](sabot_shuffle::flight::ShuffleServer)s.
+/// through the workers' shuffle servers.
 /// Each worker's sinks receive the output of its own subtasks.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -112,6 +114,7 @@ pub struct Cluster {
     /// This process's index in `workers`: its server listens on `workers[me]`.
     pub me: usize,
     /// Network settings.
+    #[cfg(feature = "flight")]
     pub flight: FlightConfig,
 }
 
@@ -121,11 +124,13 @@ impl Cluster {
         Cluster {
             workers,
             me,
+            #[cfg(feature = "flight")]
             flight: FlightConfig::default(),
         }
     }
 
     /// Sets the network settings.
+    #[cfg(feature = "flight")]
     pub fn with_flight(mut self, flight: FlightConfig) -> Cluster {
         self.flight = flight;
         self

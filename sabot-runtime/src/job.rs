@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::network::{Channel, Network};
 use sabot_checkpoint::{CheckpointLayout, GraphFingerprint, JobMeta};
 use sabot_core::key::check_parallelism;
 use sabot_core::metrics::Metrics;
 use sabot_core::{CoreError, SchemaRef, Timestamp};
 use sabot_operators::{Output, TaskContext, TwoInputOperatorFactory};
-use sabot_shuffle::flight::{ChannelId, ShuffleClient, ShuffleServer};
 use sabot_shuffle::queue::{self, FanInReceiver};
 use sabot_shuffle::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};
 use sabot_time::SharedWatermark;
 
 use crate::checkpointing::{CoordinatorThread, TaskCheckpoints};
-use crate::graph::{Cluster, JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
+use crate::graph::{JobConfig, JobGraph, NodeId, NodeKind, Partitioning};
 use crate::task::{self, ChainNode, Envelope, ExchangeWriter, Partitioner, Target, Ticker};
 use crate::{Result, RuntimeError};
 
@@ -315,42 +315,6 @@ pub struct JobHandle {
     _folder_lock: Option<sabot_checkpoint::storage::StoreLock>,
 }
 
-/// This worker's side of a cluster job: its shuffle server and a client per peer.
-struct Network {
-    server: ShuffleServer,
-    clients: Vec<Option<ShuffleClient>>,
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("addr", &self.server.local_addr())
-            .finish()
-    }
-}
-
-impl Network {
-    fn start(cluster: &Cluster) -> Result<Network> {
-        let server = ShuffleServer::start(cluster.workers[cluster.me], cluster.flight.clone())?;
-        let clients = cluster
-            .workers
-            .iter()
-            .enumerate()
-            .map(|(w, addr)| (w != cluster.me).then(|| server.client(*addr)))
-            .collect();
-        Ok(Network { server, clients })
-    }
-
-    fn client(&self, worker: usize) -> Result<&ShuffleClient> {
-        self.clients
-            .get(worker)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| RuntimeError::InvalidGraph {
-                reason: format!("no network client for worker {worker}"),
-            })
-    }
-}
-
 impl JobHandle {
     /// The job's live counters (for progress display).
     pub fn metrics(&self) -> &Metrics {
@@ -400,9 +364,11 @@ impl JobHandle {
         {
             // Peers wait for this worker's last replies to finish their channels (after
             // a failure nothing is worth waiting for: the peers fail too).
-            net.server.drain(Duration::from_secs(5));
+            net.drain(Duration::from_secs(5));
         }
-        drop(network);
+        if let Some(net) = network {
+            net.stop();
+        }
         let checkpoints = match self.coordinator.take().map(CoordinatorThread::stop) {
             Some(Ok(done)) => done,
             Some(Err(e)) => {
@@ -649,8 +615,13 @@ impl Job {
                             if local(u) {
                                 row.push(Some(Target::Local(tx)));
                             } else if let Some(net) = network {
-                                net.server.register_tagged(
-                                    ChannelId::new(ex, u, d),
+                                let channel = Channel {
+                                    exchange: ex,
+                                    upstream: u,
+                                    downstream: d,
+                                };
+                                net.receive(
+                                    channel,
                                     self.schemas[ex].clone(),
                                     tx,
                                     self.exchange_tag(ex, u),
@@ -662,19 +633,21 @@ impl Job {
                     }
                     inputs.push(Some(rx));
                 } else if let Some(net) = network {
-                    let client = net.client(owner(d))?;
                     for &ex in &exchanges {
-                        let row =
-                            (0..p)
-                                .map(|u| {
-                                    local(u).then(|| {
-                                        Target::Remote(Some(client.open(
-                                            ChannelId::new(ex, u, d),
-                                            self.schemas[ex].clone(),
-                                        )))
-                                    })
-                                })
-                                .collect();
+                        let mut row = Vec::with_capacity(p);
+                        for u in 0..p {
+                            let channel = Channel {
+                                exchange: ex,
+                                upstream: u,
+                                downstream: d,
+                            };
+                            row.push(if local(u) {
+                                let tx = net.send(owner(d), channel, self.schemas[ex].clone())?;
+                                Some(Target::Remote(Some(tx)))
+                            } else {
+                                None
+                            });
+                        }
                         senders.entry(ex).or_default().push(row);
                     }
                     inputs.push(None);

@@ -39,6 +39,7 @@ mod checkpointing;
 mod error;
 mod graph;
 mod job;
+mod network;
 mod task;
 
 pub use checkpointing::CheckpointSettings;

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::network::RemoteSender;
 use sabot_core::metrics::{Counter, Histogram};
 use sabot_core::{CheckpointBarrier, CheckpointId, Message, Timestamp};
 use sabot_operators::{Operator, Output, Sink, SourceFactory, SourcePoll, TaskContext};
-use sabot_shuffle::flight::{Delivery, RemoteSender};
+use sabot_shuffle::Delivery;
 use sabot_shuffle::queue::{FanInReceiver, FanInSender};
 use sabot_shuffle::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};
 use sabot_time::{SharedWatermark, WatermarkTracker};

@@ -18,14 +18,14 @@
 //! assert_eq!(rx.pop(), None); // closed and drained
 //! ```
 //!
-//! - [`flight`]: the network exchange between worker processes over Arrow Flight, with
+//! - `flight` (the `flight` feature, on by default): the network exchange between worker processes over Arrow Flight, with
 //!   credit-based flow control and control messages in-band.
 
 mod channel;
 mod error;
 mod event;
 // Loom models build only the queues: the network stack stays out of them.
-#[cfg(not(sabot_loom))]
+#[cfg(all(feature = "flight", not(sabot_loom)))]
 pub mod flight;
 mod partition;
 pub mod queue;
@@ -33,4 +33,12 @@ mod ring;
 mod sync;
 
 pub use error::{Result, ShuffleError};
+
+/// What a receiving subtask gets from a channel: the upstream subtask's index and its
+/// message, or the error that ended the channel (peer lost, malformed frame, nobody
+/// connected).
+pub type Delivery = (
+    usize,
+    std::result::Result<sabot_core::Message, ShuffleError>,
+);
 pub use partition::{BroadcastPartitioner, HashPartitioner, RoundRobinPartitioner};

@@ -1,6 +1,8 @@
 //! The Arrow Flight exchange over loopback: round trips, backpressure, peers going away
 //! and malformed frames.
 
+#![cfg(feature = "flight")]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -33,7 +33,7 @@
 //! | [`time`] | `sabot-time` | L1 | watermark generation and tracking |
 //! | [`state`] | `sabot-state` | L1 | state backends: memory, RocksDB; typed keyed state |
 //! | [`checkpoint`] | `sabot-checkpoint` | L1 | barrier alignment, the checkpoint coordinator, checkpoint storage |
-//! | [`shuffle`] | `sabot-shuffle` | L1 | queues and partitioners |
+//! | [`shuffle`] | `sabot-shuffle` | L1 | queues, partitioners, the Arrow Flight exchange |
 //! | [`operators`] | `sabot-operators` | L2 | operator contracts, maps, filters, windows |
 //! | [`runtime`] | `sabot-runtime` | L3 | job graphs, chained tasks, threads |
 //! | [`kafka`] | `sabot-kafka` | L3 | Kafka source and sink (exactly-once), codecs, test broker |
@@ -42,11 +42,13 @@
 //!
 //! # Features
 //!
-//! Both on by default; a library user who needs neither can turn them off
-//! (`default-features = false`) and build no C++:
+//! All on by default; a library user who needs none can turn them off
+//! (`default-features = false`) and build no C++ and no network stack:
 //!
 //! - `rocksdb`: the RocksDB state backend ([`state::StateConfig::rocksdb`]);
-//! - `kafka`: [`kafka`] sources, sinks and codecs, and Faust-style agents ([`app`]).
+//! - `kafka`: [`kafka`] sources, sinks and codecs, and Faust-style agents ([`app`]);
+//! - `flight`: jobs split over worker processes ([`runtime::Cluster`]), exchanging data
+//!   over Arrow Flight (`shuffle::flight`; tonic, tokio).
 
 #[doc(inline)]
 pub use sabot_checkpoint as checkpoint;

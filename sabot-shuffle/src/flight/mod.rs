@@ -53,18 +53,11 @@ pub mod wire;
 
 use std::time::Duration;
 
-use sabot_core::Message;
-
 pub use client::{RemoteSender, ShuffleClient};
 pub use server::ShuffleServer;
 pub use wire::ChannelId;
 
-use crate::ShuffleError;
-
-/// What a receiving subtask gets from a channel: the upstream subtask's index and its
-/// message, or the error that ended the channel (peer lost, malformed frame, nobody
-/// connected).
-pub type Delivery = (usize, Result<Message, ShuffleError>);
+pub use crate::Delivery;
 
 /// Settings of the network exchange.
 #[derive(Clone, Debug)]
