@@ -52,7 +52,7 @@ pub enum CheckpointError {
     #[error(transparent)]
     Core(#[from] sabot_core::CoreError),
     /// A file operation on checkpoint storage failed.
-    #[error("checkpoint I/O failed at {path}: {source}")]
+    #[error("checkpoint I/O failed at {path}")]
     Io {
         /// The file or folder.
         path: std::path::PathBuf,

@@ -66,7 +66,7 @@ fn a_failure_at_any_step_never_yields_an_incomplete_checkpoint() {
         let faulty = CheckpointStorage::with_io(dir.path(), Io::fail_at(step)).unwrap();
         let r = write_checkpoint(&faulty, 2);
         assert!(r.is_err(), "step {step} of {steps} did not fail");
-        assert!(r.unwrap_err().to_string().contains("injected failure"));
+        assert!(sabot_test_kit::error_chain(&r.unwrap_err()).contains("injected failure"));
         // What a restarted job sees: a checkpoint is complete only if its manifest was
         // published, which happens after every file is on disk, as the last rename of
         // the folder; only the folder's fsync and `_latest` come after it. Whatever is

@@ -82,7 +82,7 @@ fn main() {
         Command::Consume(args) => cmd::kafka::consume(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {}", cmd::error_chain(&e));
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

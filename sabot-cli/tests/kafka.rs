@@ -183,7 +183,10 @@ fn read_ids(
 ) -> Result<(), String> {
     let deadline = std::time::Instant::now() + within;
     while ids.len() < want && std::time::Instant::now() < deadline {
-        if let SourcePoll::Batch(b) = s.poll_next().map_err(|e| e.to_string())? {
+        if let SourcePoll::Batch(b) = s
+            .poll_next()
+            .map_err(|e| sabot::core::ErrorChain(&e).to_string())?
+        {
             ids.extend(first_column(&b));
         }
     }
@@ -300,7 +303,7 @@ fn undeliverable_and_oversized_records_are_errors_not_silent_losses() {
             .guarantee(DeliveryGuarantee::ExactlyOnce)
             .set("message.max.bytes", "1000"),
     );
-    let e = env.execute().unwrap_err().to_string();
+    let e = sabot_test_kit::error_chain(&env.execute().unwrap_err());
     assert!(
         e.contains("message.max.bytes of 1000") && e.contains("`small`"),
         "{e}"
@@ -407,7 +410,7 @@ fn bad_record_policies_drop_dead_letter_and_fail() {
         "fail-good",
         Codec::json(schema()),
     ));
-    let e = env.execute().unwrap_err().to_string();
+    let e = sabot_test_kit::error_chain(&env.execute().unwrap_err());
     assert!(
         e.contains("topic `fail`") && e.contains("offset"),
         "the error names topic, partition and offset: {e}"
@@ -669,7 +672,7 @@ fn a_bad_agent_record_names_its_offset() {
     let app = App::new("bad").broker(&broker.bootstrap()).until_end();
     let input = app.topic::<Payment>("p");
     app.agent(&input, |_: Payment, _: &mut AgentContext<'_, '_>| Ok(()));
-    let e = app.run().unwrap_err().to_string();
+    let e = sabot_test_kit::error_chain(&app.run().unwrap_err());
     assert!(e.contains("topic `p` partition 0 offset 1"), "{e}");
 }
 

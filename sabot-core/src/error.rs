@@ -11,7 +11,7 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum CoreError {
     /// An Arrow kernel or constructor failed.
-    #[error("arrow error: {0}")]
+    #[error(transparent)]
     Arrow(#[from] ArrowError),
 
     /// A column named by the user is not in the schema.
@@ -65,4 +65,37 @@ pub enum CoreError {
         /// Why it is rejected.
         reason: String,
     },
+}
+
+/// Displays an error and every cause in its chain, each once, joined by `: ` (as
+/// `anyhow`'s `{:#}`). Every Sabot error's own `Display` names only what it adds and
+/// leaves its causes to its [`source`](std::error::Error::source), so logs and messages
+/// print errors through this.
+///
+/// ```
+/// use sabot_core::ErrorChain;
+/// let io = std::io::Error::other("disk full");
+/// let e = sabot_core::CoreError::InvalidConfig { name: "x".into(), reason: "y".into() };
+/// assert_eq!(ErrorChain(&e).to_string(), "invalid configuration `x`: y");
+/// assert_eq!(ErrorChain(&io).to_string(), "disk full");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

@@ -39,7 +39,7 @@ pub mod metrics;
 pub mod random;
 mod time;
 
-pub use error::{CoreError, Result};
+pub use error::{CoreError, ErrorChain, Result};
 pub use ids::{CheckpointBarrier, CheckpointId};
 pub use key::{KeyGroup, KeyGroupRange};
 pub use message::{Message, wall_clock_micros};

@@ -2,6 +2,7 @@
 //! backpressure, read a topic to its end (what the CLI's `topics`, `produce` and
 //! `consume` do).
 
+use sabot_core::ErrorChain;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -112,7 +113,7 @@ impl rdkafka::ClientContext for QuietEof {
             | rdkafka::error::KafkaError::PartitionEOF(_) => {
                 tracing::debug!(%reason, "kafka: end of partition");
             }
-            e => tracing::warn!(error = %e, %reason, "kafka client error"),
+            e => tracing::warn!(error = %ErrorChain(&e), %reason, "kafka client error"),
         }
     }
 }

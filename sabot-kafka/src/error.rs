@@ -11,13 +11,13 @@ pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum KafkaError {
     /// A call to the Kafka client failed.
-    #[error("kafka: {context}: {source}")]
+    #[error("kafka: {context}")]
     Client {
         /// What was being done (with the topic or broker).
         context: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: ClientError,
     },
 
     /// A setting is invalid or does not fit the data (a schema, a column, a format).
@@ -127,7 +127,7 @@ pub enum KafkaError {
     },
 
     /// An Arrow error.
-    #[error("arrow: {0}")]
+    #[error(transparent)]
     Arrow(#[from] ArrowError),
 
     /// An error from `sabot-core`.
@@ -143,7 +143,7 @@ impl KafkaError {
     pub(crate) fn client(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
         KafkaError::Client {
             context: context.into(),
-            source,
+            source: ClientError(source),
         }
     }
 
@@ -166,7 +166,36 @@ impl KafkaError {
                 position: format!("topic `{topic}` partition {partition} offset {offset}"),
             },
             KafkaError::Operator(e) => e,
-            other => OperatorError::user(operator, other),
+            other => OperatorError::Connector {
+                operator: operator.to_owned(),
+                connector: "kafka",
+                source: Box::new(other),
+            },
         }
+    }
+}
+
+/// An error of the Kafka client library (librdkafka, through `rdkafka`), kept opaque so
+/// that no `rdkafka` type is part of this crate's interface.
+#[derive(Debug)]
+pub struct ClientError(rdkafka::error::KafkaError);
+
+impl ClientError {
+    /// The broker's or client's error code, by name (`UnknownTopicOrPartition`, ...), if
+    /// the error carries one.
+    pub fn code(&self) -> Option<String> {
+        self.0.rdkafka_error_code().map(|c| format!("{c:?}"))
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }

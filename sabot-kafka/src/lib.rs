@@ -16,7 +16,7 @@ mod source;
 pub mod txn;
 
 pub use codec::{Codec, Decoded, PayloadDecoder, PayloadEncoder, Payloads, SchemaRegistry};
-pub use error::{KafkaError, Result};
+pub use error::{ClientError, KafkaError, Result};
 pub use sink::{DeliveryGuarantee, KafkaSink};
 pub use source::{
     BAD_RECORDS_DEAD_LETTERED, BAD_RECORDS_DROPPED, BadRecords, KafkaSource, METADATA_COLUMNS,

@@ -24,6 +24,7 @@
 //! topic, partition (i32) and next offset (i64), in the layout of
 //! [`sabot_time::TimerCodec`]; then a CRC-32 of everything before it (u32 LE).
 
+use sabot_core::ErrorChain;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -472,7 +473,7 @@ impl BrokerWatch {
     }
 
     fn error(&mut self, source: &str, e: &rdkafka::error::KafkaError) {
-        tracing::warn!(source, brokers = %self.bootstrap, error = %e, "kafka consumer error, retrying");
+        tracing::warn!(source, brokers = %self.bootstrap, error = %ErrorChain(e), "kafka consumer error, retrying");
         self.last_error = Some(e.to_string());
     }
 
@@ -846,7 +847,7 @@ impl Source for KafkaReader {
                 .consumer
                 .commit(&tpl, rdkafka::consumer::CommitMode::Async)
             {
-                tracing::warn!(source = %self.name, error = %e, "committing offsets to the group failed");
+                tracing::warn!(source = %self.name, error = %ErrorChain(&e), "committing offsets to the group failed");
             }
         }
         Ok(())

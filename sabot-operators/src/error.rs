@@ -17,7 +17,7 @@ pub enum OperatorError {
     Core(#[from] CoreError),
 
     /// An Arrow kernel failed.
-    #[error("arrow error: {0}")]
+    #[error(transparent)]
     Arrow(#[from] ArrowError),
 
     /// An operator produced batches of a schema other than the one it declared.
@@ -70,8 +70,20 @@ pub enum OperatorError {
         reason: String,
     },
 
+    /// A connector (Kafka, a file system, a database) failed in `operator`.
+    #[error("{connector} connector in `{operator}` failed")]
+    Connector {
+        /// The source or sink.
+        operator: String,
+        /// The connector (`kafka`, ...).
+        connector: &'static str,
+        /// The connector's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A user function (map, filter, source, sink) failed.
-    #[error("user function in `{operator}` failed: {source}")]
+    #[error("user function in `{operator}` failed")]
     User {
         /// The operator that called it.
         operator: String,

@@ -100,7 +100,7 @@ fn an_error_in_one_morsel_fails_the_batch() {
     })
     .with_morsels(Morsels::new(3).threshold_rows(10).morsel_rows(100));
     let values: Vec<i64> = (0..10_000).collect();
-    let e = run(&failing, &batch(&values)).unwrap_err().to_string();
+    let e = sabot_core::ErrorChain(&run(&failing, &batch(&values)).unwrap_err()).to_string();
     assert!(e.contains("found 7777") && e.contains("picky"), "{e}");
 }
 

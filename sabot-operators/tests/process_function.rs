@@ -369,10 +369,11 @@ fn writing_the_wrong_type_is_a_clear_error() {
     let factory = KeyedProcessFactory::new("misuse", &["id"], output_schema(), || Misuse);
     let ctx = TaskContext::new(0, 1, 128, Metrics::new());
     let mut op = factory.create(&input_schema(), &ctx).unwrap();
-    let err = op
-        .on_batch(batch(&[(1, 0)]), &mut Output::new())
-        .unwrap_err()
-        .to_string();
+    let err = sabot_core::ErrorChain(
+        &op.on_batch(batch(&[(1, 0)]), &mut Output::new())
+            .unwrap_err(),
+    )
+    .to_string();
     assert!(
         err.contains("misuse")
             && err.contains("`id`")
@@ -409,10 +410,11 @@ fn rows_missing_a_column_are_a_clear_error() {
     let factory = KeyedProcessFactory::new("ragged", &["id"], output_schema(), || Ragged);
     let ctx = TaskContext::new(0, 1, 128, Metrics::new());
     let mut op = factory.create(&input_schema(), &ctx).unwrap();
-    let err = op
-        .on_batch(batch(&[(1, 0), (2, 0)]), &mut Output::new())
-        .unwrap_err()
-        .to_string();
+    let err = sabot_core::ErrorChain(
+        &op.on_batch(batch(&[(1, 0), (2, 0)]), &mut Output::new())
+            .unwrap_err(),
+    )
+    .to_string();
     assert!(
         err.contains("ragged") && err.contains("unequal lengths [2, 0, 0]"),
         "{err}"

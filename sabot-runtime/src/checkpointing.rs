@@ -6,6 +6,7 @@
 //! `op-<node>-<subtask>/` (an operator subtask's snapshot). The manifest's metadata holds
 //! `job`, `parallelism` and `max_parallelism`.
 
+use sabot_core::ErrorChain;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,9 +190,12 @@ fn run_writer(jobs: Receiver<WriterJob>, reports: Sender<Report>, signals: Arc<S
                     // Nothing will complete: the job is stopping.
                     continue;
                 }
-                let written = w.map_or(Ok(()), |w| w.run().map_err(|e| e.to_string()));
-                let recorded =
-                    written.and_then(|()| target.finish(&mut cache).map_err(|e| e.to_string()));
+                let written = w.map_or(Ok(()), |w| w.run().map_err(|e| ErrorChain(&e).to_string()));
+                let recorded = written.and_then(|()| {
+                    target
+                        .finish(&mut cache)
+                        .map_err(|e| ErrorChain(&e).to_string())
+                });
                 match recorded {
                     Ok(entries) => files.entry((task, id)).or_default().extend(entries),
                     Err(e) => {
@@ -385,7 +389,7 @@ impl CoordinatorThread {
                 let r = run.run();
                 if let Err(e) = &r {
                     // Tasks waiting for the final checkpoint must not wait forever.
-                    tracing::error!(error = %e, "checkpoint coordinator failed");
+                    tracing::error!(error = %ErrorChain(&e), "checkpoint coordinator failed");
                     failed.fail_job();
                 }
                 r
@@ -493,7 +497,7 @@ impl Loop {
     /// Deletes a checkpoint folder; a failure leaves garbage, not a broken job.
     fn discard(&self, id: CheckpointId) {
         if let Err(e) = self.storage.discard(id) {
-            tracing::warn!(checkpoint = %id, error = %e, "could not delete a checkpoint folder");
+            tracing::warn!(checkpoint = %id, error = %ErrorChain(&e), "could not delete a checkpoint folder");
         }
     }
 

@@ -38,7 +38,7 @@ pub enum RuntimeError {
     },
 
     /// Building node `node` failed.
-    #[error("cannot build `{node}`: {source}")]
+    #[error("cannot build `{node}`")]
     Build {
         /// The node (operator, source, sink or exchange) that was rejected.
         node: String,
@@ -48,7 +48,7 @@ pub enum RuntimeError {
     },
 
     /// A subtask failed; the job was stopped.
-    #[error("subtask {task} failed: {source}")]
+    #[error("subtask {task} failed")]
     Subtask {
         /// The subtask, as `name[index/parallelism]`.
         task: String,
@@ -93,7 +93,7 @@ pub enum RuntimeError {
     },
 
     /// The OS refused to start a thread.
-    #[error("cannot start thread for {task}: {source}")]
+    #[error("cannot start thread for {task}")]
     Spawn {
         /// The subtask.
         task: String,

@@ -1,5 +1,6 @@
 //! Building a job graph into runnable subtasks, and running them.
 
+use sabot_core::ErrorChain;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -379,7 +380,7 @@ impl JobHandle {
         };
         if let Some(i) = errors.iter().position(|e| !e.is_secondary()) {
             let e = errors.swap_remove(i);
-            tracing::error!(job = %self.name, error = %e, "job failed");
+            tracing::error!(job = %self.name, error = %ErrorChain(&e), "job failed");
             return Err(e);
         }
         if let Some(e) = errors.into_iter().next() {

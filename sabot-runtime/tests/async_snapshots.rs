@@ -217,7 +217,7 @@ fn a_failed_final_checkpoint_fails_the_job_naming_it() {
     let r = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the job hung when its final checkpoint failed");
-    let e = r.unwrap_err().to_string();
+    let e = sabot_core::ErrorChain(&r.unwrap_err()).to_string();
     assert!(e.contains("final checkpoint"), "{e}");
     assert!(e.contains("injected failure after the end of input"), "{e}");
     assert!(e.contains("run the job again"), "{e}");

@@ -24,7 +24,8 @@ fn crash_and_resume(state: StateConfig, from: usize, to: usize) {
     let epochs = Epochs::default();
     let chaos = Chaos::new(Fault::AfterCheckpoint(dir.path().to_path_buf().into(), 0));
     let e = run(setup.job(Some(dir.path()), Some(chaos.clone()), &epochs)).unwrap_err();
-    assert!(e.to_string().contains("injected failure"), "{e}");
+    let e = sabot_test_kit::error_chain(&e);
+    assert!(e.contains("injected failure"), "{e}");
     assert!(chaos.fired(), "the failure was not injected");
 
     let second = Setup {
@@ -101,7 +102,8 @@ fn a_failed_job_resumes_from_checkpoints_in_another_store() {
         let as_store: Arc<dyn Store> = store.clone();
         let chaos = Chaos::new(Fault::AfterCheckpoint(as_store.into(), 0));
         let e = run(setup.job(Some(dir.path()), Some(chaos.clone()), &epochs)).unwrap_err();
-        assert!(e.to_string().contains("injected failure"), "{e}");
+        let e = sabot_test_kit::error_chain(&e);
+        assert!(e.contains("injected failure"), "{e}");
         let second = Setup {
             parallelism: to,
             ..setup

@@ -108,7 +108,7 @@ fn a_worker_whose_peer_never_starts_fails_with_a_clear_error() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the worker hung without its peer")
         .unwrap_err();
-    let text = error.to_string();
+    let text = sabot_core::ErrorChain(&error).to_string();
     assert!(
         text.contains(&workers[1].to_string()) || text.contains("no upstream subtask connected"),
         "{text}"

@@ -47,7 +47,7 @@ fn user_error_stops_the_job_and_is_reported() {
         Ok(b)
     });
     let err = run_with_timeout(job(map)).unwrap_err();
-    let msg = err.to_string();
+    let msg = sabot_test_kit::error_chain(&err);
     assert!(msg.contains("record 20 is malformed"), "{msg}");
     assert!(
         msg.contains("fragile"),

@@ -53,7 +53,8 @@ fn run_until_done(state: StateConfig, dir: &tempfile::TempDir, faults: Vec<Fault
             }
             Err(e) => {
                 assert!(chaos.fired(), "failed without the fault: {e}");
-                assert!(e.to_string().contains("injected failure"), "{e}");
+                let e = sabot_core::ErrorChain(&e).to_string();
+                assert!(e.contains("injected failure"), "{e}");
                 failures += 1;
             }
         }

@@ -16,7 +16,7 @@ pub enum ShuffleError {
     #[error(transparent)]
     Core(#[from] CoreError),
     /// An Arrow kernel failed while splitting a batch.
-    #[error("arrow error while partitioning: {0}")]
+    #[error("arrow error while partitioning")]
     Arrow(#[from] ArrowError),
     /// A network frame that is not valid. Frames come from another process: untrusted.
     #[error("malformed shuffle message{}: {reason}", on_channel(.channel))]

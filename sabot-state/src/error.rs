@@ -9,7 +9,7 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 pub enum StateError {
     /// Reading or writing a state file or folder failed (a full disk, a missing folder,
     /// a working folder that cannot be created, ...).
-    #[error("state I/O failed at {path}: {source}")]
+    #[error("state I/O failed at {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -68,7 +68,7 @@ pub enum StateError {
     },
 
     /// A value could not be encoded or decoded.
-    #[error("state `{state}`: value codec failed: {source}")]
+    #[error("state `{state}`: value codec failed")]
     Codec {
         /// The state's name.
         state: String,

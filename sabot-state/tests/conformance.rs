@@ -605,7 +605,7 @@ fn full_disk_during_snapshot_is_an_error_and_publishes_nothing() {
         .path()
         .join(format!("{}.tmp", sabot_state::snapshot::SNAPSHOT_FILE));
     std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
-    let err = b.snapshot(dir.path(), all()).unwrap_err().to_string();
+    let err = sabot_core::ErrorChain(&b.snapshot(dir.path(), all()).unwrap_err()).to_string();
     assert!(
         err.contains("state.sbst.tmp") && err.contains("No space left"),
         "{err}"

@@ -70,11 +70,13 @@ pub use sabot_time as time;
 
 #[cfg(feature = "kafka")]
 pub mod app;
+mod error;
 mod stream;
 
+pub use error::Error;
 pub use sabot_core::arrow;
 pub use sabot_operators::{Aggregate, AggregateFunction, JoinType, Trigger};
-pub use sabot_runtime::{JobConfig, JobResult, RuntimeError as Error};
+pub use sabot_runtime::{JobConfig, JobResult};
 pub use stream::{
     CountWindow, GlobalWindow, JoinedStreams, KeyedStream, SessionWindow, SlidingWindow, Stream,
     StreamEnv, TumblingWindow, WindowedStream, Windows,

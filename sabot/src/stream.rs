@@ -149,12 +149,12 @@ impl StreamEnv {
 
     /// Validates the job built so far (every error in the job's definition shows here).
     pub fn build(&self) -> Result<Job> {
-        self.graph.borrow().clone().build()
+        Ok(self.graph.borrow().clone().build()?)
     }
 
     /// Builds and runs the job to completion.
     pub fn execute(&self) -> Result<JobResult> {
-        self.build()?.run()
+        Ok(self.build()?.run()?)
     }
 }
 

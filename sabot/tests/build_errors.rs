@@ -7,6 +7,7 @@ use std::time::Duration;
 use sabot::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use sabot::arrow::datatypes::{DataType, Field, Schema};
 use sabot::operators::VecSource;
+use sabot::runtime::RuntimeError;
 use sabot::{Aggregate, Error, Stream, StreamEnv, TumblingWindow};
 use sabot_test_kit::{keyed_batches, keyed_schema};
 
@@ -19,7 +20,7 @@ fn keyed_source(env: &StreamEnv) -> Stream {
 
 fn build_error(env: &StreamEnv) -> String {
     let err = env.build().expect_err("the job must be rejected");
-    format!("{err}")
+    sabot_test_kit::error_chain(&err)
 }
 
 #[test]
@@ -80,9 +81,12 @@ fn float_key_column_is_a_build_error() {
         .key_by(&["price"])
         .collect();
     let err = env.build().unwrap_err();
-    let msg = err.to_string();
+    let msg = sabot::core::ErrorChain(&err).to_string();
     assert!(msg.contains("`price`") && msg.contains("Float64"), "{msg}");
-    assert!(matches!(err, Error::Build { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Runtime(RuntimeError::Build { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]

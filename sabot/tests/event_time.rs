@@ -390,7 +390,7 @@ fn null_time_job(policy: BadRecordPolicy) -> (StreamEnv, sabot::operators::Colle
 #[test]
 fn null_event_time_fails_the_job_naming_the_row() {
     let (env, _) = null_time_job(BadRecordPolicy::Fail);
-    let err = env.execute().unwrap_err().to_string();
+    let err = sabot::core::ErrorChain(&env.execute().unwrap_err()).to_string();
     assert!(err.contains("null event time in column `ts`"), "{err}");
     assert!(err.contains("row 1 of batch 0"), "{err}");
 }

@@ -102,7 +102,7 @@ fn map_that_breaks_its_declared_schema_fails_the_job() {
     env.source(VecSource::new(keyed_schema(), input()))
         .map(|b| Ok(b.project(&[0])?))
         .collect();
-    let err = env.execute().unwrap_err().to_string();
+    let err = sabot_test_kit::error_chain(&env.execute().unwrap_err());
     assert!(err.contains("declared"), "{err}");
 }
 
@@ -166,7 +166,7 @@ fn a_computed_column_of_the_wrong_type_or_length_is_a_clear_error() {
                 )) as ArrayRef)
             })
             .collect();
-        let e = env.execute().unwrap_err().to_string();
+        let e = sabot::core::ErrorChain(&env.execute().unwrap_err()).to_string();
         assert!(e.contains("with_column(x)"), "{e}");
         assert!(e.contains("declared") || e.contains("rows"), "{e}");
     }

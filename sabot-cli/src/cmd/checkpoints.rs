@@ -79,9 +79,10 @@ pub(crate) fn run(command: CheckpointsCommand) -> Result<()> {
                     manifest.bytes()
                 ),
                 Err(e) => println!(
-                    "Files: {} ({} bytes), DAMAGED: {e}",
+                    "Files: {} ({} bytes), DAMAGED: {}",
                     manifest.files.len(),
-                    manifest.bytes()
+                    manifest.bytes(),
+                    sabot::core::ErrorChain(&e)
                 ),
             }
             if !manifest.meta.is_empty() {

@@ -139,22 +139,6 @@ pub(crate) enum StateKind {
     Rocksdb,
 }
 
-/// The error and its causes on one line, skipping a cause whose text its parent already
-/// includes (some errors name their source in their own message).
-pub(crate) fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let msg = cause.to_string();
-        if !out.contains(&msg) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&msg);
-        }
-    }
-    out
-}
-
 /// CPU time (user + system) this process used so far.
 #[cfg(unix)]
 pub(crate) fn cpu_time() -> Option<Duration> {

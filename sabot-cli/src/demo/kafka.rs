@@ -42,7 +42,7 @@ pub struct KafkaDemo {
 }
 
 fn kafka_error(e: sabot_kafka::KafkaError) -> Error {
-    Error::Operator(sabot_operators::OperatorError::user("kafka demo", e))
+    Error::Kafka(e)
 }
 
 impl KafkaDemo {

@@ -1,6 +1,7 @@
 //! The sending side: one Flight `DoPut` stream per channel, paced by the receiver's
 //! credits.
 
+use sabot_core::ErrorChain;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +74,7 @@ impl ShuffleClient {
         self.runtime.handle().spawn(async move {
             let result = inner.run(channel, schema, rx).await;
             if let Err(e) = &result {
-                tracing::warn!(%channel, peer = %inner.peer, error = %e, "shuffle channel failed");
+                tracing::warn!(%channel, peer = %inner.peer, error = %ErrorChain(&e), "shuffle channel failed");
             }
             let _ = done.send(result);
         });

@@ -1,6 +1,7 @@
 //! The receiving side: a Flight server that hands each channel's messages to the queue
 //! its subtask registered.
 
+use sabot_core::ErrorChain;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -130,7 +131,7 @@ impl ShuffleServer {
                 let _ = stop.await;
             };
             if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
-                tracing::error!(error = %e, "shuffle server stopped");
+                tracing::error!(error = %ErrorChain(&e), "shuffle server stopped");
             }
         });
         tracing::info!(addr = %local, "shuffle server listening");
@@ -295,7 +296,7 @@ async fn receive(
             Ok(None) => lost("the stream ended before its end-of-stream message".into()),
             Err(s) => lost(format!("{}: {}", s.code(), s.message())),
         };
-        tracing::warn!(%channel, error = %error, "shuffle channel failed");
+        tracing::warn!(%channel, error = %ErrorChain(&error), "shuffle channel failed");
         let _ = tx.push_async((upstream, Err(error))).await;
         return;
     }
