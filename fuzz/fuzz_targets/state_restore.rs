@@ -35,10 +35,10 @@ fn small(u: &mut Unstructured<'_>, max: usize) -> Result<Vec<u8>> {
     u.bytes(n).map(<[u8]>::to_vec)
 }
 
-/// A snapshot file (version 1) from fuzz input, checksums included.
+/// A snapshot file (version 2) from fuzz input, checksums included.
 fn snapshot_bytes(u: &mut Unstructured<'_>) -> Result<(usize, Vec<u8>)> {
     let max_p = usize::from(u.int_in_range(1u16..=16)?);
-    let mut body = b"SBST\x01".to_vec();
+    let mut body = b"SBST\x02".to_vec();
     body.extend_from_slice(&(max_p as u32).to_le_bytes());
     let n_tables = u.int_in_range(0u32..=3)?;
     body.extend_from_slice(&n_tables.to_le_bytes());
@@ -81,7 +81,6 @@ fn snapshot_bytes(u: &mut Unstructured<'_>) -> Result<(usize, Vec<u8>)> {
         body.extend_from_slice(&payload);
     }
     let crc = crc32fast::hash(&body);
-    body.extend_from_slice(b"SBSE");
     body.extend_from_slice(&crc.to_le_bytes());
     Ok((max_p, body))
 }

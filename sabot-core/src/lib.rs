@@ -30,6 +30,7 @@ pub use arrow::array::ArrayRef;
 pub use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 pub use arrow::record_batch::RecordBatch;
 
+pub mod codec;
 mod error;
 pub mod hint;
 mod ids;

@@ -20,9 +20,9 @@
 //!   offset), drop (counted in `kafka.bad_records_dropped`), or send the original bytes
 //!   to a dead-letter topic with headers saying where they came from and why.
 //!
-//! Position format: magic `SBKS`, version 2 (u8), entry count (u32), then per partition
-//! topic, partition (i32) and next offset (i64), in the layout of
-//! [`sabot_time::TimerCodec`]; then a CRC-32 of everything before it (u32 LE).
+//! Position format: a [frame](sabot_core::codec) `SBKS`, version 2, whose body is the
+//! entry count (u32), then per partition topic, partition (i32) and next offset (i64),
+//! in the [`sabot_core::codec::Codec`] encoding.
 
 use sabot_core::ErrorChain;
 use std::collections::{BTreeMap, HashMap};
@@ -39,10 +39,11 @@ use sabot_core::arrow::array::{
 use sabot_core::arrow::compute::take;
 use sabot_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sabot_core::arrow::record_batch::RecordBatch;
+use sabot_core::codec::{Codec as ByteCodec, CodecError, frame, unframe};
 use sabot_core::metrics::Counter;
 use sabot_core::{BadRecordPolicy, CheckpointId, Timestamp};
 use sabot_operators::{Result as OpResult, Source, SourceFactory, SourcePoll, TaskContext};
-use sabot_time::{TimerCodec, WatermarkTracker};
+use sabot_time::WatermarkTracker;
 
 use crate::admin::QuietEof;
 use crate::dead_letter::DeadLetters;
@@ -749,39 +750,33 @@ const POSITION_VERSION: u8 = 2;
 /// A source position: ((topic, partition), next offset) per partition (the bytes
 /// [`decode_position`] reads).
 pub fn encode_position(entries: impl ExactSizeIterator<Item = ((String, i32), i64)>) -> Vec<u8> {
-    let mut out = POSITION_MAGIC.to_vec();
-    out.push(POSITION_VERSION);
-    (entries.len() as u32).encode(&mut out);
+    let mut body = Vec::new();
+    (entries.len() as u32).encode(&mut body);
     for e in entries {
-        e.encode(&mut out);
+        e.encode(&mut body);
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    frame(POSITION_MAGIC, POSITION_VERSION, &body)
 }
 
 /// Reads a position written by the source: ((topic, partition), next offset).
 pub fn decode_position(bytes: &[u8]) -> Result<Vec<((String, i32), i64)>> {
-    let bad = |reason: String| KafkaError::Position { reason };
-    if bytes.len() < POSITION_MAGIC.len() + 1 + 4 || !bytes.starts_with(POSITION_MAGIC) {
-        return Err(bad("not a Kafka source position (magic SBKS)".into()));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad("checksum mismatch (corrupt or truncated)".into()));
-    }
-    if body[4] != POSITION_VERSION {
-        return Err(bad(format!("unknown version {}", body[4])));
-    }
-    let mut rest = &body[5..];
-    let corrupt = |e: sabot_time::TimeError| bad(e.to_string());
-    let count = u32::decode(&mut rest).map_err(corrupt)?;
+    let bad = |e: CodecError| KafkaError::Position { reason: e.reason };
+    let (_, mut rest) = unframe(
+        bytes,
+        POSITION_MAGIC,
+        POSITION_VERSION..=POSITION_VERSION,
+        "Kafka source position",
+    )
+    .map_err(bad)?;
+    let count = u32::decode(&mut rest).map_err(bad)?;
     let entries = (0..count)
         .map(|_| <((String, i32), i64)>::decode(&mut rest))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(corrupt)?;
+        .map_err(bad)?;
     if !rest.is_empty() {
-        return Err(bad(format!("{} bytes after the last entry", rest.len())));
+        return Err(KafkaError::Position {
+            reason: format!("{} bytes after the last entry", rest.len()),
+        });
     }
     Ok(entries)
 }

@@ -23,7 +23,7 @@
 //! Without checkpoints, records are produced directly by an idempotent producer
 //! (at least once) and flushed at the end.
 //!
-//! Staging file format, in the layout of [`sabot_time::TimerCodec`] (integers little
+//! Staging file format, in the layout of [`sabot_core::codec::Codec`] (integers little
 //! endian; strings and byte strings a `u32` length then the bytes; options a tag byte
 //! 0/1 then the value): a sequence of entries, each a tag byte and then either (tag 0) a
 //! topic name, which gets the next topic index, or (tag 1) a record: topic index
@@ -38,8 +38,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::producer::Producer;
 use sabot_core::CheckpointId;
+use sabot_core::codec::{Codec, CodecError, put_bytes};
 use sabot_operators::StagedFiles;
-use sabot_time::TimerCodec;
 
 use crate::admin::{KafkaProducer, OutRecord, check_size, max_message_bytes, producer, send};
 use crate::{KafkaError, Result};
@@ -295,13 +295,7 @@ fn encode_record(out: &mut Vec<u8>, topic_index: &mut HashMap<String, u32>, r: &
     }
 }
 
-/// `b` as a [`TimerCodec`] byte string.
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    (b.len() as u32).encode(out);
-    out.extend_from_slice(b);
-}
-
-/// `b` as a [`TimerCodec`] `Option<Vec<u8>>`.
+/// `b` as a [`Codec`] `Option<Vec<u8>>`.
 fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         None => out.push(0),
@@ -325,7 +319,7 @@ fn decode_staged(buf: &[u8], path: &Path) -> Result<(Vec<String>, Vec<StoredReco
     let mut rest = buf;
     let mut topics = Vec::new();
     let mut records = Vec::new();
-    let corrupt = |e: sabot_time::TimeError| bad(e.to_string());
+    let corrupt = |e: CodecError| bad(e.reason);
     while !rest.is_empty() {
         match u8::decode(&mut rest).map_err(corrupt)? {
             TOPIC_ENTRY => topics.push(String::decode(&mut rest).map_err(corrupt)?),

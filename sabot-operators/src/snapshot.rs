@@ -5,8 +5,8 @@
 //!   ([`StateBackend::snapshot`](sabot_state::StateBackend::snapshot)), written into a
 //!   staged local folder;
 //! - `timers.sbtm`: its timers, by key group ([`TimerService::snapshot`]);
-//! - `operator.sbop`: `SBOP`, version 1 (u8), the operator's watermark (i64 LE), a CRC-32
-//!   of the preceding bytes (u32 LE).
+//! - `operator.sbop`: a [frame](sabot_core::codec) `SBOP`, version 1, whose body is the
+//!   operator's watermark (i64).
 //!
 //! Restoring after a rescale reads several such folders: the backend and the timers keep
 //! the key groups of the new subtask's range, and the watermark is the smallest of the
@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 
 use sabot_checkpoint::storage::{SnapshotSource, SnapshotTarget};
+use sabot_core::codec::{Codec, frame, unframe};
 use sabot_core::{KeyGroupRange, Timestamp};
-use sabot_time::{TimerCodec, TimerKey, TimerService};
+use sabot_time::{TimerKey, TimerService};
 
 use sabot_state::PendingSnapshot;
 
@@ -40,7 +41,7 @@ pub(crate) fn write_async<K, N>(
 ) -> Result<SnapshotWrite>
 where
     K: TimerKey,
-    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    N: Codec + Clone + Eq + std::hash::Hash + Ord,
 {
     let pending = state(&target.stage(STATE_DIR)?)?;
     let timer_bytes = timers.snapshot();
@@ -48,12 +49,9 @@ where
     Ok(SnapshotWrite::new(move || {
         pending.finish()?;
         target.write(TIMERS_FILE, &timer_bytes)?;
-        let mut op = Vec::with_capacity(17);
-        op.extend_from_slice(MAGIC);
-        op.push(VERSION);
-        op.extend_from_slice(&watermark.millis().to_le_bytes());
-        op.extend_from_slice(&crc32fast::hash(&op).to_le_bytes());
-        target.write(OPERATOR_FILE, &op)?;
+        let mut body = Vec::with_capacity(8);
+        watermark.millis().encode(&mut body);
+        target.write(OPERATOR_FILE, &frame(MAGIC, VERSION, &body))?;
         Ok(())
     }))
 }
@@ -69,7 +67,7 @@ pub(crate) fn read<K, N>(
 ) -> Result<Timestamp>
 where
     K: TimerKey,
-    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    N: Codec + Clone + Eq + std::hash::Hash + Ord,
 {
     if from.is_empty() {
         return Ok(Timestamp::MIN);
@@ -86,26 +84,20 @@ where
             .restore(&bytes, range)
             .map_err(|e| OperatorError::Snapshot {
                 path: source.location(TIMERS_FILE),
-                reason: e.to_string(),
+                reason: sabot_core::ErrorChain(&e).to_string(),
             })?;
         let bytes = source.read(OPERATOR_FILE)?;
-        let bad = |reason: &str| OperatorError::Snapshot {
+        let bad = |reason: String| OperatorError::Snapshot {
             path: source.location(OPERATOR_FILE),
-            reason: reason.into(),
+            reason,
         };
-        if bytes.len() != 17 || &bytes[..4] != MAGIC {
-            return Err(bad("not an operator snapshot"));
+        let (_, mut body) = unframe(&bytes, MAGIC, VERSION..=VERSION, "operator snapshot")
+            .map_err(|e| bad(e.reason))?;
+        let wm = i64::decode(&mut body).map_err(|e| bad(e.reason))?;
+        if !body.is_empty() {
+            return Err(bad(format!("{} bytes after the watermark", body.len())));
         }
-        if bytes[4] != VERSION {
-            return Err(bad(&format!("unsupported version {}", bytes[4])));
-        }
-        let crc = u32::from_le_bytes([bytes[13], bytes[14], bytes[15], bytes[16]]);
-        if crc32fast::hash(&bytes[..13]) != crc {
-            return Err(bad("checksum mismatch"));
-        }
-        let mut wm = [0u8; 8];
-        wm.copy_from_slice(&bytes[5..13]);
-        watermark = watermark.min(Timestamp::from_millis(i64::from_le_bytes(wm)));
+        watermark = watermark.min(Timestamp::from_millis(wm));
     }
     Ok(watermark)
 }
@@ -119,7 +111,7 @@ pub(crate) fn backend_write_async<K, N>(
 ) -> Result<Option<SnapshotWrite>>
 where
     K: TimerKey,
-    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    N: Codec + Clone + Eq + std::hash::Hash + Ord,
 {
     let state = |d: &Path| {
         let range = backend.key_groups();
@@ -136,7 +128,7 @@ pub(crate) fn backend_read<K, N>(
 ) -> Result<Timestamp>
 where
     K: TimerKey,
-    N: TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+    N: Codec + Clone + Eq + std::hash::Hash + Ord,
 {
     let range = backend.key_groups();
     let state = |d: &[PathBuf]| backend.restore(d).map_err(Into::into);

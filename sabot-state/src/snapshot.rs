@@ -3,12 +3,15 @@
 //! One file, `state.sbst`, per snapshot folder. All integers little-endian:
 //!
 //! ```text
-//! "SBST"  version:u8=1  max_parallelism:u32
+//! "SBST"  version:u8=2  max_parallelism:u32
 //! tables:u32  { name_len:u32 name fingerprint_len:u32 fingerprint }*
 //! groups:u32  { key_group:u16 table:u32 entries:u32 payload_len:u64 crc32(payload):u32
 //!               payload = { composite_len:u32 composite value_len:u32 value }* }*
-//! "SBSE"  crc32(every byte before this trailer):u32
+//! crc32(every byte before it):u32
 //! ```
+//!
+//! That is a [frame](sabot_core::codec) (`SBST`, version 2), streamed into the file;
+//! each key group's payload carries its own checksum too.
 //!
 //! `composite` is (key length u32, key, namespace); one whose key length runs past its end
 //! makes the file corrupt. Entries are in composite byte order.
@@ -19,14 +22,15 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use sabot_core::codec::{Codec, FrameWriter, put_bytes, unframe};
+
 use crate::backend::split_composite;
 use crate::{Result, StateError};
 
 /// The snapshot file's name inside its folder.
 pub const SNAPSHOT_FILE: &str = "state.sbst";
 const MAGIC: &[u8; 4] = b"SBST";
-const TRAILER: &[u8; 4] = b"SBSE";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A state table's identity in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,26 +94,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-/// Writes bytes to the file while hashing them for the trailer's checksum.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: crc32fast::Hasher,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(b);
-        self.written += b.len() as u64;
-        self.inner.write_all(b)
-    }
-}
-
 /// One key group of one table, borrowed: (key group, table index, entries in order).
 pub(crate) type GroupRef<'a> = (u16, u32, Vec<(&'a [u8], &'a [u8])>);
 
@@ -124,26 +108,21 @@ pub(crate) fn write(
     fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = HashingWriter {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        hasher: crc32fast::Hasher::new(),
-        written: 0,
-    };
     let mut entries_written = 0u64;
-    let mut write_all = |w: &mut HashingWriter<std::io::BufWriter<File>>| -> std::io::Result<()> {
+    let mut write_all = || -> std::io::Result<u64> {
+        let file = File::create(&tmp)?;
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut w = FrameWriter::new(buffered, MAGIC, VERSION)?;
         let mut head = Vec::new();
-        head.extend_from_slice(MAGIC);
-        head.push(VERSION);
-        head.extend_from_slice(&(max_parallelism as u32).to_le_bytes());
-        head.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+        (max_parallelism as u32).encode(&mut head);
+        (tables.len() as u32).encode(&mut head);
         for t in tables {
             put_bytes(&mut head, t.name.as_bytes());
             put_bytes(&mut head, t.fingerprint.as_bytes());
         }
         let non_empty = groups.iter().filter(|g| !g.2.is_empty()).count();
-        head.extend_from_slice(&(non_empty as u32).to_le_bytes());
-        w.put(&head)?;
+        (non_empty as u32).encode(&mut head);
+        w.write_all(&head)?;
         let mut payload = Vec::new();
         for (kg, table, entries) in groups.iter().filter(|g| !g.2.is_empty()) {
             payload.clear();
@@ -151,26 +130,24 @@ pub(crate) fn write(
                 put_bytes(&mut payload, k);
                 put_bytes(&mut payload, v);
             }
-            let mut gh = [0u8; 22];
-            gh[..2].copy_from_slice(&kg.to_le_bytes());
-            gh[2..6].copy_from_slice(&table.to_le_bytes());
-            gh[6..10].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-            gh[10..18].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-            gh[18..22].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            w.put(&gh)?;
-            w.put(&payload)?;
+            let mut gh = Vec::with_capacity(22);
+            kg.encode(&mut gh);
+            table.encode(&mut gh);
+            (entries.len() as u32).encode(&mut gh);
+            (payload.len() as u64).encode(&mut gh);
+            crc32fast::hash(&payload).encode(&mut gh);
+            w.write_all(&gh)?;
+            w.write_all(&payload)?;
             entries_written += entries.len() as u64;
         }
-        let crc = w.hasher.clone().finalize();
-        w.inner.write_all(TRAILER)?;
-        w.inner.write_all(&crc.to_le_bytes())?;
-        w.written += 8;
-        w.inner.flush()?;
-        w.inner.get_ref().sync_all()
+        let (buffered, bytes) = w.finish()?;
+        buffered
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        Ok(bytes)
     };
-    write_all(&mut w).map_err(io(&tmp))?;
-    let bytes = w.written;
-    drop(w);
+    let bytes = write_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &path).map_err(io(&path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -279,25 +256,9 @@ pub(crate) fn read(dir: &Path) -> Result<Decoded> {
 /// Decodes snapshot bytes (`path` only names them in errors).
 pub(crate) fn decode(data: &[u8], path: &Path) -> Result<Decoded> {
     let mut r = Reader { buf: data, path };
-    if data.len() < 8 + MAGIC.len() + 5 {
-        return Err(r.corrupt(format!("only {} bytes: not a state snapshot", data.len())));
-    }
-    let (body, trailer) = data.split_at(data.len() - 8);
-    if &trailer[..4] != TRAILER {
-        return Err(r.corrupt("missing trailer: the file is truncated"));
-    }
-    let crc = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
-    if crc32fast::hash(body) != crc {
-        return Err(r.corrupt("checksum mismatch: the file is damaged"));
-    }
+    let (_, body) = unframe(data, MAGIC, VERSION..=VERSION, "state snapshot")
+        .map_err(|e| r.corrupt(e.reason))?;
     r.buf = body;
-    if r.take(4, "magic")? != MAGIC {
-        return Err(r.corrupt("bad magic: not a state snapshot"));
-    }
-    let version = r.take(1, "version")?[0];
-    if version != VERSION {
-        return Err(r.corrupt(format!("unsupported snapshot version {version}")));
-    }
     let max_parallelism = r.u32("max parallelism")? as usize;
     let n_tables = r.u32("table count")?;
     let mut tables = Vec::new();

@@ -21,6 +21,9 @@ pub enum TimeError {
         /// What it sent.
         what: &'static str,
     },
+    /// Bytes of a timer snapshot that do not decode.
+    #[error("corrupt timer snapshot")]
+    Codec(#[from] sabot_core::codec::CodecError),
     /// A timer snapshot could not be decoded.
     #[error("corrupt timer snapshot: {reason}")]
     Corrupt {

@@ -9,7 +9,7 @@
 //!   they speak; end of stream counts as +infinity; never decreasing).
 //! - [`TimerService`]: event-time and processing-time timers per (key, namespace,
 //!   timestamp), de-duplicated, deletable, fired in order, snapshotted to bytes by key
-//!   group ([`TimerKey`], [`TimerCodec`]) so they can be restored at another parallelism.
+//!   group ([`TimerKey`], in `sabot_core::codec`'s encoding) so they can be restored at another parallelism.
 //! - [`SharedWatermark`]: a watermark one thread publishes and others read.
 //! - [`Clock`]: processing time, from the system ([`SystemClock`]) or driven by tests
 //!   ([`ManualClock`]).
@@ -41,7 +41,7 @@ mod timers;
 mod tracker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::{TimerCodec, TimerKey};
+pub use codec::TimerKey;
 pub use error::{Result, TimeError};
 pub use generator::{PunctuatedFn, WatermarkGenerator, WatermarkStrategy};
 pub use shared::SharedWatermark;

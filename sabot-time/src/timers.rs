@@ -7,8 +7,9 @@ use std::hash::Hash;
 use hashbrown::{HashMap, HashSet};
 use sabot_core::{KeyGroupRange, Timestamp};
 
-use crate::codec::{TimerCodec, TimerKey, take};
+use crate::codec::TimerKey;
 use crate::{Result, TimeError};
+use sabot_core::codec::{Codec, take};
 
 /// Which clock a timer follows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -220,7 +221,7 @@ pub struct TimerService<K: Ord + Hash, N: Ord + Hash> {
 const MAGIC: &[u8; 4] = b"SBTM";
 const VERSION: u8 = 1;
 
-impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
+impl<K: TimerKey, N: Codec + Clone + Eq + Hash + Ord> TimerService<K, N> {
     /// An empty service for keys spread over `max_parallelism` key groups.
     pub fn new(max_parallelism: usize) -> Self {
         TimerService {
@@ -298,7 +299,7 @@ impl<K: TimerKey, N: TimerCodec + Clone + Eq + Hash + Ord> TimerService<K, N> {
     /// (u32), number of key groups (u32), then per key group in increasing order: key
     /// group (u16), byte length of its records (u32), and its records, each: domain (u8:
     /// 0 event time, 1 processing time), timestamp (i64), key and namespace in their
-    /// [`TimerCodec`] encoding. Timers are written in (domain, timestamp, key, namespace)
+    /// [`Codec`] encoding. Timers are written in (domain, timestamp, key, namespace)
     /// order, so a snapshot of the same timers is always the same bytes.
     pub fn snapshot(&self) -> Vec<u8> {
         type Entry<'a, K, N> = (u8, Timestamp, &'a K, &'a N);

@@ -7,6 +7,7 @@ use sabot_core::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, UInt
 use sabot_core::arrow::compute::kernels::cmp::gt;
 use sabot_core::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use sabot_core::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use sabot_core::codec::{Codec, CodecError, frame, unframe};
 use sabot_core::metrics::Counter;
 use sabot_core::{CoreError, RecordBatch, SchemaRef, Timestamp, column_index};
 use sabot_operators::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
@@ -232,31 +233,26 @@ impl Operator for SpikeOp {
     }
 
     fn snapshot(&mut self, target: &sabot_operators::SnapshotTarget) -> Result<()> {
-        // `SBSP`, version 1, watermark, history (account, count, sum) sorted by
-        // account, the pending rows (five i64 columns), CRC-32; little-endian.
+        // A frame `SBSP`, version 1: watermark, history (account, count, sum) sorted by
+        // account, the pending rows (five i64 columns).
         let mut b = Vec::new();
-        b.extend_from_slice(b"SBSP");
-        b.push(1);
-        b.extend_from_slice(&self.watermark.millis().to_le_bytes());
+        self.watermark.millis().encode(&mut b);
         let mut history: Vec<_> = self.history.iter().collect();
         history.sort_unstable_by_key(|(a, _)| **a);
-        b.extend_from_slice(&(history.len() as u64).to_le_bytes());
+        (history.len() as u64).encode(&mut b);
         for (account, (n, sum)) in history {
-            b.extend_from_slice(&account.to_le_bytes());
-            b.extend_from_slice(&n.to_le_bytes());
-            b.extend_from_slice(&sum.to_le_bytes());
+            (*account, (*n, *sum)).encode(&mut b);
         }
         let rows: usize = self.pending.iter().map(RecordBatch::num_rows).sum();
-        b.extend_from_slice(&(rows as u64).to_le_bytes());
+        (rows as u64).encode(&mut b);
         for c in PENDING_COLS {
             for batch in &self.pending {
                 for v in batch.column(c).as_primitive::<Int64Type>().values() {
-                    b.extend_from_slice(&v.to_le_bytes());
+                    v.encode(&mut b);
                 }
             }
         }
-        b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-        target.write(SPIKE_FILE, &b)?;
+        target.write(SPIKE_FILE, &frame(SPIKE_MAGIC, 1, &b))?;
         Ok(())
     }
 
@@ -264,43 +260,36 @@ impl Operator for SpikeOp {
         let mut watermark = Timestamp::MAX;
         let mut pending: Vec<Vec<i64>> = vec![Vec::new(); 5];
         for source in from {
-            let path = source.location(SPIKE_FILE);
-            let bad = |reason: &str| OperatorError::Snapshot {
-                path: path.clone(),
-                reason: reason.into(),
+            let bad = |e: CodecError| OperatorError::Snapshot {
+                path: source.location(SPIKE_FILE),
+                reason: e.reason,
             };
-            let b = source.read(SPIKE_FILE)?;
-            if b.len() < 29 || &b[..5] != b"SBSP\x01" {
-                return Err(bad("not a spike detector snapshot"));
-            }
-            let (body, crc) = b.split_at(b.len() - 4);
-            if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-                return Err(bad("checksum mismatch"));
-            }
-            let mut at = 5;
-            let mut word = || -> Result<[u8; 8]> {
-                let w = body.get(at..at + 8).ok_or_else(|| bad("cut off"))?;
-                at += 8;
-                Ok(w.try_into().unwrap_or([0; 8]))
-            };
-            watermark = watermark.min(Timestamp::from_millis(i64::from_le_bytes(word()?)));
-            let n = u64::from_le_bytes(word()?);
+            let bytes = source.read(SPIKE_FILE)?;
+            let (_, mut body) =
+                unframe(&bytes, SPIKE_MAGIC, 1..=1, "spike detector snapshot").map_err(bad)?;
+            let body = &mut body;
+            watermark = watermark.min(Timestamp::from_millis(i64::decode(body).map_err(bad)?));
+            let n = u64::decode(body).map_err(bad)?;
             for _ in 0..n {
-                let account = i64::from_le_bytes(word()?);
-                let count = u64::from_le_bytes(word()?);
-                let sum = i64::from_le_bytes(word()?);
+                let (account, (count, sum)) = <(i64, (u64, i64))>::decode(body).map_err(bad)?;
                 if self.owns(account) {
                     self.history.insert(account, (count, sum));
                 }
             }
-            let rows = u64::from_le_bytes(word()?) as usize;
+            let rows = u64::decode(body).map_err(bad)? as usize;
             let mut cols: Vec<Vec<i64>> = Vec::with_capacity(5);
             for _ in PENDING_COLS {
                 let mut col = Vec::with_capacity(rows.min(1 << 20));
                 for _ in 0..rows {
-                    col.push(i64::from_le_bytes(word()?));
+                    col.push(i64::decode(body).map_err(bad)?);
                 }
                 cols.push(col);
+            }
+            if !body.is_empty() {
+                return Err(bad(CodecError::new(format!(
+                    "{} bytes after the pending rows",
+                    body.len()
+                ))));
             }
             let keep: Vec<usize> = (0..rows).filter(|&r| self.owns(cols[ACCOUNT][r])).collect();
             for (to, from) in pending.iter_mut().zip(&cols) {
@@ -326,6 +315,9 @@ impl Operator for SpikeOp {
         Ok(())
     }
 }
+
+/// The spike detector's snapshot file's format.
+const SPIKE_MAGIC: &[u8; 4] = b"SBSP";
 
 /// The spike detector's snapshot file.
 const SPIKE_FILE: &str = "spike.sbsp";

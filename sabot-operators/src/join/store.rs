@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
+use sabot_core::codec::Codec;
 use sabot_core::key::KeyGroup;
 use sabot_state::{StateBackend, StateId};
-use sabot_time::TimerCodec;
 use smallvec::SmallVec;
 
 use super::rows::{bad_entry, entry, split_namespace, time_key, write_entry};
@@ -99,13 +99,13 @@ impl PartialOrd for Key {
 
 /// As a timer key: encoded as a `Vec<u8>` is (a `u32` length, then the bytes), so timers
 /// in snapshots read the same either way; a short key costs no allocation.
-impl TimerCodec for Key {
+impl Codec for Key {
     fn encode(&self, out: &mut Vec<u8>) {
         (self.as_slice().len() as u32).encode(out);
         out.extend_from_slice(self.as_slice());
     }
 
-    fn decode(input: &mut &[u8]) -> sabot_time::Result<Self> {
+    fn decode(input: &mut &[u8]) -> sabot_core::codec::Result<Self> {
         Ok(Key::new(&Vec::<u8>::decode(input)?))
     }
 }
@@ -502,7 +502,7 @@ impl RowStore {
     ) -> Result<Option<crate::SnapshotWrite>>
     where
         K: sabot_time::TimerKey,
-        N: sabot_time::TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+        N: sabot_core::codec::Codec + Clone + Eq + std::hash::Hash + Ord,
     {
         let (sides, names) = match self {
             RowStore::Backend { backend, .. } => {
@@ -544,7 +544,7 @@ impl RowStore {
     ) -> Result<sabot_core::Timestamp>
     where
         K: sabot_time::TimerKey,
-        N: sabot_time::TimerCodec + Clone + Eq + std::hash::Hash + Ord,
+        N: sabot_core::codec::Codec + Clone + Eq + std::hash::Hash + Ord,
     {
         let (sides, names) = match self {
             RowStore::Backend { backend, .. } => {
@@ -682,7 +682,7 @@ fn add_entry(
 #[cfg(test)]
 mod tests {
     use hashbrown::HashMap;
-    use sabot_time::TimerCodec;
+    use sabot_core::codec::Codec;
 
     use super::Key;
 
