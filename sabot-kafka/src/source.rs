@@ -339,7 +339,7 @@ impl KafkaSource {
         };
         Ok(KafkaReader {
             name: self.name_str(),
-            consumer,
+            consumer: Arc::new(consumer),
             decoder: self.codec.decoder()?,
             schema,
             index: mine
@@ -404,7 +404,8 @@ impl SourceFactory for KafkaSource {
 
 struct KafkaReader {
     name: String,
-    consumer: BaseConsumer<QuietEof>,
+    /// Shared so that a poll's borrowed messages do not borrow the reader.
+    consumer: Arc<BaseConsumer<QuietEof>>,
     decoder: crate::PayloadDecoder,
     schema: SchemaRef,
     /// This subtask's partitions, and their index.
@@ -557,28 +558,56 @@ impl KafkaReader {
         self.bounded && self.eof.iter().all(|&e| e)
     }
 
+    /// One poll: up to `max_batch` records from the assigned partitions, decoded into a
+    /// batch, with the positions, end-of-partition flags and watermarks they advance.
     fn poll_batch(&mut self) -> Result<SourcePoll> {
+        if let Some(p) = self.before_fetch()? {
+            return Ok(p);
+        }
+        let consumer = self.consumer.clone();
+        let (msgs, eofs) = self.fetch(&consumer);
+        let now = self.ctx.clock.now_ms();
+        let part_of = self.track_positions(&msgs, &eofs)?;
+        if msgs.is_empty() {
+            return self.without_records(now);
+        }
+        let (batch, rows) = self.decode(&msgs)?;
+        self.advance_watermarks(&batch, &rows, &part_of, now)?;
+        Ok(SourcePoll::Batch(batch))
+    }
+
+    /// What a poll returns before reading the broker, if anything: a watermark held
+    /// back, the end, or idleness when this subtask has no partitions.
+    fn before_fetch(&mut self) -> Result<Option<SourcePoll>> {
         if let Some(w) = self.pending_watermark.take() {
-            return Ok(SourcePoll::Watermark(w));
+            return Ok(Some(SourcePoll::Watermark(w)));
         }
         if !self.assigned {
             self.assign()?;
         }
         if self.partitions.is_empty() {
             if self.bounded {
-                return self.end();
+                return self.end().map(Some);
             }
             if !self.idle {
                 self.idle = true;
-                return Ok(SourcePoll::MarkIdle);
+                return Ok(Some(SourcePoll::MarkIdle));
             }
-            return Ok(SourcePoll::Idle);
+            return Ok(Some(SourcePoll::Idle));
         }
         if self.done() {
-            return self.end();
+            return self.end().map(Some);
         }
-        let consumer = &self.consumer;
-        let mut msgs: Vec<BorrowedMessage<'_>> = Vec::new();
+        Ok(None)
+    }
+
+    /// Up to `max_batch` records (waiting up to 100 ms for the first), and the
+    /// partitions whose end was reached.
+    fn fetch<'c>(
+        &mut self,
+        consumer: &'c BaseConsumer<QuietEof>,
+    ) -> (Vec<BorrowedMessage<'c>>, Vec<i32>) {
+        let mut msgs = Vec::new();
         let mut eofs = Vec::new();
         let mut wait = Duration::from_millis(100);
         while msgs.len() < self.max_batch {
@@ -598,10 +627,18 @@ impl KafkaReader {
         if !msgs.is_empty() || !eofs.is_empty() {
             self.watch.contact();
         }
-        let now = self.ctx.clock.now_ms();
-        // Offsets and end-of-partition bookkeeping.
+        (msgs, eofs)
+    }
+
+    /// Advances each partition's next offset and end flag past `msgs` and `eofs`;
+    /// returns each message's partition index.
+    fn track_positions(
+        &mut self,
+        msgs: &[BorrowedMessage<'_>],
+        eofs: &[i32],
+    ) -> Result<Vec<usize>> {
         let mut part_of = Vec::with_capacity(msgs.len());
-        for m in &msgs {
+        for m in msgs {
             let Some(i) = self.index_of(m.topic(), m.partition()) else {
                 return Err(KafkaError::config(format!(
                     "received a record of `{}` partition {}, not assigned to this subtask",
@@ -631,22 +668,32 @@ impl KafkaReader {
                 }
             }
         }
-        if msgs.is_empty() {
-            self.watch
-                .check(&self.name, &self.consumer, &self.partitions[0].0)?;
-            if let Some(wm) = self.tracker.on_tick(now) {
-                return Ok(SourcePoll::Watermark(wm));
-            }
-            if self.tracker.is_idle() && !self.idle {
-                self.idle = true;
-                return Ok(SourcePoll::MarkIdle);
-            }
-            return if self.done() {
-                self.end()
-            } else {
-                Ok(SourcePoll::Idle)
-            };
+        Ok(part_of)
+    }
+
+    /// A poll that read no record: the broker watch, the time-driven watermark,
+    /// idleness, or the end.
+    fn without_records(&mut self, now: i64) -> Result<SourcePoll> {
+        self.watch
+            .check(&self.name, &self.consumer, &self.partitions[0].0)?;
+        if let Some(wm) = self.tracker.on_tick(now) {
+            return Ok(SourcePoll::Watermark(wm));
         }
+        if self.tracker.is_idle() && !self.idle {
+            self.idle = true;
+            return Ok(SourcePoll::MarkIdle);
+        }
+        if self.done() {
+            self.end()
+        } else {
+            Ok(SourcePoll::Idle)
+        }
+    }
+
+    /// Decodes `msgs` into a batch (with the metadata columns if asked), handling the
+    /// records that do not decode by the bad-record policy; returns the batch and, per
+    /// row, the message it came from.
+    fn decode(&mut self, msgs: &[BorrowedMessage<'_>]) -> Result<(RecordBatch, Vec<u32>)> {
         let payloads: Vec<Option<&[u8]>> = msgs.iter().map(|m| m.payload()).collect();
         let decoded = self.decoder.decode(&payloads)?;
         for (i, reason) in &decoded.bad {
@@ -694,9 +741,20 @@ impl KafkaReader {
         } else {
             RecordBatch::try_new(self.schema.clone(), decoded.batch.columns().to_vec())?
         };
-        // Per-partition watermarks.
+        Ok((batch, decoded.rows))
+    }
+
+    /// Per-partition watermarks after a batch: the partitions it holds are active, and
+    /// (with an event-time column) their largest times advance them.
+    fn advance_watermarks(
+        &mut self,
+        batch: &RecordBatch,
+        rows: &[u32],
+        part_of: &[usize],
+        now: i64,
+    ) -> Result<()> {
         let mut active = vec![false; self.partitions.len()];
-        for &i in &part_of {
+        for &i in part_of {
             active[i] = true;
         }
         for (i, &a) in active.iter().enumerate() {
@@ -705,33 +763,34 @@ impl KafkaReader {
             }
         }
         self.idle = false;
-        if let Some(col) = self.time_column {
-            let times = sabot_core::arrow::compute::cast(batch.column(col), &DataType::Int64)?;
-            let times = times
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(|| KafkaError::config("event time is not Int64"))?;
-            for (r, &payload) in decoded.rows.iter().enumerate() {
-                if times.is_valid(r) {
-                    let i = part_of[payload as usize];
-                    self.max_time[i] = self.max_time[i].max(times.value(r));
-                }
+        let Some(col) = self.time_column else {
+            return Ok(());
+        };
+        let times = sabot_core::arrow::compute::cast(batch.column(col), &DataType::Int64)?;
+        let times = times
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| KafkaError::config("event time is not Int64"))?;
+        for (r, &payload) in rows.iter().enumerate() {
+            if times.is_valid(r) {
+                let i = part_of[payload as usize];
+                self.max_time[i] = self.max_time[i].max(times.value(r));
             }
-            for (i, &a) in active.iter().enumerate() {
-                if a && self.max_time[i] > i64::MIN {
-                    let wm = Timestamp::from_millis(
-                        self.max_time[i]
-                            .saturating_sub(self.bound_ms)
-                            .saturating_sub(1),
-                    );
-                    // The combined watermark only grows: the last one counts.
-                    if let Some(w) = self.tracker.on_watermark(i, wm, now).map_err(time_err)? {
-                        self.pending_watermark = Some(w);
-                    }
+        }
+        for (i, &a) in active.iter().enumerate() {
+            if a && self.max_time[i] > i64::MIN {
+                let wm = Timestamp::from_millis(
+                    self.max_time[i]
+                        .saturating_sub(self.bound_ms)
+                        .saturating_sub(1),
+                );
+                // The combined watermark only grows: the last one counts.
+                if let Some(w) = self.tracker.on_watermark(i, wm, now).map_err(time_err)? {
+                    self.pending_watermark = Some(w);
                 }
             }
         }
-        Ok(SourcePoll::Batch(batch))
+        Ok(())
     }
 
     /// The partition index of `topic`/`partition` in this subtask's share.

@@ -62,7 +62,16 @@ impl StateConfig {
         self
     }
 
-    /// The backend's name: `memory` or `rocksdb`.
+    /// Whether state is kept in memory ([`BackendKind::Memory`]): operators that keep
+    /// their own in-memory structures then (window panes, join rows) choose by this.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.backend, BackendKind::Memory)
+    }
+
+    /// The backend's name (`memory`, `rocksdb`), for messages and operator names; code
+    /// that chooses by backend matches [`BackendKind`] (or [`is_in_memory`]).
+    ///
+    /// [`is_in_memory`]: StateConfig::is_in_memory
     pub fn name(&self) -> &'static str {
         match self.backend {
             BackendKind::Memory => "memory",

@@ -410,7 +410,7 @@ impl TwoInputOperatorFactory for JoinFactory {
         // either way). A regular join's rows live for ever or for a time to live: its
         // state can grow large, and the backend's copy-on-write snapshots do not copy
         // it at every checkpoint.
-        let store = if ctx.state.name() == "memory" && self.bound.is_time_bounded() {
+        let store = if ctx.state.is_in_memory() && self.bound.is_time_bounded() {
             RowStore::memory(names)
         } else {
             let (backend, states) = names.open()?;

@@ -215,7 +215,7 @@ impl OperatorFactory for TumblingWindowFactory {
             super::state_fingerprint("window-acc", &panes, input, &b.key_idx, &b.aggs);
         // Memory state: the window's panes are hash tables of accumulators in the
         // operator itself, written to the backend only for snapshots.
-        if ctx.state.name() == "memory" {
+        if ctx.state.is_in_memory() {
             return Ok(Box::new(super::panes::PaneWindowOp::new(
                 keys,
                 b,
