@@ -134,3 +134,34 @@ where
     let state = |d: &[PathBuf]| backend.restore(d).map_err(Into::into);
     read(from, state, timers, range)
 }
+
+/// The [`Operator`](crate::Operator) snapshot methods of a keyed operator whose whole
+/// state is its `backend` (a `Box<dyn StateBackend>`), `timers` (a `TimerService`) and
+/// `watermark` fields: written and restored through [`backend_write_async`] and
+/// [`backend_read`]. Used inside the operator's `impl Operator` block.
+macro_rules! backend_snapshots {
+    () => {
+        fn snapshot(&mut self, target: &crate::SnapshotTarget) -> crate::Result<()> {
+            crate::SnapshotWrite::finish(self.snapshot_async(target)?)
+        }
+
+        fn snapshot_async(
+            &mut self,
+            target: &crate::SnapshotTarget,
+        ) -> crate::Result<Option<crate::SnapshotWrite>> {
+            crate::snapshot::backend_write_async(
+                target,
+                &mut self.backend,
+                &self.timers,
+                self.watermark,
+            )
+        }
+
+        fn restore(&mut self, from: &[crate::SnapshotSource]) -> crate::Result<()> {
+            self.watermark =
+                crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
+            Ok(())
+        }
+    };
+}
+pub(crate) use backend_snapshots;

@@ -12,9 +12,7 @@ use super::rows::{Pairs, SideRows, bad_entry, entry, split_namespace, time_key, 
 use super::{JOIN_LATE_RECORDS_DROPPED, JoinColumns, JoinType, join_columns, side_fingerprint};
 use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
-use crate::{
-    Operator, OperatorError, Output, Result, SnapshotWrite, TaskContext, TwoInputOperatorFactory,
-};
+use crate::{Operator, OperatorError, Output, Result, TaskContext, TwoInputOperatorFactory};
 
 /// A lookup join against a table: the right input is the table's changelog (each row
 /// an upsert of its key's version, or a deletion where its op column says `-D` or
@@ -522,21 +520,5 @@ impl Operator for LookupJoinOp {
         Ok(())
     }
 
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(
-            target,
-            &mut self.backend,
-            &self.timers,
-            self.watermark,
-        )
-    }
-
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
-        Ok(())
-    }
+    crate::snapshot::backend_snapshots!();
 }

@@ -12,7 +12,7 @@ use sabot_time::TimerService;
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
 use crate::keys::KeyColumns;
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// Name of the output column numbering a key's count windows (0, 1, 2, ...).
 pub const WINDOW_INDEX: &str = "window_index";
@@ -291,21 +291,5 @@ impl Operator for CountWindowOp {
         Ok(())
     }
 
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(
-            target,
-            &mut self.backend,
-            &self.timers,
-            self.watermark,
-        )
-    }
-
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
-        Ok(())
-    }
+    crate::snapshot::backend_snapshots!();
 }

@@ -16,7 +16,7 @@ use super::aggregate::{
 use super::groups::GroupTable;
 use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// Name of the global windows' state in the state backend (and in snapshots).
 pub const GLOBAL_WINDOW_STATE: &str = "global-window";
@@ -599,21 +599,5 @@ impl Operator for GlobalWindowOp {
         }
     }
 
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(
-            target,
-            &mut self.backend,
-            &self.timers,
-            self.watermark,
-        )
-    }
-
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
-        Ok(())
-    }
+    crate::snapshot::backend_snapshots!();
 }

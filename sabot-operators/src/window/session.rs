@@ -17,7 +17,7 @@ use super::aggregate::{
 use super::groups::GroupTable;
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED};
 use crate::keys::KeyColumns;
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// Name of the session windows' state in the state backend (and in snapshots).
 pub const SESSION_WINDOW_STATE: &str = "session-window";
@@ -487,23 +487,7 @@ impl Operator for SessionWindowOp {
         self.fire_due(out)
     }
 
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(
-            target,
-            &mut self.backend,
-            &self.timers,
-            self.watermark,
-        )
-    }
-
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
-        Ok(())
-    }
+    crate::snapshot::backend_snapshots!();
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use sabot_time::TimerService;
 use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
 use super::groups::GroupTable;
 use crate::keys::{BatchKeys, KeyColumns};
-use crate::{Operator, OperatorError, OperatorFactory, Output, Result, SnapshotWrite, TaskContext};
+use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
 /// Name of the window start column in a window's output (ms, inclusive).
 pub const WINDOW_START: &str = "window_start";
@@ -871,21 +871,5 @@ impl Operator for TumblingWindowOp {
         self.fire_due(out)
     }
 
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
-        crate::snapshot::backend_write_async(
-            target,
-            &mut self.backend,
-            &self.timers,
-            self.watermark,
-        )
-    }
-
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
-        self.watermark = crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
-        Ok(())
-    }
+    crate::snapshot::backend_snapshots!();
 }
