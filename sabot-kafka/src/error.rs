@@ -20,6 +20,17 @@ pub enum KafkaError {
         source: ClientError,
     },
 
+    /// A file of the connector's own (a staging file of the exactly-once sink) could
+    /// not be written or read.
+    #[error("kafka staging file {path}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A setting is invalid or does not fit the data (a schema, a column, a format).
     #[error("kafka configuration: {reason}")]
     Config {

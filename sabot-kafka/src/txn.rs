@@ -145,8 +145,10 @@ impl TxnLog {
         })?;
         self.scratch.clear();
         encode_record(&mut self.scratch, topic_index, r);
-        w.write_all(&self.scratch)
-            .map_err(|e| KafkaError::config(format!("staging file of `{}`: {e}", self.id)))
+        w.write_all(&self.scratch).map_err(|source| KafkaError::Io {
+            path: files.in_progress_path(),
+            source,
+        })
     }
 
     /// Pre-commit on barrier `id`: the staged records become durable (without
@@ -264,8 +266,10 @@ impl TxnLog {
 
 fn remove_files(files: &[(u64, PathBuf)]) -> Result<()> {
     for (_, path) in files {
-        std::fs::remove_file(path)
-            .map_err(|e| KafkaError::config(format!("staging file {}: {e}", path.display())))?;
+        std::fs::remove_file(path).map_err(|source| KafkaError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -308,8 +312,10 @@ fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// A staging file's topics and records.
 fn read_staged(path: &Path) -> Result<(Vec<String>, Vec<StoredRecord>)> {
-    let buf = std::fs::read(path)
-        .map_err(|e| KafkaError::config(format!("staging file {}: {e}", path.display())))?;
+    let buf = std::fs::read(path).map_err(|source| KafkaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     decode_staged(&buf, path)
 }
 

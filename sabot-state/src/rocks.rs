@@ -145,10 +145,12 @@ fn folder_bytes(dir: &Path) -> Result<u64> {
     Ok(n)
 }
 
+/// A RocksDB error at `path`, kept as the error object (an I/O error whose inner error
+/// is RocksDB's), not as its text.
 fn db_err(path: &Path) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
     move |e| StateError::Io {
         path: path.to_owned(),
-        source: std::io::Error::other(e.into_string()),
+        source: std::io::Error::other(e),
     }
 }
 
