@@ -137,8 +137,9 @@ where
 
 /// The [`Operator`](crate::Operator) snapshot methods of a keyed operator whose whole
 /// state is its `backend` (a `Box<dyn StateBackend>`), `timers` (a `TimerService`) and
-/// `watermark` fields: written and restored through [`backend_write_async`] and
-/// [`backend_read`]. Used inside the operator's `impl Operator` block.
+/// `watermark` fields, or (`backend_snapshots!(core)`) a `KeyedCore` in field `core`:
+/// written and restored through [`backend_write_async`] and [`backend_read`]. Used
+/// inside the operator's `impl Operator` block.
 macro_rules! backend_snapshots {
     () => {
         fn snapshot(&mut self, target: &crate::SnapshotTarget) -> crate::Result<()> {
@@ -161,6 +162,23 @@ macro_rules! backend_snapshots {
             self.watermark =
                 crate::snapshot::backend_read(from, &mut self.backend, &mut self.timers)?;
             Ok(())
+        }
+    };
+    // The state is a `KeyedCore` in field `$core`.
+    ($core:ident) => {
+        fn snapshot(&mut self, target: &crate::SnapshotTarget) -> crate::Result<()> {
+            crate::SnapshotWrite::finish(self.snapshot_async(target)?)
+        }
+
+        fn snapshot_async(
+            &mut self,
+            target: &crate::SnapshotTarget,
+        ) -> crate::Result<Option<crate::SnapshotWrite>> {
+            self.$core.snapshot_async(target)
+        }
+
+        fn restore(&mut self, from: &[crate::SnapshotSource]) -> crate::Result<()> {
+            self.$core.restore(from)
         }
     };
 }

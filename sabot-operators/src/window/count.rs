@@ -6,11 +6,10 @@ use sabot_core::arrow::array::{ArrayRef, Int64Array};
 use sabot_core::arrow::datatypes::{DataType, Field, Schema};
 use sabot_core::key::KeyGroup;
 use sabot_core::{RecordBatch, SchemaRef, Timestamp};
-use sabot_state::{StateBackend, StateError, StateId};
-use sabot_time::TimerService;
+use sabot_state::{StateBackend, StateError};
 
-use super::aggregate::{Accumulator, Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
-use super::groups::GroupTable;
+use super::aggregate::{Aggregate, BoundAggregate, RowSel, merge_value, slot_sets};
+use super::keyed::KeyedCore;
 use crate::keys::KeyColumns;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
 
@@ -91,7 +90,7 @@ impl OperatorFactory for CountWindowFactory {
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         let (key_idx, aggs, schema) = self.bind(input)?;
         let keys = KeyColumns::new(input, key_idx.clone())?;
-        let mut backend = ctx.open_state(&format!("count-window-{}", self.keys.join("-")))?;
+        let operator = format!("count-window-{}", self.keys.join("-"));
         let fingerprint = format!(
             "count-window/1/size={}/keys={:?}/aggs={}",
             self.size,
@@ -104,21 +103,19 @@ impl OperatorFactory for CountWindowFactory {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let state = backend.register(COUNT_WINDOW_STATE, &fingerprint)?;
-        let table = super::group_table(&keys);
+        let core = KeyedCore::open(
+            ctx,
+            &operator,
+            COUNT_WINDOW_STATE,
+            &fingerprint,
+            keys,
+            &aggs,
+        )?;
         Ok(Box::new(CountWindowOp {
             size: self.size as i64,
-            accs: aggs.iter().map(BoundAggregate::new_accumulator).collect(),
             aggs,
             schema,
-            keys,
-            backend,
-            state,
-            table,
-            max_parallelism: ctx.max_parallelism,
-            timers: TimerService::new(ctx.max_parallelism),
-            watermark: Timestamp::MIN,
-            hashes: Vec::new(),
+            core,
         }))
     }
 }
@@ -126,19 +123,11 @@ impl OperatorFactory for CountWindowFactory {
 struct CountWindowOp {
     size: i64,
     aggs: Vec<BoundAggregate>,
-    accs: Vec<Accumulator>,
     schema: SchemaRef,
-    keys: KeyColumns,
-    /// Per key group and key: its next window's index (i64 LE), the records already in
-    /// that window (i64 LE) and, if any, their aggregates' slots.
-    backend: Box<dyn StateBackend>,
-    state: StateId,
-    table: GroupTable,
-    max_parallelism: usize,
-    /// Count windows have no timers; kept for the common snapshot layout.
-    timers: TimerService<KeyGroup, (i64, bool)>,
-    watermark: Timestamp,
-    hashes: Vec<u64>,
+    /// Its state: per key group and key, its next window's index (i64 LE), the records
+    /// already in that window (i64 LE) and, if any, their aggregates' slots. Count
+    /// windows have no timers; the core's are kept for the common snapshot layout.
+    core: KeyedCore<KeyGroup, (i64, bool)>,
 }
 
 fn bad_value(reason: String) -> StateError {
@@ -157,12 +146,13 @@ impl Operator for CountWindowOp {
         if rows == 0 {
             return Ok(());
         }
-        let keys = self.keys.of(&batch, &mut self.hashes)?;
-        self.table.clear();
+        let keys = self.core.keys.of(&batch, &mut self.core.hashes)?;
+        self.core.table.clear();
         let mut key_of_row = Vec::with_capacity(rows);
-        self.table
-            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
-        let n = self.table.len();
+        self.core
+            .table
+            .groups_of(&keys, &self.core.hashes, RowSel::All, &mut key_of_row);
+        let n = self.core.table.len();
 
         // Each key's stored window: next index, records in it, their slots.
         let mut index = vec![0i64; n];
@@ -174,10 +164,14 @@ impl Operator for CountWindowOp {
         let mut ns = Vec::new();
         let mut buf = Vec::new();
         for g in 0..n {
-            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g), self.core.max_parallelism);
             ns.clear();
-            self.table.key_bytes(g, &mut ns);
-            if self.backend.get(self.state, kg, &ns, b"", &mut buf)? {
+            self.core.table.key_bytes(g, &mut ns);
+            if self
+                .core
+                .backend
+                .get(self.core.state, kg, &ns, b"", &mut buf)?
+            {
                 let head = |at: usize| {
                     buf.get(at..at + 8)
                         .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -190,7 +184,7 @@ impl Operator for CountWindowOp {
                 };
                 let slots = &buf[16..];
                 if (c == 0) != slots.is_empty()
-                    || (c > 0 && slot_sets(&self.accs, slots) != Some(1))
+                    || (c > 0 && slot_sets(&self.core.accs, slots) != Some(1))
                 {
                     return Err(bad_value(format!(
                         "{c} records with {} bytes of aggregates, not one slot set",
@@ -239,7 +233,7 @@ impl Operator for CountWindowOp {
             .iter()
             .map(|a| a.values(batch.columns()))
             .collect::<Result<Vec<_>>>()?;
-        for (acc, v) in self.accs.iter_mut().zip(&values) {
+        for (acc, v) in self.core.accs.iter_mut().zip(&values) {
             acc.reset(slots);
             acc.update(v.as_ref(), None, RowSel::All, &slot_of_row)?;
         }
@@ -247,7 +241,7 @@ impl Operator for CountWindowOp {
         for g in 0..n {
             if let Some(at) = stored_at[g].clone()
                 && let s = &stored[at]
-                && !merge_value(&mut self.accs, first_slot[g] as usize, s)
+                && !merge_value(&mut self.core.accs, first_slot[g] as usize, s)
             {
                 return Err(bad_value("malformed aggregates".into()).into());
             }
@@ -256,12 +250,13 @@ impl Operator for CountWindowOp {
         if !complete.is_empty() {
             let keys_of: Vec<u32> = complete.iter().map(|&s| slot_key[s as usize]).collect();
             let mut cols = self
+                .core
                 .table
-                .key_columns(self.keys.converter(), Some(&keys_of))?;
+                .key_columns(self.core.keys.converter(), Some(&keys_of))?;
             cols.push(Arc::new(Int64Array::from_iter_values(
                 complete.iter().map(|&s| slot_index[s as usize]),
             )) as ArrayRef);
-            for a in &self.accs {
+            for a in &self.core.accs {
                 cols.push(a.finish(Some(&complete))?);
             }
             out.batch(RecordBatch::try_new(self.schema.clone(), cols)?);
@@ -270,26 +265,28 @@ impl Operator for CountWindowOp {
         // What stays open per key.
         let mut value = Vec::new();
         for g in 0..n {
-            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g), self.core.max_parallelism);
             ns.clear();
-            self.table.key_bytes(g, &mut ns);
+            self.core.table.key_bytes(g, &mut ns);
             value.clear();
             value.extend_from_slice(&index[g].to_le_bytes());
             value.extend_from_slice(&count[g].to_le_bytes());
             if current[g] != NONE {
                 let s = current[g] as usize;
-                self.accs.iter().for_each(|a| a.encode(s, &mut value));
+                self.core.accs.iter().for_each(|a| a.encode(s, &mut value));
             }
-            self.backend.put(self.state, kg, &ns, b"", &value)?;
+            self.core
+                .backend
+                .put(self.core.state, kg, &ns, b"", &value)?;
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
-        self.watermark = self.watermark.max(wm);
+        self.core.watermark = self.core.watermark.max(wm);
         out.watermark(wm);
         Ok(())
     }
 
-    crate::snapshot::backend_snapshots!();
+    crate::snapshot::backend_snapshots!(core);
 }

@@ -7,13 +7,13 @@ use sabot_core::arrow::array::ArrayRef;
 use sabot_core::arrow::datatypes::Schema;
 use sabot_core::key::KeyGroup;
 use sabot_core::{RecordBatch, SchemaRef, Timestamp, column_index, duration_millis};
-use sabot_state::{StateBackend, StateError, StateId};
-use sabot_time::{TimeDomain, TimerService};
+use sabot_state::{StateBackend, StateError};
+use sabot_time::TimeDomain;
 
 use super::aggregate::{
     Accumulator, Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets,
 };
-use super::groups::GroupTable;
+use super::keyed::KeyedCore;
 use crate::keys::KeyColumns;
 use crate::time_column::{check_time_field, event_times};
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
@@ -173,48 +173,34 @@ impl OperatorFactory for GlobalWindowFactory {
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         let b = self.bind(input)?;
         let keys = KeyColumns::new(input, b.key_idx.clone())?;
-        let mut backend = ctx.open_state(&format!("global-{}", self.keys.join("-")))?;
         let fingerprint = super::state_fingerprint("global-acc", "", input, &b.key_idx, &b.aggs);
-        let state = backend.register(GLOBAL_WINDOW_STATE, &fingerprint)?;
-        let table = super::group_table(&keys);
-        let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
-        Ok(Box::new(GlobalWindowOp {
+        let core = KeyedCore::open(
+            ctx,
+            &format!("global-{}", self.keys.join("-")),
+            GLOBAL_WINDOW_STATE,
+            &fingerprint,
             keys,
+            &b.aggs,
+        )?;
+        Ok(Box::new(GlobalWindowOp {
+            core,
             bound: b,
             trigger: self.trigger,
             purge: self.purge,
-            backend,
-            state,
-            table,
-            accs,
-            timers: TimerService::new(ctx.max_parallelism),
-            max_parallelism: ctx.max_parallelism,
-            watermark: Timestamp::MIN,
             clock: ctx.clock.clone(),
-            hashes: Vec::new(),
         }))
     }
 }
 
-/// Per (key group, key bytes): the key's next periodic firing.
-type Timers = TimerService<(KeyGroup, Vec<u8>), ()>;
-
 struct GlobalWindowOp {
-    keys: KeyColumns,
+    /// Its state: per key group and key bytes (no namespace), records since the key's
+    /// last firing (i64 LE), then its slot set (none right after a purge). Its timers:
+    /// per (key group, key bytes), the key's next periodic firing.
+    core: KeyedCore<(KeyGroup, Vec<u8>), ()>,
     bound: Bound,
     trigger: Trigger,
     purge: bool,
-    backend: Box<dyn StateBackend>,
-    /// Per key group and key bytes (no namespace): records since the key's last firing
-    /// (i64 LE), then its slot set (none right after a purge).
-    state: StateId,
-    table: GroupTable,
-    accs: Vec<Accumulator>,
-    timers: Timers,
-    max_parallelism: usize,
-    watermark: Timestamp,
     clock: Arc<dyn sabot_time::Clock>,
-    hashes: Vec<u64>,
 }
 
 fn bad_value(reason: String) -> StateError {
@@ -275,18 +261,22 @@ impl GlobalWindowOp {
         times: Option<&[i64]>,
         out: &mut Output,
     ) -> Result<()> {
-        let keys = self.table.len();
+        let keys = self.core.table.len();
         // Segments: a key's rows between two firings; segment `s` of key `g`.
         let mut pending = vec![0i64; keys];
         let mut stored: Vec<Option<Vec<u8>>> = vec![None; keys];
         let mut buf = Vec::new();
         let mut key = Vec::new();
         for g in 0..keys {
-            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g), self.core.max_parallelism);
             key.clear();
-            self.table.key_bytes(g, &mut key);
-            if self.backend.get(self.state, kg, &key, b"", &mut buf)? {
-                let (p, slots) = split(&self.accs, &buf)?;
+            self.core.table.key_bytes(g, &mut key);
+            if self
+                .core
+                .backend
+                .get(self.core.state, kg, &key, b"", &mut buf)?
+            {
+                let (p, slots) = split(&self.core.accs, &buf)?;
                 pending[g] = p;
                 stored[g] = (!slots.is_empty()).then(|| slots.to_vec());
             }
@@ -311,7 +301,7 @@ impl GlobalWindowOp {
             }
         }
         let segs = seg_key.len();
-        for (acc, v) in self.accs.iter_mut().zip(values) {
+        for (acc, v) in self.core.accs.iter_mut().zip(values) {
             acc.reset(segs);
             acc.update(v.as_ref(), times, RowSel::All, &seg_of_row)?;
         }
@@ -326,7 +316,7 @@ impl GlobalWindowOp {
         for s in 0..segs {
             let g = seg_key[s] as usize;
             seg.clear();
-            encode_set(&self.accs, s, &mut seg);
+            encode_set(&self.core.accs, s, &mut seg);
             let run = running[g].get_or_insert_with(Vec::new);
             run.extend_from_slice(&seg); // merged when read: slot sets append
             if seg_fires[s] {
@@ -358,15 +348,16 @@ impl GlobalWindowOp {
                 from = end;
             }
             let keys = self
+                .core
                 .table
-                .key_columns(self.keys.converter(), Some(&fired_keys))?;
+                .key_columns(self.core.keys.converter(), Some(&fired_keys))?;
             self.emit(keys, &accs, None, out)?;
         }
         let mut value = Vec::new();
         for g in 0..keys {
-            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g), self.core.max_parallelism);
             key.clear();
-            self.table.key_bytes(g, &mut key);
+            self.core.table.key_bytes(g, &mut key);
             value.clear();
             value.extend_from_slice(&pending[g].to_le_bytes());
             if let Some(run) = &running[g] {
@@ -374,9 +365,11 @@ impl GlobalWindowOp {
                 value.extend_from_slice(&combined);
             }
             if value.len() == 8 && pending[g] == 0 {
-                self.backend.delete(self.state, kg, &key, b"")?;
+                self.core.backend.delete(self.core.state, kg, &key, b"")?;
             } else {
-                self.backend.put(self.state, kg, &key, b"", &value)?;
+                self.core
+                    .backend
+                    .put(self.core.state, kg, &key, b"", &value)?;
             }
         }
         Ok(())
@@ -407,8 +400,8 @@ impl GlobalWindowOp {
         values: &[Option<ArrayRef>],
         times: Option<&[i64]>,
     ) -> Result<()> {
-        let keys = self.table.len();
-        for (acc, v) in self.accs.iter_mut().zip(values) {
+        let keys = self.core.table.len();
+        for (acc, v) in self.core.accs.iter_mut().zip(values) {
             acc.reset(keys);
             acc.update(v.as_ref(), times, RowSel::All, key_of_row)?;
         }
@@ -418,17 +411,18 @@ impl GlobalWindowOp {
         }
         let (domain, now) = match self.trigger {
             Trigger::ProcessingTime(_) => (TimeDomain::ProcessingTime, self.clock.now_ms()),
-            _ => (TimeDomain::EventTime, self.watermark.millis()),
+            _ => (TimeDomain::EventTime, self.core.watermark.millis()),
         };
         let mut key = Vec::new();
         for (g, &added) in rows.iter().enumerate() {
-            let kg = KeyGroup::of_hash(self.table.hash(g), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g), self.core.max_parallelism);
             key.clear();
-            self.table.key_bytes(g, &mut key);
-            let accs = &mut self.accs;
+            self.core.table.key_bytes(g, &mut key);
+            let accs = &mut self.core.accs;
             let mut was_pending = 0;
-            self.backend
-                .update(self.state, kg, &key, b"", &mut |old, new| {
+            self.core
+                .backend
+                .update(self.core.state, kg, &key, b"", &mut |old, new| {
                     let mut pending = 0;
                     if let Some(old) = old {
                         let (p, slots) = split(accs, old).map_err(|e| bad_value(e.to_string()))?;
@@ -446,10 +440,12 @@ impl GlobalWindowOp {
                 let at = Timestamp::from_millis(self.next_boundary(now));
                 match domain {
                     TimeDomain::ProcessingTime => {
-                        self.timers
+                        self.core
+                            .timers
                             .register_processing_time_timer((kg, key.clone()), (), at)
                     }
                     _ => self
+                        .core
                         .timers
                         .register_event_time_timer((kg, key.clone()), (), at),
                 };
@@ -466,26 +462,32 @@ impl GlobalWindowOp {
         let mut buf = Vec::new();
         loop {
             let t = match domain {
-                TimeDomain::EventTime => self.timers.next_event_timer(),
-                _ => self.timers.next_processing_timer(),
+                TimeDomain::EventTime => self.core.timers.next_event_timer(),
+                _ => self.core.timers.next_processing_timer(),
             };
             let Some(t) = t else { break };
             let (kg, key) = t.key;
-            if !self.backend.get(self.state, kg, &key, b"", &mut buf)? {
+            if !self
+                .core
+                .backend
+                .get(self.core.state, kg, &key, b"", &mut buf)?
+            {
                 continue;
             }
-            let (pending, slots) = split(&self.accs, &buf)?;
+            let (pending, slots) = split(&self.core.accs, &buf)?;
             if pending == 0 {
                 continue;
             }
             sets.extend_from_slice(slots);
             ends.push(sets.len());
             if self.purge {
-                self.backend.delete(self.state, kg, &key, b"")?;
+                self.core.backend.delete(self.core.state, kg, &key, b"")?;
             } else {
                 let mut value = 0i64.to_le_bytes().to_vec();
                 value.extend_from_slice(slots);
-                self.backend.put(self.state, kg, &key, b"", &value)?;
+                self.core
+                    .backend
+                    .put(self.core.state, kg, &key, b"", &value)?;
             }
             fired_keys.push(key);
         }
@@ -507,7 +509,7 @@ impl GlobalWindowOp {
             }
             from = end;
         }
-        let keys = decode_keys(&self.keys, &fired_keys)?;
+        let keys = decode_keys(&self.core.keys, &fired_keys)?;
         self.emit(keys, &accs, None, out)
     }
 }
@@ -545,11 +547,12 @@ impl Operator for GlobalWindowOp {
             .time_idx
             .map(|i| event_times(batch.column(i)))
             .transpose()?;
-        let keys = self.keys.of(&batch, &mut self.hashes)?;
-        self.table.clear();
+        let keys = self.core.keys.of(&batch, &mut self.core.hashes)?;
+        self.core.table.clear();
         let mut key_of_row = Vec::with_capacity(rows);
-        self.table
-            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
+        self.core
+            .table
+            .groups_of(&keys, &self.core.hashes, RowSel::All, &mut key_of_row);
         let values = self
             .bound
             .aggs
@@ -564,10 +567,10 @@ impl Operator for GlobalWindowOp {
     }
 
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
-        if wm > self.watermark {
-            self.watermark = wm;
+        if wm > self.core.watermark {
+            self.core.watermark = wm;
             if matches!(self.trigger, Trigger::EventTime(_)) {
-                self.timers.advance_watermark(wm);
+                self.core.timers.advance_watermark(wm);
                 self.fire(TimeDomain::EventTime, out)?;
             }
         }
@@ -577,7 +580,8 @@ impl Operator for GlobalWindowOp {
 
     fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
         if matches!(self.trigger, Trigger::ProcessingTime(_)) {
-            self.timers
+            self.core
+                .timers
                 .advance_processing_time(Timestamp::from_millis(now_ms));
             self.fire(TimeDomain::ProcessingTime, out)?;
         }
@@ -585,19 +589,19 @@ impl Operator for GlobalWindowOp {
     }
 
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
-        self.watermark = Timestamp::MAX;
+        self.core.watermark = Timestamp::MAX;
         match self.trigger {
             Trigger::EventTime(_) => {
-                self.timers.advance_watermark(Timestamp::MAX);
+                self.core.timers.advance_watermark(Timestamp::MAX);
                 self.fire(TimeDomain::EventTime, out)
             }
             Trigger::ProcessingTime(_) => {
-                self.timers.advance_processing_time(Timestamp::MAX);
+                self.core.timers.advance_processing_time(Timestamp::MAX);
                 self.fire(TimeDomain::ProcessingTime, out)
             }
             _ => Ok(()),
         }
     }
 
-    crate::snapshot::backend_snapshots!();
+    crate::snapshot::backend_snapshots!(core);
 }

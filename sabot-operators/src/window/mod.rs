@@ -4,6 +4,7 @@ mod aggregate;
 mod count;
 mod global;
 mod groups;
+mod keyed;
 mod panes;
 mod session;
 mod tumbling;

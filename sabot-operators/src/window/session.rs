@@ -8,13 +8,10 @@ use sabot_core::arrow::datatypes::Schema;
 use sabot_core::key::KeyGroup;
 use sabot_core::metrics::Counter;
 use sabot_core::{RecordBatch, SchemaRef, Timestamp, duration_millis};
-use sabot_state::{StateBackend, StateError, StateId};
-use sabot_time::TimerService;
+use sabot_state::{StateBackend, StateError};
 
-use super::aggregate::{
-    Accumulator, Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets,
-};
-use super::groups::GroupTable;
+use super::aggregate::{Aggregate, BoundAggregate, RowSel, encode_set, merge_value, slot_sets};
+use super::keyed::KeyedCore;
 use super::{LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED};
 use crate::keys::KeyColumns;
 use crate::{Operator, OperatorError, OperatorFactory, Output, Result, TaskContext};
@@ -145,49 +142,34 @@ impl OperatorFactory for SessionWindowFactory {
     fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
         let b = self.bind(input)?;
         let keys = KeyColumns::new(input, b.key_idx.clone())?;
-        let mut backend = ctx.open_state(&format!("session-{}", self.keys.join("-")))?;
         let fingerprint = super::state_fingerprint("session-acc", "", input, &b.key_idx, &b.aggs);
-        let state = backend.register(SESSION_WINDOW_STATE, &fingerprint)?;
-        backend.index_for_scans(state)?;
-        let table = super::group_table(&keys);
-        let accs = b.aggs.iter().map(BoundAggregate::new_accumulator).collect();
-        Ok(Box::new(SessionWindowOp {
+        let mut core = KeyedCore::open(
+            ctx,
+            &format!("session-{}", self.keys.join("-")),
+            SESSION_WINDOW_STATE,
+            &fingerprint,
             keys,
+            &b.aggs,
+        )?;
+        core.backend.index_for_scans(core.state)?;
+        Ok(Box::new(SessionWindowOp {
+            core,
             bound: b,
-            backend,
-            state,
-            table,
-            accs,
-            timers: TimerService::new(ctx.max_parallelism),
-            max_parallelism: ctx.max_parallelism,
-            watermark: Timestamp::MIN,
             late: ctx.metrics.counter(LATE_RECORDS),
             dropped: ctx.metrics.counter(LATE_RECORDS_DROPPED),
-            hashes: Vec::new(),
         }))
     }
 }
 
-/// A session timer: per (key group, key bytes), the session's start; due at the
-/// session's last millisecond.
-type Timers = TimerService<(KeyGroup, Vec<u8>), i64>;
-
 struct SessionWindowOp {
-    keys: KeyColumns,
+    /// Its state: per key group, key bytes (the state key) and session start (the
+    /// namespace, 8 bytes big-endian with the sign flipped: byte order is time order):
+    /// the session's end (i64 LE) and the aggregates' slots. Its timers: per (key
+    /// group, key bytes), the session's start, due at the session's last millisecond.
+    core: KeyedCore<(KeyGroup, Vec<u8>), i64>,
     bound: Bound,
-    backend: Box<dyn StateBackend>,
-    /// Per key group, key bytes (the state key) and session start (the namespace, 8
-    /// bytes big-endian with the sign flipped: byte order is time order): the session's
-    /// end (i64 LE) and the aggregates' slots.
-    state: StateId,
-    table: GroupTable,
-    accs: Vec<Accumulator>,
-    timers: Timers,
-    max_parallelism: usize,
-    watermark: Timestamp,
     late: Counter,
     dropped: Counter,
-    hashes: Vec<u64>,
 }
 
 fn start_key(ts: i64) -> [u8; 8] {
@@ -218,8 +200,8 @@ impl SessionWindowOp {
     /// Merges slot `from` into slot `into` (both partial sessions of this batch).
     fn merge_slots(&mut self, into: usize, from: usize) -> Result<()> {
         let mut bytes = Vec::new();
-        encode_set(&self.accs, from, &mut bytes);
-        if !merge_value(&mut self.accs, into, &bytes) {
+        encode_set(&self.core.accs, from, &mut bytes);
+        if !merge_value(&mut self.core.accs, into, &bytes) {
             return Err(bad_value("malformed aggregates".into()).into());
         }
         Ok(())
@@ -227,16 +209,20 @@ impl SessionWindowOp {
 
     /// Emits every session the watermark has passed.
     fn fire_due(&mut self, out: &mut Output) -> Result<()> {
-        self.timers.advance_watermark(self.watermark);
+        self.core.timers.advance_watermark(self.core.watermark);
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut bounds: Vec<(i64, i64)> = Vec::new();
         let mut values: Vec<u8> = Vec::new();
         let mut ends: Vec<usize> = Vec::new();
         let mut buf = Vec::new();
-        while let Some(t) = self.timers.next_event_timer() {
+        while let Some(t) = self.core.timers.next_event_timer() {
             let ((kg, key), start) = (t.key, t.namespace);
             let ns = start_key(start);
-            if !self.backend.get(self.state, kg, &key, &ns, &mut buf)? {
+            if !self
+                .core
+                .backend
+                .get(self.core.state, kg, &key, &ns, &mut buf)?
+            {
                 continue;
             }
             let (Some(end), slots) = (
@@ -247,7 +233,7 @@ impl SessionWindowOp {
             ) else {
                 return Err(bad_value(format!("{} bytes, not a session", buf.len())).into());
             };
-            if slot_sets(&self.accs, slots) != Some(1) {
+            if slot_sets(&self.core.accs, slots) != Some(1) {
                 return Err(bad_value(format!(
                     "{} bytes of aggregates, not one slot set",
                     slots.len()
@@ -258,30 +244,30 @@ impl SessionWindowOp {
             ends.push(values.len());
             bounds.push((start, end));
             keys.push(key.clone());
-            self.backend.delete(self.state, kg, &key, &ns)?;
+            self.core.backend.delete(self.core.state, kg, &key, &ns)?;
         }
         if keys.is_empty() {
             return Ok(());
         }
         let n = keys.len();
-        for a in &mut self.accs {
+        for a in &mut self.core.accs {
             a.reset(n);
         }
         let mut from = 0;
         for (g, &end) in ends.iter().enumerate() {
-            if !merge_value(&mut self.accs, g, &values[from..end]) {
+            if !merge_value(&mut self.core.accs, g, &values[from..end]) {
                 return Err(bad_value("malformed aggregates".into()).into());
             }
             from = end;
         }
-        let mut cols = super::global::decode_keys(&self.keys, &keys)?;
+        let mut cols = super::global::decode_keys(&self.core.keys, &keys)?;
         cols.push(Arc::new(Int64Array::from_iter_values(
             bounds.iter().map(|b| b.0),
         )));
         cols.push(Arc::new(Int64Array::from_iter_values(
             bounds.iter().map(|b| b.1),
         )));
-        for a in &self.accs {
+        for a in &self.core.accs {
             cols.push(a.finish(None)?);
         }
         out.batch(RecordBatch::try_new(self.bound.schema.clone(), cols)?);
@@ -328,15 +314,16 @@ impl Operator for SessionWindowOp {
         let times = super::non_null_times(&batch, self.bound.time_idx)?;
         let ts = times.values();
         let gap = self.bound.gap;
-        let keys = self.keys.of(&batch, &mut self.hashes)?;
-        self.table.clear();
+        let keys = self.core.keys.of(&batch, &mut self.core.hashes)?;
+        self.core.table.clear();
         let mut key_of_row = Vec::with_capacity(rows);
-        self.table
-            .groups_of(&keys, &self.hashes, RowSel::All, &mut key_of_row);
+        self.core
+            .table
+            .groups_of(&keys, &self.core.hashes, RowSel::All, &mut key_of_row);
 
         // Partial sessions of this batch: rows sorted by (key, time), cut where the next
         // row is more than the gap after the session's end.
-        let order = order_by_key_and_time(&key_of_row, self.table.len(), ts);
+        let order = order_by_key_and_time(&key_of_row, self.core.table.len(), ts);
         let mut slot_of_row = vec![0u32; rows];
         // Per slot: key, start, end.
         let mut slots: Vec<(u32, i64, i64)> = Vec::new();
@@ -356,13 +343,13 @@ impl Operator for SessionWindowOp {
             .iter()
             .map(|a| a.values(batch.columns()))
             .collect::<Result<Vec<_>>>()?;
-        for (acc, v) in self.accs.iter_mut().zip(&values) {
+        for (acc, v) in self.core.accs.iter_mut().zip(&values) {
             acc.reset(slots.len());
             acc.update(v.as_ref(), Some(ts), RowSel::All, &slot_of_row)?;
         }
 
         // Per key: merge the partial sessions with the stored ones.
-        let wm = self.watermark.millis();
+        let wm = self.core.watermark.millis();
         let mut late_slots = vec![false; slots.len()];
         let mut key = Vec::new();
         let mut value = Vec::new();
@@ -370,9 +357,9 @@ impl Operator for SessionWindowOp {
         while first < slots.len() {
             let g = slots[first].0;
             let last = first + slots[first..].iter().take_while(|s| s.0 == g).count();
-            let kg = KeyGroup::of_hash(self.table.hash(g as usize), self.max_parallelism);
+            let kg = KeyGroup::of_hash(self.core.table.hash(g as usize), self.core.max_parallelism);
             key.clear();
-            self.table.key_bytes(g as usize, &mut key);
+            self.core.table.key_bytes(g as usize, &mut key);
             let mut parts: Vec<Part> = (first..last)
                 .map(|s| Part {
                     start: slots[s].1,
@@ -382,14 +369,15 @@ impl Operator for SessionWindowOp {
                 .collect();
             let mut stored: Vec<(i64, i64, Vec<u8>)> = Vec::new();
             let mut bad = None;
-            self.backend
-                .scan(self.state, kg, &key, b"", &mut |ns, v| match (
+            self.core
+                .backend
+                .scan(self.core.state, kg, &key, b"", &mut |ns, v| match (
                     start_of(ns),
                     v.get(..8)
                         .and_then(|b| <[u8; 8]>::try_from(b).ok())
                         .map(i64::from_le_bytes),
                 ) {
-                    (Some(start), Some(end)) if slot_sets(&self.accs, &v[8..]) == Some(1) => {
+                    (Some(start), Some(end)) if slot_sets(&self.core.accs, &v[8..]) == Some(1) => {
                         stored.push((start, end, v[8..].to_vec()));
                         true
                     }
@@ -439,16 +427,17 @@ impl Operator for SessionWindowOp {
                         .iter()
                         .find(|s| s.0 == p.start && s.1 == p.end)
                         .ok_or_else(|| bad_value("a stored session vanished".into()))?;
-                    if !merge_value(&mut self.accs, into as usize, bytes) {
+                    if !merge_value(&mut self.core.accs, into as usize, bytes) {
                         return Err(bad_value("malformed aggregates".into()).into());
                     }
                     // The merged session is written under its start below: a stored
                     // session that starts there is overwritten, not deleted first.
                     if p.start != start {
-                        self.backend
-                            .delete(self.state, kg, &key, &start_key(p.start))?;
+                        self.core
+                            .backend
+                            .delete(self.core.state, kg, &key, &start_key(p.start))?;
                     }
-                    self.timers.delete_event_time_timer(
+                    self.core.timers.delete_event_time_timer(
                         (kg, key.clone()),
                         p.start,
                         Timestamp::from_millis(p.end - 1),
@@ -456,10 +445,11 @@ impl Operator for SessionWindowOp {
                 }
                 value.clear();
                 value.extend_from_slice(&end.to_le_bytes());
-                encode_set(&self.accs, into as usize, &mut value);
-                self.backend
-                    .put(self.state, kg, &key, &start_key(start), &value)?;
-                self.timers.register_event_time_timer(
+                encode_set(&self.core.accs, into as usize, &mut value);
+                self.core
+                    .backend
+                    .put(self.core.state, kg, &key, &start_key(start), &value)?;
+                self.core.timers.register_event_time_timer(
                     (kg, key.clone()),
                     start,
                     Timestamp::from_millis(end - 1),
@@ -474,8 +464,8 @@ impl Operator for SessionWindowOp {
     }
 
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
-        if wm > self.watermark {
-            self.watermark = wm;
+        if wm > self.core.watermark {
+            self.core.watermark = wm;
             self.fire_due(out)?;
         }
         out.watermark(wm);
@@ -483,11 +473,11 @@ impl Operator for SessionWindowOp {
     }
 
     fn on_end(&mut self, out: &mut Output) -> Result<()> {
-        self.watermark = Timestamp::MAX;
+        self.core.watermark = Timestamp::MAX;
         self.fire_due(out)
     }
 
-    crate::snapshot::backend_snapshots!();
+    crate::snapshot::backend_snapshots!(core);
 }
 
 #[cfg(test)]
