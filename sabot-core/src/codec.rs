@@ -180,13 +180,13 @@ pub fn get_bytes<'a>(input: &mut &'a [u8], what: &str) -> Result<&'a [u8]> {
 
 /// `body` framed: `magic`, `version`, the body, the CRC-32 of all before.
 pub fn frame(magic: &[u8; 4], version: u8, body: &[u8]) -> Vec<u8> {
-    let mut w = FrameWriter::new(Vec::with_capacity(body.len() + 9), magic, version)
-        .unwrap_or_else(|_| unreachable!("writing to a Vec cannot fail"));
-    w.write_all(body)
-        .unwrap_or_else(|_| unreachable!("writing to a Vec cannot fail"));
-    w.finish()
-        .unwrap_or_else(|_| unreachable!("writing to a Vec cannot fail"))
-        .0
+    let mut out = Vec::with_capacity(body.len() + 9);
+    out.extend_from_slice(magic);
+    out.push(version);
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Writes a frame into a writer (a file, streamed) while checksumming it: the header on

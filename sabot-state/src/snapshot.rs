@@ -124,13 +124,14 @@ pub(crate) fn write(
         (non_empty as u32).encode(&mut head);
         w.write_all(&head)?;
         let mut payload = Vec::new();
+        let mut gh = Vec::with_capacity(22);
         for (kg, table, entries) in groups.iter().filter(|g| !g.2.is_empty()) {
             payload.clear();
             for (k, v) in entries {
                 put_bytes(&mut payload, k);
                 put_bytes(&mut payload, v);
             }
-            let mut gh = Vec::with_capacity(22);
+            gh.clear();
             kg.encode(&mut gh);
             table.encode(&mut gh);
             (entries.len() as u32).encode(&mut gh);
