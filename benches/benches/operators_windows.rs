@@ -18,7 +18,9 @@ use sabot::arrow::datatypes::{DataType, Field, Schema};
 use sabot::core::Timestamp;
 use sabot::core::metrics::Metrics;
 use sabot::core::random::SplitMix64;
-use sabot::operators::{Aggregate, OperatorFactory, Output, TaskContext, TumblingWindowFactory};
+use sabot::operators::{
+    Aggregate, OperatorFactory, Output, SlidingWindowFactory, TaskContext, TumblingWindowFactory,
+};
 
 fn batches(rows: u64, keys: u64) -> Vec<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
@@ -38,7 +40,7 @@ fn batches(rows: u64, keys: u64) -> Vec<RecordBatch> {
         .collect()
 }
 
-fn run(factory: &TumblingWindowFactory, input: &[RecordBatch]) -> usize {
+fn run(factory: &dyn OperatorFactory, input: &[RecordBatch]) -> usize {
     let schema = input[0].schema();
     let ctx = TaskContext::new(0, 1, 128, Metrics::new());
     let mut op = factory.create(&schema, &ctx).expect("window");
@@ -61,19 +63,19 @@ fn run(factory: &TumblingWindowFactory, input: &[RecordBatch]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let rows = sabot_benches::env_u64("SABOT_WINDOW_ROWS", 2_000_000);
-    let window = |slide: Option<u64>| {
-        let f = TumblingWindowFactory::new(
-            vec!["key".into()],
-            Some("ts".into()),
-            Duration::from_secs(60),
-            vec![Aggregate::count()],
-        );
-        match slide {
-            Some(s) => f.with_slide(Duration::from_secs(s)),
-            None => f,
-        }
-    };
-    let (tumbling, sliding) = (window(None), window(Some(1)));
+    let tumbling = TumblingWindowFactory::new(
+        vec!["key".into()],
+        Some("ts".into()),
+        Duration::from_secs(60),
+        vec![Aggregate::count()],
+    );
+    let sliding = SlidingWindowFactory::new(
+        vec!["key".into()],
+        Some("ts".into()),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        vec![Aggregate::count()],
+    );
     for keys in [
         sabot_benches::env_u64("SABOT_WINDOW_KEYS", 1_000_000),
         10_000,

@@ -78,6 +78,6 @@ pub use traits::{
 pub use window::{
     AggKind, Aggregate, AggregateFunction, COUNT_WINDOW_STATE, CountWindowFactory,
     GLOBAL_WINDOW_STATE, GlobalWindowFactory, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED,
-    SESSION_WINDOW_STATE, SessionWindowFactory, Trigger, TumblingWindowFactory, WINDOW_END,
-    WINDOW_INDEX, WINDOW_START, WINDOW_STATE,
+    SESSION_WINDOW_STATE, SessionWindowFactory, SlidingWindowFactory, Trigger,
+    TumblingWindowFactory, WINDOW_END, WINDOW_INDEX, WINDOW_START, WINDOW_STATE,
 };

@@ -13,8 +13,8 @@ use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
 use sabot_operators::SnapshotTarget;
 use sabot_operators::{
-    Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output, TaskContext,
-    TumblingWindowFactory,
+    Aggregate, LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, OperatorFactory, Output,
+    SlidingWindowFactory, TaskContext, TumblingWindowFactory,
 };
 use sabot_state::{MemoryBackend, RocksDbConfig, StateBackend, StateConfig};
 use sabot_time::{WatermarkGenerator, WatermarkStrategy};
@@ -86,6 +86,8 @@ proptest! {
         rocksdb in any::<bool>(),
         // Windows per pane: 1 is tumbling; 5 and 60 slide.
         ratio in prop_oneof![Just(1i64), Just(5), Just(60)],
+        // Ratio 1: a TumblingWindowFactory, or a SlidingWindowFactory sliding by its size.
+        named_tumbling in any::<bool>(),
     ) {
         let slide_ms = if ratio == 1 { size_ms } else { (size_ms / ratio).max(1) };
         let size_ms = slide_ms * ratio;
@@ -96,21 +98,30 @@ proptest! {
         } else {
             vec!["key".into(), "shard".into()]
         };
-        let factory = TumblingWindowFactory::new(
-            keys,
-            Some("ts".into()),
+        let aggregates = vec![
+            Aggregate::count(),
+            Aggregate::count_of("value"),
+            Aggregate::sum("value"),
+            Aggregate::min("value"),
+            Aggregate::max("price"),
+            Aggregate::avg("value"),
+        ];
+        let (size, slide) = (
             Duration::from_millis(size_ms as u64),
-            vec![
-                Aggregate::count(),
-                Aggregate::count_of("value"),
-                Aggregate::sum("value"),
-                Aggregate::min("value"),
-                Aggregate::max("price"),
-                Aggregate::avg("value"),
-            ],
-        )
-        .with_slide(Duration::from_millis(slide_ms as u64))
-        .with_allowed_lateness(Duration::from_millis(lateness_ms as u64));
+            Duration::from_millis(slide_ms as u64),
+        );
+        let lateness = Duration::from_millis(lateness_ms as u64);
+        let factory: Box<dyn OperatorFactory> = if ratio == 1 && named_tumbling {
+            Box::new(
+                TumblingWindowFactory::new(keys, Some("ts".into()), size, aggregates)
+                    .with_allowed_lateness(lateness),
+            )
+        } else {
+            Box::new(
+                SlidingWindowFactory::new(keys, Some("ts".into()), size, slide, aggregates)
+                    .with_allowed_lateness(lateness),
+            )
+        };
         let metrics = Metrics::new();
         // Window contents live in the state backend: run the model against both.
         let dir = tempfile::tempdir().unwrap();
@@ -253,13 +264,13 @@ proptest! {
 fn early_firing_emits_partial_results_of_open_windows() {
     use sabot_test_kit::{int64_batch, row_strings};
     for slide in [100u64, 50] {
-        let factory = TumblingWindowFactory::new(
+        let factory = SlidingWindowFactory::new(
             vec!["k".into()],
             Some("ts".into()),
             Duration::from_millis(100),
+            Duration::from_millis(slide),
             vec![Aggregate::count()],
         )
-        .with_slide(Duration::from_millis(slide))
         .with_early_firing(Duration::from_millis(10));
         let ctx = TaskContext::new(0, 1, 128, Metrics::new());
         let batch = |k: Vec<i64>, ts: Vec<i64>| int64_batch(&[("k", k), ("ts", ts)]);

@@ -14,7 +14,7 @@ use sabot_core::metrics::Metrics;
 use sabot_core::{Message, RecordBatch, Timestamp};
 use sabot_operators::{
     Aggregate, AggregateFunction, BoxError, CountWindowFactory, OperatorFactory, Output,
-    TaskContext, TumblingWindowFactory,
+    SlidingWindowFactory, TaskContext, TumblingWindowFactory,
 };
 use sabot_state::{RocksDbConfig, StateConfig};
 
@@ -149,13 +149,13 @@ proptest! {
         rocksdb in any::<bool>(),
     ) {
         let size_ms = slide_ms * ratio;
-        let factory = TumblingWindowFactory::new(
+        let factory = SlidingWindowFactory::new(
             vec!["key".into()],
             Some("ts".into()),
             Duration::from_millis(size_ms as u64),
+            Duration::from_millis(slide_ms as u64),
             aggregates(),
-        )
-        .with_slide(Duration::from_millis(slide_ms as u64));
+        );
         let dir = tempfile::tempdir().unwrap();
         let state = if rocksdb {
             StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path())
@@ -286,7 +286,7 @@ fn first_and_last_need_event_time_and_user_functions_check_their_input() {
 /// Runs `factory` over `rows` cut at `cuts` with a bounded out-of-orderness watermark;
 /// returns each (key, window start)'s last emitted row.
 fn final_rows(
-    factory: &TumblingWindowFactory,
+    factory: &dyn OperatorFactory,
     state: StateConfig,
     rows: &[Row],
     cuts: &[usize],
@@ -343,10 +343,11 @@ proptest! {
         ratio in prop_oneof![Just(5i64), Just(60)],
         lateness_ms in prop_oneof![Just(0u64), 0u64..300],
     ) {
-        let factory = TumblingWindowFactory::new(
+        let factory = SlidingWindowFactory::new(
             vec!["key".into()],
             Some("ts".into()),
             Duration::from_millis((slide_ms * ratio) as u64),
+            Duration::from_millis(slide_ms as u64),
             vec![
                 Aggregate::count(),
                 Aggregate::count_of("value"),
@@ -354,7 +355,6 @@ proptest! {
                 Aggregate::sum("ts"),
             ],
         )
-        .with_slide(Duration::from_millis(slide_ms as u64))
         .with_allowed_lateness(Duration::from_millis(lateness_ms));
         let dir = tempfile::tempdir().unwrap();
         let rocks = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path());
@@ -381,13 +381,13 @@ fn sliding_windows_over_keys_that_come_and_go_match_the_backend_resident_ones() 
             }
         })
         .collect();
-    let factory = TumblingWindowFactory::new(
+    let factory = SlidingWindowFactory::new(
         vec!["key".into()],
         Some("ts".into()),
         Duration::from_millis(500),
+        Duration::from_millis(100),
         vec![Aggregate::count(), Aggregate::sum("ts")],
     )
-    .with_slide(Duration::from_millis(100))
     .with_allowed_lateness(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let rocks = StateConfig::rocksdb(RocksDbConfig::default()).with_working_dir(dir.path());

@@ -13,8 +13,8 @@ use sabot_operators::{
     Aggregate, BoxError, CollectSink, Collected, CountWindowFactory, FilterFactory, FlatMapFactory,
     GlobalWindowFactory, JoinFactory, JoinType, KeyedProcessFactory, KeyedProcessFunction,
     LATE_DATA, LookupJoinFactory, MapFactory, OperatorFactory, ProjectFactory,
-    SessionWindowFactory, SinkFactory, SourceFactory, Trigger, TumblingWindowFactory,
-    TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
+    SessionWindowFactory, SinkFactory, SlidingWindowFactory, SourceFactory, Trigger,
+    TumblingWindowFactory, TwoInputOperatorFactory, WatermarkFactory, WithColumnFactory,
 };
 use sabot_runtime::{Job, JobConfig, JobGraph, JobResult, NodeId, Partitioning};
 use sabot_state::StateConfig;
@@ -920,19 +920,25 @@ impl WindowedStream {
                 return stream.then(factory, None);
             }
         };
-        let mut factory = TumblingWindowFactory::new(
-            keys,
-            stream.time_column.clone(),
-            size,
-            aggregates.into_iter().collect(),
-        )
-        .with_allowed_lateness(self.allowed_lateness);
-        if let Some(slide) = slide {
-            factory = factory.with_slide(slide);
+        let aggregates = aggregates.into_iter().collect();
+        let time = stream.time_column.clone();
+        match slide {
+            None => {
+                let mut factory = TumblingWindowFactory::new(keys, time, size, aggregates)
+                    .with_allowed_lateness(self.allowed_lateness);
+                if let Some(interval) = self.early_firing {
+                    factory = factory.with_early_firing(interval);
+                }
+                stream.then(factory, None)
+            }
+            Some(slide) => {
+                let mut factory = SlidingWindowFactory::new(keys, time, size, slide, aggregates)
+                    .with_allowed_lateness(self.allowed_lateness);
+                if let Some(interval) = self.early_firing {
+                    factory = factory.with_early_firing(interval);
+                }
+                stream.then(factory, None)
+            }
         }
-        if let Some(interval) = self.early_firing {
-            factory = factory.with_early_firing(interval);
-        }
-        stream.then(factory, None)
     }
 }

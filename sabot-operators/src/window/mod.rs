@@ -1,18 +1,22 @@
 //! Event-time windows.
 
 mod aggregate;
+mod backend_panes;
 mod count;
 mod global;
 mod groups;
 mod keyed;
+mod pane_window;
 mod panes;
 mod session;
+mod sliding;
 mod tumbling;
 
 pub use aggregate::{AggKind, Aggregate, AggregateFunction};
 pub use count::{COUNT_WINDOW_STATE, CountWindowFactory, WINDOW_INDEX};
 pub use global::{GLOBAL_WINDOW_STATE, GlobalWindowFactory, Trigger};
 pub use session::{SESSION_WINDOW_STATE, SessionWindowFactory};
+pub use sliding::SlidingWindowFactory;
 pub use tumbling::{
     LATE_DATA, LATE_RECORDS, LATE_RECORDS_DROPPED, TumblingWindowFactory, WINDOW_END, WINDOW_START,
     WINDOW_STATE,

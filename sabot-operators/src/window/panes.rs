@@ -2,7 +2,7 @@
 //! accumulators inside the operator, updated column by column; the backend only holds
 //! snapshots.
 //!
-//! The same semantics as the backend-resident window ([`super::TumblingWindowFactory`]):
+//! The same semantics as the backend-resident panes ([`super::backend_panes`]):
 //! panes of one slide, windows fired when the watermark passes their last millisecond,
 //! allowed lateness with re-emitted results, late records to the side output, early
 //! firing. What differs is where the aggregates live: a batch's rows are mapped to their
@@ -13,23 +13,19 @@
 //! snapshots that; a restore reads them back, keeping this subtask's key groups.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use sabot_core::arrow::array::{Array, ArrayRef, Int64Array};
 use sabot_core::key::{KeyGroup, hash_columns};
-use sabot_core::metrics::Counter;
 use sabot_core::{RecordBatch, Timestamp};
 use sabot_time::TimerService;
 
+use super::WINDOW_STATE;
 use super::aggregate::{
-    Accumulator, BoundAggregate, RowSel, encode_set, merge_group, merge_mapped, merge_value,
-    unmerge_mapped,
+    Accumulator, RowSel, encode_set, merge_group, merge_mapped, merge_value, unmerge_mapped,
 };
+use super::backend_panes::{bad_value, window_key};
 use super::groups::GroupTable;
-use super::tumbling::{Bound, bad_value, window_key};
-use super::{LATE_RECORDS, LATE_RECORDS_DROPPED, WINDOW_STATE};
-use crate::keys::{BatchKeys, KeyColumns};
-use crate::{Operator, Output, Result, SnapshotWrite, TaskContext};
+use super::pane_window::{BatchInput, PaneStore, WindowCore};
+use crate::{Output, Result, SnapshotWrite, TaskContext};
 
 /// One pane: its keys and their accumulators.
 struct Pane {
@@ -114,20 +110,14 @@ type StoredPane = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 /// its panes and the watermark.
 type Timers = TimerService<KeyGroup, (i64, bool)>;
 
-pub(super) struct PaneWindowOp {
-    keys: KeyColumns,
-    bound: Bound,
+/// Panes in memory (see the module docs).
+pub(super) struct MemoryPanes {
     ctx: TaskContext,
     /// The backend's name for snapshots, and the state's fingerprint.
     state_name: String,
     fingerprint: String,
     panes: BTreeMap<i64, Pane>,
-    watermark: Timestamp,
-    late: Counter,
-    dropped: Counter,
-    hashes: Vec<u64>,
     groups: Vec<u32>,
-    next_early: i64,
     /// Sliding windows with invertible aggregates: the next window to fire, less its
     /// newest pane (see [`Running`]).
     running: Option<Running>,
@@ -150,41 +140,28 @@ struct Running {
     live: usize,
 }
 
-impl PaneWindowOp {
+impl MemoryPanes {
     pub(super) fn new(
-        keys: KeyColumns,
-        bound: Bound,
+        core: &WindowCore,
         ctx: &TaskContext,
         state_name: String,
         fingerprint: String,
     ) -> Self {
-        let invertible = bound.slide_ms < bound.size_ms && {
-            bound
+        let invertible = core.sliding()
+            && core
+                .bound
                 .aggs
                 .iter()
-                .all(|a| a.new_accumulator().invertible(a.input_nullable))
-        };
-        let dict = if keys.is_int64() {
-            GroupTable::for_int64()
-        } else {
-            GroupTable::for_rows(keys.converter())
-        };
-        PaneWindowOp {
-            keys,
-            bound: bound.clone(),
+                .all(|a| a.new_accumulator().invertible(a.input_nullable));
+        MemoryPanes {
             ctx: ctx.clone(),
             state_name,
             fingerprint,
             panes: BTreeMap::new(),
-            watermark: Timestamp::MIN,
-            late: ctx.metrics.counter(LATE_RECORDS),
-            dropped: ctx.metrics.counter(LATE_RECORDS_DROPPED),
-            hashes: Vec::new(),
             groups: Vec::new(),
-            next_early: i64::MIN,
             running: None,
             shared: invertible.then(|| Shared {
-                dict,
+                dict: super::group_table(&core.keys),
                 refs: Vec::new(),
                 live: 0,
                 ids: Vec::new(),
@@ -192,22 +169,10 @@ impl PaneWindowOp {
         }
     }
 
-    fn new_accs(&self) -> Vec<Accumulator> {
-        self.bound
-            .aggs
-            .iter()
-            .map(BoundAggregate::new_accumulator)
-            .collect()
-    }
-
-    fn new_pane(&self) -> Pane {
+    fn new_pane(core: &WindowCore) -> Pane {
         Pane {
-            table: if self.keys.is_int64() {
-                GroupTable::for_int64()
-            } else {
-                GroupTable::for_rows(self.keys.converter())
-            },
-            accs: self.new_accs(),
+            table: super::group_table(&core.keys),
+            accs: core.new_accs(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             ids: Vec::new(),
@@ -215,47 +180,16 @@ impl PaneWindowOp {
         }
     }
 
-    #[inline]
-    fn fire_time(&self, w: i64) -> i64 {
-        w.saturating_add(self.bound.size_ms - 1)
-    }
-
-    #[inline]
-    fn cleanup_time(&self, w: i64) -> i64 {
-        self.fire_time(w).saturating_add(self.bound.lateness_ms)
-    }
-
-    #[inline]
-    fn passed(&self, t: i64) -> bool {
-        Timestamp::from_millis(t) <= self.watermark
-    }
-
-    /// The windows holding pane `pane`, oldest first.
-    fn windows_of(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
-        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
-        let first = pane.saturating_sub(size - slide);
-        (0..size / slide).map(move |i| first.saturating_add(i * slide))
-    }
-
-    /// The output batch of window `w`: the key columns, the bounds, the aggregates.
-    fn result(&self, w: i64, mut cols: Vec<ArrayRef>, accs: &[Accumulator]) -> Result<RecordBatch> {
-        let n = cols.first().map_or(0, |c| c.len());
-        cols.push(Arc::new(Int64Array::from_value(w, n)));
-        cols.push(Arc::new(Int64Array::from_value(
-            w.saturating_add(self.bound.size_ms),
-            n,
-        )));
-        for a in accs {
-            cols.push(a.finish(None)?);
-        }
-        Ok(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
-    }
-
     /// Window `w`'s results: for every key in its panes, or only for the keys of `only`.
-    fn window_results(&mut self, w: i64, only: Option<&GroupTable>) -> Result<Option<RecordBatch>> {
+    fn window_results(
+        &mut self,
+        core: &WindowCore,
+        w: i64,
+        only: Option<&GroupTable>,
+    ) -> Result<Option<RecordBatch>> {
         self.sync_all_keys();
-        let conv = self.keys.converter();
-        if self.bound.slide_ms == self.bound.size_ms && only.is_none() {
+        let conv = core.keys.converter();
+        if core.bound.slide_ms == core.bound.size_ms && only.is_none() {
             // Tumbling: the pane is the window.
             let Some(p) = self.panes.get(&w) else {
                 return Ok(None);
@@ -264,7 +198,7 @@ impl PaneWindowOp {
                 return Ok(None);
             }
             let cols = p.table.key_columns(conv, None)?;
-            return self.result(w, cols, &p.accs).map(Some);
+            return core.result(w, cols, &p.accs, None).map(Some);
         }
         let mut combined = match (only, self.panes.values().next()) {
             (Some(t), _) => {
@@ -277,11 +211,11 @@ impl PaneWindowOp {
             (None, Some(p)) => p.table.empty_like(),
             (None, None) => return Ok(None),
         };
-        let mut accs = self.new_accs();
+        let mut accs = core.new_accs();
         let mut slots = combined.len();
         accs.iter_mut().for_each(|a| a.reset(slots));
         let mut q = w;
-        while q < w.saturating_add(self.bound.size_ms) {
+        while q < w.saturating_add(core.bound.size_ms) {
             if only.is_some()
                 && let Some(p) = self.panes.get_mut(&q)
             {
@@ -311,13 +245,13 @@ impl PaneWindowOp {
                     }
                 }
             }
-            q = q.saturating_add(self.bound.slide_ms);
+            q = q.saturating_add(core.bound.slide_ms);
         }
         if combined.len() == 0 {
             return Ok(None);
         }
         let cols = combined.key_columns(conv, None)?;
-        self.result(w, cols, &accs).map(Some)
+        core.result(w, cols, &accs, None).map(Some)
     }
 
     /// Adds (`add`) or takes out pane `pane` into the running aggregates: they are
@@ -352,8 +286,8 @@ impl PaneWindowOp {
 
     /// Sliding window `w`, incrementally: the running aggregates of its older panes (or
     /// rebuilt from them), plus its newest pane; then its oldest pane goes, for `w + slide`.
-    fn window_incremental(&mut self, w: i64) -> Result<Option<RecordBatch>> {
-        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+    fn window_incremental(&mut self, core: &WindowCore, w: i64) -> Result<Option<RecordBatch>> {
+        let (size, slide) = (core.bound.size_ms, core.bound.slide_ms);
         let mut r = match self.running.take() {
             Some(r) if r.start == w => r,
             _ => {
@@ -362,7 +296,7 @@ impl PaneWindowOp {
                 }
                 let mut r = Running {
                     start: w,
-                    accs: self.new_accs(),
+                    accs: core.new_accs(),
                     present: Vec::new(),
                     live: 0,
                 };
@@ -392,14 +326,8 @@ impl PaneWindowOp {
         } else {
             // Every key still in the window (the steady state): copies, not gathers.
             let sel = (n_live < keys.len()).then_some(live.as_slice());
-            let mut cols = keys.key_columns(self.keys.converter(), sel)?;
-            let n = n_live;
-            cols.push(Arc::new(Int64Array::from_value(w, n)));
-            cols.push(Arc::new(Int64Array::from_value(w.saturating_add(size), n)));
-            for a in &r.accs {
-                cols.push(a.finish(sel)?);
-            }
-            Some(RecordBatch::try_new(self.bound.schema.clone(), cols)?)
+            let cols = keys.key_columns(core.keys.converter(), sel)?;
+            Some(core.result(w, cols, &r.accs, sel)?)
         };
         self.apply_pane(&mut r, w, false)?;
         r.start = w.saturating_add(slide);
@@ -411,15 +339,15 @@ impl PaneWindowOp {
 
     /// The watermark moved from `old` to the current one: fires the windows whose last
     /// millisecond it passed, then drops the panes whose last window's lateness passed.
-    fn fire(&mut self, old: Timestamp, out: &mut Output) -> Result<()> {
-        let (size, slide) = (self.bound.size_ms, self.bound.slide_ms);
+    fn fire_windows(&mut self, core: &WindowCore, old: Timestamp, out: &mut Output) -> Result<()> {
+        let (size, slide) = (core.bound.size_ms, core.bound.slide_ms);
         let mut due: BTreeSet<i64> = BTreeSet::new();
         // The windows whose last millisecond is in (old, new]: their starts are in
         // (old - size + 1, new - size + 1]. Usually a few: walk them; after a jump (the
         // first or the final watermark) walk the panes' windows instead.
         let (lo, hi) = (
             old.millis().saturating_sub(size - 1),
-            self.watermark.millis().saturating_sub(size - 1),
+            core.watermark.millis().saturating_sub(size - 1),
         );
         let span = hi.saturating_sub(lo) / slide;
         let held = self.panes.len() as i64 * (size / slide);
@@ -435,9 +363,9 @@ impl PaneWindowOp {
             }
         } else {
             for &p in self.panes.keys() {
-                for w in self.windows_of(p) {
-                    let t = Timestamp::from_millis(self.fire_time(w));
-                    if t > old && t <= self.watermark {
+                for w in core.windows_of(p) {
+                    let t = Timestamp::from_millis(core.fire_time(w));
+                    if t > old && t <= core.watermark {
                         due.insert(w);
                     }
                 }
@@ -445,9 +373,9 @@ impl PaneWindowOp {
         }
         for w in due {
             let batch = if self.shared.is_some() {
-                self.window_incremental(w)?
+                self.window_incremental(core, w)?
             } else {
-                self.window_results(w, None)?
+                self.window_results(core, w, None)?
             };
             if let Some(b) = batch {
                 out.batch(b);
@@ -458,7 +386,7 @@ impl PaneWindowOp {
             .panes
             .keys()
             .copied()
-            .take_while(|&p| self.passed(self.cleanup_time(p)))
+            .take_while(|&p| core.passed(core.cleanup_time(p)))
             .collect();
         for p in gone {
             if let Some(p) = self.panes.remove(&p)
@@ -474,7 +402,7 @@ impl PaneWindowOp {
             // dictionary-sized map (late rows use the pane's own index).
             for (&start, p) in self.panes.iter_mut() {
                 if !p.slot_of.is_empty()
-                    && Timestamp::from_millis(start.saturating_add(slide - 1)) <= self.watermark
+                    && Timestamp::from_millis(start.saturating_add(slide - 1)) <= core.watermark
                 {
                     p.slot_of = Vec::new();
                 }
@@ -531,7 +459,7 @@ impl PaneWindowOp {
     }
 
     /// Early firing: windows not fired yet emit the keys updated in their panes.
-    fn fire_early(&mut self, out: &mut Output) -> Result<()> {
+    fn fire_early_windows(&mut self, core: &WindowCore, out: &mut Output) -> Result<()> {
         self.sync_all_keys();
         let mut windows: BTreeMap<i64, GroupTable> = BTreeMap::new();
         let dirty: Vec<i64> = self
@@ -541,10 +469,7 @@ impl PaneWindowOp {
             .map(|(&k, _)| k)
             .collect();
         for pane in dirty {
-            let ws: Vec<i64> = self
-                .windows_of(pane)
-                .filter(|&w| !self.passed(self.fire_time(w)))
-                .collect();
+            let ws: Vec<i64> = core.windows_of(pane).filter(|&w| !core.is_due(w)).collect();
             let p = self
                 .panes
                 .get_mut(&pane)
@@ -561,7 +486,7 @@ impl PaneWindowOp {
             p.dirty.clear();
         }
         for (w, keys) in windows {
-            if let Some(b) = self.window_results(w, Some(&keys))? {
+            if let Some(b) = self.window_results(core, w, Some(&keys))? {
                 out.batch(b);
             }
         }
@@ -572,15 +497,20 @@ impl PaneWindowOp {
     /// touched keys' results in the fired windows still kept.
     fn update_pane(
         &mut self,
+        core: &WindowCore,
         pane: i64,
         sel: RowSel<'_>,
-        keys: &BatchKeys,
-        values: &[Option<ArrayRef>],
-        times: &[i64],
+        input: &BatchInput<'_>,
         out: &mut Output,
     ) -> Result<()> {
+        let BatchInput {
+            keys,
+            hashes,
+            values,
+            times,
+        } = *input;
         if !self.panes.contains_key(&pane) {
-            let mut p = self.new_pane();
+            let mut p = Self::new_pane(core);
             // Panes of a stream tend to hold as many keys as the one before.
             if let Some(last) = self.panes.values().next_back() {
                 if self.shared.is_some() {
@@ -596,12 +526,12 @@ impl PaneWindowOp {
             pane >= r.start
                 && pane
                     < r.start
-                        .saturating_add(self.bound.size_ms - self.bound.slide_ms)
+                        .saturating_add(core.bound.size_ms - core.bound.slide_ms)
         }) {
             self.running = None;
         }
         // Rows still come to this pane in order until the watermark passes its end.
-        let hot = !self.passed(pane.saturating_add(self.bound.slide_ms - 1));
+        let hot = !core.passed(pane.saturating_add(core.bound.slide_ms - 1));
         let p = self
             .panes
             .get_mut(&pane)
@@ -612,7 +542,7 @@ impl PaneWindowOp {
                 // One dictionary lookup per row; the pane's group from its map by
                 // dictionary number, or (a pane the watermark passed) its own index.
                 sh.ids.clear();
-                sh.dict.groups_of(keys, &self.hashes, sel, &mut sh.ids);
+                sh.dict.groups_of(keys, hashes, sel, &mut sh.ids);
                 let n = sh.dict.len();
                 if sh.refs.len() < n {
                     sh.refs.resize(n, 0);
@@ -664,7 +594,7 @@ impl PaneWindowOp {
                     }
                 }
             }
-            None => p.table.groups_of(keys, &self.hashes, sel, &mut self.groups),
+            None => p.table.groups_of(keys, hashes, sel, &mut self.groups),
         }
         let n = match self.shared {
             Some(_) => p.ids.len(),
@@ -674,10 +604,10 @@ impl PaneWindowOp {
             acc.resize(n);
             acc.update(v.as_ref(), Some(times), sel, &self.groups)?;
         }
-        let early = self.bound.early_ms > 0;
-        let late_update = self.bound.lateness_ms > 0
-            && Timestamp::from_millis(pane.saturating_add(self.bound.slide_ms - 1))
-                <= self.watermark;
+        let early = core.bound.early_ms > 0;
+        let late_update = core.bound.lateness_ms > 0
+            && Timestamp::from_millis(pane.saturating_add(core.bound.slide_ms - 1))
+                <= core.watermark;
         if !early && !late_update {
             return Ok(());
         }
@@ -702,12 +632,9 @@ impl PaneWindowOp {
             for &g in &touched {
                 keys.insert_from(&p.table, g as usize);
             }
-            let ws: Vec<i64> = self
-                .windows_of(pane)
-                .filter(|&w| self.passed(self.fire_time(w)) && !self.passed(self.cleanup_time(w)))
-                .collect();
+            let ws: Vec<i64> = core.kept_fired_windows(pane).collect();
             for w in ws {
-                if let Some(b) = self.window_results(w, Some(&keys))? {
+                if let Some(b) = self.window_results(core, w, Some(&keys))? {
                     out.batch(b);
                 }
             }
@@ -736,82 +663,43 @@ impl PaneWindowOp {
     }
 }
 
-impl Operator for PaneWindowOp {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let times = super::non_null_times(&batch, self.bound.time_idx)?;
-        let keys = self.keys.of(&batch, &mut self.hashes)?;
-        let values = self
-            .bound
-            .aggs
-            .iter()
-            .map(|a| a.values(batch.columns()))
-            .collect::<Result<Vec<_>>>()?;
-        let ts = times.values();
-        // A pane is too late once its last window (starting at the pane) is cleaned up.
-        let (buckets, too_late) = super::bucket_by_pane(ts, self.bound.slide_ms, |p| {
-            self.passed(self.cleanup_time(p))
-        });
-        super::send_too_late(&batch, too_late, (&self.late, &self.dropped), out)?;
-        for (pane, sel) in buckets {
-            let sel = match &sel {
-                None => RowSel::All,
-                Some(rows) => RowSel::Some(rows),
-            };
-            // Late for at least one of its windows.
-            if self.passed(pane.saturating_add(self.bound.slide_ms - 1)) {
-                self.late.add(match sel {
-                    RowSel::All => ts.len(),
-                    RowSel::Some(rows) => rows.len(),
-                } as u64);
-            }
-            self.update_pane(pane, sel, &keys, &values, ts, out)?;
-        }
-        Ok(())
+impl PaneStore for MemoryPanes {
+    fn update(
+        &mut self,
+        core: &WindowCore,
+        pane: i64,
+        rows: RowSel<'_>,
+        input: &BatchInput<'_>,
+        out: &mut Output,
+    ) -> Result<()> {
+        self.update_pane(core, pane, rows, input, out)
     }
 
-    fn on_watermark(&mut self, wm: Timestamp, out: &mut Output) -> Result<()> {
-        if wm > self.watermark {
-            let old = std::mem::replace(&mut self.watermark, wm);
-            self.fire(old, out)?;
-        }
-        out.watermark(wm);
-        Ok(())
+    fn fire(&mut self, core: &WindowCore, old: Timestamp, out: &mut Output) -> Result<()> {
+        self.fire_windows(core, old, out)
     }
 
-    fn on_tick(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
-        if self.bound.early_ms > 0 && now_ms >= self.next_early {
-            if self.next_early != i64::MIN {
-                self.fire_early(out)?;
-            }
-            self.next_early = now_ms.saturating_add(self.bound.early_ms);
-        }
-        Ok(())
+    fn fire_early(&mut self, core: &WindowCore, out: &mut Output) -> Result<()> {
+        self.fire_early_windows(core, out)
     }
 
-    fn on_end(&mut self, out: &mut Output) -> Result<()> {
-        let old = std::mem::replace(&mut self.watermark, Timestamp::MAX);
-        self.fire(old, out)
-    }
-
-    fn snapshot(&mut self, target: &crate::SnapshotTarget) -> Result<()> {
-        SnapshotWrite::finish(self.snapshot_async(target)?)
-    }
-
-    fn snapshot_async(&mut self, target: &crate::SnapshotTarget) -> Result<Option<SnapshotWrite>> {
+    fn snapshot_async(
+        &mut self,
+        core: &WindowCore,
+        target: &crate::SnapshotTarget,
+    ) -> Result<Option<SnapshotWrite>> {
         self.sync_all_keys();
         let mut backend = self.to_backend()?;
         let timers = Timers::new(self.ctx.max_parallelism);
-        crate::snapshot::backend_write_async(target, &mut backend, &timers, self.watermark)
+        crate::snapshot::backend_write_async(target, &mut backend, &timers, core.watermark)
     }
 
-    fn restore(&mut self, from: &[crate::SnapshotSource]) -> Result<()> {
+    fn restore(&mut self, core: &WindowCore, from: &[crate::SnapshotSource]) -> Result<Timestamp> {
         let mut backend = self.ctx.open_state(&self.state_name)?;
         let state = backend.register(WINDOW_STATE, &self.fingerprint)?;
         let mut timers = Timers::new(self.ctx.max_parallelism);
-        self.watermark = crate::snapshot::backend_read(from, &mut backend, &mut timers)?;
+        let watermark = crate::snapshot::backend_read(from, &mut backend, &mut timers)?;
+        let mut hashes = Vec::new();
         self.panes.clear();
         self.running = None;
         if let Some(sh) = &mut self.shared {
@@ -844,19 +732,17 @@ impl Operator for PaneWindowOp {
             return Err(bad_value(format!("a {len}-byte pane key")).into());
         }
         for (pane, (keys, values)) in by_pane {
-            let cols = super::global::decode_keys(&self.keys, &keys)?;
-            hash_columns(&cols, &mut self.hashes)?;
-            let mut p = self.new_pane();
-            let parser = self.keys.converter().parser();
+            let cols = super::global::decode_keys(&core.keys, &keys)?;
+            hash_columns(&cols, &mut hashes)?;
+            let mut p = Self::new_pane(core);
+            let parser = core.keys.converter().parser();
             for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
-                let g = if self.keys.is_int64() {
+                let g = if core.keys.is_int64() {
                     let b = <[u8; 8]>::try_from(key.as_slice())
                         .map_err(|_| bad_value(format!("a {}-byte integer key", key.len())))?;
-                    p.table
-                        .find_or_insert_i64(self.hashes[i], i64::from_le_bytes(b))
+                    p.table.find_or_insert_i64(hashes[i], i64::from_le_bytes(b))
                 } else {
-                    p.table
-                        .find_or_insert_row(self.hashes[i], parser.parse(key))
+                    p.table.find_or_insert_row(hashes[i], parser.parse(key))
                 };
                 p.accs.iter_mut().for_each(|a| a.resize(p.table.len()));
                 if !merge_value(&mut p.accs, g as usize, value) {
@@ -875,6 +761,6 @@ impl Operator for PaneWindowOp {
             }
             self.panes.insert(pane, p);
         }
-        Ok(())
+        Ok(watermark)
     }
 }
