@@ -454,8 +454,22 @@ pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<
                         break;
                     }
                 }
-                // The end: the last offsets were transaction markers.
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                // The end, if the reader is past `high` (the last offsets were
+                // transaction markers); short of it, a transaction committed before this
+                // call is not yet stable on the broker (its marker is still being
+                // written): keep reading.
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                    let position = consumer
+                        .position()
+                        .map_err(|e| KafkaError::client(format!("position in `{topic}`"), e))?;
+                    let at = position
+                        .find_partition(topic, p)
+                        .map(|e| e.offset());
+                    match at {
+                        Some(rdkafka::Offset::Offset(at)) if at < high => {}
+                        _ => break,
+                    }
+                }
                 Some(Err(e)) => return Err(KafkaError::client(format!("read `{topic}`"), e)),
                 None => {}
             }

@@ -10,9 +10,10 @@
 //! - stateless: [`MapFactory`], [`FilterFactory`] (an Arrow boolean predicate),
 //!   [`ProjectFactory`], and [`WatermarkFactory`] (per-partition watermark generation
 //!   with idleness and a bad-record policy for null event times);
-//! - [`TumblingWindowFactory`]: keyed tumbling event-time windows with vectorized
-//!   count/sum/min/max ([`Aggregate`]), fired by timers, with allowed lateness and a
-//!   [`LATE_DATA`] side output; window contents live in the job's state backend
+//! - [`TumblingWindowFactory`] and [`SlidingWindowFactory`]: keyed tumbling and sliding
+//!   event-time windows with vectorized aggregates ([`Aggregate`]), one operator over
+//!   panes of one slide, with allowed lateness, early firing and a [`LATE_DATA`] side
+//!   output; the panes live in the operator or in the job's state backend, by its kind
 //!   ([`TaskContext::state`]: memory or RocksDB);
 //! - [`KeyedProcessFactory`]: a user [`KeyedProcessFunction`] per record, with keyed
 //!   state (value, list, map, reducing, aggregating; from `sabot-state`) and event- and
