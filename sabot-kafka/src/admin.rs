@@ -462,9 +462,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Result<
                     let position = consumer
                         .position()
                         .map_err(|e| KafkaError::client(format!("position in `{topic}`"), e))?;
-                    let at = position
-                        .find_partition(topic, p)
-                        .map(|e| e.offset());
+                    let at = position.find_partition(topic, p).map(|e| e.offset());
                     match at {
                         Some(rdkafka::Offset::Offset(at)) if at < high => {}
                         _ => break,
