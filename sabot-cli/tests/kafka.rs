@@ -641,13 +641,24 @@ fn faust_agents_keep_tables_per_key_and_send_to_topics() {
     got_crossed.sort();
     assert!(!want_crossed.is_empty());
     assert_eq!(got_crossed, want_crossed);
-    let large_count = read_topic(&broker.bootstrap(), "large", true)
+    // Compared as sorted lists, so that a failure shows which payments are missing or
+    // doubled (and whether they were among the input's last).
+    let mut got_large: Vec<(i64, i64)> = read_topic(&broker.bootstrap(), "large", true)
         .unwrap()
-        .len();
-    assert_eq!(
-        large_count,
-        payments.iter().filter(|p| p.amount >= 990).count()
-    );
+        .iter()
+        .map(|r| {
+            let p: Payment = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            (p.account, p.amount)
+        })
+        .collect();
+    got_large.sort_unstable();
+    let mut want_large: Vec<(i64, i64)> = payments
+        .iter()
+        .filter(|p| p.amount >= 990)
+        .map(|p| (p.account, p.amount))
+        .collect();
+    want_large.sort_unstable();
+    assert_eq!(got_large, want_large);
 }
 
 /// A value that is not the agent's type stops the app with its topic and offset.
