@@ -7,6 +7,8 @@
 //!   failover (cancel every subtask of the attempt, restart from the newest complete
 //!   checkpoint), waiting for slots with a timeout, and the job's status.
 //! - [`RestartStrategy`]: none, fixed delay, or exponential delay, as Flink's.
+//! - [`protocol`]: the control messages between the coordinator and its workers, as
+//!   checksummed frames decoded as untrusted input.
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +40,7 @@
 //! ```
 
 mod master;
+pub mod protocol;
 mod restart;
 
 pub use master::{

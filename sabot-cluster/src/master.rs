@@ -110,7 +110,7 @@ impl fmt::Display for Difference {
 }
 
 /// A worker's registration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registration {
     /// The worker's name (its host and port unless given), unique among live workers.
     pub name: String,
