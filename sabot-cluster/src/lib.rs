@@ -9,6 +9,8 @@
 //! - [`RestartStrategy`]: none, fixed delay, or exponential delay, as Flink's.
 //! - [`protocol`]: the control messages between the coordinator and its workers, as
 //!   checksummed frames decoded as untrusted input.
+//! - [`service`] (feature `service`, on by default): the coordinator's endpoint, the
+//!   worker's loop, and attempts as child processes.
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,6 +44,8 @@
 mod master;
 pub mod protocol;
 mod restart;
+#[cfg(all(feature = "service", not(sabot_loom)))]
+pub mod service;
 
 pub use master::{
     Attempt, Command, Deployment, Difference, Fingerprint, JobMaster, JobState, JobStatus,
