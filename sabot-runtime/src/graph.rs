@@ -102,7 +102,9 @@ pub struct JobConfig {
 /// feature, on by default; without it such a job is refused when it starts).
 ///
 /// Every worker runs the same job graph with the same [`JobConfig`] except
-/// [`Cluster::me`]. Subtask `s` of every operator runs on worker `s % workers.len()`;
+/// [`Cluster::me`]. Subtask `s` of every operator runs on worker `owners[s]` when
+/// [`Cluster::owners`] is given (a coordinator's placement), otherwise on worker
+/// `s % workers.len()`;
 /// exchanges between subtasks of one worker use the in-process queues, the others go
 /// through the workers' shuffle servers.
 /// Each worker's sinks receive the output of its own subtasks.
@@ -113,6 +115,9 @@ pub struct Cluster {
     pub workers: Vec<SocketAddr>,
     /// This process's index in `workers`: its server listens on `workers[me]`.
     pub me: usize,
+    /// Where each subtask runs (an index into `workers`, one per subtask); `None`:
+    /// subtask `s` on worker `s % workers.len()`.
+    pub owners: Option<Vec<usize>>,
     /// Network settings.
     #[cfg(feature = "flight")]
     pub flight: FlightConfig,
@@ -124,6 +129,7 @@ impl Cluster {
         Cluster {
             workers,
             me,
+            owners: None,
             #[cfg(feature = "flight")]
             flight: FlightConfig::default(),
         }
@@ -136,9 +142,19 @@ impl Cluster {
         self
     }
 
+    /// Places subtask `s` of every operator on worker `owners[s]` (one entry per
+    /// subtask; checked when the job is built).
+    pub fn with_owners(mut self, owners: Vec<usize>) -> Cluster {
+        self.owners = Some(owners);
+        self
+    }
+
     /// The worker that runs subtask `subtask` of every operator.
     pub fn owner(&self, subtask: usize) -> usize {
-        subtask % self.workers.len().max(1)
+        match &self.owners {
+            Some(o) => o.get(subtask).copied().unwrap_or(0),
+            None => subtask % self.workers.len().max(1),
+        }
     }
 }
 

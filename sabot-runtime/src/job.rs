@@ -88,6 +88,21 @@ impl JobGraph {
                     "this worker's index {} is not below the number of workers {workers}",
                     cluster.me
                 ))
+            } else if let Some(owners) = &cluster.owners {
+                if owners.len() != c.parallelism {
+                    Some(format!(
+                        "{} subtasks placed for parallelism {}",
+                        owners.len(),
+                        c.parallelism
+                    ))
+                } else if let Some((s, w)) = owners.iter().enumerate().find(|(_, w)| **w >= workers)
+                {
+                    Some(format!("subtask {s} placed on worker {w} of {workers}"))
+                } else if let Some(idle) = (0..workers).find(|w| !owners.contains(w)) {
+                    Some(format!("worker {idle} has no subtask"))
+                } else {
+                    None
+                }
             } else if c.parallelism < workers {
                 Some(format!(
                     "parallelism {} leaves some of the {workers} workers without subtasks",
@@ -523,6 +538,34 @@ impl Job {
     /// The job's settings.
     pub fn config(&self) -> &JobConfig {
         &self.graph.config
+    }
+
+    /// What every process running this job must agree on, as named values: each node's
+    /// operator, the parallelism, key groups, state backend, bad-record policy and
+    /// checkpoint settings (a coordinator refuses a worker whose values differ, naming
+    /// them).
+    pub fn fingerprint(&self) -> Vec<(String, String)> {
+        let c = &self.graph.config;
+        let mut out: Vec<(String, String)> = self
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node {i}"), n.kind.name()))
+            .collect();
+        out.push(("job".into(), c.name.clone()));
+        out.push(("parallelism".into(), c.parallelism.to_string()));
+        out.push(("max_parallelism".into(), c.max_parallelism.to_string()));
+        out.push(("state".into(), c.state.name().into()));
+        out.push(("bad_records".into(), format!("{:?}", c.bad_records)));
+        out.push((
+            "checkpoints".into(),
+            c.checkpoints.as_ref().map_or_else(
+                || "none".into(),
+                |k| format!("{} every {:?}, {:?}", k.dir.display(), k.interval, k.mode),
+            ),
+        ));
+        out
     }
 
     /// The output schema of a node.

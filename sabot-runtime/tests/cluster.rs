@@ -95,6 +95,32 @@ fn two_workers_over_flight_give_the_same_output_as_one_process() {
     );
 }
 
+/// A coordinator's placement (`Cluster::with_owners`): worker 0 runs subtask 1, worker 1
+/// subtasks 0 and 2; the output is still the one-process run's.
+#[test]
+fn an_explicit_placement_gives_the_same_output_as_one_process() {
+    let (g, out) = job(None);
+    g.build().unwrap().run().unwrap();
+    let expected = rows(&[out]);
+    let workers = free_ports(2);
+    let mut outputs = Vec::new();
+    let mut handles = Vec::new();
+    for me in 0..2 {
+        let cluster = Cluster::new(workers.clone(), me).with_owners(vec![1, 0, 1]);
+        let (g, out) = job(Some(cluster));
+        handles.push(g.build().unwrap().start().unwrap());
+        outputs.push(out);
+    }
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(rows(&outputs), expected);
+    // Worker 1 has two of the three source subtasks.
+    let records: Vec<u64> = results
+        .iter()
+        .map(|r| r.metric(sabot_runtime::SOURCE_RECORDS))
+        .collect();
+    assert!(records[1] > records[0], "{records:?}");
+}
+
 #[test]
 fn a_worker_whose_peer_never_starts_fails_with_a_clear_error() {
     let workers = free_ports(2);
@@ -122,6 +148,18 @@ fn cluster_settings_are_checked_at_build_time() {
         (Cluster::new(vec![], 0), "empty"),
         (Cluster::new(workers.clone(), 2), "index 2"),
         (Cluster::new(vec![workers[0]; 4], 0), "parallelism 3"),
+        (
+            Cluster::new(workers.clone(), 0).with_owners(vec![0, 1]),
+            "2 subtasks placed for parallelism 3",
+        ),
+        (
+            Cluster::new(workers.clone(), 0).with_owners(vec![0, 2, 1]),
+            "subtask 1 placed on worker 2 of 2",
+        ),
+        (
+            Cluster::new(workers.clone(), 0).with_owners(vec![0, 0, 0]),
+            "worker 1 has no subtask",
+        ),
     ] {
         let (g, _) = job(Some(cluster));
         let e = g.build().unwrap_err();
