@@ -74,6 +74,13 @@ pub enum ToWorker {
         /// Why.
         reason: String,
     },
+    /// The job ended (finished, failed or cancelled): the worker may stop.
+    JobOver {
+        /// Whether it finished (rather than failed or was cancelled).
+        finished: bool,
+        /// Its final state, and why it failed.
+        reason: String,
+    },
 }
 
 /// A control message that could not be decoded.
@@ -295,6 +302,11 @@ impl ToWorker {
                 b.push(5);
                 reason.encode(&mut b);
             }
+            ToWorker::JobOver { finished, reason } => {
+                b.push(6);
+                finished.encode(&mut b);
+                reason.encode(&mut b);
+            }
         }
         frame(MAGIC, VERSION, &b)
     }
@@ -326,6 +338,10 @@ impl ToWorker {
                 attempt: Attempt(u64::decode(input)?),
             },
             5 => ToWorker::Forget {
+                reason: String::decode(input)?,
+            },
+            6 => ToWorker::JobOver {
+                finished: bool::decode(input)?,
                 reason: String::decode(input)?,
             },
             t => return Err(bad(format!("unknown message to a worker (tag {t})"))),
@@ -414,6 +430,8 @@ mod tests {
                 attempt: Attempt(a)
             }),
             ".{0,20}".prop_map(|reason| ToWorker::Forget { reason }),
+            (any::<bool>(), ".{0,20}")
+                .prop_map(|(finished, reason)| ToWorker::JobOver { finished, reason }),
         ]
     }
 

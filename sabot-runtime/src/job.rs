@@ -98,10 +98,10 @@ impl JobGraph {
                 } else if let Some((s, w)) = owners.iter().enumerate().find(|(_, w)| **w >= workers)
                 {
                     Some(format!("subtask {s} placed on worker {w} of {workers}"))
-                } else if let Some(idle) = (0..workers).find(|w| !owners.contains(w)) {
-                    Some(format!("worker {idle} has no subtask"))
                 } else {
-                    None
+                    (0..workers)
+                        .find(|w| !owners.contains(w))
+                        .map(|idle| format!("worker {idle} has no subtask"))
                 }
             } else if c.parallelism < workers {
                 Some(format!(

@@ -31,4 +31,8 @@ pub enum Error {
     #[cfg(feature = "kafka")]
     #[error(transparent)]
     Kafka(#[from] sabot_kafka::KafkaError),
+    /// Cluster roles: the coordinator, a worker, an attempt's deployment.
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }

@@ -48,7 +48,9 @@
 //! - `rocksdb`: the RocksDB state backend ([`state::StateConfig::rocksdb`]);
 //! - `kafka`: [`kafka`] sources, sinks and codecs, and Faust-style agents ([`app`]);
 //! - `flight`: jobs split over worker processes ([`runtime::Cluster`]), exchanging data
-//!   over Arrow Flight (`shuffle::flight`; tonic, tokio).
+//!   over Arrow Flight (`shuffle::flight`; tonic, tokio);
+//! - `cluster`: [`cluster::main`] gives any job binary the roles `run`, `coordinator`
+//!   and `worker` (the control plane of `sabot-cluster`; implies `flight`).
 
 #[doc(inline)]
 pub use sabot_checkpoint as checkpoint;
@@ -70,6 +72,8 @@ pub use sabot_time as time;
 
 #[cfg(feature = "kafka")]
 pub mod app;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod error;
 mod stream;
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use sabot::StreamEnv;
 use sabot::arrow::array::RecordBatch;
 
 use super::{JobArgs, cpu_time, write_csv_rows};
@@ -18,10 +19,37 @@ pub(crate) enum NexmarkCommand {
     /// Write persons, auctions and bids to person.*, auction.* and bid.* files, so other
     /// systems can run the same input.
     Generate(NexmarkGenerateArgs),
+    /// Run one query in a cluster: `coordinator` (waits for workers, places the
+    /// subtasks, restarts the job when a worker fails or is lost) or `worker
+    /// --coordinator ADDR` (runs each attempt as a child process); every process gets
+    /// the same query options, before the role.
+    Cluster(NexmarkClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NexmarkClusterArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+
+    #[command(flatten)]
+    job: JobArgs,
+
+    #[command(subcommand)]
+    role: sabot::cluster::Role,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct NexmarkRunArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// The query and its generated input.
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
     /// The query: q0, q1, q2, q3, q4, q5, q7, q8, q11 or q12.
     #[arg(long, value_parser = parse_query)]
     query: sabot_nexmark::Query,
@@ -37,9 +65,6 @@ pub(crate) struct NexmarkRunArgs {
     /// Seed of the generator: the same seed gives the same events.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-
-    #[command(flatten)]
-    job: JobArgs,
 }
 
 #[derive(Debug, Args)]
@@ -115,15 +140,44 @@ pub(crate) fn run(command: NexmarkCommand) -> Result<()> {
     match command {
         NexmarkCommand::Run(args) => nexmark_run(args),
         NexmarkCommand::Generate(args) => nexmark_generate(args),
+        NexmarkCommand::Cluster(args) => nexmark_cluster(args),
     }
+}
+
+fn nexmark_cluster(args: NexmarkClusterArgs) -> Result<()> {
+    let NexmarkClusterArgs { query, job, role } = args;
+    let config = sabot_nexmark::NexmarkConfig::new(query.events, query.seed, query.rate);
+    config.validate().context("invalid generator settings")?;
+    if job.checkpoint_dir.is_some() {
+        anyhow::bail!(
+            "--checkpoint-dir: checkpoints of a job split over processes are not supported yet (a restarted cluster job starts its input again)"
+        );
+    }
+    let state = job.state_config()?;
+    job.create_output()?;
+    let q = query.query;
+    let build = |env: &StreamEnv| -> std::result::Result<(), sabot::Error> {
+        env.set_parallelism(job.parallelism(1))
+            .set_name(format!("nexmark-{}", q.name()))
+            .set_state(state.clone());
+        let result = q.build(env, &config);
+        match &job.output {
+            Some(dir) => result.sink(sabot::operators::TransactionalCsvSink::new(dir, q.name())),
+            None => result.sink(Discard),
+        }
+        Ok(())
+    };
+    sabot::cluster::run(role, build).with_context(|| format!("nexmark {} in a cluster", q.name()))
 }
 
 fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
     use sabot_nexmark::NexmarkConfig;
     let parallelism = args.job.parallelism(1);
-    let config = NexmarkConfig::new(args.events, args.seed, args.rate);
+    let config = NexmarkConfig::new(args.query.events, args.query.seed, args.query.rate);
     config.validate().context("invalid generator settings")?;
-    let env = args.job.env(format!("nexmark-{}", args.query.name()), 1)?;
+    let env = args
+        .job
+        .env(format!("nexmark-{}", args.query.query.name()), 1)?;
     if let Some(checkpoints) = args.job.checkpoints() {
         if args.job.output.is_none() {
             anyhow::bail!(
@@ -132,13 +186,13 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
         }
         env.set_checkpoints(checkpoints);
     }
-    let result = args.query.build(&env, &config);
+    let result = args.query.query.build(&env, &config);
     args.job.create_output()?;
     match &args.job.output {
         Some(dir) => {
             result.sink(sabot::operators::TransactionalCsvSink::new(
                 dir,
-                args.query.name(),
+                args.query.query.name(),
             ));
         }
         None => result.sink(Discard),
@@ -146,17 +200,17 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
     let job = env.build().context("invalid job")?;
     eprintln!(
         "sabot nexmark: {}, {} events at {} events/s of event time, parallelism {parallelism}, seed {}, {} state",
-        args.query.name(),
-        args.events,
-        args.rate,
-        args.seed,
+        args.query.query.name(),
+        args.query.events,
+        args.query.rate,
+        args.query.seed,
         env.config().state.name()
     );
     let started = Instant::now();
     let cpu_before = cpu_time();
     let handle = job.start()?;
     let progress = (!args.job.no_progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(args.events);
+        let bar = ProgressBar::new(args.query.events);
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {msg} (eta {eta})",
@@ -171,9 +225,10 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
             // Event time says how far the input got (every event kind shares it).
             let wm = handle.watermark().millis();
             if wm > sabot_nexmark::BASE_TIME_MS && wm < i64::MAX {
-                let done = ((wm - sabot_nexmark::BASE_TIME_MS) as u128 * u128::from(args.rate)
+                let done = ((wm - sabot_nexmark::BASE_TIME_MS) as u128
+                    * u128::from(args.query.rate)
                     / 1000) as u64;
-                bar.set_position(done.min(args.events));
+                bar.set_position(done.min(args.query.events));
                 bar.set_message(format!("{done} events"));
             }
         }
@@ -183,18 +238,18 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
     }
     let result = handle
         .join()
-        .with_context(|| format!("nexmark {} failed", args.query.name()))?;
+        .with_context(|| format!("nexmark {} failed", args.query.query.name()))?;
     // From the start to the last subtask's end (not rounded to the polling above).
     let elapsed = result.elapsed;
     let _ = started;
     let cpu = cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    let rate = args.events as f64 / elapsed.as_secs_f64().max(1e-9);
+    let rate = args.query.events as f64 / elapsed.as_secs_f64().max(1e-9);
     println!(
         "{}: {} events in {:.2} s: {:.0} events/s, {:.0} events/s per core (parallelism {parallelism})",
-        args.query.name(),
-        args.events,
+        args.query.query.name(),
+        args.query.events,
         elapsed.as_secs_f64(),
         rate,
         rate / parallelism.max(1) as f64
@@ -203,7 +258,7 @@ fn nexmark_run(args: NexmarkRunArgs) -> Result<()> {
         println!(
             "CPU: {:.2} s, {:.0} events per CPU-second",
             cpu.as_secs_f64(),
-            args.events as f64 / cpu.as_secs_f64()
+            args.query.events as f64 / cpu.as_secs_f64()
         );
     }
     println!(

@@ -131,6 +131,19 @@ impl State {
             route(&mut shared, c);
         }
         let after = shared.master.state();
+        if after.is_terminal() && !before.is_terminal() {
+            let status = shared.master.status(now);
+            let reason = match &status.failure {
+                Some(f) if after != JobState::Finished => format!("the job {after}: {f}"),
+                _ => format!("the job {after}"),
+            };
+            for tx in shared.outboxes.values() {
+                let _ = tx.send(ToWorker::JobOver {
+                    finished: after == JobState::Finished,
+                    reason: reason.clone(),
+                });
+            }
+        }
         if after != before {
             let status = shared.master.status(now);
             tracing::info!(

@@ -58,6 +58,12 @@ pub enum WorkerError {
         /// The last error.
         last: String,
     },
+    /// The job failed or was cancelled (a finished job ends the worker without error).
+    #[error("{reason}")]
+    JobEnded {
+        /// The job's end, as the coordinator put it.
+        reason: String,
+    },
     /// The worker's runtime could not start.
     #[error("cannot start the worker's runtime")]
     Runtime(#[source] std::io::Error),
@@ -119,6 +125,8 @@ enum SessionEnd {
     Lost(String),
     /// The coordinator forgot this worker: register again at once.
     Forgotten(String),
+    /// The job ended.
+    JobOver { finished: bool, reason: String },
 }
 
 /// Runs a worker until its coordinator refuses it or stays away longer than
@@ -141,6 +149,15 @@ pub fn run_worker(config: WorkerConfig, mut attempts: impl Attempts) -> Result<(
                 );
                 attempts.cancel_all();
                 lost_since = Instant::now();
+            }
+            Ok(SessionEnd::JobOver { finished, reason }) => {
+                attempts.cancel_all();
+                tracing::info!(reason, "the job is over");
+                return if finished {
+                    Ok(())
+                } else {
+                    Err(WorkerError::JobEnded { reason })
+                };
             }
             Ok(SessionEnd::Lost(reason)) => {
                 attempts.cancel_all();
@@ -245,6 +262,9 @@ async fn session(
                     let _ = up.send(ToCoordinator::Cancelled { attempt });
                 }
                 Ok(Some(ToWorker::Forget { reason })) => return Ok(SessionEnd::Forgotten(reason)),
+                Ok(Some(ToWorker::JobOver { finished, reason })) => {
+                    return Ok(SessionEnd::JobOver { finished, reason });
+                }
                 Ok(Some(other)) => {
                     return Ok(SessionEnd::Lost(format!("unexpected message {other:?}")));
                 }

@@ -1,0 +1,201 @@
+//! Cluster mode with real processes: a coordinator and worker processes run a Nexmark
+//! query; a worker killed with SIGKILL while the job runs is noticed, the job is
+//! cancelled and restarted on the workers left (a spare joins), and the output equals a
+//! one-process run's, row for row. A worker of another job is refused, naming the
+//! difference.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn sabot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sabot"))
+}
+
+/// The query's options, with output into `out`.
+fn query(events: u64, out: &Path) -> Vec<String> {
+    [
+        "nexmark",
+        "cluster",
+        "--query",
+        "q5",
+        "--events",
+        &events.to_string(),
+        "--parallelism",
+        "2",
+        "--no-progress",
+        "--output",
+        &out.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every data row of the CSV files in `dir`, sorted.
+fn rows(dir: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "csv") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            rows.extend(text.lines().skip(1).map(str::to_string));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Starts `sabot args...` with its standard error sent line by line into the returned
+/// receiver (and echoed, prefixed with `tag`).
+fn spawn(tag: &'static str, args: &[String]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = sabot()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a line of `rx` containing `text`.
+fn wait_for(rx: &mpsc::Receiver<String>, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with `{text}` in {timeout:?}: {e}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_job_is_replaced_and_the_output_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, clustered) = (dir.path().join("single"), dir.path().join("cluster"));
+    let events = 8_000_000;
+    let mut args = query(events, &single);
+    args.push("run".into());
+    let status = sabot().args(&args).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let expected = rows(&single);
+    assert!(expected.len() > 100, "{} rows", expected.len());
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let role = |extra: &[&str]| {
+        let mut a = query(events, &clustered);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (mut coordinator, log) = spawn(
+        "coordinator",
+        &role(&[
+            "coordinator",
+            "--listen",
+            &addr,
+            "--restart-delay-ms",
+            "200",
+            "--heartbeat-timeout-ms",
+            "2000",
+        ]),
+    );
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let worker = |name: &str| {
+        role(&[
+            "worker",
+            "--coordinator",
+            &addr,
+            "--slots",
+            "1",
+            "--name",
+            name,
+        ])
+    };
+    let (mut w1, _) = spawn("w1", &worker("w1"));
+    let (mut w2, _) = spawn("w2", &worker("w2"));
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    // A spare joins, then w1 dies while the job runs (it takes several seconds).
+    let (mut w3, _) = spawn("w3", &worker("w3"));
+    wait_for(&log, "w3 (worker 3", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    w1.kill().unwrap();
+    let _ = w1.wait();
+    let line = wait_for(
+        &log,
+        "job running: attempt 2, 1 restarts",
+        Duration::from_secs(60),
+    );
+    assert!(!line.contains("w1 ("), "{line}");
+    wait_for(
+        &log,
+        "job finished: attempt 2, 1 restarts",
+        Duration::from_secs(120),
+    );
+    assert!(wait_exit(&mut coordinator, Duration::from_secs(30)).success());
+    // The workers left end with the job.
+    assert!(wait_exit(&mut w2, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w3, Duration::from_secs(30)).success());
+    assert_eq!(rows(&clustered), expected);
+}
+
+#[test]
+fn a_worker_with_other_options_is_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = query(1000, dir.path());
+    args.extend(["coordinator".into(), "--listen".into(), addr.clone()]);
+    let (mut coordinator, log) = spawn("coordinator", &args);
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let mut other = query(1000, dir.path());
+    let q = other.iter().position(|a| a == "q5").unwrap();
+    other[q] = "q7".into();
+    other.extend(["worker".into(), "--coordinator".into(), addr.clone()]);
+    let out = sabot().args(&other).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused this worker"), "{err}");
+    assert!(
+        err.contains("job: coordinator nexmark-q5, worker nexmark-q7"),
+        "{err}"
+    );
+    assert!(
+        err.contains("node 2: coordinator select(auction, date_time), worker select("),
+        "{err}"
+    );
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}
