@@ -172,6 +172,63 @@ fn a_worker_killed_mid_job_is_replaced_and_the_output_equals_one_process() {
     assert_eq!(rows(&clustered), expected);
 }
 
+/// The coordinator killed with SIGKILL while the job runs: the workers stop their
+/// attempts and keep trying to register; a coordinator started again on the same address
+/// runs the job to its end on them (from the start of its input: checkpoints across
+/// processes are not there yet), and the output equals a one-process run's.
+#[test]
+fn a_killed_coordinator_started_again_runs_the_job_on_the_same_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, clustered) = (dir.path().join("single"), dir.path().join("cluster"));
+    let events = 6_000_000;
+    let mut args = query(events, &single);
+    args.push("run".into());
+    assert!(
+        sabot()
+            .args(&args)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let expected = rows(&single);
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let role = |extra: &[&str]| {
+        let mut a = query(events, &clustered);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let coordinator_args = role(&["coordinator", "--listen", &addr]);
+    let (mut first, log) = spawn("coordinator-1", &coordinator_args);
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let worker = |name: &str| {
+        role(&[
+            "worker",
+            "--coordinator",
+            &addr,
+            "--slots",
+            "1",
+            "--name",
+            name,
+        ])
+    };
+    let (mut w1, _) = spawn("w1", &worker("w1"));
+    let (mut w2, _) = spawn("w2", &worker("w2"));
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(800));
+    first.kill().unwrap();
+    let _ = first.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut second, log) = spawn("coordinator-2", &coordinator_args);
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    wait_for(&log, "job finished", Duration::from_secs(120));
+    assert!(wait_exit(&mut second, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w1, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w2, Duration::from_secs(30)).success());
+    assert_eq!(rows(&clustered), expected);
+}
+
 #[test]
 fn a_worker_with_other_options_is_refused_naming_them() {
     let dir = tempfile::tempdir().unwrap();

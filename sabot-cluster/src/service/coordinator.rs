@@ -435,7 +435,11 @@ impl FlightService for Service {
                     Err(e) => break e,
                 }
             };
-            tracing::warn!(worker = name, %id, reason, "worker connection lost");
+            if state.lock().master.state().is_terminal() {
+                tracing::info!(worker = name, %id, reason, "worker gone after the job's end");
+            } else {
+                tracing::warn!(worker = name, %id, reason, "worker connection lost");
+            }
             state.with_master(|m, now| m.worker_lost(id, &reason, now));
             state.lock().outboxes.remove(&id);
         });
