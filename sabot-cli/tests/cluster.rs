@@ -256,3 +256,183 @@ fn a_worker_with_other_options_is_refused_naming_them() {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
 }
+
+/// Network namespaces for the workers (`ip netns`, root needed): worker `i` lives in
+/// `sabot-w{i}`, reached from the root namespace (the coordinator's) over a veth pair
+/// `10.77.{i}.1` (root side) – `10.77.{i}.2`, and the root namespace forwards between
+/// them. Removed when dropped.
+struct Namespaces {
+    ids: Vec<u8>,
+    forward_before: String,
+}
+
+fn ip(args: &str) {
+    let status = Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .unwrap_or_else(|e| panic!("ip {args}: {e}"));
+    assert!(
+        status.success(),
+        "ip {args} failed: network namespaces need root"
+    );
+}
+
+impl Namespaces {
+    fn new(ids: &[u8]) -> Namespaces {
+        let forward = "/proc/sys/net/ipv4/ip_forward";
+        let forward_before = std::fs::read_to_string(forward).unwrap_or_default();
+        let ns = Namespaces {
+            ids: ids.to_vec(),
+            forward_before,
+        };
+        ns.remove();
+        std::fs::write(forward, "1").expect("enable IPv4 forwarding");
+        for &i in ids {
+            ip(&format!("netns add sabot-w{i}"));
+            ip(&format!("link add sbt{i}a type veth peer name sbt{i}b"));
+            ip(&format!("link set sbt{i}b netns sabot-w{i}"));
+            ip(&format!("addr add 10.77.{i}.1/24 dev sbt{i}a"));
+            ip(&format!("link set sbt{i}a up"));
+            ip(&format!(
+                "netns exec sabot-w{i} ip addr add 10.77.{i}.2/24 dev sbt{i}b"
+            ));
+            ip(&format!("netns exec sabot-w{i} ip link set sbt{i}b up"));
+            ip(&format!("netns exec sabot-w{i} ip link set lo up"));
+            ip(&format!(
+                "netns exec sabot-w{i} ip route add default via 10.77.{i}.1"
+            ));
+        }
+        ns
+    }
+
+    /// Cuts worker `i` off the network.
+    fn cut(&self, i: u8) {
+        ip(&format!("link set sbt{i}a down"));
+    }
+
+    fn remove(&self) {
+        for &i in &self.ids {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("sbt{i}a")])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("sabot-w{i}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        self.remove();
+        if !self.forward_before.is_empty() {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", self.forward_before.trim());
+        }
+    }
+}
+
+/// Workers in network namespaces; one is cut off (its link taken down) while the job
+/// runs: the coordinator notices the missing heartbeats, restarts the job on the worker
+/// left and a spare, and the output equals a one-process run's. The cut-off worker stops
+/// its attempt and gives up after its reconnect timeout.
+#[test]
+fn a_worker_cut_off_the_network_is_replaced_and_the_output_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, clustered) = (dir.path().join("single"), dir.path().join("cluster"));
+    let events = 8_000_000;
+    let mut args = query(events, &single);
+    args.push("run".into());
+    assert!(
+        sabot()
+            .args(&args)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let expected = rows(&single);
+
+    let ns = Namespaces::new(&[1, 2, 3]);
+    let port = free_port();
+    let role = |extra: &[&str]| {
+        let mut a = query(events, &clustered);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (mut coordinator, log) = spawn(
+        "coordinator",
+        &role(&[
+            "coordinator",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--restart-delay-ms",
+            "200",
+            "--heartbeat-timeout-ms",
+            "2000",
+        ]),
+    );
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let worker = |i: u8| -> (Child, mpsc::Receiver<String>) {
+        let mut a = vec![
+            "netns".to_string(),
+            "exec".into(),
+            format!("sabot-w{i}"),
+            env!("CARGO_BIN_EXE_sabot").into(),
+        ];
+        a.extend(role(&[
+            "worker",
+            "--coordinator",
+            &format!("10.77.{i}.1:{port}"),
+            "--data",
+            &format!("10.77.{i}.2:0"),
+            "--slots",
+            "1",
+            "--name",
+            &format!("w{i}"),
+            "--reconnect-timeout-s",
+            "5",
+        ]));
+        let mut child = Command::new("ip")
+            .args(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[w{i}] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    };
+    let (mut w1, _) = worker(1);
+    let (mut w2, _) = worker(2);
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    let (mut w3, _) = worker(3);
+    wait_for(&log, "w3 (worker 3", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    ns.cut(1);
+    let line = wait_for(
+        &log,
+        "job running: attempt 2, 1 restarts",
+        Duration::from_secs(60),
+    );
+    assert!(!line.contains("w1 ("), "{line}");
+    wait_for(
+        &log,
+        "job finished: attempt 2, 1 restarts",
+        Duration::from_secs(120),
+    );
+    assert!(wait_exit(&mut coordinator, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w2, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w3, Duration::from_secs(30)).success());
+    // The cut-off worker gives up (its coordinator unreachable) rather than hanging.
+    assert!(!wait_exit(&mut w1, Duration::from_secs(60)).success());
+    assert_eq!(rows(&clustered), expected);
+    drop(ns);
+}
