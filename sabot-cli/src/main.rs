@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cmd::checkpoints::CheckpointsCommand;
-use cmd::demo::{DemoArgs, WorkerArgs};
+use cmd::demo::{DemoCommand, WorkerArgs};
 use cmd::kafka::{ConsumeArgs, ProduceArgs, TopicsCommand};
 use cmd::nexmark::NexmarkCommand;
 
@@ -37,7 +37,12 @@ enum Command {
     /// Transactions are keyed by account; the job flags accounts whose spend in a
     /// tumbling event-time window exceeds a threshold, and transactions far above the
     /// account's running average. It ends with throughput, alert counts and a sample.
-    Demo(DemoArgs),
+    ///
+    /// After the options, a cluster role runs it in cluster mode instead: `coordinator`
+    /// (places the subtasks on the workers' slots and restarts the job when a worker
+    /// fails or is lost), `worker --coordinator ADDR`, or `run`; every process gets the
+    /// same options, and --output (each subtask writes its alerts there).
+    Demo(DemoCommand),
     /// Run one worker process of the fraud demo split over several processes.
     ///
     /// Start one `sabot worker` per address in --workers, each with its --index and the
@@ -73,7 +78,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result: Result<()> = match cli.command {
-        Command::Demo(args) => cmd::demo::demo(args, None),
+        Command::Demo(c) => match c.role {
+            Some(role) => cmd::demo::demo_cluster(c.demo, role),
+            None => cmd::demo::demo(c.demo, None),
+        },
         Command::Worker(w) => cmd::demo::worker(w),
         Command::Checkpoints(c) => cmd::checkpoints::run(c),
         Command::Nexmark(n) => cmd::nexmark::run(n),

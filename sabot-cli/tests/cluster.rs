@@ -229,6 +229,66 @@ fn a_killed_coordinator_started_again_runs_the_job_on_the_same_workers() {
     assert_eq!(rows(&clustered), expected);
 }
 
+/// The demo in cluster mode: a coordinator and two workers write the same alerts as
+/// `sabot demo` in one process.
+#[test]
+fn the_demo_on_two_workers_writes_the_alerts_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, clustered) = (dir.path().join("single"), dir.path().join("cluster"));
+    let demo = |out: &Path| -> Vec<String> {
+        [
+            "demo",
+            "--events",
+            "300000",
+            "--parallelism",
+            "2",
+            "--no-progress",
+            "--output",
+            &out.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let status = sabot()
+        .args(demo(&single))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected = rows(&single);
+    assert!(expected.len() > 10, "{} alerts", expected.len());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut coordinator_args = demo(&clustered);
+    coordinator_args.extend(["coordinator".into(), "--listen".into(), addr.clone()]);
+    let (mut coordinator, log) = spawn("coordinator", &coordinator_args);
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let mut a = demo(&clustered);
+        a.extend(
+            [
+                "worker",
+                "--coordinator",
+                &addr,
+                "--slots",
+                "1",
+                "--name",
+                name,
+            ]
+            .map(String::from),
+        );
+        workers.push(spawn("worker", &a).0);
+    }
+    wait_for(&log, "job finished: attempt 1", Duration::from_secs(120));
+    assert!(wait_exit(&mut coordinator, Duration::from_secs(30)).success());
+    for w in &mut workers {
+        assert!(wait_exit(w, Duration::from_secs(30)).success());
+    }
+    assert_eq!(rows(&clustered), expected);
+}
+
 #[test]
 fn a_worker_with_other_options_is_refused_naming_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,16 @@ pub(crate) struct WorkerArgs {
     demo: DemoArgs,
 }
 
+/// `sabot demo`: its options, then optionally a cluster role.
+#[derive(Debug, Args)]
+pub(crate) struct DemoCommand {
+    #[command(flatten)]
+    pub(crate) demo: DemoArgs,
+
+    #[command(subcommand)]
+    pub(crate) role: Option<sabot::cluster::Role>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Number of transactions to generate.
@@ -120,6 +130,33 @@ pub(crate) fn worker(w: WorkerArgs) -> Result<()> {
         .with_connect_timeout(Duration::from_secs(w.connect_timeout));
     let cluster = Cluster::new(w.workers, w.index).with_flight(flight);
     demo(w.demo, Some(cluster))
+}
+
+/// Runs `sabot demo ... <role>`: the demo in cluster mode, its alerts written by each
+/// subtask into --output.
+pub(crate) fn demo_cluster(args: DemoArgs, role: sabot::cluster::Role) -> Result<()> {
+    let Some(output) = args.job.output.clone() else {
+        anyhow::bail!("--output is needed in cluster mode: each subtask writes its alerts there");
+    };
+    if args.brokers.is_some() {
+        anyhow::bail!("--brokers is not supported in cluster mode yet");
+    }
+    if args.job.checkpoint_dir.is_some() {
+        anyhow::bail!(
+            "--checkpoint-dir: checkpoints of a job split over processes are not supported yet (a restarted cluster job starts its input again)"
+        );
+    }
+    let (generator, rules) = generator_and_rules(&args)?;
+    let state = args.job.state_config()?;
+    args.job.create_output()?;
+    let build = |env: &StreamEnv| -> sabot::Result<()> {
+        env.set_parallelism(args.job.parallelism(1))
+            .set_name("fraud-demo")
+            .set_state(state.clone());
+        fraud_job_with_output(env, generator.clone(), &rules, Some(&output))?;
+        Ok(())
+    };
+    sabot::cluster::run(role, build).context("the demo in a cluster")
 }
 
 /// Runs `sabot demo` (or one worker's share of it, in `cluster`).
