@@ -335,6 +335,44 @@ fn an_unreachable_peer_is_a_clear_error_after_the_connect_timeout() {
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }
 
+/// A sender of another session (a subtask left from an earlier attempt of a cluster
+/// job) is refused, naming both sessions; the channel still takes the sender of its own
+/// session.
+#[test]
+fn a_sender_of_another_session_is_refused() {
+    let config = FlightConfig::default().with_session(4);
+    let server = ShuffleServer::start("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+    let (schema, _) = schema_and_batches(&[(Col::Int, false)], &[]);
+    let channel = ChannelId::new(3, 0, 0);
+    let rx = receive_on(&server, channel, &schema, 4);
+
+    let stale =
+        ShuffleClient::connect(server.local_addr(), config.clone().with_session(3)).unwrap();
+    let mut tx = stale.open(channel, schema.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        if let Err(e) = tx.send(Message::Idle) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the stale sender was accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = error.to_string();
+    assert!(
+        text.contains("belongs to session 3, this worker runs session 4"),
+        "{text}"
+    );
+
+    let current = ShuffleClient::connect(server.local_addr(), config).unwrap();
+    let mut tx = current.open(channel, schema);
+    tx.send(Message::Watermark(Timestamp::from_millis(9)))
+        .unwrap();
+    tx.send(Message::EndOfStream).unwrap();
+    tx.finish().unwrap();
+    assert!(matches!(rx.pop().unwrap().1, Ok(Message::Watermark(_))));
+    assert!(matches!(rx.pop().unwrap().1, Ok(Message::EndOfStream)));
+}
+
 #[test]
 fn a_registered_channel_nobody_opens_fails_after_the_timeout() {
     let config = FlightConfig::default().with_connect_timeout(Duration::from_millis(200));

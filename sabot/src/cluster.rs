@@ -306,7 +306,13 @@ fn run_attempt(
     let env = StreamEnv::new();
     build(&env)?;
     let workers = deployment.workers.iter().map(|(_, a)| *a).collect();
-    env.set_cluster(Cluster::new(workers, index).with_owners(deployment.owners.clone()));
+    // Channels of this attempt only: a subtask left over from an earlier one is refused.
+    let flight = sabot_shuffle::flight::FlightConfig::default().with_session(deployment.attempt.0);
+    env.set_cluster(
+        Cluster::new(workers, index)
+            .with_owners(deployment.owners.clone())
+            .with_flight(flight),
+    );
     env.execute()?;
     Ok(())
 }

@@ -145,7 +145,7 @@ impl Inner {
         let mut flight = FlightServiceClient::new(connection)
             .max_decoding_message_size(self.config.max_frame_bytes)
             .max_encoding_message_size(self.config.max_frame_bytes);
-        let mut encoder = FrameEncoder::default();
+        let mut encoder = FrameEncoder::for_session(self.config.session);
         let (frames_tx, frames_rx) = mpsc::channel::<FlightData>(2);
         // The first frame (channel id and schema) needs no credit.
         let _ = frames_tx.send(encoder.open(channel, &schema)).await;

@@ -74,6 +74,10 @@ pub struct FlightConfig {
     pub max_frame_bytes: usize,
     /// Threads of the network runtime (default 2).
     pub threads: usize,
+    /// The session (a cluster job's attempt) every channel belongs to: a server refuses
+    /// a channel of another session, so a subtask left over from an earlier attempt
+    /// cannot feed this one (default 0).
+    pub session: u64,
 }
 
 impl Default for FlightConfig {
@@ -84,6 +88,7 @@ impl Default for FlightConfig {
             connect_timeout: Duration::from_secs(30),
             max_frame_bytes: 256 << 20,
             threads: 2,
+            session: 0,
         }
     }
 }
@@ -104,6 +109,12 @@ impl FlightConfig {
     /// Sets [`FlightConfig::send_queue`] (at least 1).
     pub fn with_send_queue(mut self, messages: usize) -> Self {
         self.send_queue = messages.max(1);
+        self
+    }
+
+    /// Sets [`FlightConfig::session`].
+    pub fn with_session(mut self, session: u64) -> Self {
+        self.session = session;
         self
     }
 

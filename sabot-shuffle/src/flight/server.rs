@@ -327,6 +327,14 @@ impl FlightService for Service {
             .ok_or_else(|| Status::invalid_argument("empty shuffle stream"))?;
         let decoder = FrameDecoder::open(&first).map_err(|e| status(&e))?;
         let channel = decoder.channel();
+        if decoder.session() != self.config.session {
+            tracing::warn!(%peer, %channel, session = decoder.session(), this = self.config.session, "channel of another session refused");
+            return Err(Status::failed_precondition(format!(
+                "{channel} belongs to session {}, this worker runs session {}: a subtask of another attempt",
+                decoder.session(),
+                self.config.session
+            )));
+        }
         let Some(Registration {
             schema,
             mut tx,

@@ -53,6 +53,10 @@ pub struct FrameEncoder {
     dictionaries: DictionaryTracker,
     options: IpcWriteOptions,
     context: IpcWriteContext,
+    /// The session the channel belongs to (see [`FlightConfig::session`]).
+    ///
+    /// [`FlightConfig::session`]: super::FlightConfig::session
+    session: u64,
 }
 
 impl Default for FrameEncoder {
@@ -62,11 +66,20 @@ impl Default for FrameEncoder {
             dictionaries: DictionaryTracker::new(false),
             options: IpcWriteOptions::default(),
             context: IpcWriteContext::default(),
+            session: 0,
         }
     }
 }
 
 impl FrameEncoder {
+    /// An encoder for a channel of session `session` (named in the first frame).
+    pub fn for_session(session: u64) -> Self {
+        FrameEncoder {
+            session,
+            ..FrameEncoder::default()
+        }
+    }
+
     /// The first frame of a channel: its id and schema (which also numbers the
     /// dictionaries the batches will send).
     pub fn open(&mut self, channel: ChannelId, schema: &Schema) -> FlightData {
@@ -75,7 +88,11 @@ impl FrameEncoder {
             &mut self.dictionaries,
             &self.options,
         );
-        FlightData::from(encoded).with_descriptor(FlightDescriptor::new_cmd(channel.to_cmd()))
+        let mut descriptor = FlightDescriptor::new_cmd(channel.to_cmd());
+        if self.session != 0 {
+            descriptor.path = vec![self.session.to_string()];
+        }
+        FlightData::from(encoded).with_descriptor(descriptor)
     }
 
     /// Appends the frames of `msg` to `out` (a batch with dictionaries takes several).
@@ -160,6 +177,7 @@ impl Reply {
 #[derive(Debug)]
 pub struct FrameDecoder {
     channel: ChannelId,
+    session: u64,
     schema: SchemaRef,
     dictionaries: HashMap<i64, ArrayRef>,
 }
@@ -177,6 +195,18 @@ impl FrameDecoder {
             channel: Some(channel),
             reason,
         };
+        let session = match first.flight_descriptor.as_ref().map(|d| &d.path[..]) {
+            None | Some([]) => 0,
+            Some([s]) => s
+                .parse::<u64>()
+                .map_err(|_| malformed(format!("the session `{s}` is not a number")))?,
+            Some(p) => {
+                return Err(malformed(format!(
+                    "the descriptor names {} sessions, not one",
+                    p.len()
+                )));
+            }
+        };
         let message = root_as_message(&first.data_header)
             .map_err(|e| malformed(format!("the first frame is not an IPC message: {e}")))?;
         if message.header_type() != MessageHeader::Schema {
@@ -189,6 +219,7 @@ impl FrameDecoder {
             .map_err(|e| malformed(format!("cannot read the schema: {e}")))?;
         Ok(FrameDecoder {
             channel,
+            session,
             schema: Arc::new(schema),
             dictionaries: HashMap::new(),
         })
@@ -197,6 +228,11 @@ impl FrameDecoder {
     /// The channel this decoder reads.
     pub fn channel(&self) -> ChannelId {
         self.channel
+    }
+
+    /// The session the sender belongs to (0: none named).
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     /// The schema the sender declared.
