@@ -11,7 +11,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use sabot_core::{CheckpointBarrier, CheckpointId};
+use sabot_core::codec::{Codec, CodecError};
+use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
 
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering};
 
@@ -40,6 +41,54 @@ pub enum Control {
     FinalAborted(String),
     /// The job failed elsewhere: stop.
     Cancel,
+}
+
+/// A control message's bytes, for tasks in another process than the checkpoint
+/// coordinator (a tag byte, then the fields).
+impl Codec for Control {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Control::Barrier { barrier, last } => {
+                out.push(1);
+                barrier.id.0.encode(out);
+                barrier.triggered_at.millis().encode(out);
+                last.encode(out);
+            }
+            Control::Completed { id, last } => {
+                out.push(2);
+                id.0.encode(out);
+                last.encode(out);
+            }
+            Control::FinalAborted(why) => {
+                out.push(3);
+                why.encode(out);
+            }
+            Control::Cancel => out.push(4),
+        }
+    }
+
+    fn decode(input: &mut &[u8]) -> Result<Self, CodecError> {
+        Ok(match u8::decode(input)? {
+            1 => Control::Barrier {
+                barrier: CheckpointBarrier {
+                    id: CheckpointId(u64::decode(input)?),
+                    triggered_at: Timestamp::from_millis(i64::decode(input)?),
+                },
+                last: bool::decode(input)?,
+            },
+            2 => Control::Completed {
+                id: CheckpointId(u64::decode(input)?),
+                last: bool::decode(input)?,
+            },
+            3 => Control::FinalAborted(String::decode(input)?),
+            4 => Control::Cancel,
+            t => {
+                return Err(CodecError::new(format!(
+                    "unknown checkpoint control (tag {t})"
+                )));
+            }
+        })
+    }
 }
 
 /// One task's control messages. See the module docs.
@@ -119,6 +168,63 @@ impl Default for Inbox {
 
 fn lock<T>(m: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(all(test, not(sabot_loom)))]
+mod codec_tests {
+    use proptest::prelude::*;
+    use sabot_core::codec::Codec;
+    use sabot_core::{CheckpointBarrier, CheckpointId, Timestamp};
+
+    use super::Control;
+    use crate::storage::FileEntry;
+
+    fn control() -> impl Strategy<Value = Control> {
+        prop_oneof![
+            (any::<u64>(), any::<i64>(), any::<bool>()).prop_map(|(id, at, last)| {
+                Control::Barrier {
+                    barrier: CheckpointBarrier {
+                        id: CheckpointId(id),
+                        triggered_at: Timestamp::from_millis(at),
+                    },
+                    last,
+                }
+            }),
+            (any::<u64>(), any::<bool>()).prop_map(|(id, last)| Control::Completed {
+                id: CheckpointId(id),
+                last
+            }),
+            ".{0,16}".prop_map(Control::FinalAborted),
+            Just(Control::Cancel),
+        ]
+    }
+
+    proptest! {
+        /// Controls and file entries round-trip; a cut message is an error.
+        #[test]
+        fn controls_and_file_entries_round_trip(
+            c in control(),
+            path in ".{0,16}",
+            len in any::<u64>(),
+            crc32 in any::<u32>(),
+        ) {
+            let mut b = Vec::new();
+            c.encode(&mut b);
+            prop_assert_eq!(Control::decode(&mut b.as_slice()).unwrap(), c);
+            prop_assert!(Control::decode(&mut &b[..b.len() - 1]).is_err() || b.len() == 1);
+            let e = FileEntry { path, len, crc32 };
+            let mut b = Vec::new();
+            e.encode(&mut b);
+            prop_assert_eq!(FileEntry::decode(&mut b.as_slice()).unwrap(), e);
+            prop_assert!(FileEntry::decode(&mut &b[..b.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn an_unknown_control_is_an_error() {
+        let e = Control::decode(&mut [9u8].as_slice()).unwrap_err();
+        assert_eq!(e.to_string(), "unknown checkpoint control (tag 9)");
+    }
 }
 
 #[cfg(all(test, not(sabot_loom)))]

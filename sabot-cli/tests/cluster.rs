@@ -229,6 +229,54 @@ fn a_killed_coordinator_started_again_runs_the_job_on_the_same_workers() {
     assert_eq!(rows(&clustered), expected);
 }
 
+/// Without restarts (`--restart-strategy none`), a lost worker fails the job: the
+/// coordinator exits with an error naming the lost worker and the strategy, and the
+/// worker left ends too.
+#[test]
+fn without_restarts_a_lost_worker_fails_the_job_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let role = |extra: &[&str]| {
+        let mut a = query(8_000_000, dir.path());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (mut coordinator, log) = spawn(
+        "coordinator",
+        &role(&[
+            "coordinator",
+            "--listen",
+            &addr,
+            "--restart-strategy",
+            "none",
+        ]),
+    );
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let worker = |name: &str| {
+        role(&[
+            "worker",
+            "--coordinator",
+            &addr,
+            "--slots",
+            "1",
+            "--name",
+            name,
+        ])
+    };
+    let (mut w1, _) = spawn("w1", &worker("w1"));
+    let (mut w2, _) = spawn("w2", &worker("w2"));
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    w1.kill().unwrap();
+    let _ = w1.wait();
+    let line = wait_for(&log, "error: nexmark q5 in a cluster", Duration::from_secs(60));
+    assert!(line.contains("the job ended failed"), "{line}");
+    assert!(line.contains("(`w1`) was lost"), "{line}");
+    assert!(line.contains("no more restarts (0 so far)"), "{line}");
+    assert!(!wait_exit(&mut coordinator, Duration::from_secs(30)).success());
+    assert!(!wait_exit(&mut w2, Duration::from_secs(30)).success());
+}
+
 /// The demo in cluster mode: a coordinator and two workers write the same alerts as
 /// `sabot demo` in one process.
 #[test]

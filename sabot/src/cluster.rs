@@ -59,18 +59,55 @@ pub struct CoordinatorArgs {
     /// Where to listen for workers.
     #[arg(long, default_value = "0.0.0.0:6123")]
     pub listen: SocketAddr,
-    /// Restarts allowed after failures (each after --restart-delay-ms).
+    /// How failures are retried: `fixed` (each restart after --restart-delay-ms),
+    /// `exponential` (the delay doubles per failure up to --restart-max-delay-ms, and
+    /// resets after an hour up) or `none` (the first failure fails the job).
+    #[arg(long, value_enum, default_value_t = RestartKind::Fixed)]
+    pub restart_strategy: RestartKind,
+    /// Restarts allowed (in a row, for `exponential`).
     #[arg(long, default_value_t = 3)]
     pub restart_attempts: u32,
-    /// Wait before a restart, in ms.
+    /// Wait before a restart (the first one, for `exponential`), in ms.
     #[arg(long, default_value_t = 1000)]
     pub restart_delay_ms: u64,
+    /// The longest wait before a restart with `exponential`, in ms.
+    #[arg(long, default_value_t = 300_000)]
+    pub restart_max_delay_ms: u64,
     /// A worker not heard from for this long is lost, in ms.
     #[arg(long, default_value_t = 5000)]
     pub heartbeat_timeout_ms: u64,
     /// Fail the job after waiting this long for enough slots, in seconds.
     #[arg(long, default_value_t = 300)]
     pub slot_timeout_s: u64,
+}
+
+/// A restart strategy's kind (see [`CoordinatorArgs::restart_strategy`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartKind {
+    /// The same delay before each restart.
+    Fixed,
+    /// A delay doubling per failure.
+    Exponential,
+    /// No restarts.
+    None,
+}
+
+impl CoordinatorArgs {
+    /// The restart strategy these options name.
+    pub fn restart(&self) -> RestartStrategy {
+        let delay = Duration::from_millis(self.restart_delay_ms);
+        match self.restart_strategy {
+            RestartKind::Fixed => RestartStrategy::fixed_delay(self.restart_attempts, delay),
+            RestartKind::Exponential => RestartStrategy::ExponentialDelay {
+                initial: delay,
+                max: Duration::from_millis(self.restart_max_delay_ms).max(delay),
+                multiplier: 2.0,
+                reset_after: Duration::from_secs(3600),
+                attempts: self.restart_attempts,
+            },
+            RestartKind::None => RestartStrategy::None,
+        }
+    }
 }
 
 /// A worker's options.
@@ -205,10 +242,7 @@ fn coordinate(
 ) -> Result<(), Error> {
     let (fingerprint, parallelism) = describe(build)?;
     let mut master = MasterConfig::new(parallelism);
-    master.restart = RestartStrategy::fixed_delay(
-        args.restart_attempts,
-        Duration::from_millis(args.restart_delay_ms),
-    );
+    master.restart = args.restart();
     master.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
     master.slot_timeout = Duration::from_secs(args.slot_timeout_s);
     let mut config = CoordinatorConfig::new(master, fingerprint);

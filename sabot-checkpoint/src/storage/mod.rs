@@ -145,6 +145,23 @@ pub struct FileEntry {
     pub crc32: u32,
 }
 
+/// A file entry's bytes (an acknowledgement from a task in another process).
+impl sabot_core::codec::Codec for FileEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.path.encode(out);
+        self.len.encode(out);
+        self.crc32.encode(out);
+    }
+
+    fn decode(input: &mut &[u8]) -> std::result::Result<Self, sabot_core::codec::CodecError> {
+        Ok(FileEntry {
+            path: String::decode(input)?,
+            len: u64::decode(input)?,
+            crc32: u32::decode(input)?,
+        })
+    }
+}
+
 impl FileEntry {
     /// The entry of `bytes` written as `path`.
     pub fn of(path: &str, bytes: &[u8]) -> FileEntry {
