@@ -269,7 +269,11 @@ fn without_restarts_a_lost_worker_fails_the_job_clearly() {
     std::thread::sleep(Duration::from_millis(300));
     w1.kill().unwrap();
     let _ = w1.wait();
-    let line = wait_for(&log, "error: nexmark q5 in a cluster", Duration::from_secs(60));
+    let line = wait_for(
+        &log,
+        "error: nexmark q5 in a cluster",
+        Duration::from_secs(60),
+    );
     assert!(line.contains("the job ended failed"), "{line}");
     assert!(line.contains("(`w1`) was lost"), "{line}");
     assert!(line.contains("no more restarts (0 so far)"), "{line}");

@@ -254,12 +254,25 @@ async fn receive(
     upstream: usize,
     replies: mpsc::UnboundedSender<std::result::Result<PutResult, Status>>,
     peer: String,
+    initial_credits: u32,
 ) {
     let channel = decoder.channel();
     let reply = |r: Reply| {
         let _ = replies.send(Ok(PutResult {
             app_metadata: r.to_bytes(),
         }));
+    };
+    // Credits are granted in batches of half the initial grant (at least one), not one
+    // reply per frame: the sender, holding the rest, keeps sending meanwhile. When the
+    // sender has run out, every frame it sent has arrived, so the batch is full.
+    let batch = (initial_credits / 2).max(1);
+    let mut owed = 0u32;
+    let grant = |owed: &mut u32| {
+        *owed += 1;
+        if *owed >= batch {
+            reply(Reply::Credit(*owed));
+            *owed = 0;
+        }
     };
     loop {
         let lost = |reason: String| ShuffleError::PeerLost {
@@ -281,11 +294,11 @@ async fn receive(
                         reply(Reply::Done);
                         return;
                     }
-                    reply(Reply::Credit(1));
+                    grant(&mut owed);
                     continue;
                 }
                 Ok(None) => {
-                    reply(Reply::Credit(1));
+                    grant(&mut owed);
                     continue;
                 }
                 Err(e) => {
@@ -365,7 +378,15 @@ impl FlightService for Service {
         let _ = replies.send(Ok(PutResult {
             app_metadata: Reply::Credit(self.config.initial_credits).to_bytes(),
         }));
-        tokio::spawn(receive(frames, decoder, tx, tag, replies, peer));
+        tokio::spawn(receive(
+            frames,
+            decoder,
+            tx,
+            tag,
+            replies,
+            peer,
+            self.config.initial_credits,
+        ));
         self.open.fetch_add(1, Ordering::AcqRel);
         Ok(Response::new(Box::pin(Replies {
             inner: UnboundedReceiverStream::new(out),
