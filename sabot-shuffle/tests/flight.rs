@@ -373,6 +373,47 @@ fn a_sender_of_another_session_is_refused() {
     assert!(matches!(rx.pop().unwrap().1, Ok(Message::EndOfStream)));
 }
 
+/// Control messages between workers (for checkpoints across processes): taken by the
+/// peer's handler in order, retried until the handler is set, refused from another
+/// session, and a handler's error comes back to the sender.
+#[test]
+fn control_messages_reach_the_peers_handler() {
+    let config = FlightConfig::default()
+        .with_session(2)
+        .with_connect_timeout(Duration::from_secs(5));
+    let server =
+        Arc::new(ShuffleServer::start("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap());
+    let got = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    {
+        // The handler comes late: the first message waits for it.
+        let (server, got) = (server.clone(), got.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            server.on_control(Arc::new(move |m: &[u8]| {
+                if m == b"bad" {
+                    return Err("not a report".to_string());
+                }
+                got.lock().unwrap().push(m.to_vec());
+                Ok(())
+            }));
+        });
+    }
+    let client = ShuffleClient::connect(server.local_addr(), config.clone()).unwrap();
+    for i in 0..20u8 {
+        client.control(&[i, i]).unwrap();
+    }
+    assert_eq!(
+        *got.lock().unwrap(),
+        (0..20u8).map(|i| vec![i, i]).collect::<Vec<_>>()
+    );
+    let e = client.control(b"bad").unwrap_err().to_string();
+    assert!(e.contains("not a report"), "{e}");
+    let stale = ShuffleClient::connect(server.local_addr(), config.with_session(1)).unwrap();
+    let e = stale.control(b"x").unwrap_err().to_string();
+    assert!(e.contains("session 1, this worker runs session 2"), "{e}");
+    assert_eq!(got.lock().unwrap().len(), 20);
+}
+
 #[test]
 fn a_registered_channel_nobody_opens_fails_after_the_timeout() {
     let config = FlightConfig::default().with_connect_timeout(Duration::from_millis(200));

@@ -87,7 +87,61 @@ impl ShuffleClient {
     }
 }
 
+impl ShuffleClient {
+    /// Sends a control message to the peer (its [`ShuffleServer::on_control`] handler)
+    /// and waits for it to be taken; retries while the peer is not up or has no handler
+    /// yet, until [`FlightConfig::connect_timeout`]. Blocks: call it outside the network
+    /// runtime.
+    ///
+    /// [`ShuffleServer::on_control`]: super::ShuffleServer::on_control
+    pub fn control(&self, message: &[u8]) -> Result<()> {
+        let inner = self.inner.clone();
+        let mut body = inner.config.session.to_le_bytes().to_vec();
+        body.extend_from_slice(message);
+        let body = bytes::Bytes::from(body);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.handle().spawn(async move {
+            let _ = tx.send(inner.control(body).await);
+        });
+        rx.recv().unwrap_or_else(|_| {
+            Err(ShuffleError::Connect {
+                peer: self.inner.peer.to_string(),
+                timeout: self.inner.config.connect_timeout,
+                reason: "the network runtime stopped".into(),
+            })
+        })
+    }
+}
+
 impl Inner {
+    async fn control(&self, body: bytes::Bytes) -> Result<()> {
+        let timeout = self.config.connect_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let fail = |reason: String| ShuffleError::Connect {
+            peer: self.peer.to_string(),
+            timeout,
+            reason,
+        };
+        let connection = self.connection().await?;
+        let mut flight = FlightServiceClient::new(connection);
+        loop {
+            let action = arrow_flight::Action {
+                r#type: super::server::CONTROL_ACTION.into(),
+                body: body.clone(),
+            };
+            match flight.do_action(action).await {
+                Ok(_) => return Ok(()),
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(s) => return Err(fail(format!("control message refused: {}", s.message()))),
+            }
+        }
+    }
+
     fn lost(&self, channel: ChannelId, reason: String) -> ShuffleError {
         ShuffleError::PeerLost {
             peer: self.peer.to_string(),

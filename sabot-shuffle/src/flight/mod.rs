@@ -54,7 +54,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use client::{RemoteSender, ShuffleClient};
-pub use server::ShuffleServer;
+pub use server::{ControlHandler, ShuffleServer};
 pub use wire::ChannelId;
 
 pub use crate::Delivery;

@@ -80,6 +80,7 @@ pub struct ShuffleServer {
     open: Arc<AtomicUsize>,
     config: FlightConfig,
     shutdown: Option<oneshot::Sender<()>>,
+    control: Arc<Mutex<Option<ControlHandler>>>,
 }
 
 impl std::fmt::Debug for ShuffleServer {
@@ -106,10 +107,12 @@ impl ShuffleServer {
         let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
         let registry = Arc::new(Registry::default());
         let open = Arc::new(AtomicUsize::new(0));
+        let control = Arc::new(Mutex::new(None));
         let service = Service {
             registry: registry.clone(),
             config: config.clone(),
             open: open.clone(),
+            control: control.clone(),
         };
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -141,8 +144,15 @@ impl ShuffleServer {
             registry,
             open,
             config,
+            control,
             shutdown: Some(shutdown),
         })
+    }
+
+    /// Hands the control messages peers send ([`ShuffleClient::control`]) to `handler`
+    /// (replacing any before). Until a handler is set, peers are told to retry.
+    pub fn on_control(&self, handler: ControlHandler) {
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
     /// The address the server listens on.
@@ -215,7 +225,15 @@ struct Service {
     registry: Arc<Registry>,
     config: FlightConfig,
     open: Arc<AtomicUsize>,
+    control: Arc<Mutex<Option<ControlHandler>>>,
 }
+
+/// Takes the control messages peers send this worker ([`ShuffleServer::on_control`]):
+/// their bytes, as sent; an error is the sender's.
+pub type ControlHandler = Arc<dyn Fn(&[u8]) -> std::result::Result<(), String> + Send + Sync>;
+
+/// The Flight action type of a control message.
+pub(super) const CONTROL_ACTION: &str = "sabot.control";
 
 /// A channel's reply stream, counted as open until the transport is done with it.
 struct Replies {
@@ -459,11 +477,36 @@ impl FlightService for Service {
 
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented(
-            "the shuffle server only accepts DoPut",
-        ))
+        let action = request.into_inner();
+        if action.r#type != CONTROL_ACTION {
+            return Err(Status::unimplemented(
+                "the shuffle server accepts DoPut and control actions only",
+            ));
+        }
+        let Some((session, body)) = action.body.split_first_chunk::<8>() else {
+            return Err(Status::invalid_argument(
+                "a control message without its session",
+            ));
+        };
+        let session = u64::from_le_bytes(*session);
+        if session != self.config.session {
+            return Err(Status::failed_precondition(format!(
+                "a control message of session {session}, this worker runs session {}",
+                self.config.session
+            )));
+        }
+        let handler = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(handler) = handler else {
+            return Err(Status::unavailable("no control handler yet"));
+        };
+        handler(body).map_err(Status::invalid_argument)?;
+        Ok(Response::new(Box::pin(futures::stream::empty())))
     }
 
     async fn list_actions(
