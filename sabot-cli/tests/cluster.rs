@@ -56,6 +56,18 @@ fn rows(dir: &Path) -> Vec<String> {
     rows
 }
 
+/// Whether a part file committed with a checkpoint in `dir` holds rows.
+fn committed_rows(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".csv")
+                && !name.starts_with('.')
+                && std::fs::read_to_string(e.path()).is_ok_and(|t| t.lines().count() > 1)
+        })
+    })
+}
+
 /// Starts `sabot args...` with its standard error sent line by line into the returned
 /// receiver (and echoed, prefixed with `tag`).
 fn spawn(tag: &'static str, args: &[String]) -> (Child, mpsc::Receiver<String>) {
@@ -226,6 +238,95 @@ fn a_killed_coordinator_started_again_runs_the_job_on_the_same_workers() {
     assert!(wait_exit(&mut second, Duration::from_secs(30)).success());
     assert!(wait_exit(&mut w1, Duration::from_secs(30)).success());
     assert!(wait_exit(&mut w2, Duration::from_secs(30)).success());
+    assert_eq!(rows(&clustered), expected);
+}
+
+/// Checkpoints across processes: the job checkpoints into a folder the workers share
+/// (worker 0 of each attempt runs the checkpoint coordinator; the other sends its
+/// reports over the network); a worker killed with SIGKILL mid-job makes the job restart
+/// from the newest checkpoint, and the committed output (part files published with the
+/// checkpoints) equals a one-process run's row for row: nothing lost, nothing twice.
+#[test]
+fn with_checkpoints_a_killed_worker_resumes_from_the_newest_checkpoint_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (single, clustered) = (dir.path().join("single"), dir.path().join("cluster"));
+    let ckpt = dir.path().join("checkpoints");
+    let events = 8_000_000;
+    let mut args = query(events, &single);
+    args.push("run".into());
+    assert!(
+        sabot()
+            .args(&args)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let expected = rows(&single);
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let role = |extra: &[&str]| {
+        let mut a = query(events, &clustered);
+        a.extend(
+            [
+                "--checkpoint-dir",
+                &ckpt.display().to_string(),
+                "--checkpoint-interval",
+                "200",
+            ]
+            .map(String::from),
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (mut coordinator, log) = spawn(
+        "coordinator",
+        &role(&[
+            "coordinator",
+            "--listen",
+            &addr,
+            "--restart-delay-ms",
+            "200",
+        ]),
+    );
+    wait_for(&log, "listening on", Duration::from_secs(30));
+    let worker = |name: &str| {
+        role(&[
+            "worker",
+            "--coordinator",
+            &addr,
+            "--slots",
+            "1",
+            "--name",
+            name,
+        ])
+    };
+    let (mut w1, _) = spawn("w1", &worker("w1"));
+    let (mut w2, _) = spawn("w2", &worker("w2"));
+    wait_for(&log, "job running: attempt 1", Duration::from_secs(60));
+    let (mut w3, _) = spawn("w3", &worker("w3"));
+    // Kill once a checkpoint committed some output: a restart that did not continue
+    // from it would commit those rows a second time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !committed_rows(&clustered) {
+        assert!(Instant::now() < deadline, "no output committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w1.kill().unwrap();
+    let _ = w1.wait();
+    wait_for(
+        &log,
+        "job running: attempt 2, 1 restarts",
+        Duration::from_secs(60),
+    );
+    wait_for(
+        &log,
+        "job finished: attempt 2, 1 restarts",
+        Duration::from_secs(180),
+    );
+    assert!(wait_exit(&mut coordinator, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w2, Duration::from_secs(30)).success());
+    assert!(wait_exit(&mut w3, Duration::from_secs(30)).success());
     assert_eq!(rows(&clustered), expected);
 }
 

@@ -18,6 +18,9 @@ use std::time::Duration;
 use sabot_checkpoint::storage::{
     CheckpointStorage, CheckpointWriter, ChecksumCache, FileEntry, Manifest, SnapshotTarget, Store,
 };
+use sabot_core::codec::{Codec, CodecError};
+
+use crate::network::{ControlSender, Network};
 use sabot_checkpoint::{
     CheckpointCoordinator, CheckpointingMode, Command, Control, CoordinatorConfig, Inbox,
 };
@@ -104,7 +107,7 @@ impl CheckpointSettings {
 }
 
 /// What a task tells the coordinator.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Report {
     /// The task's part of the checkpoint is written: these files.
     Ack(usize, CheckpointId, Vec<FileEntry>),
@@ -112,6 +115,86 @@ pub(crate) enum Report {
     Finished(usize),
     /// A source subtask reached the end of its input (once per subtask).
     SourceEnded,
+}
+
+impl Codec for Report {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Report::Ack(task, id, entries) => {
+                out.push(1);
+                (*task as u64).encode(out);
+                id.0.encode(out);
+                (entries.len() as u32).encode(out);
+                entries.iter().for_each(|e| e.encode(out));
+            }
+            Report::Decline(task, id, reason) => {
+                out.push(2);
+                (*task as u64).encode(out);
+                id.0.encode(out);
+                reason.encode(out);
+            }
+            Report::Finished(task) => {
+                out.push(3);
+                (*task as u64).encode(out);
+            }
+            Report::SourceEnded => out.push(4),
+        }
+    }
+
+    fn decode(input: &mut &[u8]) -> std::result::Result<Self, CodecError> {
+        let task = |input: &mut &[u8]| -> std::result::Result<usize, CodecError> {
+            usize::try_from(u64::decode(input)?)
+                .map_err(|_| CodecError::new("task number too large"))
+        };
+        Ok(match u8::decode(input)? {
+            1 => {
+                let (t, id) = (task(input)?, CheckpointId(u64::decode(input)?));
+                let n = u32::decode(input)? as usize;
+                // Each entry takes at least 16 bytes: garbage cannot make us allocate more
+                // than the input.
+                if n.saturating_mul(16) > input.len() {
+                    return Err(CodecError::new(format!(
+                        "{n} file entries announced, {} bytes left",
+                        input.len()
+                    )));
+                }
+                let entries = (0..n)
+                    .map(|_| FileEntry::decode(input))
+                    .collect::<std::result::Result<_, _>>()?;
+                Report::Ack(t, id, entries)
+            }
+            2 => Report::Decline(
+                task(input)?,
+                CheckpointId(u64::decode(input)?),
+                String::decode(input)?,
+            ),
+            3 => Report::Finished(task(input)?),
+            4 => Report::SourceEnded,
+            t => {
+                return Err(CodecError::new(format!(
+                    "unknown checkpoint report (tag {t})"
+                )));
+            }
+        })
+    }
+}
+
+/// A checkpoint message between workers: a task's report (to the worker that runs the
+/// coordinator) or a control (from it).
+const REPORT: u8 = b'R';
+const CONTROL: u8 = b'C';
+
+/// How the checkpoints of a job split over processes travel: worker 0 runs the
+/// coordinator; the others send it their tasks' reports and take its controls, over
+/// the network's control messages.
+pub(crate) struct Placement<'a> {
+    pub(crate) network: &'a Network,
+    /// This worker.
+    pub(crate) me: usize,
+    /// Every worker.
+    pub(crate) workers: usize,
+    /// Which of the job's tasks run here.
+    pub(crate) local: Vec<bool>,
 }
 
 /// What the coordinator and the tasks share: every task's inbox, and whether the job
@@ -129,21 +212,44 @@ pub(crate) enum Report {
 pub(crate) struct Signals {
     /// Task `t`'s inbox.
     inboxes: Vec<Arc<Inbox>>,
+    /// Whether task `t` runs in this process (controls go only to those).
+    local: Vec<bool>,
+    /// The other workers, on the worker that runs the coordinator: its controls go to
+    /// their tasks too.
+    peers: Vec<ControlSender>,
     /// A subtask failed: tasks waiting on the protocol stop.
     job_failed: AtomicBool,
 }
 
 impl Signals {
-    fn new(tasks: usize) -> Self {
+    fn new(tasks: usize, local: Option<Vec<bool>>, peers: Vec<ControlSender>) -> Self {
         Signals {
             inboxes: (0..tasks).map(|_| Arc::new(Inbox::new())).collect(),
+            local: local.unwrap_or_else(|| vec![true; tasks]),
+            peers,
             job_failed: AtomicBool::new(false),
         }
     }
 
-    /// Sends `c` to every task.
+    /// Sends `c` to every task of the job.
     fn broadcast(&self, c: &Control) {
-        for inbox in &self.inboxes {
+        // The other workers first: this worker's tasks may end (and stop its network)
+        // as soon as they see a final completion.
+        if !self.peers.is_empty() {
+            let mut bytes = vec![CONTROL];
+            c.encode(&mut bytes);
+            for peer in &self.peers {
+                if let Err(e) = peer.send(&bytes) {
+                    tracing::warn!(error = %ErrorChain(&e), "a worker did not take a checkpoint control");
+                }
+            }
+        }
+        self.post_local(c);
+    }
+
+    /// Sends `c` to the tasks of this process.
+    fn post_local(&self, c: &Control) {
+        for (inbox, _) in self.inboxes.iter().zip(&self.local).filter(|(_, l)| **l) {
             inbox.post(c.clone());
         }
     }
@@ -305,6 +411,25 @@ impl TaskCheckpoints {
     }
 }
 
+/// On a worker without the coordinator: sends its tasks' reports to worker 0 until
+/// stopped (after the tasks ended) or every sender is gone.
+fn forward_reports(rx: &Receiver<Report>, leader: &ControlSender, stop: &AtomicBool) -> Result<()> {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => {
+                let mut bytes = vec![REPORT];
+                r.encode(&mut bytes);
+                if let Err(e) = leader.send(&bytes) {
+                    tracing::warn!(error = %ErrorChain(&e), report = ?r, "the coordinator's worker did not take a checkpoint report");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Acquire) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+    }
+}
+
 /// The running coordinator: a thread deciding checkpoints.
 #[derive(Debug)]
 pub(crate) struct CoordinatorThread {
@@ -317,6 +442,7 @@ pub(crate) struct CoordinatorThread {
 
 impl CoordinatorThread {
     /// Starts deciding checkpoints for `tasks` tasks; returns the handle tasks use.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         settings: &CheckpointSettings,
         storage: CheckpointStorage,
@@ -325,9 +451,20 @@ impl CoordinatorThread {
         restored: Option<&Manifest>,
         clock: Arc<dyn Clock>,
         meta: BTreeMap<String, String>,
+        placement: Option<Placement<'_>>,
     ) -> Result<(CoordinatorThread, TaskCheckpoints)> {
         let (reports, rx) = std::sync::mpsc::channel();
-        let signals = Arc::new(Signals::new(tasks));
+        let peers = match &placement {
+            Some(pl) if pl.me == 0 => (1..pl.workers)
+                .map(|w| pl.network.control_to(w))
+                .collect::<Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        let signals = Arc::new(Signals::new(
+            tasks,
+            placement.as_ref().map(|p| p.local.clone()),
+            peers,
+        ));
         let config = CoordinatorConfig::every(settings.interval)
             .with_timeout(settings.timeout)
             .with_retain(settings.retain);
@@ -356,10 +493,57 @@ impl CoordinatorThread {
             signals: signals.clone(),
             mode: settings.mode,
             max_buffered: settings.max_buffered,
-            reports,
+            reports: reports.clone(),
             writer,
             task: 0,
         };
+        match &placement {
+            Some(pl) if pl.me == 0 => {
+                // The other workers' reports join this worker's.
+                pl.network.on_control(Arc::new(move |m: &[u8]| {
+                    let Some((&REPORT, mut body)) = m.split_first() else {
+                        return Err("not a checkpoint report".to_string());
+                    };
+                    let r = Report::decode(&mut body).map_err(|e| e.to_string())?;
+                    reports
+                        .send(r)
+                        .map_err(|_| "the checkpoint coordinator stopped".to_string())
+                }));
+            }
+            Some(pl) => {
+                // Worker 0 runs the coordinator: its controls come in, this worker's
+                // reports go out.
+                let local = signals.clone();
+                pl.network.on_control(Arc::new(move |m: &[u8]| {
+                    let Some((&CONTROL, mut body)) = m.split_first() else {
+                        return Err("not a checkpoint control".to_string());
+                    };
+                    let c = Control::decode(&mut body).map_err(|e| e.to_string())?;
+                    local.post_local(&c);
+                    Ok(())
+                }));
+                let leader = pl.network.control_to(0)?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let until = stop.clone();
+                let thread = std::thread::Builder::new()
+                    .name("sabot-checkpoint-reports".into())
+                    .spawn(move || forward_reports(&rx, &leader, &until))
+                    .map_err(|source| RuntimeError::Spawn {
+                        task: "checkpoint reports".into(),
+                        source,
+                    })?;
+                return Ok((
+                    CoordinatorThread {
+                        stop,
+                        thread: Some(thread),
+                        writer: Some(writer_thread),
+                        completed: Arc::new(Mutex::new(Vec::new())),
+                    },
+                    handle,
+                ));
+            }
+            None => drop(reports),
+        }
         if let Some(m) = restored {
             tracing::info!(checkpoint = %m.id, "restored from checkpoint");
         }

@@ -71,14 +71,6 @@ impl JobGraph {
     pub fn build(self) -> Result<Job> {
         let c = &self.config;
         check_parallelism(c.parallelism, c.max_parallelism)?;
-        if c.cluster.is_some() && c.checkpoints.is_some() {
-            return Err(CoreError::InvalidConfig {
-                name: "checkpoints".into(),
-                reason: "checkpoints of a job split over worker processes are not supported yet"
-                    .into(),
-            }
-            .into());
-        }
         if let Some(cluster) = &c.cluster {
             let workers = cluster.workers.len();
             let reason = if workers == 0 {
@@ -489,7 +481,8 @@ struct Checkpointing {
     coordinator: CoordinatorThread,
     chain: ChainCheckpoints,
     restored_from: Option<sabot_core::CheckpointId>,
-    lock: sabot_checkpoint::storage::StoreLock,
+    /// `None` on a worker other than 0 of a job split over processes (worker 0 holds it).
+    lock: Option<sabot_checkpoint::storage::StoreLock>,
 }
 
 /// What building a chain needs to know about checkpoints.
@@ -588,7 +581,7 @@ impl Job {
         let checkpointing = c
             .checkpoints
             .as_ref()
-            .map(|cs| self.start_checkpoints(cs))
+            .map(|cs| self.start_checkpoints(cs, network.as_ref()))
             .transpose()?;
         let plans = self.plan_subtasks(
             &mut senders,
@@ -611,7 +604,7 @@ impl Job {
             threads.push((name, thread));
         }
         let (coordinator, restored_from, folder_lock) = match checkpointing {
-            Some(ck) => (Some(ck.coordinator), ck.restored_from, Some(ck.lock)),
+            Some(ck) => (Some(ck.coordinator), ck.restored_from, ck.lock),
             None => (None, None, None),
         };
         Ok(JobHandle {
@@ -705,13 +698,39 @@ impl Job {
 
     /// Opens the checkpoint folder (and holds it), finds the checkpoint to continue from
     /// and checks it belongs to this job, and starts the coordinator.
-    fn start_checkpoints(&self, cs: &crate::CheckpointSettings) -> Result<Checkpointing> {
+    fn start_checkpoints(
+        &self,
+        cs: &crate::CheckpointSettings,
+        network: Option<&Network>,
+    ) -> Result<Checkpointing> {
         let c = &self.graph.config;
         let p = c.parallelism;
         let mut restored_from = None;
         let storage = cs.storage()?;
-        // One process per folder, for as long as the job runs.
-        let lock = storage.lock()?;
+        // One job per folder, for as long as it runs (split over processes: worker 0,
+        // which runs the checkpoint coordinator, holds it).
+        let me = c.cluster.as_ref().map_or(0, |cl| cl.me);
+        let lock = match (&c.cluster, me) {
+            (_, m) if m != 0 => None,
+            (None, _) => Some(storage.lock()?),
+            // A restarted attempt: the previous one's worker 0 may still be dying (its
+            // worker was killed, the process sees that a moment later). Waits a little
+            // for it; a holder that stays is refused as always.
+            (Some(_), _) => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match storage.lock() {
+                        Ok(l) => break Some(l),
+                        Err(sabot_checkpoint::CheckpointError::Locked { .. })
+                            if Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        };
         let latest = match cs.restore_from {
             Some(id) => Some(storage.restore_from(id)?),
             None => storage.latest()?,
@@ -749,6 +768,26 @@ impl Job {
             .iter()
             .filter(|n| matches!(n.kind, NodeKind::Source(_)))
             .count();
+        // Split over processes: which tasks run here, numbered as `plan_subtasks` does
+        // (sources and exchange readers in node order, subtasks in order).
+        let placement = match (&c.cluster, network) {
+            (Some(cl), Some(network)) => {
+                let task_nodes = self.graph.nodes.iter().enumerate().filter(|(id, n)| {
+                    matches!(n.kind, NodeKind::Source(_))
+                        || self.queue_heads().iter().any(|(h, _)| h == id)
+                });
+                let local = task_nodes
+                    .flat_map(|_| (0..p).map(|s| cl.owner(s) == cl.me))
+                    .collect();
+                Some(crate::checkpointing::Placement {
+                    network,
+                    me: cl.me,
+                    workers: cl.workers.len(),
+                    local,
+                })
+            }
+            _ => None,
+        };
         let (thread, base) = CoordinatorThread::start(
             cs,
             storage,
@@ -757,6 +796,7 @@ impl Job {
             latest.as_ref(),
             c.clock.clone(),
             meta.to_records(),
+            placement,
         )?;
         Ok(Checkpointing {
             coordinator: thread,
@@ -783,6 +823,9 @@ impl Job {
         let chain_ckpt = checkpointing.map(|ck| &ck.chain);
         let restored_from = checkpointing.and_then(|ck| ck.restored_from);
         let mut plans = Vec::new();
+        // Tasks are numbered over the whole job (every worker numbers them alike), so
+        // that a checkpoint's acknowledgements name them across processes.
+        let mut task_no = 0usize;
         let queue_heads: BTreeMap<usize, usize> = self
             .queue_heads()
             .into_iter()
@@ -800,6 +843,8 @@ impl Job {
             let mut head_rx = head_rx.map(std::mem::take).map(Vec::into_iter);
             for s in 0..p {
                 let input_rx = head_rx.as_mut().and_then(Iterator::next).flatten();
+                let task = task_no;
+                task_no += 1;
                 if !local(s) {
                     continue;
                 }
@@ -812,7 +857,7 @@ impl Job {
                 }
                 // The chain's operators hand their snapshots over as this task.
                 let task_ckpt = chain_ckpt.as_ref().map(|ck| ChainCheckpoints {
-                    base: ck.base.for_task(plans.len()),
+                    base: ck.base.for_task(task),
                     restore: ck.restore.clone(),
                 });
                 let chain = match &node.kind {
@@ -868,7 +913,7 @@ impl Job {
                     ctx,
                     input,
                     chain,
-                    checkpoints: chain_ckpt.as_ref().map(|ck| ck.base.for_task(plans.len())),
+                    checkpoints: chain_ckpt.as_ref().map(|ck| ck.base.for_task(task)),
                     source: source_ckpt,
                 });
             }

@@ -9,7 +9,12 @@ use sabot_shuffle::queue::FanInSender;
 use crate::graph::Cluster;
 use crate::{Result, RuntimeError};
 
-pub(crate) use imp::{Network, RemoteSender};
+pub(crate) use imp::{ControlSender, Network, RemoteSender};
+
+/// Takes the control messages a peer sends this worker (checkpoint reports or
+/// controls); an error goes back to the sender.
+pub(crate) type ControlHandler =
+    std::sync::Arc<dyn Fn(&[u8]) -> std::result::Result<(), String> + Send + Sync>;
 
 /// Channel `(exchange, upstream, downstream)`.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +31,17 @@ mod imp {
     use sabot_shuffle::flight::{ChannelId, ShuffleClient, ShuffleServer};
 
     pub(crate) use sabot_shuffle::flight::RemoteSender;
+
+    /// Sends control messages (checkpoint reports and controls) to one peer worker.
+    #[derive(Clone, Debug)]
+    pub(crate) struct ControlSender(ShuffleClient);
+
+    impl ControlSender {
+        /// Sends `message` and waits for the peer to take it.
+        pub(crate) fn send(&self, message: &[u8]) -> Result<()> {
+            self.0.control(message).map_err(Into::into)
+        }
+    }
 
     fn id(c: Channel) -> ChannelId {
         ChannelId::new(c.exchange, c.upstream, c.downstream)
@@ -85,6 +101,22 @@ mod imp {
             Ok(client.open(id(channel), schema))
         }
 
+        /// Hands the control messages peers send this worker to `handler`.
+        pub(crate) fn on_control(&self, handler: ControlHandler) {
+            self.server.on_control(handler);
+        }
+
+        /// A sender of control messages to `worker`.
+        pub(crate) fn control_to(&self, worker: usize) -> Result<ControlSender> {
+            self.clients
+                .get(worker)
+                .and_then(Option::clone)
+                .map(ControlSender)
+                .ok_or_else(|| RuntimeError::InvalidGraph {
+                    reason: format!("no network client for worker {worker}"),
+                })
+        }
+
         /// Waits (up to `timeout`) for peers to finish reading from this worker.
         pub(crate) fn drain(&self, timeout: std::time::Duration) {
             self.server.drain(timeout);
@@ -112,6 +144,16 @@ mod imp {
     #[derive(Debug)]
     pub(crate) enum RemoteSender {}
 
+    /// No peer to send control messages to without the `flight` feature.
+    #[derive(Clone, Debug)]
+    pub(crate) enum ControlSender {}
+
+    impl ControlSender {
+        pub(crate) fn send(&self, _: &[u8]) -> Result<()> {
+            match *self {}
+        }
+    }
+
     impl Network {
         pub(crate) fn start(_: &Cluster) -> Result<Network> {
             Err(RuntimeError::InvalidGraph {
@@ -128,6 +170,14 @@ mod imp {
         }
 
         pub(crate) fn drain(&self, _: std::time::Duration) {
+            match *self {}
+        }
+
+        pub(crate) fn on_control(&self, _: ControlHandler) {
+            match *self {}
+        }
+
+        pub(crate) fn control_to(&self, _: usize) -> Result<ControlSender> {
             match *self {}
         }
 

@@ -121,6 +121,49 @@ fn an_explicit_placement_gives_the_same_output_as_one_process() {
     assert!(records[1] > records[0], "{records:?}");
 }
 
+/// Checkpoints of a job split over two workers: worker 0 runs the coordinator, worker 1
+/// sends its tasks' reports and takes the controls over the network; both snapshot into
+/// the shared folder. Checkpoints complete (the final one too), and the output is the
+/// one-process run's.
+#[test]
+fn two_workers_take_checkpoints_together() {
+    let (g, out) = job(None);
+    g.build().unwrap().run().unwrap();
+    let expected = rows(&[out]);
+    let dir = tempfile::tempdir().unwrap();
+    let workers = free_ports(2);
+    let mut outputs = Vec::new();
+    let mut handles = Vec::new();
+    for me in 0..2 {
+        let (mut g, out) = job(Some(Cluster::new(workers.clone(), me)));
+        g.config_mut().checkpoints = Some(sabot_runtime::CheckpointSettings::new(
+            dir.path(),
+            Duration::from_millis(20),
+        ));
+        handles.push(g.build().unwrap().start().unwrap());
+        outputs.push(out);
+    }
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(rows(&outputs), expected);
+    assert!(
+        !results[0].checkpoints.is_empty(),
+        "worker 0 completed no checkpoint"
+    );
+    let storage = sabot_checkpoint::storage::CheckpointStorage::open(dir.path()).unwrap();
+    let latest = storage.latest().unwrap().expect("a complete checkpoint");
+    assert_eq!(Some(&latest.id), results[0].checkpoints.last());
+    // Both workers' tasks wrote into it: every subtask's source position is there.
+    let names: Vec<&str> = latest.files.iter().map(|f| f.path.as_str()).collect();
+    for s in 0..3 {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("source-") && n.ends_with(&format!("-{s}.pos"))),
+            "no position of source subtask {s} in {names:?}"
+        );
+    }
+}
+
 #[test]
 fn a_worker_whose_peer_never_starts_fails_with_a_clear_error() {
     let workers = free_ports(2);

@@ -148,9 +148,10 @@ fn nexmark_cluster(args: NexmarkClusterArgs) -> Result<()> {
     let NexmarkClusterArgs { query, job, role } = args;
     let config = sabot_nexmark::NexmarkConfig::new(query.events, query.seed, query.rate);
     config.validate().context("invalid generator settings")?;
-    if job.checkpoint_dir.is_some() {
+    let checkpoints = job.checkpoints();
+    if checkpoints.is_some() && job.output.is_none() {
         anyhow::bail!(
-            "--checkpoint-dir: checkpoints of a job split over processes are not supported yet (a restarted cluster job starts its input again)"
+            "--checkpoint-dir needs --output: results are committed there with each checkpoint"
         );
     }
     let state = job.state_config()?;
@@ -160,6 +161,9 @@ fn nexmark_cluster(args: NexmarkClusterArgs) -> Result<()> {
         env.set_parallelism(job.parallelism(1))
             .set_name(format!("nexmark-{}", q.name()))
             .set_state(state.clone());
+        if let Some(cs) = &checkpoints {
+            env.set_checkpoints(cs.clone());
+        }
         let result = q.build(env, &config);
         match &job.output {
             Some(dir) => result.sink(sabot::operators::TransactionalCsvSink::new(dir, q.name())),
