@@ -33,11 +33,12 @@
 //!   runs each attempt it is given as a child process of the same binary and arguments,
 //!   so that cancelling an attempt is killing that process.
 //!
-//! One coordinator runs one job (as Flink's application mode). Today an attempt
-//! restarts from the beginning of its input: checkpoints of a job split over processes
-//! come with the next part of the cluster work (the job is refused if it asks for
-//! them), so a restarted job's sinks must tolerate a rerun (files rewritten per subtask,
-//! or an idempotent store).
+//! One coordinator runs one job (as Flink's application mode). A job with checkpoints
+//! (into a folder every worker sees) continues a restarted attempt from the newest
+//! checkpoint: worker 0 of the attempt runs the checkpoint coordinator, the others
+//! report to it over the network. Without checkpoints a restarted attempt starts its
+//! input again, so its sinks must tolerate a rerun (files rewritten per subtask, or an
+//! idempotent store).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

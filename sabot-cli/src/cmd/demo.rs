@@ -141,11 +141,8 @@ pub(crate) fn demo_cluster(args: DemoArgs, role: sabot::cluster::Role) -> Result
     if args.brokers.is_some() {
         anyhow::bail!("--brokers is not supported in cluster mode yet");
     }
-    if args.job.checkpoint_dir.is_some() {
-        anyhow::bail!(
-            "--checkpoint-dir: checkpoints of a job split over processes are not supported yet (a restarted cluster job starts its input again)"
-        );
-    }
+    // Checkpoints go into a folder every worker sees; the alerts are committed with them.
+    let checkpoints = args.job.checkpoints();
     let (generator, rules) = generator_and_rules(&args)?;
     let state = args.job.state_config()?;
     args.job.create_output()?;
@@ -153,6 +150,9 @@ pub(crate) fn demo_cluster(args: DemoArgs, role: sabot::cluster::Role) -> Result
         env.set_parallelism(args.job.parallelism(1))
             .set_name("fraud-demo")
             .set_state(state.clone());
+        if let Some(cs) = &checkpoints {
+            env.set_checkpoints(cs.clone());
+        }
         fraud_job_with_output(env, generator.clone(), &rules, Some(&output))?;
         Ok(())
     };
