@@ -4,8 +4,30 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use sabot::{Aggregate, StreamEnv, TumblingWindow};
-//! # fn my_source() -> sabot::operators::VecSource { unimplemented!() }
-//! # fn my_sink() -> sabot::operators::CollectSink { unimplemented!() }
+//! use std::sync::Arc;
+//! use sabot::arrow::array::Int64Array;
+//! use sabot::arrow::datatypes::{DataType, Field, Schema};
+//! use sabot::arrow::record_batch::RecordBatch;
+//! use sabot::operators::{CollectSink, VecSource};
+//!
+//! /// Three payments (account, amount, ts); a real job reads Kafka or files.
+//! fn my_source() -> VecSource {
+//!     let schema = Arc::new(Schema::new(vec![
+//!         Field::new("account", DataType::Int64, false),
+//!         Field::new("amount", DataType::Int64, false),
+//!         Field::new("ts", DataType::Int64, false),
+//!     ]));
+//!     let batch = RecordBatch::try_new(schema.clone(), vec![
+//!         Arc::new(Int64Array::from(vec![1, 2, 1])),
+//!         Arc::new(Int64Array::from(vec![500, 70, 900])),
+//!         Arc::new(Int64Array::from(vec![1_000, 2_000, 3_000])),
+//!     ]).expect("columns match the schema");
+//!     VecSource::new(schema, vec![batch])
+//! }
+//!
+//! fn my_sink() -> CollectSink {
+//!     CollectSink::new().0
+//! }
 //!
 //! fn main() -> std::process::ExitCode {
 //!     sabot::cluster::main(|env: &StreamEnv| {

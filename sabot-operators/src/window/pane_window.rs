@@ -409,3 +409,64 @@ impl<S: PaneStore> Operator for PaneWindowOp<S> {
         Ok(())
     }
 }
+
+/// The builder methods and the [`OperatorFactory`](crate::OperatorFactory) of a
+/// tumbling or sliding window factory (a struct with a `spec: PaneWindowSpec`), named
+/// by `$name` applied to the spec.
+macro_rules! pane_window_factory {
+    ($factory:ident, $name:expr) => {
+        impl $factory {
+            /// Early firing (Flink SQL's `table.exec.emit.early-fire`): every `interval`
+            /// of processing time, each window that has not fired yet emits its current
+            /// results for the keys updated in its panes since the previous early
+            /// firing; the window's final results still come when the watermark passes
+            /// its end (later rows for a key and window supersede earlier ones). Which
+            /// keys are due for an early firing is not part of checkpoints: after a
+            /// restore, early firings resume with the next update.
+            pub fn with_early_firing(mut self, interval: std::time::Duration) -> Self {
+                self.spec.early = Some(interval);
+                self
+            }
+
+            /// Keeps windows open for late updates for `lateness` after they fire.
+            pub fn with_allowed_lateness(mut self, lateness: std::time::Duration) -> Self {
+                self.spec.allowed_lateness = lateness;
+                self
+            }
+
+            fn invalid(&self, reason: String) -> crate::OperatorError {
+                crate::OperatorError::invalid_plan(crate::OperatorFactory::name(self), reason)
+            }
+        }
+
+        impl crate::OperatorFactory for $factory {
+            fn name(&self) -> String {
+                let name: fn(&super::pane_window::PaneWindowSpec) -> String = $name;
+                name(&self.spec)
+            }
+
+            fn output_schema(
+                &self,
+                input: &sabot_core::SchemaRef,
+            ) -> crate::Result<sabot_core::SchemaRef> {
+                Ok(self.spec.bind(input, |r| self.invalid(r))?.schema)
+            }
+
+            fn side_outputs(
+                &self,
+                input: &sabot_core::SchemaRef,
+            ) -> crate::Result<Vec<(&'static str, sabot_core::SchemaRef)>> {
+                Ok(vec![(super::LATE_DATA, input.clone())])
+            }
+
+            fn create(
+                &self,
+                input: &sabot_core::SchemaRef,
+                ctx: &crate::TaskContext,
+            ) -> crate::Result<Box<dyn crate::Operator>> {
+                self.spec.create(input, ctx, |r| self.invalid(r))
+            }
+        }
+    };
+}
+pub(super) use pane_window_factory;

@@ -4,12 +4,8 @@
 
 use std::time::Duration;
 
-use sabot_core::SchemaRef;
-
-use super::LATE_DATA;
 use super::aggregate::Aggregate;
 use super::pane_window::PaneWindowSpec;
-use crate::{Operator, OperatorError, OperatorFactory, Result, TaskContext};
 
 /// A keyed sliding event-time window aggregate (Flink's `SlidingEventTimeWindows`,
 /// aligned to the epoch): a window of `size` starts every `slide` (which must divide
@@ -56,45 +52,9 @@ impl SlidingWindowFactory {
             },
         }
     }
-
-    /// Early firing, as [`TumblingWindowFactory::with_early_firing`]: every `interval` of
-    /// processing time, each window not fired yet emits its current results for the
-    /// keys updated in its panes since the previous early firing.
-    ///
-    /// [`TumblingWindowFactory::with_early_firing`]: super::TumblingWindowFactory::with_early_firing
-    pub fn with_early_firing(mut self, interval: Duration) -> Self {
-        self.spec.early = Some(interval);
-        self
-    }
-
-    /// Keeps windows open for late updates for `lateness` after they fire.
-    pub fn with_allowed_lateness(mut self, lateness: Duration) -> Self {
-        self.spec.allowed_lateness = lateness;
-        self
-    }
-
-    fn invalid(&self, reason: String) -> OperatorError {
-        OperatorError::invalid_plan(self.name(), reason)
-    }
 }
 
-impl OperatorFactory for SlidingWindowFactory {
-    fn name(&self) -> String {
-        format!(
-            "sliding_window({:?} every {:?}, keys={:?})",
-            self.spec.size, self.spec.slide, self.spec.keys
-        )
-    }
-
-    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
-        Ok(self.spec.bind(input, |r| self.invalid(r))?.schema)
-    }
-
-    fn side_outputs(&self, input: &SchemaRef) -> Result<Vec<(&'static str, SchemaRef)>> {
-        Ok(vec![(LATE_DATA, input.clone())])
-    }
-
-    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
-        self.spec.create(input, ctx, |r| self.invalid(r))
-    }
-}
+super::pane_window::pane_window_factory!(SlidingWindowFactory, |spec| format!(
+    "sliding_window({:?} every {:?}, keys={:?})",
+    spec.size, spec.slide, spec.keys
+));

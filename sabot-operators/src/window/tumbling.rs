@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use sabot_core::SchemaRef;
-
 use super::aggregate::Aggregate;
 use super::pane_window::PaneWindowSpec;
-use crate::{Operator, OperatorError, OperatorFactory, Result, TaskContext};
 
 /// Name of the window start column in a window's output (ms, inclusive).
 pub const WINDOW_START: &str = "window_start";
@@ -64,46 +61,9 @@ impl TumblingWindowFactory {
             },
         }
     }
-
-    /// Early firing (Flink SQL's `table.exec.emit.early-fire`): every `interval` of
-    /// processing time, each window that has not fired yet emits its current results for
-    /// the keys updated since the previous early firing; the window's final results
-    /// still come when the watermark passes its end (later rows for a key and window
-    /// supersede earlier ones). Which keys are due for an early firing is not part of
-    /// checkpoints: after a restore, early firings resume with the next update.
-    pub fn with_early_firing(mut self, interval: Duration) -> Self {
-        self.spec.early = Some(interval);
-        self
-    }
-
-    /// Keeps windows open for late updates for `lateness` after they fire.
-    pub fn with_allowed_lateness(mut self, lateness: Duration) -> Self {
-        self.spec.allowed_lateness = lateness;
-        self
-    }
-
-    fn invalid(&self, reason: String) -> OperatorError {
-        OperatorError::invalid_plan(self.name(), reason)
-    }
 }
 
-impl OperatorFactory for TumblingWindowFactory {
-    fn name(&self) -> String {
-        format!(
-            "tumbling_window({:?}, keys={:?})",
-            self.spec.size, self.spec.keys
-        )
-    }
-
-    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
-        Ok(self.spec.bind(input, |r| self.invalid(r))?.schema)
-    }
-
-    fn side_outputs(&self, input: &SchemaRef) -> Result<Vec<(&'static str, SchemaRef)>> {
-        Ok(vec![(LATE_DATA, input.clone())])
-    }
-
-    fn create(&self, input: &SchemaRef, ctx: &TaskContext) -> Result<Box<dyn Operator>> {
-        self.spec.create(input, ctx, |r| self.invalid(r))
-    }
-}
+super::pane_window::pane_window_factory!(TumblingWindowFactory, |spec| format!(
+    "tumbling_window({:?}, keys={:?})",
+    spec.size, spec.keys
+));
